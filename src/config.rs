@@ -1,0 +1,307 @@
+//! Command line: memcached's flags (so init scripts and container commands
+//! work unchanged) plus memcore's own long options, checked into a `Config`.
+
+use clap::{ArgAction, Parser};
+use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
+
+pub const DEFAULT_PORT: u16 = 11211;
+/// memcached listens on every address by default; memcore only on loopback,
+/// so that a cache is never exposed by accident.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1";
+pub const DEFAULT_MEMORY_MB: u64 = 64;
+pub const DEFAULT_CONN_LIMIT: usize = 1024;
+pub const DEFAULT_ITEM_SIZE_MAX: usize = 1 << 20;
+pub const MIN_ITEM_SIZE_MAX: usize = 1024;
+pub const MAX_ITEM_SIZE_MAX: usize = 1 << 30;
+pub const DEFAULT_BACKLOG: i32 = 1024;
+pub const DEFAULT_REQS_PER_EVENT: usize = 20;
+/// The memcached version whose protocol memcore speaks.
+pub const PROTOCOL_VERSION: &str = "1.6.18";
+
+#[derive(Parser, Debug)]
+#[command(name = "memcore", version = concat!(env!("CARGO_PKG_VERSION"), " (memcached 1.6 protocol)"),
+    about = "A memcached-compatible, thread-per-core cache server", disable_help_flag = true)]
+struct Args {
+    /// TCP port to listen on
+    #[arg(short = 'p', long = "port", default_value_t = DEFAULT_PORT)]
+    port: u16,
+    /// Interfaces to listen on, comma-separated (IPv4, IPv6, optional :port)
+    #[arg(short = 'l', long = "listen", default_value = DEFAULT_LISTEN)]
+    listen: String,
+    /// Item memory in megabytes, split evenly over cores
+    #[arg(short = 'm', long = "memory-limit", default_value_t = DEFAULT_MEMORY_MB)]
+    memory_limit: u64,
+    /// Item memory per core in megabytes (overrides the even split of -m)
+    #[arg(long = "memory-per-core")]
+    memory_per_core: Option<u64>,
+    /// Maximum simultaneous connections
+    #[arg(short = 'c', long = "conn-limit", default_value_t = DEFAULT_CONN_LIMIT)]
+    conn_limit: usize,
+    /// Cores to run on, one executor each (default: every CPU the process may use)
+    #[arg(short = 't', long = "threads")]
+    threads: Option<usize>,
+    /// Largest item, with k/m suffix (1k to 1g)
+    #[arg(short = 'I', long = "max-item-size", default_value = "1m")]
+    max_item_size: String,
+    /// Listen backlog
+    #[arg(short = 'b', long = "listen-backlog", default_value_t = DEFAULT_BACKLOG)]
+    backlog: i32,
+    /// UDP port; only 0 (off) is supported
+    #[arg(short = 'U', long = "udp-port", default_value_t = 0)]
+    udp_port: u16,
+    /// User to run as after binding (required when started as root)
+    #[arg(short = 'u', long = "user")]
+    user: Option<String>,
+    /// Write the process id to this file
+    #[arg(short = 'P', long = "pidfile")]
+    pidfile: Option<String>,
+    /// Disable CAS (gets reports 0)
+    #[arg(short = 'C', long = "disable-cas", action = ArgAction::SetTrue)]
+    disable_cas: bool,
+    /// Disable flush_all
+    #[arg(short = 'F', long = "disable-flush-all", action = ArgAction::SetTrue)]
+    disable_flush_all: bool,
+    /// Return an error instead of evicting when memory is full
+    #[arg(short = 'M', long = "disable-evictions", action = ArgAction::SetTrue)]
+    disable_evictions: bool,
+    /// Requests handled per connection before yielding to others
+    #[arg(short = 'R', long = "max-reqs-per-event", default_value_t = DEFAULT_REQS_PER_EVENT)]
+    reqs_per_event: usize,
+    /// Verbose logging (-v, -vv, -vvv)
+    #[arg(short = 'v', long = "verbose", action = ArgAction::Count)]
+    verbose: u8,
+    /// memcached extended options (-o); accepted and ignored with a warning
+    #[arg(short = 'o', long = "extended")]
+    extended: Vec<String>,
+    /// Print help
+    #[arg(short = 'h', long = "help", action = ArgAction::Help)]
+    help: Option<bool>,
+}
+
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub listen: Vec<SocketAddr>,
+    pub memory_limit: usize,
+    pub memory_per_core: Option<usize>,
+    pub conn_limit: usize,
+    pub threads: usize,
+    /// CPUs the executors are pinned to, one per executor.
+    pub cpus: Vec<usize>,
+    pub item_size_max: usize,
+    pub backlog: i32,
+    pub user: Option<String>,
+    pub pidfile: Option<String>,
+    pub use_cas: bool,
+    pub flush_enabled: bool,
+    pub evict: bool,
+    pub reqs_per_event: usize,
+    pub verbosity: u8,
+    pub warnings: Vec<String>,
+}
+
+impl Config {
+    /// Bytes of item memory each core may hold.
+    pub fn per_core_limit(&self) -> usize {
+        self.memory_per_core.unwrap_or(self.memory_limit / self.threads.max(1))
+    }
+
+    pub fn tcp_port(&self) -> u16 {
+        self.listen.first().map_or(DEFAULT_PORT, |a| a.port())
+    }
+}
+
+/// What parsing the command line asks for.
+pub enum Command {
+    Run(Config),
+    /// --help or --version: print this and exit 0.
+    Print(String),
+}
+
+/// Parse and check the command line. Errors are one line, meant for stderr.
+pub fn parse_args<I, T>(args: I) -> Result<Command, String>
+where
+    I: IntoIterator<Item = T>,
+    T: Into<std::ffi::OsString> + Clone,
+{
+    let args = match Args::try_parse_from(args) {
+        Ok(a) => a,
+        Err(e) => {
+            use clap::error::ErrorKind;
+            if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) {
+                return Ok(Command::Print(e.render().to_string()));
+            }
+            let text = e.render().to_string();
+            let first = text.lines().find(|l| !l.trim().is_empty()).unwrap_or("bad command line").trim();
+            return Err(first.to_string());
+        }
+    };
+    check(args).map(Command::Run)
+}
+
+fn check(a: Args) -> Result<Config, String> {
+    let mut warnings = Vec::new();
+    if a.udp_port != 0 {
+        return Err(format!("UDP is not supported (-U {}); use -U 0", a.udp_port));
+    }
+    let item_size_max = parse_size(&a.max_item_size).ok_or_else(|| format!("bad item size: {:?} (use e.g. 512k, 1m, 16m)", a.max_item_size))?;
+    if item_size_max < MIN_ITEM_SIZE_MAX {
+        return Err("item max size cannot be less than 1024 bytes (-I)".into());
+    }
+    if item_size_max > MAX_ITEM_SIZE_MAX {
+        return Err("cannot set item size limit higher than 1 gigabyte (-I)".into());
+    }
+    let memory_limit = (a.memory_limit as usize).checked_mul(1 << 20).ok_or("memory limit too large (-m)")?;
+    if a.memory_limit == 0 {
+        return Err("memory limit must be at least 1 megabyte (-m)".into());
+    }
+    if item_size_max > memory_limit / 2 && a.memory_per_core.is_none() {
+        return Err("cannot set item size limit higher than 1/2 of memory max (-I, -m)".into());
+    }
+    if a.conn_limit == 0 {
+        return Err("connection limit must be at least 1 (-c)".into());
+    }
+    if a.backlog <= 0 {
+        return Err("listen backlog must be positive (-b)".into());
+    }
+    if a.reqs_per_event == 0 {
+        return Err("requests per event must be at least 1 (-R)".into());
+    }
+    let cpus = allowed_cpus();
+    let threads = match a.threads {
+        Some(0) => return Err("number of threads must be at least 1 (-t)".into()),
+        Some(t) if t > cpus.len() => {
+            warnings.push(format!("-t {t} exceeds the {} CPUs this process may use; running {} executors", cpus.len(), cpus.len()));
+            cpus.len()
+        }
+        Some(t) => t,
+        None => cpus.len(),
+    };
+    let memory_per_core = match a.memory_per_core {
+        Some(0) => return Err("--memory-per-core must be at least 1 megabyte".into()),
+        Some(mb) => Some((mb as usize).checked_mul(1 << 20).ok_or("--memory-per-core too large")?),
+        None => None,
+    };
+    for o in &a.extended {
+        warnings.push(format!("extended option -o {o} is not supported and was ignored"));
+    }
+    let listen = parse_listen(&a.listen, a.port)?;
+    Ok(Config {
+        listen,
+        memory_limit,
+        memory_per_core,
+        conn_limit: a.conn_limit,
+        threads,
+        cpus: cpus[..threads].to_vec(),
+        item_size_max,
+        backlog: a.backlog,
+        user: a.user,
+        pidfile: a.pidfile,
+        use_cas: !a.disable_cas,
+        flush_enabled: !a.disable_flush_all,
+        evict: !a.disable_evictions,
+        reqs_per_event: a.reqs_per_event,
+        verbosity: a.verbose,
+        warnings,
+    })
+}
+
+/// `1048576`, `1024k`, `1m`, `1g` (case-insensitive suffix).
+pub fn parse_size(s: &str) -> Option<usize> {
+    let s = s.trim();
+    let (num, mult) = match s.chars().last()?.to_ascii_lowercase() {
+        'k' => (&s[..s.len() - 1], 1usize << 10),
+        'm' => (&s[..s.len() - 1], 1 << 20),
+        'g' => (&s[..s.len() - 1], 1 << 30),
+        _ => (s, 1),
+    };
+    num.parse::<usize>().ok()?.checked_mul(mult)
+}
+
+/// memcached's -l: comma-separated addresses, each optionally with a port
+/// (`127.0.0.1`, `::1`, `[::1]:11212`, `localhost`).
+pub fn parse_listen(spec: &str, port: u16) -> Result<Vec<SocketAddr>, String> {
+    let mut out = Vec::new();
+    for part in spec.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let addrs: Vec<SocketAddr> = if let Ok(ip) = part.parse::<IpAddr>() {
+            vec![SocketAddr::new(ip, port)]
+        } else if let Ok(sa) = part.parse::<SocketAddr>() {
+            vec![sa]
+        } else if let Some(ip) = part.strip_prefix('[').and_then(|p| p.strip_suffix(']')).and_then(|p| p.parse::<IpAddr>().ok()) {
+            vec![SocketAddr::new(ip, port)]
+        } else {
+            let with_port = if part.contains(':') { part.to_string() } else { format!("{part}:{port}") };
+            with_port.to_socket_addrs().map_err(|e| format!("cannot resolve listen address {part:?}: {e}"))?.take(1).collect()
+        };
+        for a in addrs {
+            if !out.contains(&a) {
+                out.push(a);
+            }
+        }
+    }
+    if out.is_empty() {
+        return Err(format!("no listen address in {spec:?}"));
+    }
+    Ok(out)
+}
+
+/// CPUs this process may run on (honours taskset and cgroup cpusets).
+pub fn allowed_cpus() -> Vec<usize> {
+    // SAFETY: sched_getaffinity fills the set we own.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        if libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) == 0 {
+            let cpus: Vec<usize> = (0..libc::CPU_SETSIZE as usize).filter(|&c| libc::CPU_ISSET(c, &set)).collect();
+            if !cpus.is_empty() {
+                return cpus;
+            }
+        }
+    }
+    (0..std::thread::available_parallelism().map_or(1, |n| n.get())).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(args: &[&str]) -> Result<Config, String> {
+        match parse_args(std::iter::once("memcore").chain(args.iter().copied()))? {
+            Command::Run(c) => Ok(c),
+            Command::Print(_) => Err("printed".into()),
+        }
+    }
+
+    #[test]
+    fn memcached_defaults() {
+        let c = run(&[]).unwrap();
+        assert_eq!(c.listen, vec!["127.0.0.1:11211".parse().unwrap()]);
+        assert_eq!(c.memory_limit, 64 << 20);
+        assert_eq!(c.conn_limit, 1024);
+        assert_eq!(c.item_size_max, 1 << 20);
+        assert!(c.use_cas && c.flush_enabled && c.evict);
+    }
+
+    #[test]
+    fn memcached_flags_are_accepted() {
+        let c = run(&["-p", "22122", "-l", "127.0.0.1,::1,[::1]:5000", "-m", "128", "-c", "10", "-t", "1", "-I", "2m", "-C", "-F", "-M", "-vv", "-U", "0", "-b", "64", "-R", "5"]).unwrap();
+        assert_eq!(c.listen.len(), 3);
+        assert_eq!(c.listen[2], "[::1]:5000".parse().unwrap());
+        assert_eq!((c.memory_limit, c.item_size_max, c.threads, c.verbosity), (128 << 20, 2 << 20, 1, 2));
+        assert!(!c.use_cas && !c.flush_enabled && !c.evict);
+    }
+
+    #[test]
+    fn bad_values_are_one_line_errors() {
+        for args in [&["-m", "abc"][..], &["--bogus"], &["-U", "1"], &["-p", "99999"], &["-I", "1t"], &["-I", "512"], &["-I", "2g"], &["-t", "0"], &["-I", "64m"]] {
+            let e = run(args).unwrap_err();
+            assert!(!e.contains('\n') && !e.is_empty(), "{args:?}: {e}");
+        }
+    }
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("1m"), Some(1 << 20));
+        assert_eq!(parse_size("512K"), Some(512 << 10));
+        assert_eq!(parse_size("1048576"), Some(1 << 20));
+        assert_eq!(parse_size("x"), None);
+    }
+}

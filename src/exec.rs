@@ -1,0 +1,175 @@
+//! Running a parsed request on the core that owns its key.
+//!
+//! `Shard` is one core's store plus its command counters. The same code
+//! serves local requests and requests forwarded from other cores, so both
+//! paths give the same replies and count the same way. Runtime-free: the
+//! caller passes `now`.
+
+use crate::protocol::encode::{self, encode_number_line, encode_value};
+use crate::protocol::{GetKind, Request, StoreMode};
+use crate::stats::Counters;
+use crate::storage::{absolute_expiry, ArithOutcome, Miss, Store, StoreOutcome};
+
+pub struct Shard {
+    pub store: Store,
+    pub counters: Counters,
+}
+
+impl Shard {
+    pub fn new(store: Store) -> Self {
+        Shard { store, counters: Counters::default() }
+    }
+
+    fn expiry(&self, exptime: i64, now: u64) -> u64 {
+        absolute_expiry(exptime, now, self.store.config().started)
+    }
+
+    /// One key of a get/gets/gat/gats: its VALUE block on a hit, nothing on
+    /// a miss. The caller writes the closing END.
+    pub fn get_one(&mut self, kind: GetKind, exptime: i64, key: &[u8], now: u64, out: &mut Vec<u8>) {
+        let touch = kind.touches().then(|| self.expiry(exptime, now));
+        let c = &mut self.counters;
+        if kind.touches() {
+            c.cmd_touch += 1;
+        } else {
+            c.cmd_get += 1;
+        }
+        let use_cas = self.store.config().use_cas;
+        match self.store.get(key, now, touch) {
+            Ok(item) => {
+                let cas = kind.with_cas().then_some(if use_cas { item.cas } else { 0 });
+                encode_value(out, key, item.flags, item.value(), cas);
+                if kind.touches() {
+                    self.counters.touch_hits += 1;
+                } else {
+                    self.counters.get_hits += 1;
+                }
+            }
+            Err(miss) => {
+                let c = &mut self.counters;
+                if kind.touches() {
+                    c.touch_misses += 1;
+                } else {
+                    c.get_misses += 1;
+                }
+                match miss {
+                    Miss::Expired => c.get_expired += 1,
+                    Miss::Flushed => c.get_flushed += 1,
+                    Miss::Absent => {}
+                }
+            }
+        }
+    }
+
+    /// Every keyed request but retrieval. Replies are suppressed for noreply.
+    pub fn execute(&mut self, req: &Request<'_>, now: u64, out: &mut Vec<u8>) {
+        let reply = |out: &mut Vec<u8>, noreply: bool, text: &[u8]| {
+            if !noreply {
+                out.extend_from_slice(text);
+            }
+        };
+        match *req {
+            Request::Get { kind, exptime, keys } => {
+                for key in keys.iter() {
+                    self.get_one(kind, exptime, key, now, out);
+                }
+                out.extend_from_slice(encode::END);
+            }
+            Request::Store { mode, key, flags, exptime, data, cas, noreply } => {
+                let exp = self.expiry(exptime, now);
+                let outcome = self.store.store(mode, key, flags, exp, data, cas, now);
+                let c = &mut self.counters;
+                if outcome != StoreOutcome::NoMemory {
+                    c.cmd_set += 1;
+                }
+                if mode == StoreMode::Cas {
+                    match outcome {
+                        StoreOutcome::Stored => c.cas_hits += 1,
+                        StoreOutcome::Exists => c.cas_badval += 1,
+                        StoreOutcome::NotFound => c.cas_misses += 1,
+                        _ => {}
+                    }
+                }
+                let text = match outcome {
+                    StoreOutcome::Stored => encode::STORED,
+                    StoreOutcome::NotStored => encode::NOT_STORED,
+                    StoreOutcome::Exists => encode::EXISTS,
+                    StoreOutcome::NotFound => encode::NOT_FOUND,
+                    StoreOutcome::NoMemory => {
+                        c.store_no_memory += 1;
+                        encode::NO_MEMORY
+                    }
+                };
+                reply(out, noreply, text);
+            }
+            Request::TooLarge { mode, key, noreply } => {
+                self.counters.store_too_large += 1;
+                if mode == StoreMode::Set {
+                    self.store.remove(key, now);
+                }
+                reply(out, noreply, encode::TOO_LARGE);
+            }
+            Request::Delete { key, noreply } => {
+                if self.store.delete(key, now) {
+                    self.counters.delete_hits += 1;
+                    reply(out, noreply, encode::DELETED);
+                } else {
+                    self.counters.delete_misses += 1;
+                    reply(out, noreply, encode::NOT_FOUND);
+                }
+            }
+            Request::Arith { incr, key, delta, noreply } => {
+                let outcome = self.store.arith(key, incr, delta, now);
+                let c = &mut self.counters;
+                match (outcome, incr) {
+                    (ArithOutcome::NotFound, true) => c.incr_misses += 1,
+                    (ArithOutcome::NotFound, false) => c.decr_misses += 1,
+                    (ArithOutcome::Value(_), true) => c.incr_hits += 1,
+                    (ArithOutcome::Value(_), false) => c.decr_hits += 1,
+                    _ => {}
+                }
+                match outcome {
+                    ArithOutcome::Value(v) if !noreply => encode_number_line(out, v),
+                    ArithOutcome::Value(_) => {}
+                    ArithOutcome::NotFound => reply(out, noreply, encode::NOT_FOUND),
+                    ArithOutcome::NonNumeric => reply(out, noreply, encode::NON_NUMERIC),
+                    ArithOutcome::NoMemory => reply(out, noreply, encode::ARITH_NO_MEMORY),
+                }
+            }
+            Request::Touch { key, exptime, noreply } => {
+                let exp = self.expiry(exptime, now);
+                self.counters.cmd_touch += 1;
+                if self.store.touch(key, exp, now) {
+                    self.counters.touch_hits += 1;
+                    reply(out, noreply, encode::TOUCHED);
+                } else {
+                    self.counters.touch_misses += 1;
+                    reply(out, noreply, encode::NOT_FOUND);
+                }
+            }
+            // Keyless requests are handled by the connection.
+            _ => {}
+        }
+    }
+
+    /// Counters of this core with the store's figures filled in.
+    pub fn snapshot(&self) -> Counters {
+        let mut c = self.counters;
+        let s = &self.store.stats;
+        c.curr_items = self.store.curr_items();
+        c.bytes = self.store.bytes();
+        c.limit_maxbytes = self.store.limit() as u64;
+        c.total_items = s.total_items;
+        c.evictions = s.evictions;
+        c.evicted_unfetched = s.evicted_unfetched;
+        c.reclaimed = s.reclaimed;
+        c.expired_unfetched = s.expired_unfetched;
+        c.crawler_reclaimed = s.crawler_reclaimed;
+        c
+    }
+
+    pub fn reset_stats(&mut self) {
+        self.counters.reset();
+        self.store.stats = Default::default();
+    }
+}

@@ -1,0 +1,39 @@
+use std::process::ExitCode;
+
+use memcore::config::{parse_args, Command};
+
+fn main() -> ExitCode {
+    let cfg = match parse_args(std::env::args_os()) {
+        Ok(Command::Run(cfg)) => cfg,
+        Ok(Command::Print(text)) => {
+            print!("{text}");
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => {
+            eprintln!("memcore: {e}");
+            return ExitCode::from(64);
+        }
+    };
+    init_logging(cfg.verbosity);
+    match memcore::server::run(cfg) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("memcore: {e}");
+            ExitCode::from(71)
+        }
+    }
+}
+
+/// Startup line and warnings by default; `-vv` and `-vvv` add more, as
+/// memcached's levels do. RUST_LOG, when set, takes precedence.
+fn init_logging(verbosity: u8) {
+    let level = match verbosity {
+        0 | 1 => "info",
+        2 => "debug",
+        _ => "trace",
+    };
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(format!("warn,memcore={level}")))
+        .format_timestamp_millis()
+        .init();
+    memcore::server::set_verbosity(verbosity);
+}

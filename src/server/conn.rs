@@ -1,0 +1,492 @@
+//! One client connection: read, parse every complete request, run local ones
+//! at once and forward the others, then write all replies in request order
+//! with one write.
+//!
+//! Replies of forwarded requests are spliced into the output at the place
+//! their request had: `inserts` records (offset in `out`, reply slot).
+
+use std::io;
+use std::pin::pin;
+use std::rc::Rc;
+
+use futures_lite::{AsyncReadExt, AsyncWriteExt};
+use glommio::net::TcpStream;
+
+use crate::protocol::encode::{self, encode_line};
+use crate::protocol::parse::{Keys, GetKind};
+use crate::protocol::{parse, Parsed, Request};
+use crate::shard::{owner, Cmd, ConnWait, Interruptible};
+use crate::stats::{self, Counters, ServerInfo};
+use crate::storage::absolute_expiry;
+
+use super::core::Core;
+use super::unix_now;
+
+const INITIAL_BUFFER: usize = 16 * 1024;
+/// Buffers grown for a large item go back to this size once drained.
+const KEEP_BUFFER: usize = 64 * 1024;
+
+/// Why request processing stopped.
+enum Stop {
+    /// The buffer holds no complete request.
+    NeedInput,
+    /// `-R` requests were handled; let other connections run.
+    Yield,
+    /// A `stats` request: answered once every earlier reply is out.
+    Stats(Vec<u8>),
+    /// quit, or input that ends the connection.
+    Close,
+}
+
+pub struct Conn {
+    core: Rc<Core>,
+    id: usize,
+    stream: TcpStream,
+    inbuf: Vec<u8>,
+    start: usize,
+    end: usize,
+    /// Bytes still to discard (the data of a refused item).
+    skip: usize,
+    /// Buffer length that completes the pending request, when known.
+    need: usize,
+    out: Vec<u8>,
+    spliced: Vec<u8>,
+    inserts: Vec<(usize, usize)>,
+    wait: Rc<ConnWait>,
+    owners: Vec<usize>,
+}
+
+impl Conn {
+    pub fn new(core: Rc<Core>, id: usize, stream: TcpStream) -> Self {
+        let ncores = core.ncores;
+        Conn {
+            core,
+            id,
+            stream,
+            inbuf: vec![0; INITIAL_BUFFER],
+            start: 0,
+            end: 0,
+            skip: 0,
+            need: 0,
+            out: Vec::with_capacity(INITIAL_BUFFER),
+            spliced: Vec::new(),
+            inserts: Vec::new(),
+            wait: Rc::new(ConnWait::default()),
+            owners: Vec::with_capacity(ncores),
+        }
+    }
+
+    pub async fn run(mut self) -> io::Result<()> {
+        loop {
+            let stop = self.process();
+            self.finish_batch().await?;
+            match stop {
+                Stop::NeedInput => {
+                    if !self.read_more().await? {
+                        return Ok(());
+                    }
+                }
+                Stop::Yield => {
+                    self.core.shard.borrow_mut().counters.conn_yields += 1;
+                    glommio::yield_if_needed().await;
+                }
+                Stop::Stats(args) => {
+                    self.stats(&args).await;
+                    self.finish_batch().await?;
+                }
+                Stop::Close => return Ok(()),
+            }
+        }
+    }
+
+    /// Read more input. Returns false at end of stream or shutdown.
+    async fn read_more(&mut self) -> io::Result<bool> {
+        if self.start == self.end {
+            self.start = 0;
+            self.end = 0;
+            if self.inbuf.len() > KEEP_BUFFER {
+                self.inbuf = vec![0; INITIAL_BUFFER];
+            }
+        }
+        let want = self.need.max(self.end - self.start + 1);
+        if self.start + want > self.inbuf.len() {
+            // Move the partial request to the front, then grow if needed.
+            self.inbuf.copy_within(self.start..self.end, 0);
+            self.end -= self.start;
+            self.start = 0;
+            if want > self.inbuf.len() {
+                let grown = want.max(self.inbuf.len() * 2);
+                self.inbuf.resize(grown, 0);
+            }
+        }
+        if self.core.stopping.get() {
+            return Ok(false);
+        }
+        let core = self.core.clone();
+        let Some(waker) = core.conns.borrow().get(self.id).map(|c| c.waker.clone()) else { return Ok(false) };
+        let read = pin!(self.stream.read(&mut self.inbuf[self.end..]));
+        let r = Interruptible { inner: read, stop: &core.stopping, waker: &waker }.await;
+        match r {
+            None => Ok(false),
+            Some(Ok(0)) => Ok(false),
+            Some(Ok(n)) => {
+                self.end += n;
+                let now = unix_now();
+                if let Some(info) = self.core.conns.borrow().get(self.id) {
+                    info.last_cmd.set(now);
+                }
+                self.core.shard.borrow_mut().counters.bytes_read += n as u64;
+                Ok(true)
+            }
+            Some(Err(e)) => Err(e),
+        }
+    }
+
+    /// Parse and dispatch buffered requests until input runs out, `-R` is
+    /// reached, or a request needs the batch finished first.
+    fn process(&mut self) -> Stop {
+        let core = self.core.clone();
+        let now = unix_now();
+        let mut handled = 0;
+        loop {
+            if self.skip > 0 {
+                let n = self.skip.min(self.end - self.start);
+                self.start += n;
+                self.skip -= n;
+                if self.skip > 0 {
+                    self.need = 0;
+                    return Stop::NeedInput;
+                }
+            }
+            if handled >= core.cfg().reqs_per_event {
+                return Stop::Yield;
+            }
+            let avail = &self.inbuf[self.start..self.end];
+            if avail.is_empty() {
+                self.need = 0;
+                return Stop::NeedInput;
+            }
+            match parse(avail, &core.limits) {
+                Parsed::Incomplete { need } => {
+                    self.need = need;
+                    return Stop::NeedInput;
+                }
+                Parsed::Error { msg, consumed, noreply } => {
+                    if !noreply {
+                        encode_line(&mut self.out, msg);
+                    }
+                    self.start += consumed;
+                }
+                Parsed::Close { msg } => {
+                    if let Some(msg) = msg {
+                        encode_line(&mut self.out, msg);
+                    }
+                    return Stop::Close;
+                }
+                Parsed::Request { req, consumed, swallow } => {
+                    let raw = &avail[..consumed];
+                    match req {
+                        Request::Quit => return Stop::Close,
+                        Request::Stats { args } => {
+                            let args = args.to_vec();
+                            self.start += consumed;
+                            return Stop::Stats(args);
+                        }
+                        _ => dispatch(&core, &req, raw, now, &mut self.out, &mut self.inserts, &self.wait, &mut self.owners),
+                    }
+                    self.start += consumed;
+                    self.skip = swallow;
+                }
+            }
+            handled += 1;
+        }
+    }
+
+    /// Wait for forwarded replies, splice them in, and write the batch.
+    async fn finish_batch(&mut self) -> io::Result<()> {
+        if self.wait.has_pending() {
+            self.wait.all_filled().await;
+            self.spliced.clear();
+            let mut prev = 0;
+            for &(pos, slot) in &self.inserts {
+                self.spliced.extend_from_slice(&self.out[prev..pos]);
+                self.wait.with_slot(slot, |b| self.spliced.extend_from_slice(b));
+                prev = pos;
+            }
+            self.spliced.extend_from_slice(&self.out[prev..]);
+            std::mem::swap(&mut self.out, &mut self.spliced);
+            self.inserts.clear();
+            self.wait.clear();
+        }
+        if !self.out.is_empty() {
+            self.stream.write_all(&self.out).await?;
+            self.core.shard.borrow_mut().counters.bytes_written += self.out.len() as u64;
+            self.out.clear();
+            if self.out.capacity() > KEEP_BUFFER {
+                self.out = Vec::with_capacity(INITIAL_BUFFER);
+                self.spliced = Vec::new();
+            }
+        }
+        Ok(())
+    }
+
+    /// Answer `stats [args]`, gathering from every core when it needs to.
+    async fn stats(&mut self, args: &[u8]) {
+        let core = self.core.clone();
+        let mut words = args.split(|&b| b == b' ').filter(|w| !w.is_empty());
+        let sub = words.next().unwrap_or(b"");
+        let out = &mut self.out;
+        match sub {
+            b"" | b"items" | b"slabs" | b"cores" => {
+                let per_core = self.gather_counters().await;
+                let out = &mut self.out;
+                let mut total = Counters::default();
+                for c in &per_core {
+                    total.add(c);
+                }
+                match sub {
+                    b"" => {
+                        let info = ServerInfo {
+                            pid: core.global.pid,
+                            started: core.global.started,
+                            now: unix_now(),
+                            version: version(),
+                            max_connections: core.cfg().conn_limit as u64,
+                            threads: core.ncores as u64,
+                            listeners: core.cfg().listen.len() as u64,
+                        };
+                        stats::render_general(out, &info, &total);
+                    }
+                    b"items" => stats::render_items(out, &total),
+                    b"slabs" => stats::render_slabs(out, &total),
+                    _ => stats::render_cores(out, &per_core),
+                }
+            }
+            b"reset" => {
+                core.shard.borrow_mut().reset_stats();
+                self.broadcast(|| Cmd::StatsReset).await;
+                self.out.extend_from_slice(encode::RESET);
+            }
+            b"settings" => render_settings(&core, out),
+            b"sizes" => out.extend_from_slice(b"STAT sizes_status disabled\r\nEND\r\n"),
+            b"detail" => match words.next() {
+                Some(b"on") | Some(b"off") => out.extend_from_slice(encode::OK),
+                Some(b"dump") => out.extend_from_slice(encode::END),
+                _ => out.extend_from_slice(encode::ERROR),
+            },
+            b"cachedump" => out.extend_from_slice(encode::END),
+            b"conns" => {
+                let now = unix_now();
+                core.render_conns(now, out);
+                let slots = self.broadcast(|| Cmd::Conns).await;
+                for s in slots {
+                    self.wait.with_slot(s, |b| self.out.extend_from_slice(b));
+                }
+                self.wait.clear();
+                self.out.extend_from_slice(encode::END);
+            }
+            _ => out.extend_from_slice(encode::ERROR),
+        }
+    }
+
+    /// Every core's counters, this core's first... in core order.
+    async fn gather_counters(&mut self) -> Vec<Counters> {
+        let slots = self.broadcast(|| Cmd::Stats).await;
+        let mut per_core = Vec::with_capacity(self.core.ncores);
+        let mut remote = slots.into_iter();
+        for id in 0..self.core.ncores {
+            if id == self.core.id {
+                per_core.push(self.core.snapshot());
+            } else if let Some(s) = remote.next() {
+                per_core.push(self.wait.with_slot(s, Counters::decode));
+            }
+        }
+        self.wait.clear();
+        per_core
+    }
+
+    /// Send a control command to every other core and wait for the replies;
+    /// returns their slots in core order. The caller clears `wait`.
+    async fn broadcast(&mut self, cmd: impl Fn() -> Cmd) -> Vec<usize> {
+        let mut slots = Vec::new();
+        for id in self.core.remote_ids() {
+            let slot = self.wait.reserve(1);
+            self.core.peers[id].control(&self.wait, slot, cmd());
+            slots.push(slot);
+        }
+        self.wait.all_filled().await;
+        slots
+    }
+}
+
+/// Run one request here, or queue it for the core that owns its key.
+#[allow(clippy::too_many_arguments)]
+fn dispatch(
+    core: &Core,
+    req: &Request<'_>,
+    raw: &[u8],
+    now: u64,
+    out: &mut Vec<u8>,
+    inserts: &mut Vec<(usize, usize)>,
+    wait: &Rc<ConnWait>,
+    owners: &mut Vec<usize>,
+) {
+    match *req {
+        Request::Get { kind, exptime, keys } => get(core, kind, exptime, keys, now, out, inserts, wait, owners),
+        Request::Store { .. } | Request::TooLarge { .. } | Request::Delete { .. } | Request::Arith { .. } | Request::Touch { .. } => {
+            let key = req.key().unwrap_or_default();
+            let o = owner(key, core.ncores);
+            if o == core.id {
+                core.shard.borrow_mut().execute(req, now, out);
+            } else {
+                let slot = wait.reserve(1);
+                inserts.push((out.len(), slot));
+                let peer = &core.peers[o];
+                peer.forward(wait, slot, 1, |arena| arena.extend_from_slice(raw));
+                peer.wake_sender.notify();
+                core.shard.borrow_mut().counters.forwarded_out += 1;
+            }
+        }
+        Request::FlushAll { delay, noreply } => {
+            if !core.cfg().flush_enabled {
+                if !noreply {
+                    out.extend_from_slice(encode::FLUSH_DISABLED);
+                }
+                return;
+            }
+            let at = if delay > 0 { absolute_expiry(delay, now, core.global.started) } else { 0 };
+            {
+                let mut shard = core.shard.borrow_mut();
+                shard.counters.cmd_flush += 1;
+                shard.store.flush(at, now);
+            }
+            // Every core applies the same absolute deadline; OK goes out
+            // only after all of them have.
+            for id in core.remote_ids() {
+                let slot = wait.reserve(1);
+                inserts.push((out.len(), slot));
+                core.peers[id].control(wait, slot, Cmd::Flush { at });
+            }
+            if !noreply {
+                out.extend_from_slice(encode::OK);
+            }
+        }
+        Request::CacheMemlimit { megabytes, noreply } => {
+            let per_core = (megabytes as usize).saturating_mul(1 << 20) / core.ncores;
+            core.shard.borrow_mut().store.set_limit(per_core, now);
+            for id in core.remote_ids() {
+                let slot = wait.reserve(1);
+                inserts.push((out.len(), slot));
+                core.peers[id].control(wait, slot, Cmd::MemLimit { bytes: per_core as u64 });
+            }
+            if !noreply {
+                out.extend_from_slice(encode::OK);
+            }
+        }
+        Request::Verbosity { level, noreply } => {
+            super::set_verbosity(level.min(2) as u8);
+            if !noreply {
+                out.extend_from_slice(encode::OK);
+            }
+        }
+        Request::Version => {
+            out.extend_from_slice(b"VERSION ");
+            out.extend_from_slice(version().as_bytes());
+            out.extend_from_slice(b"\r\n");
+        }
+        Request::Shutdown => out.extend_from_slice(encode::SHUTDOWN_DISABLED),
+        Request::Quit | Request::Stats { .. } => {}
+    }
+}
+
+/// get/gets/gat/gats: keys owned here are answered at once; the others go
+/// to their cores as one request per core, and their replies are spliced
+/// back in key order.
+#[allow(clippy::too_many_arguments)]
+fn get(
+    core: &Core,
+    kind: GetKind,
+    exptime: i64,
+    keys: Keys<'_>,
+    now: u64,
+    out: &mut Vec<u8>,
+    inserts: &mut Vec<(usize, usize)>,
+    wait: &Rc<ConnWait>,
+    owners: &mut Vec<usize>,
+) {
+    let n = core.ncores;
+    owners.clear();
+    let mut remote = 0;
+    for key in keys.iter() {
+        let o = owner(key, n);
+        remote += (o != core.id) as usize;
+        owners.push(o);
+    }
+    if remote == 0 {
+        let mut shard = core.shard.borrow_mut();
+        for key in keys.iter() {
+            shard.get_one(kind, exptime, key, now, out);
+        }
+        out.extend_from_slice(encode::END);
+        return;
+    }
+    // Contiguous reply slots per remote core, in key order within each.
+    let mut next_slot = vec![usize::MAX; n];
+    for id in core.remote_ids() {
+        let count = owners.iter().filter(|&&o| o == id).count();
+        if count > 0 {
+            let first = wait.reserve(count);
+            next_slot[id] = first;
+            core.peers[id].forward(wait, first, count as u32, |arena| {
+                arena.extend_from_slice(kind.name().as_bytes());
+                if kind.touches() {
+                    arena.push(b' ');
+                    arena.extend_from_slice(exptime.to_string().as_bytes());
+                }
+                for (key, _) in keys.iter().zip(owners.iter()).filter(|(_, o)| **o == id) {
+                    arena.push(b' ');
+                    arena.extend_from_slice(key);
+                }
+                arena.extend_from_slice(b"\r\n");
+            });
+            core.peers[id].wake_sender.notify();
+            core.shard.borrow_mut().counters.forwarded_out += 1;
+        }
+    }
+    let mut shard = core.shard.borrow_mut();
+    for (key, &o) in keys.iter().zip(owners.iter()) {
+        if o == core.id {
+            shard.get_one(kind, exptime, key, now, out);
+        } else {
+            inserts.push((out.len(), next_slot[o]));
+            next_slot[o] += 1;
+        }
+    }
+    out.extend_from_slice(encode::END);
+}
+
+pub fn version() -> &'static str {
+    concat!("1.6.18-memcore-", env!("CARGO_PKG_VERSION"))
+}
+
+fn render_settings(core: &Core, out: &mut Vec<u8>) {
+    use crate::protocol::encode::encode_stat;
+    let cfg = core.cfg();
+    encode_stat(out, "maxbytes", cfg.per_core_limit() * core.ncores);
+    encode_stat(out, "maxconns", cfg.conn_limit);
+    encode_stat(out, "tcpport", cfg.tcp_port());
+    encode_stat(out, "udpport", 0);
+    let inter: Vec<String> = cfg.listen.iter().map(|a| a.to_string()).collect();
+    encode_stat(out, "inter", inter.join(","));
+    encode_stat(out, "verbosity", cfg.verbosity);
+    encode_stat(out, "evictions", if cfg.evict { "on" } else { "off" });
+    encode_stat(out, "num_threads", core.ncores);
+    encode_stat(out, "reqs_per_event", cfg.reqs_per_event);
+    encode_stat(out, "cas_enabled", if cfg.use_cas { "yes" } else { "no" });
+    encode_stat(out, "tcp_backlog", cfg.backlog);
+    encode_stat(out, "item_size_max", cfg.item_size_max);
+    encode_stat(out, "flush_enabled", if cfg.flush_enabled { "yes" } else { "no" });
+    encode_stat(out, "memory_per_core", cfg.per_core_limit());
+    encode_stat(out, "cores", cfg.cpus.iter().map(|c| c.to_string()).collect::<Vec<_>>().join(","));
+    out.extend_from_slice(encode::END);
+}

@@ -1,0 +1,194 @@
+//! One core's state and its mesh tasks: the shard it owns, its links to the
+//! other cores, and the registry of its connections.
+
+use std::cell::{Cell, RefCell};
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::atomic::AtomicUsize;
+use std::sync::Arc;
+use std::task::Waker;
+
+use glommio::channels::channel_mesh::{Receivers, Senders};
+use slab::Slab;
+
+use crate::config::Config;
+use crate::exec::Shard;
+use crate::protocol::{parse, Limits, Parsed, Request};
+use crate::shard::{Cmd, Frame, Notify, Peer};
+use crate::stats::Counters;
+
+use super::signal::Shutdown;
+
+/// What every core shares: set once at start, atomics only off the request path.
+pub struct Global {
+    pub cfg: Config,
+    /// Open client connections over all cores, for `-c`.
+    pub conns: AtomicUsize,
+    pub started: u64,
+    pub pid: u32,
+    pub shutdown: Shutdown,
+}
+
+pub struct ConnInfo {
+    pub peer: SocketAddr,
+    pub local: SocketAddr,
+    pub last_cmd: Cell<u64>,
+    /// Waker of the connection's pending read, so shutdown can interrupt it.
+    pub waker: Rc<RefCell<Option<Waker>>>,
+}
+
+pub struct Core {
+    pub id: usize,
+    pub ncores: usize,
+    pub global: Arc<Global>,
+    pub limits: Limits,
+    pub shard: RefCell<Shard>,
+    /// Link to each other core, indexed by core id (own slot unused).
+    pub peers: Vec<Peer>,
+    pub conns: RefCell<Slab<ConnInfo>>,
+    /// Set at shutdown: stop accepting, stop reading new requests.
+    pub stopping: Cell<bool>,
+    /// Wakers of the accept loops, so shutdown can interrupt them.
+    pub accept_wakers: RefCell<Vec<Rc<RefCell<Option<Waker>>>>>,
+    pub peer_done: Notify,
+}
+
+impl Core {
+    pub fn new(id: usize, ncores: usize, global: Arc<Global>, shard: Shard) -> Self {
+        let limits = Limits { item_size_max: global.cfg.item_size_max };
+        Core {
+            id,
+            ncores,
+            global,
+            limits,
+            shard: RefCell::new(shard),
+            peers: (0..ncores).map(|_| Peer::default()).collect(),
+            conns: RefCell::new(Slab::new()),
+            stopping: Cell::new(false),
+            accept_wakers: RefCell::new(Vec::new()),
+            peer_done: Notify::default(),
+        }
+    }
+
+    pub fn cfg(&self) -> &Config {
+        &self.global.cfg
+    }
+
+    pub fn remote_ids(&self) -> impl Iterator<Item = usize> + '_ {
+        (0..self.ncores).filter(move |&i| i != self.id)
+    }
+
+    /// Execute a frame of work from core `from`, appending the replies to
+    /// the frame going back to it.
+    pub fn serve_frame(&self, from: usize, frame: &Frame, now: u64) {
+        let mut back = self.peers[from].outbox.borrow_mut();
+        let back = &mut *back;
+        let mut shard = self.shard.borrow_mut();
+        for cmd in &frame.cmds {
+            match *cmd {
+                Cmd::Request { start, end, .. } => {
+                    shard.counters.forwarded_in += 1;
+                    match parse(&frame.arena[start as usize..end as usize], &self.limits) {
+                        Parsed::Request { req: Request::Get { kind, exptime, keys }, .. } => {
+                            for key in keys.iter() {
+                                shard.get_one(kind, exptime, key, now, &mut back.reply_arena);
+                                back.reply_ends.push(back.reply_arena.len() as u32);
+                            }
+                        }
+                        Parsed::Request { req, .. } => {
+                            shard.execute(&req, now, &mut back.reply_arena);
+                            back.reply_ends.push(back.reply_arena.len() as u32);
+                        }
+                        other => {
+                            // Only requests that parsed on the sending core travel.
+                            log::error!("forwarded request did not parse: {other:?}");
+                            back.reply_ends.push(back.reply_arena.len() as u32);
+                        }
+                    }
+                }
+                Cmd::Flush { at } => {
+                    shard.store.flush(at, now);
+                    back.reply_ends.push(back.reply_arena.len() as u32);
+                }
+                Cmd::MemLimit { bytes } => {
+                    shard.store.set_limit(bytes as usize, now);
+                    back.reply_ends.push(back.reply_arena.len() as u32);
+                }
+                Cmd::Stats => {
+                    shard.snapshot().encode(&mut back.reply_arena);
+                    back.reply_ends.push(back.reply_arena.len() as u32);
+                }
+                Cmd::StatsReset => {
+                    shard.reset_stats();
+                    back.reply_ends.push(back.reply_arena.len() as u32);
+                }
+                Cmd::Conns => {
+                    self.render_conns(now, &mut back.reply_arena);
+                    back.reply_ends.push(back.reply_arena.len() as u32);
+                }
+            }
+        }
+    }
+
+    /// `stats conns` lines for this core's connections.
+    pub fn render_conns(&self, now: u64, out: &mut Vec<u8>) {
+        use crate::protocol::encode::encode_stat;
+        for (i, c) in self.conns.borrow().iter() {
+            let id = format!("{}.{}", self.id, i);
+            encode_stat(out, &format!("{id}:addr"), format!("tcp:{}", c.peer));
+            encode_stat(out, &format!("{id}:listen_addr"), format!("tcp:{}", c.local));
+            encode_stat(out, &format!("{id}:state"), "conn_parse_cmd");
+            encode_stat(out, &format!("{id}:secs_since_last_cmd"), now.saturating_sub(c.last_cmd.get()));
+        }
+    }
+
+    /// Begin shutdown: no more accepts, no more reads.
+    pub fn stop(&self) {
+        self.stopping.set(true);
+        let wake = |slot: &Rc<RefCell<Option<Waker>>>| {
+            if let Some(w) = slot.borrow_mut().take() {
+                w.wake();
+            }
+        };
+        self.accept_wakers.borrow().iter().for_each(wake);
+        self.conns.borrow().iter().for_each(|(_, c)| wake(&c.waker));
+    }
+
+    pub fn snapshot(&self) -> Counters {
+        self.shard.borrow().snapshot()
+    }
+}
+
+/// Send whatever the outbox for `peer` holds, one frame at a time. The only
+/// task on this core that awaits channel space.
+pub async fn sender_task(core: Rc<Core>, senders: Rc<Senders<Frame>>, peer: usize) {
+    loop {
+        core.peers[peer].wake_sender.wait().await;
+        while let Some(frame) = core.peers[peer].take_outbox() {
+            if senders.send_to(peer, frame).await.is_err() {
+                return;
+            }
+        }
+    }
+}
+
+/// Receive frames from `peer`: deliver replies, execute requests. Never
+/// awaits anything else, so it always drains its channel.
+pub async fn receiver_task(core: Rc<Core>, receivers: Rc<Receivers<Frame>>, peer: usize) {
+    loop {
+        let frame = match receivers.recv_from(peer).await {
+            Ok(Some(f)) => f,
+            _ => return,
+        };
+        let p = &core.peers[peer];
+        p.deliver_replies(&frame);
+        if !frame.cmds.is_empty() {
+            core.serve_frame(peer, &frame, super::unix_now());
+            p.wake_sender.notify();
+        }
+        if frame.done {
+            p.done_received.set(true);
+            core.peer_done.notify();
+        }
+    }
+}

@@ -1,0 +1,308 @@
+//! The thread-per-core server: one glommio executor per core, pinned, each
+//! with its own listeners (SO_REUSEPORT) and its own shard of the keys.
+//!
+//! ```text
+//!                 clients (kernel spreads connections by 4-tuple hash)
+//!                    │                                │
+//!        ┌───────────▼───────────┐        ┌───────────▼───────────┐
+//!        │ core 0 (CPU a)        │  mesh  │ core 1 (CPU b)        │
+//!        │ listeners, conns      │◀══════▶│ listeners, conns      │
+//!        │ Shard 0: keys with    │ frames │ Shard 1: keys with    │
+//!        │ owner(key) == 0       │        │ owner(key) == 1       │
+//!        └───────────────────────┘        └───────────────────────┘
+//!   main thread: flags, bind, drop privileges, start executors, then wait;
+//!   signal thread: sigwait(SIGINT/SIGTERM) → Shutdown::trigger.
+//! ```
+//!
+//! A connection runs on the core that accepted it. A request for a key it
+//! owns runs inline; others go to the owner (see `shard`). Shutdown: stop
+//! accepting, let every connection finish its batch, tell the other cores,
+//! wait for theirs, exit.
+
+pub mod conn;
+pub mod core;
+pub mod listener;
+pub mod signal;
+
+use std::os::fd::{FromRawFd, RawFd};
+use std::rc::Rc;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use glommio::channels::channel_mesh::MeshBuilder;
+use glommio::net::TcpListener;
+use glommio::{LocalExecutorBuilder, Placement};
+
+use crate::config::Config;
+use crate::exec::Shard;
+use crate::protocol::encode;
+use crate::shard::{Frame, Interruptible};
+use crate::storage::{Store, StoreConfig};
+
+use self::core::{receiver_task, sender_task, ConnInfo, Core, Global};
+use self::signal::Shutdown;
+
+/// Frames in flight per direction between two cores.
+const MESH_CAPACITY: usize = 256;
+/// glommio's registered buffers serve only file I/O, which memcore does not
+/// do; keeping them tiny lets it start under the default 8 MiB memlock.
+const IO_MEMORY: usize = 64 * 1024;
+/// How long shutdown waits for connections to finish their batch.
+const DRAIN_TIMEOUT: Duration = Duration::from_millis(1500);
+/// Slots the expiry crawler visits per tick on each core.
+const CRAWL_BUDGET: usize = 20_000;
+const CRAWL_INTERVAL: Duration = Duration::from_millis(100);
+
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+/// memcached's `verbosity`: 0 and 1 log warnings and the startup line,
+/// 2 adds per-connection events, 3 everything.
+pub fn set_verbosity(level: u8) {
+    log::set_max_level(match level {
+        0 | 1 => log::LevelFilter::Info,
+        2 => log::LevelFilter::Debug,
+        _ => log::LevelFilter::Trace,
+    });
+}
+
+/// Run the server until SIGINT/SIGTERM. Errors are one line for stderr.
+pub fn run(cfg: Config) -> Result<(), String> {
+    signal::block_termination_signals();
+    let n = cfg.threads;
+    let fds = listener::bind_all(&cfg.listen, n, cfg.backlog)?;
+    if let Some(path) = &cfg.pidfile {
+        std::fs::write(path, format!("{}\n", std::process::id())).map_err(|e| format!("cannot write pid file {path}: {e}"))?;
+    }
+    drop_privileges(cfg.user.as_deref())?;
+    for w in &cfg.warnings {
+        log::warn!("{w}");
+    }
+    log::info!(
+        "memcore {} listening on {} with {} core(s) (CPUs {:?}), {} MiB per core, item size max {} bytes",
+        env!("CARGO_PKG_VERSION"),
+        cfg.listen.iter().map(|a| a.to_string()).collect::<Vec<_>>().join(","),
+        n,
+        cfg.cpus,
+        cfg.per_core_limit() >> 20,
+        cfg.item_size_max
+    );
+    let pidfile = cfg.pidfile.clone();
+    let global = Arc::new(Global { cfg, conns: Default::default(), started: unix_now(), pid: std::process::id(), shutdown: Shutdown::default() });
+    let mesh = MeshBuilder::<Frame, _>::full(n, MESH_CAPACITY);
+    let mut handles = Vec::new();
+    for (i, core_fds) in fds.into_iter().enumerate() {
+        let (g, m) = (global.clone(), mesh.clone());
+        let cpu = g.cfg.cpus[i];
+        let h = LocalExecutorBuilder::new(Placement::Fixed(cpu))
+            .name(&format!("memcore-{i}"))
+            .io_memory(IO_MEMORY)
+            .preempt_timer(Duration::from_millis(2))
+            .spawn(move || core_main(g, m, core_fds))
+            .map_err(|e| format!("cannot start executor on CPU {cpu}: {e}"))?;
+        handles.push(h);
+    }
+    {
+        let g = global.clone();
+        std::thread::Builder::new()
+            .name("memcore-signals".into())
+            .spawn(move || {
+                let sig = signal::wait_termination_signal();
+                log::info!("signal {sig} received, shutting down");
+                g.shutdown.trigger();
+            })
+            .map_err(|e| format!("cannot start signal thread: {e}"))?;
+    }
+    let mut failure = None;
+    for h in handles {
+        let r = match h.join() {
+            Ok(r) => r,
+            Err(e) => Err(format!("executor failed: {e}")),
+        };
+        if let Err(e) = r {
+            global.shutdown.trigger();
+            failure.get_or_insert(e);
+        }
+    }
+    if let Some(path) = pidfile {
+        let _ = std::fs::remove_file(path);
+    }
+    failure.map_or(Ok(()), Err)
+}
+
+async fn core_main(global: Arc<Global>, mesh: MeshBuilder<Frame, glommio::channels::channel_mesh::Full>, fds: Vec<RawFd>) -> Result<(), String> {
+    // glommio 0.9's first timer in an executor fires tens of ms late.
+    glommio::timer::sleep(Duration::from_millis(1)).await;
+    let n = global.cfg.threads;
+    let (senders, receivers) = if n > 1 {
+        let (s, r) = mesh.join().await.map_err(|_| "cannot join the core mesh".to_string())?;
+        (Some(Rc::new(s)), Some(Rc::new(r)))
+    } else {
+        (None, None)
+    };
+    let id = senders.as_ref().map_or(0, |s| s.peer_id());
+    let store = Store::new(StoreConfig {
+        limit: global.cfg.per_core_limit(),
+        evict: global.cfg.evict,
+        use_cas: global.cfg.use_cas,
+        cas_stride: n as u64,
+        cas_offset: id as u64 + 1,
+        started: global.started,
+    });
+    let core = Rc::new(Core::new(id, n, global.clone(), Shard::new(store)));
+    if let (Some(s), Some(r)) = (&senders, &receivers) {
+        for peer in core.remote_ids() {
+            glommio::spawn_local(sender_task(core.clone(), s.clone(), peer)).detach();
+            glommio::spawn_local(receiver_task(core.clone(), r.clone(), peer)).detach();
+        }
+    }
+    glommio::spawn_local(crawl_task(core.clone())).detach();
+
+    let gate = Rc::new(glommio::sync::Gate::new());
+    let mut accept_tasks = Vec::new();
+    for fd in fds {
+        // SAFETY: the fd is a bound, listening, non-blocking TCP socket that
+        // nothing else owns.
+        let listener = unsafe { TcpListener::from_raw_fd(fd) };
+        accept_tasks.push(glommio::spawn_local(accept_loop(core.clone(), listener, gate.clone())));
+    }
+
+    global.shutdown.wait().await;
+    core.stop();
+    for t in accept_tasks {
+        t.await;
+    }
+    log::debug!("core {id}: accept loops stopped");
+    let drained = futures_lite::future::or(async { gate.close().await.is_ok() }, async {
+        glommio::timer::sleep(DRAIN_TIMEOUT).await;
+        false
+    })
+    .await;
+    if !drained {
+        log::warn!("{} connection(s) on core {id} did not finish in time", core.conns.borrow().len());
+    }
+    log::debug!("core {id}: connections drained");
+    // Tell the other cores this one sends no more work, and keep serving
+    // theirs until they say the same.
+    if n > 1 {
+        for peer in core.remote_ids() {
+            core.peers[peer].outbox.borrow_mut().done = true;
+            core.peers[peer].wake_sender.notify();
+        }
+        let all_done = async {
+            while !core.remote_ids().all(|p| core.peers[p].done_received.get()) {
+                core.peer_done.wait().await;
+            }
+        };
+        futures_lite::future::or(all_done, glommio::timer::sleep(DRAIN_TIMEOUT)).await;
+        log::debug!("core {id}: peers done");
+        // Let the sender tasks hand the last frames to the channels.
+        glommio::yield_if_needed().await;
+        glommio::timer::sleep(Duration::from_millis(5)).await;
+    }
+    Ok(())
+}
+
+/// Accept connections until shutdown, enforcing `-c` over all cores.
+async fn accept_loop(core: Rc<Core>, listener: TcpListener, gate: Rc<glommio::sync::Gate>) {
+    let waker = Rc::new(std::cell::RefCell::new(None));
+    core.accept_wakers.borrow_mut().push(waker.clone());
+    loop {
+        let accept = std::pin::pin!(listener.accept());
+        let stream = match (Interruptible { inner: accept, stop: &core.stopping, waker: &waker }).await {
+            None => return,
+            Some(Ok(s)) => s,
+            Some(Err(e)) => {
+                // Out of fds and the like: keep serving, retry shortly.
+                log::warn!("accept failed: {e}");
+                glommio::timer::sleep(Duration::from_millis(10)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let global = &core.global;
+        if global.conns.fetch_add(1, Ordering::Relaxed) >= global.cfg.conn_limit {
+            global.conns.fetch_sub(1, Ordering::Relaxed);
+            core.shard.borrow_mut().counters.rejected_connections += 1;
+            let _ = gate.spawn(async move {
+                use futures_lite::AsyncWriteExt;
+                let mut stream = stream;
+                let _ = stream.write_all(encode::TOO_MANY_CONNECTIONS).await;
+                let _ = stream.close().await;
+            });
+            continue;
+        }
+        let (Ok(peer), Ok(local)) = (stream.peer_addr(), stream.local_addr()) else {
+            global.conns.fetch_sub(1, Ordering::Relaxed);
+            continue;
+        };
+        let id = core.conns.borrow_mut().insert(ConnInfo { peer, local, last_cmd: unix_now().into(), waker: Default::default() });
+        {
+            let c = &mut core.shard.borrow_mut().counters;
+            c.curr_connections += 1;
+            c.total_connections += 1;
+        }
+        log::debug!("core {}: connection from {peer}", core.id);
+        let c = core.clone();
+        let spawned = gate.spawn(async move {
+            if let Err(e) = conn::Conn::new(c.clone(), id, stream).run().await {
+                log::debug!("connection {peer}: {e}");
+            }
+            c.conns.borrow_mut().try_remove(id);
+            c.shard.borrow_mut().counters.curr_connections -= 1;
+            c.global.conns.fetch_sub(1, Ordering::Relaxed);
+        });
+        if spawned.is_err() {
+            // The gate is closing: shutdown has begun.
+            core.conns.borrow_mut().try_remove(id);
+            core.shard.borrow_mut().counters.curr_connections -= 1;
+            global.conns.fetch_sub(1, Ordering::Relaxed);
+            return;
+        }
+        if let Ok(t) = spawned {
+            t.detach();
+        }
+    }
+}
+
+/// Reclaim expired and flushed items a slice at a time.
+async fn crawl_task(core: Rc<Core>) {
+    loop {
+        glommio::timer::sleep(CRAWL_INTERVAL).await;
+        core.shard.borrow_mut().store.crawl(unix_now(), CRAWL_BUDGET);
+    }
+}
+
+/// As memcached: root must name a user with -u, and switches to it after
+/// binding; other users ignore -u.
+fn drop_privileges(user: Option<&str>) -> Result<(), String> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        return Ok(());
+    }
+    let Some(user) = user else {
+        return Err("can't run as root without the -u switch".into());
+    };
+    let cname = std::ffi::CString::new(user).map_err(|_| format!("can't find the user {user} to switch to"))?;
+    // SAFETY: getpwnam returns a pointer into static storage or null; we copy
+    // what we need before any other call that could overwrite it.
+    let (uid, gid) = unsafe {
+        let pw = libc::getpwnam(cname.as_ptr());
+        if pw.is_null() {
+            return Err(format!("can't find the user {user} to switch to"));
+        }
+        ((*pw).pw_uid, (*pw).pw_gid)
+    };
+    if uid == 0 {
+        return Ok(());
+    }
+    // SAFETY: plain credential changes; glibc applies them to every thread.
+    unsafe {
+        if libc::initgroups(cname.as_ptr(), gid) != 0 || libc::setgid(gid) != 0 || libc::setuid(uid) != 0 {
+            return Err(format!("failed to assume identity of user {user}: {}", std::io::Error::last_os_error()));
+        }
+    }
+    Ok(())
+}
