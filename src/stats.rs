@@ -89,10 +89,10 @@ pub fn render_general(out: &mut Vec<u8>, info: &ServerInfo, c: &Counters) {
     encode_stat(out, "rusage_user", format!("{}.{:06}", user.0, user.1));
     encode_stat(out, "rusage_system", format!("{}.{:06}", sys.0, sys.1));
     encode_stat(out, "max_connections", info.max_connections);
-    // memcached counts its listening sockets as connections too.
-    encode_stat(out, "curr_connections", c.curr_connections + info.listeners);
-    encode_stat(out, "total_connections", c.total_connections + info.listeners);
+    encode_stat(out, "curr_connections", c.curr_connections);
+    encode_stat(out, "total_connections", c.total_connections);
     encode_stat(out, "rejected_connections", c.rejected_connections);
+    // memcached's connection structures include its listening sockets.
     encode_stat(out, "connection_structures", c.curr_connections + info.listeners);
     for name in [
         "cmd_get", "cmd_set", "cmd_flush", "cmd_touch", "get_hits", "get_misses", "get_expired", "get_flushed",

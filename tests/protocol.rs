@@ -853,11 +853,13 @@ fn flush_all_t2() {
 
 fn stats_counters_body(s: &Server) {
     let mut c = s.conn();
+    // the harness' readiness probe may not be reaped yet: poll
+    let one = poll_until(Duration::from_secs(2), || stat_u64(&c.stats("stats"), "curr_connections") == 1);
     let st0 = c.stats("stats");
+    assert!(one, "curr_connections with one client: {}", stat_u64(&st0, "curr_connections"));
     assert_eq!(stat_u64(&st0, "curr_items"), 0);
     assert_eq!(stat_u64(&st0, "cmd_get"), 0);
     assert_eq!(stat_u64(&st0, "total_items"), 0);
-    assert_eq!(stat_u64(&st0, "curr_connections"), 1, "one client connected");
     let pid = stat_u64(&st0, "pid");
     assert_eq!(Some(pid as u32), s.pid());
     let mut req = Vec::new();

@@ -226,12 +226,15 @@ async fn accept_loop(core: Rc<Core>, listener: TcpListener, gate: Rc<glommio::sy
         if global.conns.fetch_add(1, Ordering::Relaxed) >= global.cfg.conn_limit {
             global.conns.fetch_sub(1, Ordering::Relaxed);
             core.shard.borrow_mut().counters.rejected_connections += 1;
-            let _ = gate.spawn(async move {
+            let refuse = gate.spawn(async move {
                 use futures_lite::AsyncWriteExt;
                 let mut stream = stream;
                 let _ = stream.write_all(encode::TOO_MANY_CONNECTIONS).await;
                 let _ = stream.close().await;
             });
+            if let Ok(t) = refuse {
+                t.detach();
+            }
             continue;
         }
         let (Ok(peer), Ok(local)) = (stream.peer_addr(), stream.local_addr()) else {

@@ -237,7 +237,8 @@ impl Store {
             }
             (StoreMode::Replace | StoreMode::Append | StoreMode::Prepend, None) => return StoreOutcome::NotStored,
             (StoreMode::Cas, None) => return StoreOutcome::NotFound,
-            (StoreMode::Cas, Some(idx)) if self.cfg.use_cas && self.items[idx as usize].cas != cas => {
+            // Without CAS (-C) no unique ever matches, as in memcached.
+            (StoreMode::Cas, Some(idx)) if !self.cfg.use_cas || self.items[idx as usize].cas != cas => {
                 return StoreOutcome::Exists;
             }
             _ => {}

@@ -400,14 +400,14 @@ impl Conn {
 
     /// Read up to and including `term`.
     pub fn read_until(&mut self, term: &[u8]) -> Vec<u8> {
-        let mut from = self.pos;
+        // `rel` is an offset from self.pos (fill() may compact the buffer)
+        let mut rel = 0;
         loop {
-            if let Some(i) = find(&self.buf[from..], term) {
-                let end = from + i + term.len();
-                let n = end - self.pos;
+            if let Some(i) = find(&self.buf[self.pos + rel..], term) {
+                let n = rel + i + term.len();
                 return self.take(n);
             }
-            from = self.buf.len().saturating_sub(term.len() - 1).max(self.pos);
+            rel = (self.buf.len() - self.pos).saturating_sub(term.len() - 1);
             if self.fill() == 0 {
                 panic!("EOF before {:?}; unread: {}", show(term), show(self.pending()));
             }

@@ -80,6 +80,13 @@ class Server:
     def spawned(self) -> bool:
         return self.proc is not None
 
+    @property
+    def is_reference(self) -> bool:
+        """True when this is (presumably) the real memcached: an external
+        MEMCORE_TEST_ADDR server, or a spawned `memcached` binary.  Used only
+        to tolerate documented memcached quirks, never for memcore."""
+        return not self.spawned or os.path.basename(self.argv[0]).startswith("memcached")
+
     def stderr_tail(self, n: int = 40) -> str:
         if not self.stderr_path or not self.stderr_path.exists():
             return ""

@@ -155,11 +155,20 @@ def test_incr_decr(mc):
     assert mc.get("n").strip() == b"100"
 
 
-def test_incr_wraps_at_64_bits(mc):
-    mc.set("w", str(2**64 - 1).encode(), noreply=False)
-    assert mc.incr("w", 1, noreply=False) == 0
-    mc.set("w", str(2**64 - 2).encode(), noreply=False)
-    assert mc.incr("w", 1, noreply=False) == 2**64 - 1
+def test_incr_wraps_at_64_bits(server, mc):
+    for stored, want in ((2**64 - 1, 0), (2**64 - 2, 2**64 - 1), (2**63, 2**63 + 1)):
+        mc.set("w", str(stored).encode(), noreply=False)
+        try:
+            got = mc.incr("w", 1, noreply=False)
+        except MemcacheClientError as e:
+            if server.is_reference and "non-numeric" in str(e):
+                # memcached's safe_strtoull() checks values >= 2**63 for a
+                # '-' with strchr(), which reads past the item's data into
+                # whatever slab memory follows: such incrs fail at random
+                # there.  memcore must get them right.
+                pytest.xfail("memcached strchr('-') quirk for values >= 2**63")
+            raise
+        assert got == want
 
 
 def test_incr_non_numeric(mc):

@@ -1,0 +1,324 @@
+//! Process lifecycle and command-line flags. These tests spawn their own
+//! server; under MEMCORE_TEST_ADDR they skip unless MEMCORE_TEST_MEMCACHED_BIN
+//! is set (then the memcached binary is spawned, with flag values adjusted
+//! where memcached needs it).
+
+#[macro_use]
+mod common;
+
+use common::*;
+use std::io::Read;
+use std::process::{Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+struct Outcome {
+    status: ExitStatus,
+    stdout: String,
+    stderr: String,
+}
+
+/// Run `bin args` to completion (at most `limit`), capturing output.
+fn run(bin: &str, args: &[&str], limit: Duration) -> Outcome {
+    let mut child = Command::new(bin)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawn {bin}: {e}"));
+    let deadline = Instant::now() + limit;
+    let status = loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            break st;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{bin} {args:?} still running after {limit:?} (expected it to exit)");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let mut stdout = String::new();
+    let mut stderr = String::new();
+    child.stdout.take().unwrap().read_to_string(&mut stdout).unwrap();
+    child.stderr.take().unwrap().read_to_string(&mut stderr).unwrap();
+    Outcome { status, stdout, stderr }
+}
+
+fn memcore_only(test: &str) -> bool {
+    if is_external() {
+        eprintln!("SKIP {test}: memcore-specific (MEMCORE_TEST_ADDR is set)");
+        return false;
+    }
+    true
+}
+
+fn signal_exits_cleanly(sig: i32, name: &str) {
+    let Some(mut s) = Server::start_custom_or_skip(name, 2, &[]) else { return };
+    // idle connections, one of them in the middle of a command
+    let mut conns: Vec<Conn> = (0..5).map(|_| s.conn()).collect();
+    conns[0].version_check();
+    conns[1].send(b"set half 0 0 10\r\nabc");
+    conns[2].send(b"get a b");
+    std::thread::sleep(Duration::from_millis(100));
+    let t0 = Instant::now();
+    s.signal(sig);
+    let st = s.wait_exit(Duration::from_secs(2));
+    let st = st.unwrap_or_else(|| panic!("server did not exit within 2 s of signal {sig}; log: {}", s.log()));
+    assert!(st.success(), "exit status {st} after signal {sig}; log: {}", s.log());
+    assert!(t0.elapsed() < Duration::from_secs(2));
+    assert!(!s.log().contains("panicked"), "log: {}", s.log());
+    drop(conns);
+}
+
+#[test]
+fn sigterm_exits_zero() {
+    signal_exits_cleanly(libc::SIGTERM, "sigterm_exits_zero");
+}
+
+#[test]
+fn sigint_exits_zero() {
+    signal_exits_cleanly(libc::SIGINT, "sigint_exits_zero");
+}
+
+#[test]
+fn sigterm_under_load_exits_zero() {
+    let Some(mut s) = Server::start_custom_or_skip("sigterm_under_load_exits_zero", 2, &[]) else { return };
+    let addr = s.addr.clone();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut hs = Vec::new();
+    for t in 0..4 {
+        let addr = addr.clone();
+        let stop = stop.clone();
+        hs.push(std::thread::spawn(move || {
+            use std::io::Write;
+            let Ok(mut st) = std::net::TcpStream::connect(&addr) else { return };
+            let _ = st.set_write_timeout(Some(Duration::from_secs(1)));
+            let req = store_cmd("set", &format!("load{t}"), 0, 0, &[b'x'; 500]);
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                if st.write_all(&req).is_err() {
+                    return;
+                }
+            }
+        }));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    s.signal(libc::SIGTERM);
+    let st = s.wait_exit(Duration::from_secs(2));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for h in hs {
+        let _ = h.join();
+    }
+    let st = st.unwrap_or_else(|| panic!("server did not exit within 2 s under load; log: {}", s.log()));
+    assert!(st.success(), "exit status {st}; log: {}", s.log());
+}
+
+#[test]
+fn bad_flags_fail_cleanly() {
+    if !memcore_only("bad_flags_fail_cleanly") {
+        return;
+    }
+    let bin = memcore_bin();
+    let port = free_port().to_string();
+    let cases: Vec<Vec<&str>> = vec![
+        vec!["-m", "abc", "-p", &port, "-U", "0"],
+        vec!["--bogus", "-p", &port, "-U", "0"],
+        vec!["-U", "1", "-p", &port],
+        vec!["-p", "99999", "-U", "0"],
+        vec!["-t", "0", "-p", &port, "-U", "0"],
+        vec!["-c", "abc", "-p", &port, "-U", "0"],
+    ];
+    for case in cases {
+        let mut args = vec!["-l", "127.0.0.1", "-u", "root"];
+        args.extend(case.iter().copied());
+        let o = run(bin, &args, Duration::from_secs(5));
+        assert!(!o.status.success(), "{args:?} exited with success");
+        assert!(!o.stderr.contains("panicked"), "{args:?} panicked: {}", o.stderr);
+        let lines: Vec<&str> = o.stderr.lines().filter(|l| !l.trim().is_empty()).collect();
+        assert_eq!(lines.len(), 1, "{args:?}: expected one line on stderr, got {:?}", o.stderr);
+    }
+}
+
+#[test]
+fn port_in_use_fails() {
+    let Some((bin, _kind)) = Server::custom_bin() else {
+        eprintln!("SKIP port_in_use_fails: needs a binary to spawn");
+        return;
+    };
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port().to_string();
+    let o = run(&bin, &["-p", &port, "-l", "127.0.0.1", "-U", "0", "-u", "root"], Duration::from_secs(5));
+    assert!(!o.status.success(), "started on a port in use");
+    assert!(!o.stderr.trim().is_empty(), "no error message on stderr");
+    assert!(!o.stderr.contains("panicked"), "{}", o.stderr);
+    drop(l);
+}
+
+#[test]
+fn root_without_u_refused() {
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("SKIP root_without_u_refused: not running as root");
+        return;
+    }
+    let Some((bin, _)) = Server::custom_bin() else {
+        eprintln!("SKIP root_without_u_refused: needs a binary to spawn");
+        return;
+    };
+    let port = free_port().to_string();
+    let o = run(&bin, &["-p", &port, "-l", "127.0.0.1", "-U", "0"], Duration::from_secs(5));
+    assert!(!o.status.success(), "ran as root without -u");
+    assert!(!o.stderr.trim().is_empty());
+    assert!(!o.stderr.contains("panicked"), "{}", o.stderr);
+}
+
+#[test]
+fn version_flag() {
+    let Some((bin, _)) = Server::custom_bin() else {
+        eprintln!("SKIP version_flag: needs a binary to spawn");
+        return;
+    };
+    let o = run(&bin, &["-V"], Duration::from_secs(5));
+    assert!(o.status.success(), "-V exit {}", o.status);
+    let line = o.stdout.trim();
+    assert!(!line.is_empty() && !line.contains('\n'), "-V output {:?}", o.stdout);
+    assert!(line.chars().any(|c| c.is_ascii_digit()), "-V output has no version number: {line:?}");
+}
+
+#[test]
+fn pidfile_written() {
+    let path = std::env::temp_dir().join(format!("memcore-test-{}-{}.pid", std::process::id(), free_port()));
+    let ps = path.to_str().unwrap().to_string();
+    let Some(s) = Server::start_custom_or_skip("pidfile_written", 1, &["-P", &ps]) else { return };
+    let ok = poll_until(Duration::from_secs(5), || {
+        std::fs::read_to_string(&path).map(|t| t.trim() == s.pid().unwrap().to_string()).unwrap_or(false)
+    });
+    let content = std::fs::read_to_string(&path).unwrap_or_default();
+    let _ = std::fs::remove_file(&path);
+    assert!(ok, "pid file {ps} holds {content:?}, want {}", s.pid().unwrap());
+}
+
+#[test]
+fn max_connections() {
+    // memcached reserves descriptors for itself: with -t 1, -c 16 leaves room
+    // for exactly 3 clients. memcore's -c counts client connections.
+    let kind = match Server::custom_bin() {
+        Some((_, k)) => k,
+        None => {
+            eprintln!("SKIP max_connections: needs its own server");
+            return;
+        }
+    };
+    let c_arg = if kind == Kind::Memcached { "16" } else { "3" };
+    let s = Server::start_custom(1, &["-c", c_arg]).unwrap();
+    // the harness' readiness probe connection may still be closing
+    std::thread::sleep(Duration::from_millis(100));
+    let mut conns: Vec<Conn> = (0..3).map(|_| s.conn()).collect();
+    for c in conns.iter_mut() {
+        c.version_check();
+    }
+    let mut fourth = s.conn();
+    assert_bytes!(fourth.read_to_close(), b"ERROR Too many open connections\r\n");
+    // the first three still work
+    for c in conns.iter_mut() {
+        c.version_check();
+    }
+    // freeing one slot lets a new client in
+    drop(conns.pop());
+    let ok = poll_until(Duration::from_secs(3), || {
+        let mut c = s.conn();
+        c.send(b"version\r\n");
+        let r = c.read_to_close_or_reply();
+        r.starts_with(b"VERSION ")
+    });
+    assert!(ok, "a slot freed by a closed connection was not reused");
+}
+
+trait ReplyOrClose {
+    fn read_to_close_or_reply(&mut self) -> Vec<u8>;
+}
+impl ReplyOrClose for Conn {
+    /// Read one line, or whatever arrives before the server closes.
+    fn read_to_close_or_reply(&mut self) -> Vec<u8> {
+        let mut buf = [0u8; 256];
+        let mut out = Vec::new();
+        loop {
+            match self.stream.read(&mut buf) {
+                Ok(0) | Err(_) => return out,
+                Ok(n) => {
+                    out.extend_from_slice(&buf[..n]);
+                    if out.ends_with(b"\r\n") {
+                        return out;
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn flush_disabled() {
+    let Some(s) = Server::start_custom_or_skip("flush_disabled", 1, &["-F"]) else { return };
+    let mut c = s.conn();
+    assert_bytes!(c.request(&store_cmd("set", "k", 0, 0, b"v")), b"STORED\r\n");
+    assert_bytes!(c.request(b"flush_all\r\n"), b"CLIENT_ERROR flush_all not allowed\r\n");
+    assert_bytes!(c.request(b"flush_all 0\r\n"), b"CLIENT_ERROR flush_all not allowed\r\n");
+    // noreply silences the error too
+    c.send(b"flush_all noreply\r\n");
+    c.version_check();
+    assert_bytes!(c.request(b"get k\r\n"), [value("k", 0, b"v"), b"END\r\n".to_vec()].concat());
+}
+
+#[test]
+fn cas_disabled() {
+    let Some(s) = Server::start_custom_or_skip("cas_disabled", 2, &["-C"]) else { return };
+    let mut c = s.conn();
+    assert_bytes!(c.request(&store_cmd("set", "k", 3, 0, b"v")), b"STORED\r\n");
+    assert_bytes!(c.request(b"gets k\r\n"), b"VALUE k 3 1 0\r\nv\r\nEND\r\n");
+    assert_bytes!(c.request(b"gats 0 k\r\n"), b"VALUE k 3 1 0\r\nv\r\nEND\r\n");
+    // with CAS disabled every cas command fails, even with the advertised 0
+    assert_bytes!(c.request(b"cas k 0 0 1 0\r\nw\r\n"), b"EXISTS\r\n");
+    assert_bytes!(c.request(b"cas k 0 0 1 1\r\nw\r\n"), b"EXISTS\r\n");
+    assert_bytes!(c.request(b"cas nokey 0 0 1 0\r\nw\r\n"), b"NOT_FOUND\r\n");
+    assert_bytes!(c.request(b"get k\r\n"), b"VALUE k 3 1\r\nv\r\nEND\r\n");
+    // other commands unaffected
+    assert_bytes!(c.request(&store_cmd("set", "n", 0, 0, b"1")), b"STORED\r\n");
+    assert_bytes!(c.request(b"incr n 1\r\n"), b"2\r\n");
+    assert_bytes!(c.request(b"gets n\r\n"), b"VALUE n 0 1 0\r\n2\r\nEND\r\n");
+}
+
+#[test]
+fn no_evict_out_of_memory() {
+    let Some((_, kind)) = Server::custom_bin() else {
+        eprintln!("SKIP no_evict_out_of_memory: needs its own server");
+        return;
+    };
+    // memcached (and memcore, mirroring it) refuses -m 1 with the default
+    // 1 MiB item size limit (-I must be at most half of -m)
+    let _ = kind;
+    let s = Server::start_custom(1, &["-M", "-m", "1", "-I", "512k"]).unwrap();
+    let mut c = s.conn();
+    let data = vec![b'v'; 1000];
+    let mut refused_at = None;
+    for i in 0..20_000 {
+        let r = c.request(&store_cmd("set", &format!("mk{i}"), 0, 0, &data));
+        if r == b"STORED\r\n" {
+            continue;
+        }
+        assert_bytes!(r, b"SERVER_ERROR out of memory storing object\r\n", "set #{i}");
+        refused_at = Some(i);
+        break;
+    }
+    let n = refused_at.expect("-M -m 1 never ran out of memory after 20000 x 1000-byte sets (evicting?)");
+    assert!(n > 100, "ran out of memory after only {n} items");
+    // nothing was evicted
+    for i in [0, n / 2, n - 1] {
+        assert_bytes!(c.request(format!("get mk{i}\r\n").as_bytes()), [value(&format!("mk{i}"), 0, &data), b"END\r\n".to_vec()].concat());
+    }
+    let st = c.stats("stats");
+    assert_eq!(stat_u64(&st, "evictions"), 0);
+    // deleting makes room again
+    for i in 0..200 {
+        c.request(format!("delete mk{i}\r\n").as_bytes());
+    }
+    assert_bytes!(c.request(&store_cmd("set", "again", 0, 0, &data)), b"STORED\r\n");
+}
