@@ -48,6 +48,15 @@ const MESH_CAPACITY: usize = 256;
 /// glommio's registered buffers serve only file I/O, which memcore does not
 /// do; keeping them tiny lets it start under the default 8 MiB memlock.
 const IO_MEMORY: usize = 64 * 1024;
+/// glommio's task quantum. Its 0.9 scheduler parks the executor for good
+/// when the quantum has expired before any task queue ran (fixed only in
+/// the unreleased fork, glommio/glommio#53); a short quantum on a busy CPU
+/// makes that likely, so keep glommio's default and run the `heartbeat`.
+const PREEMPT_TIMER: Duration = Duration::from_millis(100);
+/// A wake-up from outside every executor this often bounds that stall: the
+/// woken executor runs its queues again. Ten wake-ups a second cost nothing
+/// measurable on an idle core.
+const HEARTBEAT: Duration = Duration::from_millis(100);
 /// How long shutdown waits for connections to finish their batch.
 const DRAIN_TIMEOUT: Duration = Duration::from_millis(1500);
 /// Slots the expiry crawler visits per tick on each core.
@@ -90,7 +99,8 @@ pub fn run(cfg: Config) -> Result<(), String> {
         cfg.item_size_max
     );
     let pidfile = cfg.pidfile.clone();
-    let global = Arc::new(Global { cfg, conns: Default::default(), started: unix_now(), pid: std::process::id(), shutdown: Shutdown::default() });
+    let beats = (0..n).map(|_| Default::default()).collect();
+    let global = Arc::new(Global { cfg, conns: Default::default(), started: unix_now(), pid: std::process::id(), shutdown: Shutdown::default(), beats });
     let mesh = MeshBuilder::<Frame, _>::full(n, MESH_CAPACITY);
     let mut handles = Vec::new();
     for (i, core_fds) in fds.into_iter().enumerate() {
@@ -99,8 +109,8 @@ pub fn run(cfg: Config) -> Result<(), String> {
         let h = LocalExecutorBuilder::new(Placement::Fixed(cpu))
             .name(&format!("memcore-{i}"))
             .io_memory(IO_MEMORY)
-            .preempt_timer(Duration::from_millis(2))
-            .spawn(move || core_main(g, m, core_fds))
+            .preempt_timer(PREEMPT_TIMER)
+            .spawn(move || core_main(g, m, core_fds, i))
             .map_err(|e| format!("cannot start executor on CPU {cpu}: {e}"))?;
         handles.push(h);
     }
@@ -114,6 +124,16 @@ pub fn run(cfg: Config) -> Result<(), String> {
                 g.shutdown.trigger();
             })
             .map_err(|e| format!("cannot start signal thread: {e}"))?;
+    }
+    {
+        let g = global.clone();
+        std::thread::Builder::new()
+            .name("memcore-heartbeat".into())
+            .spawn(move || loop {
+                std::thread::sleep(HEARTBEAT);
+                g.beats.iter().for_each(|b| b.beat());
+            })
+            .map_err(|e| format!("cannot start heartbeat thread: {e}"))?;
     }
     let mut failure = None;
     for h in handles {
@@ -132,7 +152,7 @@ pub fn run(cfg: Config) -> Result<(), String> {
     failure.map_or(Ok(()), Err)
 }
 
-async fn core_main(global: Arc<Global>, mesh: MeshBuilder<Frame, glommio::channels::channel_mesh::Full>, fds: Vec<RawFd>) -> Result<(), String> {
+async fn core_main(global: Arc<Global>, mesh: MeshBuilder<Frame, glommio::channels::channel_mesh::Full>, fds: Vec<RawFd>, index: usize) -> Result<(), String> {
     // glommio 0.9's first timer in an executor fires tens of ms late.
     glommio::timer::sleep(Duration::from_millis(1)).await;
     let n = global.cfg.threads;
@@ -159,6 +179,12 @@ async fn core_main(global: Arc<Global>, mesh: MeshBuilder<Frame, glommio::channe
         }
     }
     glommio::spawn_local(crawl_task(core.clone())).detach();
+    glommio::spawn_local(async move {
+        loop {
+            global.beats[index].wait().await;
+        }
+    })
+    .detach();
 
     let gate = Rc::new(glommio::sync::Gate::new());
     let mut accept_tasks = Vec::new();
@@ -169,7 +195,7 @@ async fn core_main(global: Arc<Global>, mesh: MeshBuilder<Frame, glommio::channe
         accept_tasks.push(glommio::spawn_local(accept_loop(core.clone(), listener, gate.clone())));
     }
 
-    global.shutdown.wait().await;
+    core.global.shutdown.wait().await;
     core.stop();
     for t in accept_tasks {
         t.await;
