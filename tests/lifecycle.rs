@@ -322,3 +322,59 @@ fn no_evict_out_of_memory() {
     }
     assert_bytes!(c.request(&store_cmd("set", "again", 0, 0, &data)), b"STORED\r\n");
 }
+
+/// As root with `-u nobody`: binds, then serves as nobody; and an
+/// unprivileged user with the usual 8 MiB RLIMIT_MEMLOCK can run it at all
+/// (glommio's registered buffers would not fit by default).
+#[test]
+fn runs_unprivileged_with_default_memlock() {
+    if !memcore_only("runs_unprivileged_with_default_memlock") {
+        return;
+    }
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("SKIP runs_unprivileged_with_default_memlock: needs root to switch users");
+        return;
+    }
+    use std::os::unix::process::CommandExt;
+    // The binary must be readable by nobody wherever the checkout lives.
+    let bin = std::env::temp_dir().join(format!("memcore-unpriv-{}", std::process::id()));
+    std::fs::copy(memcore_bin(), &bin).unwrap();
+    let port = free_port();
+    let mut cmd = Command::new(&bin);
+    cmd.args(["-p", &port.to_string(), "-l", "127.0.0.1", "-t", "2", "-u", "nobody"]).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped());
+    // SAFETY: only async-signal-safe setrlimit between fork and exec.
+    unsafe {
+        cmd.pre_exec(|| {
+            let lim = libc::rlimit { rlim_cur: 8 << 20, rlim_max: 8 << 20 };
+            if libc::setrlimit(libc::RLIMIT_MEMLOCK, &lim) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut child = cmd.spawn().unwrap();
+    let addr = format!("127.0.0.1:{port}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let stream = loop {
+        if let Ok(s) = std::net::TcpStream::connect(&addr) {
+            break s;
+        }
+        assert!(child.try_wait().unwrap().is_none(), "memcore exited at start");
+        assert!(Instant::now() < deadline, "memcore did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let status = std::fs::read_to_string(format!("/proc/{}/status", child.id())).unwrap();
+    let uid_line = status.lines().find(|l| l.starts_with("Uid:")).unwrap().to_string();
+    let mut c = Conn::from_stream(stream);
+    assert_eq!(show(&c.request(b"set unpriv 0 0 2\r\nok\r\n")), "STORED\\r\\n");
+    assert_eq!(show(&c.request(b"get unpriv\r\n")), "VALUE unpriv 0 2\\r\\nok\\r\\nEND\\r\\n");
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let exit = child.wait().unwrap();
+    let mut stderr = String::new();
+    child.stderr.take().unwrap().read_to_string(&mut stderr).unwrap();
+    let _ = std::fs::remove_file(&bin);
+    assert!(uid_line.split_whitespace().nth(1) != Some("0"), "still root: {uid_line}");
+    assert!(exit.success(), "exit {exit:?}, stderr: {stderr}");
+    assert!(!stderr.contains("WARN") && !stderr.contains("rror"), "warnings at start: {stderr}");
+}
