@@ -137,6 +137,7 @@ pub const BAD_DELTA: &str = "CLIENT_ERROR invalid numeric delta argument";
 pub const BAD_EXPTIME: &str = "CLIENT_ERROR invalid exptime argument";
 pub const DELETE_USAGE: &str = "CLIENT_ERROR bad command line format.  Usage: delete <key> [noreply]";
 pub const LINE_TOO_LONG: &str = "CLIENT_ERROR line too long";
+pub const MEMLIMIT_TOO_SMALL: &str = "MEMLIMIT_TOO_SMALL cannot set maxbytes to less than 8m";
 
 /// Most tokens any fixed-arity command has (`cas` with noreply has 7).
 const MAX_TOKENS: usize = 8;
@@ -196,7 +197,7 @@ pub fn parse<'a>(buf: &'a [u8], limits: &Limits) -> Parsed<'a> {
                 return error(ERROR);
             }
             let kind = if t.tok[0] == b"gat" { GetKind::Gat } else { GetKind::Gats };
-            let Some(exptime) = parse_i32(t.tok[1]) else {
+            let Some(exptime) = parse_i64(t.tok[1]) else {
                 return error(BAD_EXPTIME);
             };
             let keys = Keys(rest_after_tokens(line, 2));
@@ -244,7 +245,7 @@ pub fn parse<'a>(buf: &'a [u8], limits: &Limits) -> Parsed<'a> {
             if t.tok[1].len() > KEY_MAX_LENGTH {
                 return quiet_error(BAD_FORMAT);
             }
-            let Some(exptime) = parse_i32(t.tok[2]) else {
+            let Some(exptime) = parse_i64(t.tok[2]) else {
                 return quiet_error(BAD_EXPTIME);
             };
             Request::Touch { key: t.tok[1], exptime, noreply: t.noreply() }
@@ -257,7 +258,7 @@ pub fn parse<'a>(buf: &'a [u8], limits: &Limits) -> Parsed<'a> {
             let delay = if t.n == if noreply { 2 } else { 1 } {
                 0
             } else {
-                match parse_i32(t.tok[1]) {
+                match parse_i64(t.tok[1]) {
                     Some(d) => d,
                     None => return Parsed::Error { msg: BAD_EXPTIME, consumed, noreply },
                 }
@@ -269,8 +270,9 @@ pub fn parse<'a>(buf: &'a [u8], limits: &Limits) -> Parsed<'a> {
                 return error(ERROR);
             }
             match parse_u64(t.tok[1]) {
+                Some(megabytes) if megabytes < 8 => return quiet_error(MEMLIMIT_TOO_SMALL),
                 Some(megabytes) => Request::CacheMemlimit { megabytes, noreply: t.noreply() },
-                None => return quiet_error(BAD_FORMAT),
+                None => return quiet_error(ERROR),
             }
         }
         b"verbosity" => {
@@ -322,7 +324,7 @@ fn parse_storage<'a>(buf: &'a [u8], line_len: usize, t: &Tokens<'a>, limits: &Li
     if key.len() > KEY_MAX_LENGTH {
         return bad;
     }
-    let (Some(flags), Some(exptime), Some(vlen)) = (parse_u32(t.tok[2]), parse_i32(t.tok[3]), parse_i32(t.tok[4])) else {
+    let (Some(flags), Some(exptime), Some(vlen)) = (parse_u32(t.tok[2]), parse_i64(t.tok[3]), parse_i32(t.tok[4])) else {
         return bad;
     };
     if vlen < 0 || vlen > i32::MAX as i64 - 2 {
@@ -409,15 +411,27 @@ fn parse_u32(tok: &[u8]) -> Option<u32> {
     parse_u64(tok).and_then(|v| u32::try_from(v).ok())
 }
 
-/// Signed decimal in the range of a C `int32_t`, as memcached's safe_strtol.
-fn parse_i32(tok: &[u8]) -> Option<i64> {
+/// Signed decimal within `lo..=hi`.
+fn parse_signed(tok: &[u8], lo: i64, hi: i64) -> Option<i64> {
     let (neg, digits) = match tok.first() {
         Some(b'-') => (true, &tok[1..]),
         _ => (false, tok),
     };
     let v = parse_u64(digits)? as i128;
     let v = if neg { -v } else { v };
-    (i32::MIN as i128..=i32::MAX as i128).contains(&v).then_some(v as i64)
+    (lo as i128..=hi as i128).contains(&v).then_some(v as i64)
+}
+
+/// A data length, as memcached's 32-bit safe_strtol.
+fn parse_i32(tok: &[u8]) -> Option<i64> {
+    parse_signed(tok, i32::MIN as i64, i32::MAX as i64)
+}
+
+/// An exptime or delay. memcached 1.6.18 reads these with strtol and then
+/// truncates to 32 bits, so 2147483648 becomes a time in the past and the
+/// item silently vanishes; memcore refuses what does not fit instead.
+fn parse_i64(tok: &[u8]) -> Option<i64> {
+    parse_signed(tok, i32::MIN as i64, i32::MAX as i64)
 }
 
 /// memcached's `safe_strtoull` applied to a stored value for incr/decr:
@@ -549,6 +563,9 @@ mod tests {
         // Stricter than memcached, which truncates these flags to 0.
         assert_eq!(err(b"set k 4294967296 0 1\r\n").0, BAD_FORMAT);
         assert_eq!(err(b"set k -1 0 1\r\n").0, BAD_FORMAT);
+        // Also stricter: memcached truncates this exptime to a past time.
+        assert_eq!(err(b"set k 0 2147483648 1\r\n").0, BAD_FORMAT);
+        assert_eq!(err(b"touch k 2147483648\r\n").0, BAD_EXPTIME);
         let long_key = [b'k'; 251];
         let line = [b"set ".as_slice(), &long_key, b" 0 0 1 noreply\r\n"].concat();
         assert_eq!(err(&line), (BAD_FORMAT, line.len(), true));

@@ -272,7 +272,7 @@ impl Conn {
             b"detail" => match words.next() {
                 Some(b"on") | Some(b"off") => out.extend_from_slice(encode::OK),
                 Some(b"dump") => out.extend_from_slice(encode::END),
-                _ => out.extend_from_slice(encode::ERROR),
+                _ => out.extend_from_slice(b"CLIENT_ERROR usage: stats detail on|off|dump\r\n"),
             },
             b"cachedump" => out.extend_from_slice(encode::END),
             b"conns" => {
@@ -476,7 +476,7 @@ fn render_settings(core: &Core, out: &mut Vec<u8>) {
     encode_stat(out, "maxconns", cfg.conn_limit);
     encode_stat(out, "tcpport", cfg.tcp_port());
     encode_stat(out, "udpport", 0);
-    let inter: Vec<String> = cfg.listen.iter().map(|a| a.to_string()).collect();
+    let inter: Vec<String> = cfg.listen.iter().map(|a| a.ip().to_string()).collect();
     encode_stat(out, "inter", inter.join(","));
     encode_stat(out, "verbosity", cfg.verbosity);
     encode_stat(out, "evictions", if cfg.evict { "on" } else { "off" });
