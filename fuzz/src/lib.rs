@@ -1,0 +1,586 @@
+//! Invariant checkers shared by the cargo-fuzz targets (`fuzz_targets/*.rs`)
+//! and the stable-Rust property test `tests/fuzz_short.rs`, which includes
+//! this file with `#[path]`. Only `memcore` and `std` are used here, and no
+//! `crate::` paths, so the file compiles in both places.
+//!
+//! * [`check_parse`]: drive `memcore::protocol::parse` over a byte stream the
+//!   way a connection does (consume, then swallow; stop on Incomplete or
+//!   Close), check every result, and check that feeding the same stream in
+//!   pieces gives the same results as feeding it whole.
+//! * [`check_store`]: run a byte-coded sequence of operations on a small
+//!   `memcore::storage::Store` next to a model of the last value written per
+//!   key, and check memory accounting, LRU and replies against the model.
+
+#![allow(dead_code)]
+
+use std::collections::{HashMap, HashSet};
+
+use memcore::protocol::parse::parse_stored_number;
+use memcore::protocol::{parse, Limits, Parsed, Request, StoreMode, KEY_MAX_LENGTH, MAX_LINE_WITHOUT_NEWLINE};
+use memcore::storage::{absolute_expiry, ArithOutcome, Store, StoreConfig, StoreOutcome, ITEM_OVERHEAD};
+
+// ---------------------------------------------------------------------------
+// Parser
+// ---------------------------------------------------------------------------
+
+/// One result of the parser, owned, for comparing runs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Event {
+    Request { req: String, consumed: usize, swallow: usize },
+    Error { msg: &'static str, consumed: usize, noreply: bool },
+    Close { msg: Option<&'static str> },
+}
+
+/// How a stream run ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Run {
+    pub events: Vec<Event>,
+    /// Closed by a line that had no newline yet and was already too long;
+    /// that depends on how the input was cut, so runs may differ there.
+    pub closed_on_long_partial_line: bool,
+    /// Bytes left unparsed (an incomplete request) when input ran out.
+    pub pending: usize,
+    /// Bytes of a refused data block still to be swallowed.
+    pub skip: usize,
+}
+
+/// Check one parser result against `avail` (the unconsumed input it saw).
+pub fn check_result(avail: &[u8], r: &Parsed<'_>) {
+    let len = avail.len();
+    match *r {
+        Parsed::Incomplete { need } => {
+            assert!(need == 0 || need > len, "Incomplete need {need} with {len} bytes buffered");
+        }
+        Parsed::Error { consumed, .. } => {
+            assert!(consumed > 0 && consumed <= len, "Error consumed {consumed} of {len}");
+        }
+        Parsed::Close { .. } => {}
+        Parsed::Request { req, consumed, swallow } => {
+            assert!(consumed > 0 && consumed <= len, "Request consumed {consumed} of {len}");
+            let check_key = |k: &[u8]| {
+                assert!(!k.is_empty(), "empty key in {req:?}");
+                assert!(k.len() <= KEY_MAX_LENGTH, "key of {} bytes in {req:?}", k.len());
+                assert!(!k.contains(&b' ') && !k.contains(&b'\n'), "key with space/LF in {req:?}");
+            };
+            if let Some(k) = req.key() {
+                check_key(k);
+            }
+            match req {
+                Request::Get { keys, .. } => keys.iter().for_each(check_key),
+                Request::Store { data, .. } => {
+                    assert_eq!(swallow, 0);
+                    // The data block sits right before the closing CRLF.
+                    assert!(consumed >= data.len() + 2);
+                    assert_eq!(&avail[consumed - 2..consumed], b"\r\n", "store not ended by CRLF");
+                    let start = consumed - 2 - data.len();
+                    assert_eq!(data.as_ptr(), avail[start..].as_ptr(), "data not where the block is");
+                }
+                Request::TooLarge { .. } => {
+                    assert!(swallow >= 2, "TooLarge swallows data + CRLF, got {swallow}");
+                    assert_eq!(avail[consumed - 1], b'\n');
+                }
+                _ => {
+                    assert_eq!(swallow, 0, "{req:?} swallows");
+                    assert_eq!(avail[consumed - 1], b'\n', "{req:?} does not end at a newline");
+                }
+            }
+        }
+    }
+}
+
+fn event_of(r: &Parsed<'_>) -> Event {
+    match *r {
+        Parsed::Request { req, consumed, swallow } => Event::Request { req: format!("{req:?}"), consumed, swallow },
+        Parsed::Error { msg, consumed, noreply } => Event::Error { msg, consumed, noreply },
+        Parsed::Close { msg } => Event::Close { msg },
+        Parsed::Incomplete { .. } => unreachable!(),
+    }
+}
+
+/// Feed `chunks` one after the other to a connection-like loop.
+pub fn run_stream(chunks: &[&[u8]], limits: &Limits) -> Run {
+    let mut buf: Vec<u8> = Vec::new();
+    let mut pos = 0;
+    let mut skip = 0usize;
+    let mut events = Vec::new();
+    // The `need` of the last Incomplete: once that many bytes are buffered
+    // the request must not be incomplete any more.
+    let mut need = 0usize;
+    for chunk in chunks {
+        buf.extend_from_slice(chunk);
+        loop {
+            let n = skip.min(buf.len() - pos);
+            pos += n;
+            skip -= n;
+            if skip > 0 || pos == buf.len() {
+                break;
+            }
+            let avail = &buf[pos..];
+            let r = parse(avail, limits);
+            check_result(avail, &r);
+            // Pure: the same input gives the same answer.
+            assert_eq!(r, parse(avail, limits), "parse is not deterministic");
+            match r {
+                Parsed::Incomplete { need: n } => {
+                    assert!(need == 0 || avail.len() < need, "still Incomplete with the {need} bytes it asked for");
+                    need = n;
+                    break;
+                }
+                Parsed::Close { .. } => {
+                    let long_partial = !avail.contains(&b'\n') && avail.len() > MAX_LINE_WITHOUT_NEWLINE;
+                    events.push(event_of(&r));
+                    // What else had arrived by then depends on the cuts.
+                    return Run { events, closed_on_long_partial_line: long_partial, pending: 0, skip: 0 };
+                }
+                Parsed::Error { consumed, .. } => {
+                    events.push(event_of(&r));
+                    pos += consumed;
+                    need = 0;
+                }
+                Parsed::Request { consumed, swallow, .. } => {
+                    events.push(event_of(&r));
+                    pos += consumed;
+                    skip = swallow;
+                    need = 0;
+                }
+            }
+        }
+        // Keep the buffer small, as a connection does.
+        if pos > 0 {
+            buf.drain(..pos);
+            pos = 0;
+        }
+    }
+    Run { events, closed_on_long_partial_line: false, pending: buf.len() - pos, skip }
+}
+
+/// `whole` and a run of the same bytes cut into pieces must agree, except
+/// that a cut may close the connection early on a long line without newline.
+pub fn assert_same_run(whole: &Run, split: &Run, what: &str) {
+    if whole == split {
+        return;
+    }
+    if split.closed_on_long_partial_line {
+        let before = &split.events[..split.events.len() - 1];
+        assert!(
+            whole.events.starts_with(before),
+            "{what}: events before the early close differ\nwhole: {:?}\nsplit: {:?}",
+            whole.events,
+            split.events
+        );
+        return;
+    }
+    assert_eq!(whole.events, split.events, "{what}: event sequences differ");
+    panic!("{what}: runs differ in what is left over\nwhole: {whole:?}\nsplit: {split:?}");
+}
+
+/// All parser invariants on `input`, with cut points taken from `cuts`
+/// (positions, reduced modulo the input length).
+pub fn check_parse(input: &[u8], limits: &Limits, cuts: &[usize]) -> Run {
+    let whole = run_stream(&[input], limits);
+    if input.is_empty() {
+        return whole;
+    }
+    // One cut, as the fuzz target describes.
+    for &c in cuts {
+        let at = c % (input.len() + 1);
+        let split = run_stream(&[&input[..at], &input[at..]], limits);
+        assert_same_run(&whole, &split, &format!("cut at {at}"));
+    }
+    // Several cuts at once.
+    if cuts.len() > 1 {
+        let mut pts: Vec<usize> = cuts.iter().map(|c| c % (input.len() + 1)).collect();
+        pts.sort_unstable();
+        let mut pieces = Vec::new();
+        let mut prev = 0;
+        for p in pts {
+            pieces.push(&input[prev..p]);
+            prev = p;
+        }
+        pieces.push(&input[prev..]);
+        let split = run_stream(&pieces, limits);
+        assert_same_run(&whole, &split, "several cuts");
+    }
+    whole
+}
+
+/// Byte at a time: the most demanding split (quadratic, small inputs only).
+pub fn check_parse_bytewise(input: &[u8], limits: &Limits) {
+    let whole = run_stream(&[input], limits);
+    let pieces: Vec<&[u8]> = input.chunks(1).collect();
+    let split = run_stream(&pieces, limits);
+    assert_same_run(&whole, &split, "byte at a time");
+}
+
+// ---------------------------------------------------------------------------
+// Store
+// ---------------------------------------------------------------------------
+
+/// Reads operation parameters from fuzz bytes; zeros once exhausted.
+pub struct Reader<'a> {
+    data: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> Reader<'a> {
+    pub fn new(data: &'a [u8]) -> Self {
+        Reader { data, pos: 0 }
+    }
+    pub fn done(&self) -> bool {
+        self.pos >= self.data.len()
+    }
+    pub fn u8(&mut self) -> u8 {
+        let b = self.data.get(self.pos).copied().unwrap_or(0);
+        self.pos += 1;
+        b
+    }
+    pub fn u16(&mut self) -> u16 {
+        u16::from_le_bytes([self.u8(), self.u8()])
+    }
+    pub fn u64(&mut self) -> u64 {
+        let mut v = 0u64;
+        for _ in 0..8 {
+            v = v << 8 | self.u8() as u64;
+        }
+        v
+    }
+}
+
+#[derive(Clone, Debug)]
+struct Entry {
+    value: Vec<u8>,
+    flags: u32,
+    /// Absolute expiry as the store keeps it (0 = never).
+    exp: u64,
+    /// Last write (the store's `time`).
+    written: u64,
+    /// CAS seen by the last get since the last write, if any.
+    cas: Option<u64>,
+}
+
+const START: u64 = 1_700_000_000;
+
+fn key_for(id: u8) -> Vec<u8> {
+    // Short and long keys, including the longest allowed.
+    const LENS: [usize; 8] = [1, 2, 5, 16, 40, 100, 249, 250];
+    let len = LENS[id as usize % LENS.len()];
+    let mut k = vec![b'x'; len];
+    k[0] = b'a' + id; // distinct per id
+    k
+}
+
+struct Model {
+    map: HashMap<Vec<u8>, Entry>,
+    /// Target times of every flush issued (immediate: the time it was issued).
+    flushes: Vec<u64>,
+}
+
+impl Model {
+    /// May the store consider this entry expired or flushed by now? A
+    /// superset of the store's rule (memcached's, with its off-by-ones).
+    fn maybe_dead(&self, e: &Entry, now: u64) -> bool {
+        (e.exp != 0 && e.exp <= now) || self.flushes.iter().any(|&t| e.written <= t + 1)
+    }
+    fn surely_expired(e: &Entry, now: u64) -> bool {
+        e.exp != 0 && e.exp <= now
+    }
+}
+
+fn value_for(r: &mut Reader<'_>, limit: usize) -> Vec<u8> {
+    let kind = r.u8();
+    match kind % 8 {
+        0 => Vec::new(),
+        1 | 2 => r.u64().to_string().into_bytes(),
+        3 => format!("{}{}", r.u8(), " ".repeat(r.u8() as usize % 4)).into_bytes(),
+        4 => format!("{}", u64::MAX - r.u8() as u64).into_bytes(),
+        5 => {
+            // Big: up to the whole limit and a bit beyond, to force eviction
+            // and refusals.
+            let n = (r.u16() as usize) % (limit + limit / 4 + 1);
+            vec![b'v'.wrapping_add(kind); n]
+        }
+        _ => {
+            let n = r.u8() as usize;
+            (0..n).map(|i| (i as u8).wrapping_add(kind)).collect()
+        }
+    }
+}
+
+fn exptime_for(r: &mut Reader<'_>, now: u64) -> i64 {
+    match r.u8() % 10 {
+        0..=4 => 0,
+        5 => -1 - (r.u8() as i64),
+        6 | 7 => 1 + (r.u8() % 8) as i64,
+        8 => (now + (r.u8() % 8) as u64) as i64, // absolute, maybe past
+        _ => 60 * 60 * 24 * 30 + (r.u8() as i64), // absolute, long ago
+    }
+}
+
+/// What a store run exercised (to show the fuzz reaches the interesting cases).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct StoreRun {
+    pub ops: u64,
+    pub stored: u64,
+    pub hits: u64,
+    pub misses: u64,
+    pub evictions: u64,
+    pub no_memory: u64,
+}
+
+impl std::ops::AddAssign for StoreRun {
+    fn add_assign(&mut self, o: StoreRun) {
+        self.ops += o.ops;
+        self.stored += o.stored;
+        self.hits += o.hits;
+        self.misses += o.misses;
+        self.evictions += o.evictions;
+        self.no_memory += o.no_memory;
+    }
+}
+
+/// Run a byte-coded sequence of store operations and check invariants.
+pub fn check_store(data: &[u8]) -> StoreRun {
+    let mut run = StoreRun::default();
+    let mut r = Reader::new(data);
+    let limit = 512 + (r.u16() as usize % 8192);
+    let mode = r.u8();
+    let cfg = StoreConfig {
+        limit,
+        evict: mode & 1 == 0,
+        use_cas: mode & 2 == 0,
+        cas_stride: 1 + (mode as u64 >> 4) % 4,
+        cas_offset: (mode as u64 >> 2) % 4,
+        started: START - 100,
+    };
+    let mut s = Store::new(cfg);
+    let mut m = Model { map: HashMap::new(), flushes: Vec::new() };
+    let mut now = START;
+    let mut ops = 0;
+    while !r.done() && ops < 10_000 {
+        ops += 1;
+        let op = r.u8();
+        let key = key_for(r.u8() % 16);
+        now += (op >> 5) as u64 % 3; // the clock advances now and then
+        let before: HashSet<Vec<u8>> = s.lru_keys_oldest_first().into_iter().collect();
+        let live_before = |m: &Model, k: &[u8]| before.contains(k) && m.map.get(k).is_some_and(|e| !m.maybe_dead(e, now));
+        let evictions_before = s.stats.evictions;
+        let mut limit_changed = false;
+        // Keys this operation may remove besides evictions and dead items.
+        let mut may_vanish: Option<Vec<u8>> = None;
+        let what;
+        match op % 16 {
+            0..=5 => {
+                let mode = [StoreMode::Set, StoreMode::Add, StoreMode::Replace, StoreMode::Append, StoreMode::Prepend, StoreMode::Cas][op as usize % 16];
+                let value = value_for(&mut r, limit);
+                let flags = if r.u8() & 1 == 0 { 0 } else { r.u64() as u32 };
+                let exptime = exptime_for(&mut r, now);
+                let exp = absolute_expiry(exptime, now, START - 100);
+                let known = m.map.get(&key).and_then(|e| e.cas);
+                let cas = match (r.u8() % 4, known) {
+                    (0 | 1, Some(c)) => c,
+                    (2, Some(c)) => c.wrapping_add(1),
+                    _ => r.u64() % 64,
+                };
+                let live = live_before(&m, &key);
+                let out = s.store(mode, &key, flags, exp, &value, cas, now);
+                what = format!("{mode:?} {:?} len {} -> {out:?}", String::from_utf8_lossy(&key[..key.len().min(8)]), value.len());
+                match out {
+                    StoreOutcome::Stored => {
+                        run.stored += 1;
+                        let old = m.map.get(&key);
+                        match mode {
+                            StoreMode::Set => {}
+                            StoreMode::Add => assert!(!live, "{what}: add stored over a live item"),
+                            _ => assert!(before.contains(&key) && old.is_some(), "{what}: stored over nothing"),
+                        }
+                        if mode == StoreMode::Cas && cfg.use_cas && live {
+                            if let Some(c) = known {
+                                assert_eq!(cas, c, "{what}: cas {cas} matched, last seen {c}");
+                            }
+                        }
+                        assert!(mode != StoreMode::Cas || cfg.use_cas, "{what}: cas stored with -C");
+                        let e = match (mode, old) {
+                            (StoreMode::Append, Some(o)) => Entry { value: [&o.value[..], &value].concat(), flags: o.flags, exp: o.exp, written: now, cas: None },
+                            (StoreMode::Prepend, Some(o)) => Entry { value: [&value[..], &o.value].concat(), flags: o.flags, exp: o.exp, written: now, cas: None },
+                            _ => Entry { value, flags, exp, written: now, cas: None },
+                        };
+                        m.map.insert(key.clone(), e);
+                        let lru = s.lru_keys_oldest_first();
+                        assert_eq!(lru.last(), Some(&key), "{what}: new item is not most recent");
+                    }
+                    StoreOutcome::NotStored => match mode {
+                        StoreMode::Add => assert!(before.contains(&key), "{what}: add refused with no item"),
+                        StoreMode::Replace | StoreMode::Append | StoreMode::Prepend => {
+                            assert!(!live, "{what}: refused over a live item")
+                        }
+                        _ => panic!("{what}"),
+                    },
+                    StoreOutcome::Exists => {
+                        assert_eq!(mode, StoreMode::Cas, "{what}");
+                        assert!(before.contains(&key), "{what}: exists with no item");
+                        if cfg.use_cas && live && known == Some(cas) {
+                            panic!("{what}: right cas {cas} refused");
+                        }
+                    }
+                    StoreOutcome::NotFound => {
+                        assert_eq!(mode, StoreMode::Cas, "{what}");
+                        assert!(!live, "{what}: cas found no live item");
+                    }
+                    StoreOutcome::NoMemory => {
+                        run.no_memory += 1;
+                        if mode == StoreMode::Set {
+                            may_vanish = Some(key.clone());
+                        }
+                    }
+                }
+            }
+            6 => {
+                let live = live_before(&m, &key);
+                let hit = s.delete(&key, now);
+                what = format!("delete -> {hit}");
+                if hit {
+                    assert!(before.contains(&key), "{what}: deleted a missing key");
+                    may_vanish = Some(key.clone());
+                } else {
+                    assert!(!live, "{what}: live item not deleted");
+                }
+            }
+            7 | 8 => {
+                let incr = op % 16 == 7;
+                let delta = match r.u8() % 3 {
+                    0 => r.u8() as u64,
+                    1 => u64::MAX - r.u8() as u64,
+                    _ => r.u64(),
+                };
+                let live = live_before(&m, &key);
+                let out = s.arith(&key, incr, delta, now);
+                what = format!("{} {delta} -> {out:?}", if incr { "incr" } else { "decr" });
+                match out {
+                    ArithOutcome::Value(v) => {
+                        let e = m.map.get_mut(&key).unwrap_or_else(|| panic!("{what}: no model entry"));
+                        assert!(!e.value.is_empty(), "{what}: empty value counted as number");
+                        let cur = parse_stored_number(&e.value).unwrap_or_else(|| panic!("{what}: {:?} is no number", e.value));
+                        let want = if incr { cur.wrapping_add(delta) } else { cur.saturating_sub(delta) };
+                        assert_eq!(v, want, "{what}: from {cur}");
+                        let mut digits = v.to_string().into_bytes();
+                        if digits.len() <= e.value.len() {
+                            digits.resize(e.value.len(), b' ');
+                        }
+                        e.value = digits;
+                        e.written = now;
+                        e.cas = None;
+                    }
+                    ArithOutcome::NonNumeric => {
+                        let e = m.map.get(&key).unwrap_or_else(|| panic!("{what}: no model entry"));
+                        assert!(e.value.is_empty() || parse_stored_number(&e.value).is_none(), "{what}: {:?} is a number", e.value);
+                    }
+                    ArithOutcome::NotFound => assert!(!live, "{what}: live item not found"),
+                    ArithOutcome::NoMemory => {
+                        assert!(before.contains(&key));
+                    }
+                }
+            }
+            9 => {
+                let exptime = exptime_for(&mut r, now);
+                let exp = absolute_expiry(exptime, now, START - 100);
+                let live = live_before(&m, &key);
+                let hit = s.touch(&key, exp, now);
+                what = format!("touch {exptime} -> {hit}");
+                if hit {
+                    let e = m.map.get_mut(&key).unwrap_or_else(|| panic!("{what}: no model entry"));
+                    assert!(!Model::surely_expired(e, now), "{what}: touched an expired item");
+                    e.exp = exp;
+                } else {
+                    assert!(!live, "{what}: live item not touched");
+                }
+            }
+            10..=13 if op % 16 != 13 || r.u8() % 4 != 0 => {
+                let touch = if op % 16 == 12 { Some(absolute_expiry(exptime_for(&mut r, now), now, START - 100)) } else { None };
+                let live = live_before(&m, &key);
+                let got = s.get(&key, now, touch).map(|i| (i.value().to_vec(), i.flags, i.cas));
+                what = format!("get touch {touch:?} -> {}", if got.is_ok() { "hit" } else { "miss" });
+                match got {
+                    Ok((value, flags, cas)) => {
+                        run.hits += 1;
+                        let e = m.map.get_mut(&key).unwrap_or_else(|| panic!("{what}: hit on a key never stored"));
+                        assert!(!Model::surely_expired(e, now), "{what}: expired item returned (exp {} now {now})", e.exp);
+                        assert_eq!(value, e.value, "{what}: value is not the last one written");
+                        assert_eq!(flags, e.flags, "{what}: flags");
+                        if let Some(c) = e.cas {
+                            assert_eq!(cas, c, "{what}: cas changed without a write");
+                        }
+                        e.cas = Some(cas);
+                        if let Some(t) = touch {
+                            e.exp = t;
+                        }
+                        let lru = s.lru_keys_oldest_first();
+                        assert_eq!(lru.last(), Some(&key), "{what}: hit is not most recent");
+                    }
+                    Err(_) => {
+                        run.misses += 1;
+                        assert!(!live, "{what}: live item missed")
+                    }
+                }
+            }
+            13 => {
+                let delay = match r.u8() % 4 {
+                    0 | 1 => 0,
+                    2 => 1 + (r.u8() % 5) as i64,
+                    _ => -(r.u8() as i64),
+                };
+                let at = if delay > 0 { absolute_expiry(delay, now, START - 100) } else { 0 };
+                s.flush(at, now);
+                m.flushes.push(if at == 0 || at <= now { now } else { at });
+                what = format!("flush {delay}");
+            }
+            14 => {
+                let budget = r.u8() as usize;
+                let n = s.crawl(now, budget);
+                what = format!("crawl {budget} -> {n}");
+                assert!(n <= budget);
+            }
+            _ => {
+                if r.u8() % 8 == 0 {
+                    // cache_memlimit: shrink or grow.
+                    let new = 256 + r.u16() as usize % 8192;
+                    s.set_limit(new, now);
+                    limit_changed = true;
+                    what = format!("set_limit {new}");
+                } else {
+                    now += r.u8() as u64 % 10;
+                    what = "tick".to_string();
+                }
+            }
+        }
+        // Memory and structure.
+        assert!(s.bytes() as usize <= s.limit(), "{what}: {} bytes over limit {}", s.bytes(), s.limit());
+        let lru = s.lru_keys_oldest_first();
+        let after: HashSet<Vec<u8>> = lru.iter().cloned().collect();
+        assert_eq!(after.len(), lru.len(), "{what}: key twice in the LRU");
+        assert_eq!(s.curr_items() as usize, lru.len(), "{what}: curr_items");
+        let mut charged = 0u64;
+        for k in &after {
+            let e = m.map.get(k).unwrap_or_else(|| panic!("{what}: store holds {k:?}, never written"));
+            charged += (k.len() + e.value.len() + ITEM_OVERHEAD) as u64;
+        }
+        assert_eq!(s.bytes(), charged, "{what}: bytes() is not the sum of the items");
+        // Items gone since the operation started must be accounted for.
+        let evicted = (s.stats.evictions - evictions_before) as usize;
+        let mut unexplained = 0;
+        for k in before.difference(&after) {
+            let e = &m.map[k];
+            if may_vanish.as_deref() == Some(&k[..]) || m.maybe_dead(e, now) {
+                continue;
+            }
+            unexplained += 1;
+        }
+        assert!(unexplained <= evicted, "{what}: {unexplained} live items vanished, {evicted} evictions");
+        if !cfg.evict && !limit_changed {
+            assert_eq!(evicted, 0, "{what}: eviction with -M");
+        }
+        m.map.retain(|k, _| after.contains(k));
+    }
+    run.ops = ops;
+    run.evictions = s.stats.evictions;
+    run
+}
