@@ -47,7 +47,7 @@ pub fn owner(key: &[u8], ncores: usize) -> usize {
 pub enum Cmd {
     /// A request in protocol bytes (`arena[start..end]`). A retrieval gives
     /// one reply segment per key, without END; anything else one segment.
-    Request { start: u32, end: u32, segments: u32 },
+    Request { start: usize, end: usize, segments: u32 },
     /// flush_all at an absolute Unix time (0 = now); replies one empty segment.
     Flush { at: u64 },
     /// New per-core memory limit in bytes; replies one empty segment.
@@ -75,7 +75,7 @@ pub struct Frame {
     pub cmds: Vec<Cmd>,
     pub reply_arena: Vec<u8>,
     /// End offset in `reply_arena` of each reply segment.
-    pub reply_ends: Vec<u32>,
+    pub reply_ends: Vec<usize>,
     /// The sending core has drained its connections and sends no more work.
     pub done: bool,
 }
@@ -90,7 +90,7 @@ impl Frame {
 #[derive(Default)]
 pub struct ConnWait {
     data: RefCell<Vec<u8>>,
-    slots: RefCell<Vec<(u32, u32)>>,
+    slots: RefCell<Vec<(usize, usize)>>,
     outstanding: Cell<usize>,
     waker: RefCell<Option<Waker>>,
 }
@@ -111,9 +111,9 @@ impl ConnWait {
 
     fn fill(&self, slot: usize, bytes: &[u8]) {
         let mut data = self.data.borrow_mut();
-        let start = data.len() as u32;
+        let start = data.len();
         data.extend_from_slice(bytes);
-        self.slots.borrow_mut()[slot] = (start, data.len() as u32);
+        self.slots.borrow_mut()[slot] = (start, data.len());
         let left = self.outstanding.get() - 1;
         self.outstanding.set(left);
         if left == 0
@@ -138,7 +138,7 @@ impl ConnWait {
     /// The reply in `slot` (valid after `all_filled`).
     pub fn with_slot<R>(&self, slot: usize, f: impl FnOnce(&[u8]) -> R) -> R {
         let (s, e) = self.slots.borrow()[slot];
-        f(&self.data.borrow()[s as usize..e as usize])
+        f(&self.data.borrow()[s..e])
     }
 
     /// Forget the replies of the finished batch, keeping the buffers.
@@ -194,9 +194,9 @@ impl Peer {
     /// Its `segments` replies land in `conn`'s slots from `first_slot` on.
     pub fn forward(&self, conn: &Rc<ConnWait>, first_slot: usize, segments: u32, write: impl FnOnce(&mut Vec<u8>)) {
         let mut f = self.outbox.borrow_mut();
-        let start = f.arena.len() as u32;
+        let start = f.arena.len();
         write(&mut f.arena);
-        let end = f.arena.len() as u32;
+        let end = f.arena.len();
         f.cmds.push(Cmd::Request { start, end, segments });
         drop(f);
         self.waiters.borrow_mut().push_back(Waiter { conn: conn.clone(), first_slot, count: segments });
@@ -221,7 +221,6 @@ impl Peer {
         let mut waiters = self.waiters.borrow_mut();
         let mut start = 0usize;
         for &end in &frame.reply_ends {
-            let end = end as usize;
             let Some(w) = waiters.front_mut() else {
                 log::error!("a peer sent more replies than were asked for; dropping the rest");
                 return;
@@ -322,7 +321,7 @@ mod tests {
             let mut fr = Frame::default();
             for s in segs {
                 fr.reply_arena.extend_from_slice(s);
-                fr.reply_ends.push(fr.reply_arena.len() as u32);
+                fr.reply_ends.push(fr.reply_arena.len());
             }
             fr
         };

@@ -223,3 +223,32 @@ fn no_deadlock_under_cross_core_load() {
     let mut c = s.conn();
     c.version_check();
 }
+
+/// A multi-get whose reply would pass 64 MiB answers memcached's
+/// out-of-memory error instead of copying without bound, on one core and
+/// across cores; the connection keeps working.
+#[test]
+fn oversized_multiget_reply_is_refused() {
+    if is_external() {
+        eprintln!("SKIP oversized_multiget_reply_is_refused: memcore's reply cap");
+        return;
+    }
+    for threads in [1, 2] {
+        let s = Server::start(threads, &["-m", "256"]);
+        let mut c = s.conn();
+        let p = uniq("big");
+        let value = vec![b'v'; 1000 * 1024];
+        for i in 0..80 {
+            assert_bytes!(c.request(&store_cmd("set", &format!("{p}{i}"), 0, 0, &value)), b"STORED\r\n");
+        }
+        let keys: Vec<String> = (0..80).map(|i| format!("{p}{i}")).collect();
+        let line = format!("get {}\r\nversion\r\n", keys.join(" "));
+        c.send(line.as_bytes());
+        assert_bytes!(c.read_line(), b"SERVER_ERROR out of memory writing get response\r\n");
+        assert!(c.read_line().starts_with(b"VERSION "), "connection still in sync at -t {threads}");
+        // A smaller multi-get of the same items still works.
+        let small = format!("get {}\r\n", keys[..10].join(" "));
+        let reply = c.request(small.as_bytes());
+        assert_eq!(reply.windows(6).filter(|w| w == b"VALUE ").count(), 10);
+    }
+}

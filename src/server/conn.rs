@@ -25,6 +25,7 @@ use super::unix_now;
 const INITIAL_BUFFER: usize = 16 * 1024;
 /// Buffers grown for a large item go back to this size once drained.
 const KEEP_BUFFER: usize = 64 * 1024;
+pub use super::core::GET_TOO_LARGE;
 
 /// Why request processing stopped.
 enum Stop {
@@ -49,11 +50,31 @@ pub struct Conn {
     skip: usize,
     /// Buffer length that completes the pending request, when known.
     need: usize,
-    out: Vec<u8>,
+    batch: Batch,
     spliced: Vec<u8>,
+}
+
+/// Replies of one batch of requests: local replies in `out`, forwarded ones
+/// spliced in at `inserts` once they arrive.
+pub struct Batch {
+    out: Vec<u8>,
+    /// (offset in `out`, reply slot in `wait`), in request order.
     inserts: Vec<(usize, usize)>,
+    /// Gets with forwarded keys, checked against the reply cap when spliced.
+    spans: Vec<GetSpan>,
     wait: Rc<ConnWait>,
+    /// Scratch: owning core of each key of a multi-get.
     owners: Vec<usize>,
+}
+
+/// A get whose keys are partly on other cores: its local bytes are
+/// `out[out_start..out_end]` and its forwarded replies `inserts[ins_start..ins_end]`.
+#[derive(Clone, Copy)]
+struct GetSpan {
+    out_start: usize,
+    out_end: usize,
+    ins_start: usize,
+    ins_end: usize,
 }
 
 impl Conn {
@@ -68,11 +89,14 @@ impl Conn {
             end: 0,
             skip: 0,
             need: 0,
-            out: Vec::with_capacity(INITIAL_BUFFER),
+            batch: Batch {
+                out: Vec::with_capacity(INITIAL_BUFFER),
+                inserts: Vec::new(),
+                spans: Vec::new(),
+                wait: Rc::new(ConnWait::default()),
+                owners: Vec::with_capacity(ncores),
+            },
             spliced: Vec::new(),
-            inserts: Vec::new(),
-            wait: Rc::new(ConnWait::default()),
-            owners: Vec::with_capacity(ncores),
         }
     }
 
@@ -173,13 +197,13 @@ impl Conn {
                 }
                 Parsed::Error { msg, consumed, noreply } => {
                     if !noreply {
-                        encode_line(&mut self.out, msg);
+                        encode_line(&mut self.batch.out, msg);
                     }
                     self.start += consumed;
                 }
                 Parsed::Close { msg } => {
                     if let Some(msg) = msg {
-                        encode_line(&mut self.out, msg);
+                        encode_line(&mut self.batch.out, msg);
                     }
                     return Stop::Close;
                 }
@@ -192,7 +216,7 @@ impl Conn {
                             self.start += consumed;
                             return Stop::Stats(args);
                         }
-                        _ => dispatch(&core, &req, raw, now, &mut self.out, &mut self.inserts, &self.wait, &mut self.owners),
+                        _ => dispatch(&core, &req, raw, now, &mut self.batch),
                     }
                     self.start += consumed;
                     self.skip = swallow;
@@ -204,26 +228,18 @@ impl Conn {
 
     /// Wait for forwarded replies, splice them in, and write the batch.
     async fn finish_batch(&mut self) -> io::Result<()> {
-        if self.wait.has_pending() {
-            self.wait.all_filled().await;
-            self.spliced.clear();
-            let mut prev = 0;
-            for &(pos, slot) in &self.inserts {
-                self.spliced.extend_from_slice(&self.out[prev..pos]);
-                self.wait.with_slot(slot, |b| self.spliced.extend_from_slice(b));
-                prev = pos;
-            }
-            self.spliced.extend_from_slice(&self.out[prev..]);
-            std::mem::swap(&mut self.out, &mut self.spliced);
-            self.inserts.clear();
-            self.wait.clear();
+        let b = &mut self.batch;
+        if b.wait.has_pending() {
+            b.wait.all_filled().await;
+            b.splice_into(&mut self.spliced, self.core.get_reply_cap);
+            std::mem::swap(&mut b.out, &mut self.spliced);
         }
-        if !self.out.is_empty() {
-            self.stream.write_all(&self.out).await?;
-            self.core.shard.borrow_mut().counters.bytes_written += self.out.len() as u64;
-            self.out.clear();
-            if self.out.capacity() > KEEP_BUFFER {
-                self.out = Vec::with_capacity(INITIAL_BUFFER);
+        if !b.out.is_empty() {
+            self.stream.write_all(&b.out).await?;
+            self.core.shard.borrow_mut().counters.bytes_written += b.out.len() as u64;
+            b.out.clear();
+            if b.out.capacity() > KEEP_BUFFER {
+                b.out = Vec::with_capacity(INITIAL_BUFFER);
                 self.spliced = Vec::new();
             }
         }
@@ -235,11 +251,11 @@ impl Conn {
         let core = self.core.clone();
         let mut words = args.split(|&b| b == b' ').filter(|w| !w.is_empty());
         let sub = words.next().unwrap_or(b"");
-        let out = &mut self.out;
+        let out = &mut self.batch.out;
         match sub {
             b"" | b"items" | b"slabs" | b"cores" => {
                 let per_core = self.gather_counters().await;
-                let out = &mut self.out;
+                let out = &mut self.batch.out;
                 let mut total = Counters::default();
                 for c in &per_core {
                     total.add(c);
@@ -265,7 +281,7 @@ impl Conn {
             b"reset" => {
                 core.shard.borrow_mut().reset_stats();
                 self.broadcast(|| Cmd::StatsReset).await;
-                self.out.extend_from_slice(encode::RESET);
+                self.batch.out.extend_from_slice(encode::RESET);
             }
             b"settings" => render_settings(&core, out),
             b"sizes" => out.extend_from_slice(b"STAT sizes_status disabled\r\nEND\r\n"),
@@ -280,10 +296,10 @@ impl Conn {
                 core.render_conns(now, out);
                 let slots = self.broadcast(|| Cmd::Conns).await;
                 for s in slots {
-                    self.wait.with_slot(s, |b| self.out.extend_from_slice(b));
+                    self.batch.wait.with_slot(s, |b| self.batch.out.extend_from_slice(b));
                 }
-                self.wait.clear();
-                self.out.extend_from_slice(encode::END);
+                self.batch.wait.clear();
+                self.batch.out.extend_from_slice(encode::END);
             }
             _ => out.extend_from_slice(encode::ERROR),
         }
@@ -298,10 +314,10 @@ impl Conn {
             if id == self.core.id {
                 per_core.push(self.core.snapshot());
             } else if let Some(s) = remote.next() {
-                per_core.push(self.wait.with_slot(s, Counters::decode));
+                per_core.push(self.batch.wait.with_slot(s, Counters::decode));
             }
         }
-        self.wait.clear();
+        self.batch.wait.clear();
         per_core
     }
 
@@ -310,29 +326,20 @@ impl Conn {
     async fn broadcast(&mut self, cmd: impl Fn() -> Cmd) -> Vec<usize> {
         let mut slots = Vec::new();
         for id in self.core.remote_ids() {
-            let slot = self.wait.reserve(1);
-            self.core.peers[id].control(&self.wait, slot, cmd());
+            let slot = self.batch.wait.reserve(1);
+            self.core.peers[id].control(&self.batch.wait, slot, cmd());
             slots.push(slot);
         }
-        self.wait.all_filled().await;
+        self.batch.wait.all_filled().await;
         slots
     }
 }
 
 /// Run one request here, or queue it for the core that owns its key.
-#[allow(clippy::too_many_arguments)]
-fn dispatch(
-    core: &Core,
-    req: &Request<'_>,
-    raw: &[u8],
-    now: u64,
-    out: &mut Vec<u8>,
-    inserts: &mut Vec<(usize, usize)>,
-    wait: &Rc<ConnWait>,
-    owners: &mut Vec<usize>,
-) {
+fn dispatch(core: &Core, req: &Request<'_>, raw: &[u8], now: u64, batch: &mut Batch) {
+    let Batch { out, inserts, wait, .. } = batch;
     match *req {
-        Request::Get { kind, exptime, keys } => get(core, kind, exptime, keys, now, out, inserts, wait, owners),
+        Request::Get { kind, exptime, keys } => get(core, kind, exptime, keys, now, batch),
         Request::Store { .. } | Request::TooLarge { .. } | Request::Delete { .. } | Request::Arith { .. } | Request::Touch { .. } => {
             let key = req.key().unwrap_or_default();
             let o = owner(key, core.ncores);
@@ -402,19 +409,10 @@ fn dispatch(
 /// get/gets/gat/gats: keys owned here are answered at once; the others go
 /// to their cores as one request per core, and their replies are spliced
 /// back in key order.
-#[allow(clippy::too_many_arguments)]
-fn get(
-    core: &Core,
-    kind: GetKind,
-    exptime: i64,
-    keys: Keys<'_>,
-    now: u64,
-    out: &mut Vec<u8>,
-    inserts: &mut Vec<(usize, usize)>,
-    wait: &Rc<ConnWait>,
-    owners: &mut Vec<usize>,
-) {
+fn get(core: &Core, kind: GetKind, exptime: i64, keys: Keys<'_>, now: u64, batch: &mut Batch) {
+    let Batch { out, inserts, spans, wait, owners } = batch;
     let n = core.ncores;
+    let out_start = out.len();
     owners.clear();
     let mut remote = 0;
     for key in keys.iter() {
@@ -425,11 +423,17 @@ fn get(
     if remote == 0 {
         let mut shard = core.shard.borrow_mut();
         for key in keys.iter() {
+            if out.len() - out_start > core.get_reply_cap {
+                out.truncate(out_start);
+                out.extend_from_slice(GET_TOO_LARGE);
+                return;
+            }
             shard.get_one(kind, exptime, key, now, out);
         }
         out.extend_from_slice(encode::END);
         return;
     }
+    let ins_start = inserts.len();
     // Contiguous reply slots per remote core, in key order within each.
     let mut next_slot = vec![usize::MAX; n];
     for id in core.remote_ids() {
@@ -456,13 +460,56 @@ fn get(
     let mut shard = core.shard.borrow_mut();
     for (key, &o) in keys.iter().zip(owners.iter()) {
         if o == core.id {
-            shard.get_one(kind, exptime, key, now, out);
+            // Past the cap the span is replaced by an error when spliced.
+            if out.len() - out_start <= core.get_reply_cap {
+                shard.get_one(kind, exptime, key, now, out);
+            }
         } else {
             inserts.push((out.len(), next_slot[o]));
             next_slot[o] += 1;
         }
     }
     out.extend_from_slice(encode::END);
+    spans.push(GetSpan { out_start, out_end: out.len(), ins_start, ins_end: inserts.len() });
+}
+
+impl Batch {
+    /// Build the batch's output in request order from local bytes and
+    /// forwarded replies; a get whose reply outgrew `cap` becomes memcached's
+    /// out-of-memory error.
+    fn splice_into(&mut self, dst: &mut Vec<u8>, cap: usize) {
+        dst.clear();
+        let mut prev = 0;
+        let mut ins = 0;
+        let copy_inserts = |dst: &mut Vec<u8>, prev: &mut usize, ins: &mut usize, upto_ins: usize| {
+            while *ins < upto_ins {
+                let (pos, slot) = self.inserts[*ins];
+                dst.extend_from_slice(&self.out[*prev..pos]);
+                self.wait.with_slot(slot, |b| dst.extend_from_slice(b));
+                *prev = pos;
+                *ins += 1;
+            }
+        };
+        for span in &self.spans {
+            copy_inserts(dst, &mut prev, &mut ins, span.ins_start);
+            dst.extend_from_slice(&self.out[prev..span.out_start]);
+            let remote: usize = (span.ins_start..span.ins_end).map(|i| self.wait.with_slot(self.inserts[i].1, |b| b.len())).sum();
+            let overflow = (span.ins_start..span.ins_end).any(|i| self.wait.with_slot(self.inserts[i].1, |b| b == GET_TOO_LARGE));
+            if overflow || span.out_end - span.out_start + remote > cap {
+                dst.extend_from_slice(GET_TOO_LARGE);
+                prev = span.out_end;
+                ins = span.ins_end;
+            } else {
+                prev = span.out_start;
+                copy_inserts(dst, &mut prev, &mut ins, span.ins_end);
+            }
+        }
+        copy_inserts(dst, &mut prev, &mut ins, self.inserts.len());
+        dst.extend_from_slice(&self.out[prev..]);
+        self.inserts.clear();
+        self.spans.clear();
+        self.wait.clear();
+    }
 }
 
 pub fn version() -> &'static str {

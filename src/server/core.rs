@@ -39,7 +39,14 @@ pub struct ConnInfo {
     pub waker: Rc<RefCell<Option<Waker>>>,
 }
 
+/// What a get whose reply outgrew `Core::get_reply_cap` answers.
+pub const GET_TOO_LARGE: &[u8] = b"SERVER_ERROR out of memory writing get response\r\n";
+
 pub struct Core {
+    /// A get reply may not grow past this many bytes: memcore copies values
+    /// into replies (memcached sends references), so a line repeating one
+    /// large key must not make it copy gigabytes.
+    pub get_reply_cap: usize,
     pub id: usize,
     pub ncores: usize,
     pub global: Arc<Global>,
@@ -59,6 +66,7 @@ impl Core {
     pub fn new(id: usize, ncores: usize, global: Arc<Global>, shard: Shard) -> Self {
         let limits = Limits { item_size_max: global.cfg.item_size_max };
         Core {
+            get_reply_cap: (64 << 20).max(2 * global.cfg.item_size_max),
             id,
             ncores,
             global,
@@ -90,43 +98,50 @@ impl Core {
             match *cmd {
                 Cmd::Request { start, end, .. } => {
                     shard.counters.forwarded_in += 1;
-                    match parse(&frame.arena[start as usize..end as usize], &self.limits) {
+                    match parse(&frame.arena[start..end], &self.limits) {
                         Parsed::Request { req: Request::Get { kind, exptime, keys }, .. } => {
+                            let start = back.reply_arena.len();
+                            let mut over = false;
                             for key in keys.iter() {
-                                shard.get_one(kind, exptime, key, now, &mut back.reply_arena);
-                                back.reply_ends.push(back.reply_arena.len() as u32);
+                                if !over && back.reply_arena.len() - start > self.get_reply_cap {
+                                    over = true;
+                                    back.reply_arena.extend_from_slice(GET_TOO_LARGE);
+                                } else if !over {
+                                    shard.get_one(kind, exptime, key, now, &mut back.reply_arena);
+                                }
+                                back.reply_ends.push(back.reply_arena.len());
                             }
                         }
                         Parsed::Request { req, .. } => {
                             shard.execute(&req, now, &mut back.reply_arena);
-                            back.reply_ends.push(back.reply_arena.len() as u32);
+                            back.reply_ends.push(back.reply_arena.len());
                         }
                         other => {
                             // Only requests that parsed on the sending core travel.
                             log::error!("forwarded request did not parse: {other:?}");
-                            back.reply_ends.push(back.reply_arena.len() as u32);
+                            back.reply_ends.push(back.reply_arena.len());
                         }
                     }
                 }
                 Cmd::Flush { at } => {
                     shard.store.flush(at, now);
-                    back.reply_ends.push(back.reply_arena.len() as u32);
+                    back.reply_ends.push(back.reply_arena.len());
                 }
                 Cmd::MemLimit { bytes } => {
                     shard.store.set_limit(bytes as usize, now);
-                    back.reply_ends.push(back.reply_arena.len() as u32);
+                    back.reply_ends.push(back.reply_arena.len());
                 }
                 Cmd::Stats => {
                     shard.snapshot().encode(&mut back.reply_arena);
-                    back.reply_ends.push(back.reply_arena.len() as u32);
+                    back.reply_ends.push(back.reply_arena.len());
                 }
                 Cmd::StatsReset => {
                     shard.reset_stats();
-                    back.reply_ends.push(back.reply_arena.len() as u32);
+                    back.reply_ends.push(back.reply_arena.len());
                 }
                 Cmd::Conns => {
                     self.render_conns(now, &mut back.reply_arena);
-                    back.reply_ends.push(back.reply_arena.len() as u32);
+                    back.reply_ends.push(back.reply_arena.len());
                 }
             }
         }
