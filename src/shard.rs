@@ -298,7 +298,7 @@ mod tests {
         let mut counts = [0usize; 2];
         for i in 0..20_000 {
             let k = format!("user:{i}");
-            if crc32(k.as_bytes()) % 2 == 0 {
+            if crc32(k.as_bytes()).is_multiple_of(2) {
                 counts[owner(k.as_bytes(), 2)] += 1;
             }
         }

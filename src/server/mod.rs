@@ -85,6 +85,7 @@ pub fn run(cfg: Config) -> Result<(), String> {
     if let Some(path) = &cfg.pidfile {
         std::fs::write(path, format!("{}\n", std::process::id())).map_err(|e| format!("cannot write pid file {path}: {e}"))?;
     }
+    raise_fd_limit(cfg.conn_limit);
     drop_privileges(cfg.user.as_deref())?;
     for w in &cfg.warnings {
         log::warn!("{w}");
@@ -301,6 +302,28 @@ async fn crawl_task(core: Rc<Core>) {
     loop {
         glommio::timer::sleep(CRAWL_INTERVAL).await;
         core.shard.borrow_mut().store.crawl(unix_now(), CRAWL_BUDGET);
+    }
+}
+
+/// Let the process hold `-c` connections plus its own descriptors (as
+/// memcached does); past the hard limit, warn and serve what fits.
+fn raise_fd_limit(conn_limit: usize) {
+    // Listeners, rings, eventfds and the like per core, with room to spare.
+    let want = conn_limit as u64 + 64;
+    // SAFETY: getrlimit/setrlimit only read and write the struct we pass.
+    unsafe {
+        let mut lim: libc::rlimit = std::mem::zeroed();
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 || lim.rlim_cur >= want {
+            return;
+        }
+        let target = want.min(lim.rlim_max);
+        if target > lim.rlim_cur {
+            lim.rlim_cur = target;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+        }
+        if target < want {
+            log::warn!("open files limited to {target}: fewer than -c {conn_limit} connections may be accepted (raise LimitNOFILE / ulimit -n)");
+        }
     }
 }
 

@@ -227,6 +227,8 @@ impl Store {
         self.delete(key, now);
     }
 
+    /// The arguments are the fields of memcached's storage line, in its order.
+    #[allow(clippy::too_many_arguments)]
     pub fn store(&mut self, mode: StoreMode, key: &[u8], flags: u32, exptime: u64, data: &[u8], cas: u64, now: u64) -> StoreOutcome {
         let old = self.find_live(key, now).ok();
         match (mode, old) {
@@ -310,15 +312,15 @@ impl Store {
         for _ in 0..budget.min(cap) {
             let i = self.crawl_cursor % cap;
             self.crawl_cursor = (i + 1) % cap;
-            if let Some(item) = self.items.get(i) {
-                if self.dead(item, now).is_some() {
-                    self.stats.crawler_reclaimed += 1;
-                    if !item.fetched {
-                        self.stats.expired_unfetched += 1;
-                    }
-                    self.unlink(i as u32);
-                    reclaimed += 1;
+            if let Some(item) = self.items.get(i)
+                && self.dead(item, now).is_some()
+            {
+                self.stats.crawler_reclaimed += 1;
+                if !item.fetched {
+                    self.stats.expired_unfetched += 1;
                 }
+                self.unlink(i as u32);
+                reclaimed += 1;
             }
         }
         reclaimed
