@@ -17,7 +17,7 @@ use crate::protocol::{parse, Limits, Parsed, Request};
 use crate::shard::{Cmd, Frame, Notify, Peer};
 use crate::stats::Counters;
 
-use super::signal::{Beat, Shutdown};
+use super::signal::Shutdown;
 
 /// What every core shares: set once at start, atomics only off the request path.
 pub struct Global {
@@ -27,8 +27,6 @@ pub struct Global {
     pub started: u64,
     pub pid: u32,
     pub shutdown: Shutdown,
-    /// One per core, indexed by executor number (see `heartbeat`).
-    pub beats: Vec<Beat>,
 }
 
 pub struct ConnInfo {

@@ -48,15 +48,9 @@ const MESH_CAPACITY: usize = 256;
 /// glommio's registered buffers serve only file I/O, which memcore does not
 /// do; keeping them tiny lets it start under the default 8 MiB memlock.
 const IO_MEMORY: usize = 64 * 1024;
-/// glommio's task quantum. Its 0.9 scheduler parks the executor for good
-/// when the quantum has expired before any task queue ran (fixed only in
-/// the unreleased fork, glommio/glommio#53); a short quantum on a busy CPU
-/// makes that likely, so keep glommio's default and run the `heartbeat`.
+/// glommio's task quantum (its default). Requests are short and batches are
+/// bounded by -R, so nothing needs a finer quantum.
 const PREEMPT_TIMER: Duration = Duration::from_millis(100);
-/// A wake-up from outside every executor this often bounds that stall: the
-/// woken executor runs its queues again. Ten wake-ups a second cost nothing
-/// measurable on an idle core.
-const HEARTBEAT: Duration = Duration::from_millis(100);
 /// How long shutdown waits for connections to finish their batch.
 const DRAIN_TIMEOUT: Duration = Duration::from_millis(1500);
 /// Slots the expiry crawler visits per tick on each core.
@@ -100,8 +94,7 @@ pub fn run(cfg: Config) -> Result<(), String> {
         cfg.item_size_max
     );
     let pidfile = cfg.pidfile.clone();
-    let beats = (0..n).map(|_| Default::default()).collect();
-    let global = Arc::new(Global { cfg, conns: Default::default(), started: unix_now(), pid: std::process::id(), shutdown: Shutdown::default(), beats });
+    let global = Arc::new(Global { cfg, conns: Default::default(), started: unix_now(), pid: std::process::id(), shutdown: Shutdown::default() });
     let mesh = MeshBuilder::<Frame, _>::full(n, MESH_CAPACITY);
     let mut handles = Vec::new();
     for (i, core_fds) in fds.into_iter().enumerate() {
@@ -111,7 +104,7 @@ pub fn run(cfg: Config) -> Result<(), String> {
             .name(&format!("memcore-{i}"))
             .io_memory(IO_MEMORY)
             .preempt_timer(PREEMPT_TIMER)
-            .spawn(move || core_main(g, m, core_fds, i))
+            .spawn(move || core_main(g, m, core_fds))
             .map_err(|e| format!("cannot start executor on CPU {cpu}: {e}"))?;
         handles.push(h);
     }
@@ -125,16 +118,6 @@ pub fn run(cfg: Config) -> Result<(), String> {
                 g.shutdown.trigger();
             })
             .map_err(|e| format!("cannot start signal thread: {e}"))?;
-    }
-    {
-        let g = global.clone();
-        std::thread::Builder::new()
-            .name("memcore-heartbeat".into())
-            .spawn(move || loop {
-                std::thread::sleep(HEARTBEAT);
-                g.beats.iter().for_each(|b| b.beat());
-            })
-            .map_err(|e| format!("cannot start heartbeat thread: {e}"))?;
     }
     let mut failure = None;
     for h in handles {
@@ -153,7 +136,7 @@ pub fn run(cfg: Config) -> Result<(), String> {
     failure.map_or(Ok(()), Err)
 }
 
-async fn core_main(global: Arc<Global>, mesh: MeshBuilder<Frame, glommio::channels::channel_mesh::Full>, fds: Vec<RawFd>, index: usize) -> Result<(), String> {
+async fn core_main(global: Arc<Global>, mesh: MeshBuilder<Frame, glommio::channels::channel_mesh::Full>, fds: Vec<RawFd>) -> Result<(), String> {
     // glommio 0.9's first timer in an executor fires tens of ms late.
     glommio::timer::sleep(Duration::from_millis(1)).await;
     let n = global.cfg.threads;
@@ -180,12 +163,6 @@ async fn core_main(global: Arc<Global>, mesh: MeshBuilder<Frame, glommio::channe
         }
     }
     glommio::spawn_local(crawl_task(core.clone())).detach();
-    glommio::spawn_local(async move {
-        loop {
-            global.beats[index].wait().await;
-        }
-    })
-    .detach();
 
     let gate = Rc::new(glommio::sync::Gate::new());
     let mut accept_tasks = Vec::new();
@@ -196,7 +173,7 @@ async fn core_main(global: Arc<Global>, mesh: MeshBuilder<Frame, glommio::channe
         accept_tasks.push(glommio::spawn_local(accept_loop(core.clone(), listener, gate.clone())));
     }
 
-    core.global.shutdown.wait().await;
+    global.shutdown.wait().await;
     core.stop();
     for t in accept_tasks {
         t.await;

@@ -45,37 +45,6 @@ impl Shutdown {
     }
 }
 
-/// A cross-thread wake-up that can fire many times: the heartbeat thread
-/// `beat`s, one task per executor `wait`s.
-#[derive(Default)]
-pub struct Beat {
-    state: Mutex<(bool, Option<Waker>)>,
-}
-
-impl Beat {
-    pub fn beat(&self) {
-        let waker = {
-            let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
-            s.0 = true;
-            s.1.take()
-        };
-        if let Some(w) = waker {
-            w.wake();
-        }
-    }
-
-    pub fn wait(&self) -> impl Future<Output = ()> + '_ {
-        std::future::poll_fn(move |cx| {
-            let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
-            if std::mem::take(&mut s.0) {
-                return Poll::Ready(());
-            }
-            s.1 = Some(cx.waker().clone());
-            Poll::Pending
-        })
-    }
-}
-
 fn termination_set() -> libc::sigset_t {
     // SAFETY: plain libc calls on a set we own.
     unsafe {
