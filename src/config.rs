@@ -181,6 +181,13 @@ fn check(a: Args) -> Result<Config, String> {
         Some(mb) => Some((mb as usize).checked_mul(1 << 20).ok_or("--memory-per-core too large")?),
         None => None,
     };
+    // Each item lives on one core, so it must fit in one core's memory.
+    let per_core = memory_per_core.unwrap_or(memory_limit / threads);
+    if item_size_max > per_core {
+        return Err(format!(
+            "item size limit {item_size_max} is larger than the {per_core} bytes each of the {threads} cores holds (-I, -m, -t, --memory-per-core)"
+        ));
+    }
     for o in &a.extended {
         warnings.push(format!("extended option -o {o} is not supported and was ignored"));
     }

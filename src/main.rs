@@ -25,15 +25,14 @@ fn main() -> ExitCode {
 }
 
 /// Startup line and warnings by default; `-vv` and `-vvv` add more, as
-/// memcached's levels do. RUST_LOG, when set, takes precedence.
+/// memcached's levels do, and the `verbosity` command changes the level at
+/// run time. RUST_LOG, when set, takes precedence over both.
 fn init_logging(verbosity: u8) {
-    let level = match verbosity {
-        0 | 1 => "info",
-        2 => "debug",
-        _ => "trace",
-    };
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(format!("warn,memcore={level}")))
+    let from_env = std::env::var_os("RUST_LOG").is_some();
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn,memcore=trace"))
         .format_timestamp_millis()
         .init();
-    memcore::server::set_verbosity(verbosity);
+    if !from_env {
+        memcore::server::set_verbosity(verbosity);
+    }
 }

@@ -141,9 +141,13 @@ impl ConnWait {
         f(&self.data.borrow()[s..e])
     }
 
-    /// Forget the replies of the finished batch, keeping the buffers.
+    /// Forget the replies of the finished batch, keeping modest buffers.
     pub fn clear(&self) {
-        self.data.borrow_mut().clear();
+        let mut data = self.data.borrow_mut();
+        data.clear();
+        if data.capacity() > 1 << 20 {
+            *data = Vec::new();
+        }
         self.slots.borrow_mut().clear();
     }
 }

@@ -51,8 +51,10 @@ const IO_MEMORY: usize = 64 * 1024;
 /// glommio's task quantum (its default). Requests are short and batches are
 /// bounded by -R, so nothing needs a finer quantum.
 const PREEMPT_TIMER: Duration = Duration::from_millis(100);
-/// How long shutdown waits for connections to finish their batch.
-const DRAIN_TIMEOUT: Duration = Duration::from_millis(1500);
+/// How long shutdown waits for connections to finish their batch, and then
+/// for the other cores, so that the process is gone within 2 s.
+const DRAIN_TIMEOUT: Duration = Duration::from_millis(1200);
+const PEERS_TIMEOUT: Duration = Duration::from_millis(500);
 /// Slots the expiry crawler visits per tick on each core.
 const CRAWL_BUDGET: usize = 20_000;
 const CRAWL_INTERVAL: Duration = Duration::from_millis(100);
@@ -200,7 +202,7 @@ async fn core_main(global: Arc<Global>, mesh: MeshBuilder<Frame, glommio::channe
                 core.peer_done.wait().await;
             }
         };
-        futures_lite::future::or(all_done, glommio::timer::sleep(DRAIN_TIMEOUT)).await;
+        futures_lite::future::or(all_done, glommio::timer::sleep(PEERS_TIMEOUT)).await;
         log::debug!("core {id}: peers done");
         // Let the sender tasks hand the last frames to the channels.
         glommio::yield_if_needed().await;
