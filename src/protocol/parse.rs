@@ -171,6 +171,10 @@ pub fn parse<'a>(buf: &'a [u8], limits: &Limits) -> Parsed<'a> {
     let Some(nl) = memchr(b'\n', buf) else {
         return incomplete_line(buf);
     };
+    if nl > MAX_GET_LINE {
+        // Only a get could have grown this long without being closed.
+        return Parsed::Close { msg: Some(LINE_TOO_LONG) };
+    }
     let line_end = if nl > 0 && buf[nl - 1] == b'\r' { nl - 1 } else { nl };
     let line = &buf[..line_end];
     let consumed = nl + 1;
@@ -656,6 +660,9 @@ mod tests {
         get.resize(MAX_LINE_WITHOUT_NEWLINE + 10, b'k');
         assert_eq!(p(&get), Parsed::Incomplete { need: 0 });
         get.resize(MAX_GET_LINE + 1, b'k');
+        assert_eq!(p(&get), Parsed::Close { msg: Some(LINE_TOO_LONG) });
+        // Also when the whole over-long line arrived at once.
+        get.extend_from_slice(b"\r\n");
         assert_eq!(p(&get), Parsed::Close { msg: Some(LINE_TOO_LONG) });
         // A long line that arrives whole is parsed like any other.
         let mut set = b"set ".to_vec();

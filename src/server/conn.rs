@@ -139,8 +139,11 @@ impl Conn {
             self.end -= self.start;
             self.start = 0;
             if want > self.inbuf.len() {
-                let grown = want.max(self.inbuf.len() * 2);
-                self.inbuf.resize(grown, 0);
+                // A fresh zeroed allocation is mapped lazily, so a large
+                // item's buffer costs memory only as its bytes arrive.
+                let mut grown = vec![0; want.max(self.inbuf.len() * 2)];
+                grown[..self.end].copy_from_slice(&self.inbuf[..self.end]);
+                self.inbuf = grown;
             }
         }
         if self.core.stopping.get() {
