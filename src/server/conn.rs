@@ -158,7 +158,7 @@ impl Conn {
             Some(Ok(0)) => Ok(false),
             Some(Ok(n)) => {
                 self.end += n;
-                let now = unix_now();
+                let now = self.core.clock.get();
                 if let Some(info) = self.core.conns.borrow().get(self.id) {
                     info.last_cmd.set(now);
                 }
@@ -173,7 +173,7 @@ impl Conn {
     /// reached, or a request needs the batch finished first.
     fn process(&mut self) -> Stop {
         let core = self.core.clone();
-        let now = unix_now();
+        let now = core.clock.get();
         let mut handled = 0;
         loop {
             if self.skip > 0 {

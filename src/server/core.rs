@@ -55,6 +55,10 @@ pub struct Core {
     pub conns: RefCell<Slab<ConnInfo>>,
     /// Set at shutdown: stop accepting, stop reading new requests.
     pub stopping: Cell<bool>,
+    /// This core's clock in Unix seconds, refreshed by its crawl task ten
+    /// times a second (memcached keeps a timer-driven clock too): requests
+    /// read it instead of asking the kernel for the time.
+    pub clock: Cell<u64>,
     /// Wakers of the accept loops, so shutdown can interrupt them.
     pub accept_wakers: RefCell<Vec<Rc<RefCell<Option<Waker>>>>>,
     pub peer_done: Notify,
@@ -73,6 +77,7 @@ impl Core {
             peers: (0..ncores).map(|_| Peer::default()).collect(),
             conns: RefCell::new(Slab::new()),
             stopping: Cell::new(false),
+            clock: Cell::new(super::unix_now()),
             accept_wakers: RefCell::new(Vec::new()),
             peer_done: Notify::default(),
         }
@@ -198,7 +203,7 @@ pub async fn receiver_task(core: Rc<Core>, receivers: Rc<Receivers<Frame>>, peer
         let p = &core.peers[peer];
         p.deliver_replies(&frame);
         if !frame.cmds.is_empty() {
-            core.serve_frame(peer, &frame, super::unix_now());
+            core.serve_frame(peer, &frame, core.clock.get());
             p.wake_sender.notify();
         }
         if frame.done {

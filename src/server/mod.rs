@@ -276,11 +276,14 @@ async fn accept_loop(core: Rc<Core>, listener: TcpListener, gate: Rc<glommio::sy
     }
 }
 
-/// Reclaim expired and flushed items a slice at a time.
+/// Keep the core's clock current and reclaim expired and flushed items a
+/// slice at a time.
 async fn crawl_task(core: Rc<Core>) {
     loop {
         glommio::timer::sleep(CRAWL_INTERVAL).await;
-        core.shard.borrow_mut().store.crawl(unix_now(), CRAWL_BUDGET);
+        let now = unix_now();
+        core.clock.set(now);
+        core.shard.borrow_mut().store.crawl(now, CRAWL_BUDGET);
     }
 }
 
