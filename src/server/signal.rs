@@ -56,12 +56,15 @@ fn termination_set() -> libc::sigset_t {
     }
 }
 
-/// Block SIGINT and SIGTERM in this thread and every thread it starts.
+/// Block SIGINT and SIGTERM in this thread and every thread it starts, and
+/// ignore SIGHUP: a cache must not drop its contents because the terminal
+/// that started it went away, and it has no configuration to reload.
 pub fn block_termination_signals() {
     let set = termination_set();
-    // SAFETY: changes this thread's signal mask only.
+    // SAFETY: changes this thread's signal mask and SIGHUP's disposition only.
     unsafe {
         libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+        libc::signal(libc::SIGHUP, libc::SIG_IGN);
     }
 }
 
