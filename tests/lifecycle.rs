@@ -378,3 +378,20 @@ fn runs_unprivileged_with_default_memlock() {
     assert!(exit.success(), "exit {exit:?}, stderr: {stderr}");
     assert!(!stderr.contains("WARN") && !stderr.contains("rror"), "warnings at start: {stderr}");
 }
+
+/// SIGHUP (a closed terminal) neither stops the server nor loses data.
+#[test]
+fn sighup_is_ignored() {
+    if !memcore_only("sighup_is_ignored") {
+        return;
+    }
+    let Some(mut s) = Server::start_custom_or_skip("sighup_is_ignored", 2, &[]) else { return };
+    let mut c = s.conn();
+    assert_bytes!(c.request(&store_cmd("set", "hup", 0, 0, b"kept")), b"STORED\r\n");
+    s.signal(libc::SIGHUP);
+    std::thread::sleep(Duration::from_millis(200));
+    assert_bytes!(c.request(b"get hup\r\n"), b"VALUE hup 0 4\r\nkept\r\nEND\r\n");
+    s.signal(libc::SIGTERM);
+    let st = s.wait_exit(Duration::from_secs(2)).expect("exit after SIGTERM");
+    assert!(st.success());
+}
