@@ -102,7 +102,11 @@ pub fn run(cfg: Config) -> Result<(), String> {
     for (i, core_fds) in fds.into_iter().enumerate() {
         let (g, m) = (global.clone(), mesh.clone());
         let cpu = g.cfg.cpus[i];
-        let h = LocalExecutorBuilder::new(Placement::Fixed(cpu))
+        let mut builder = LocalExecutorBuilder::new(Placement::Fixed(cpu));
+        if !g.cfg.spin_before_park.is_zero() {
+            builder = builder.spin_before_park(g.cfg.spin_before_park);
+        }
+        let h = builder
             .name(&format!("memcore-{i}"))
             .io_memory(IO_MEMORY)
             .preempt_timer(PREEMPT_TIMER)
