@@ -83,6 +83,9 @@ pub struct Stats {
     /// VALUE blocks whose payload or length failed --verify-data.
     pub verify_failures: u64,
     pub conn_errors: u64,
+    /// send / recv system calls that moved data.
+    pub sends: u64,
+    pub recvs: u64,
     /// Completion time of the last measured reply.
     pub last_ns: u64,
 }
@@ -98,6 +101,8 @@ impl Stats {
             not_stored: 0,
             verify_failures: 0,
             conn_errors: 0,
+            sends: 0,
+            recvs: 0,
             last_ns: 0,
         }
     }
@@ -110,6 +115,8 @@ impl Stats {
         self.not_stored += o.not_stored;
         self.verify_failures += o.verify_failures;
         self.conn_errors += o.conn_errors;
+        self.sends += o.sends;
+        self.recvs += o.recvs;
         self.last_ns = self.last_ns.max(o.last_ns);
     }
 }
@@ -149,9 +156,8 @@ struct Conn {
     cycle: u64,
     set_seq: SeqState,
     get_seq: SeqState,
-    /// Prefill cursor (inclusive range; empty when next > hi or hi < lo).
+    /// Prefill cursor: next key and keys left in this connection's slice.
     pf_next: u64,
-    pf_hi: u64,
     pf_left: u64,
     issued_measured: u64,
     done: bool,
@@ -203,20 +209,6 @@ pub fn make_values(cfg: &Config) -> Vec<u8> {
     }
 }
 
-#[inline]
-fn push_u64(buf: &mut Vec<u8>, mut v: u64) {
-    let mut tmp = [0u8; 20];
-    let mut i = tmp.len();
-    loop {
-        i -= 1;
-        tmp[i] = b'0' + (v % 10) as u8;
-        v /= 10;
-        if v == 0 {
-            break;
-        }
-    }
-    buf.extend_from_slice(&tmp[i..]);
-}
 
 fn parse_u64(s: &[u8]) -> Option<u64> {
     if s.is_empty() || s.len() > 19 {
@@ -259,7 +251,7 @@ impl Worker {
         let set_size = 40 + key_room + cfg.size_max;
         let get_size = 8 + cfg.multi_get * key_room;
         let wcap = depth * set_size.max(get_size) + 64;
-        let rcap = (64 * 1024).max(4 * (cfg.size_max + key_room + 64) * cfg.multi_get.min(4));
+        let rcap = (32 * 1024).max(4 * (cfg.size_max + key_room + 64) * cfg.multi_get.min(4));
         let mut conns = Vec::with_capacity(cfg.clients);
         for ci in 0..cfg.clients {
             let g = (tid * cfg.clients + ci) as u64;
@@ -291,7 +283,6 @@ impl Worker {
                 set_seq: SeqState::new(&cfg.set_pattern, cfg.key_min, cfg.key_max, g, total),
                 get_seq: SeqState::new(&cfg.get_pattern, cfg.key_min, cfg.key_max, g, total),
                 pf_next: pf_lo,
-                pf_hi,
                 pf_left,
                 issued_measured: 0,
                 done: false,
@@ -335,11 +326,55 @@ impl Worker {
         self.end_ns = if end == 0 { u64::MAX } else { end };
         let timed = self.mode == Mode::Run && matches!(self.cfg.limit, Limit::Time(_));
 
+        if self.mode == Mode::Prefill {
+            // More connections than keys: some have nothing to do.
+            for c in &mut self.conns {
+                if c.pf_left == 0 {
+                    c.done = true;
+                    self.active -= 1;
+                }
+            }
+        }
         for ci in 0..self.conns.len() {
             self.pump(ci);
         }
         let mut events = vec![libc::epoll_event { events: 0, u64: 0 }; self.conns.len().max(1)];
+        // Turn pacing: start a loop turn at most every `--poll-interval-us`,
+        // sleeping (not spinning) for the rest of the interval. A fast client
+        // that reacts to every reply fragment at once sends the server a
+        // trickle of tiny writes and, blocked in epoll_wait, has to be woken
+        // by the server for each reply (expensive IPIs on VMs); memcached
+        // then spends up to ~1.5x the CPU per request. Pacing lets replies
+        // and refills accumulate per turn, as they do in memtier (which is
+        // simply slower per event). It can delay noticing a reply by up to
+        // the interval, which bounds the added latency error.
+        let interval_ns = self.cfg.poll_interval_us * 1000;
+        if interval_ns > 0 {
+            // Default timer slack (50 µs) would swamp short pauses.
+            unsafe { libc::prctl(libc::PR_SET_TIMERSLACK, 1, 0, 0, 0) };
+        }
+        let mut turn_start = now_ns();
+        // The pause is also capped at 1/8 of the recent mean reply latency,
+        // so low-concurrency (ping-pong) runs are not slowed down by it.
+        let (mut lat_ewma, mut seen_ops, mut seen_lat) = (0u64, 0u64, 0u64);
         loop {
+            if self.p_ops > seen_ops {
+                let l = (self.p_lat - seen_lat) / (self.p_ops - seen_ops);
+                lat_ewma = if lat_ewma == 0 { l } else { (lat_ewma * 7 + l) / 8 };
+                (seen_ops, seen_lat) = (self.p_ops, self.p_lat);
+            }
+            let pause = interval_ns.min(lat_ewma / 8);
+            if pause > 0 {
+                let target = turn_start + pause;
+                let mut t = now_ns();
+                if t + 2_000 < target {
+                    let d = target - t;
+                    let ts = libc::timespec { tv_sec: (d / 1_000_000_000) as _, tv_nsec: (d % 1_000_000_000) as _ };
+                    unsafe { libc::nanosleep(&ts, std::ptr::null_mut()) };
+                    t = now_ns();
+                }
+                turn_start = t;
+            }
             let n = unsafe {
                 libc::epoll_wait(self.epfd, events.as_mut_ptr(), events.len() as i32, 5)
             };
@@ -359,7 +394,12 @@ impl Worker {
                 if bits & ((libc::EPOLLIN | libc::EPOLLERR | libc::EPOLLHUP) as u32) != 0 {
                     self.on_readable(ci);
                 }
-                self.pump(ci);
+            }
+            // Refill and send only after every reply of this turn has been
+            // consumed, so the server sees a burst of requests per turn (as
+            // with memtier/libevent) rather than a trickle of tiny writes.
+            for ev in &events[..n as usize] {
+                self.pump(ev.u64 as usize);
             }
             self.publish();
             if self.active == 0 {
@@ -435,7 +475,7 @@ impl Worker {
                             let key = self.get_keys.next(&mut self.rng, &mut c.get_seq);
                             c.wbuf.push(b' ');
                             c.wbuf.extend_from_slice(&cfg.prefix);
-                            push_u64(&mut c.wbuf, key);
+                            memcore::protocol::encode::encode_u64(&mut c.wbuf, key);
                         }
                         c.wbuf.extend_from_slice(b"\r\n");
                         is_get = true;
@@ -467,6 +507,7 @@ impl Worker {
                 libc::send(c.fd, rest.as_ptr() as *const libc::c_void, rest.len(), libc::MSG_NOSIGNAL)
             };
             if n >= 0 {
+                self.stats.sends += 1;
                 c.wpos += n as usize;
                 continue;
             }
@@ -523,7 +564,13 @@ impl Worker {
             if c.rpos == c.rend {
                 c.rpos = 0;
                 c.rend = 0;
-            } else if c.rbuf.len() - c.rend < 4096 || c.rpos + c.need > c.rbuf.len() {
+            } else if c.rpos > 0
+                && (c.rend - c.rpos <= 2048 || c.rbuf.len() - c.rend < 4096 || c.rpos + c.need > c.rbuf.len())
+            {
+                // Keep the leftover at the front so reads reuse the same few
+                // cache lines instead of sweeping the whole buffer (50
+                // connections x a big buffer would flush the shared L3 the
+                // server also uses).
                 c.rbuf.copy_within(c.rpos..c.rend, 0);
                 c.rend -= c.rpos;
                 c.rpos = 0;
@@ -556,6 +603,7 @@ impl Worker {
             }
         }
         c.rend += n as usize;
+        self.stats.recvs += 1;
         let done_ns = now_ns();
         if let Err(msg) = self.parse(ci, done_ns) {
             log::error!("connection {ci}: protocol error: {msg}");
@@ -721,11 +769,11 @@ fn push_set(c: &mut Conn, cfg: &Config, values: &[u8], rng: &mut Rng, key: u64) 
     let w = &mut c.wbuf;
     w.extend_from_slice(b"set ");
     w.extend_from_slice(&cfg.prefix);
-    push_u64(w, key);
+    memcore::protocol::encode::encode_u64(w, key);
     w.extend_from_slice(b" 0 ");
-    push_u64(w, cfg.expiry as u64);
+    memcore::protocol::encode::encode_u64(w, cfg.expiry as u64);
     w.push(b' ');
-    push_u64(w, len as u64);
+    memcore::protocol::encode::encode_u64(w, len as u64);
     w.extend_from_slice(b"\r\n");
     w.extend_from_slice(&values[off..off + len]);
     w.extend_from_slice(b"\r\n");
