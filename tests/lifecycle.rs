@@ -364,11 +364,13 @@ fn runs_unprivileged_with_default_memlock() {
         assert!(Instant::now() < deadline, "memcore did not start");
         std::thread::sleep(Duration::from_millis(20));
     };
-    let status = std::fs::read_to_string(format!("/proc/{}/status", child.id())).unwrap();
-    let uid_line = status.lines().find(|l| l.starts_with("Uid:")).unwrap().to_string();
     let mut c = Conn::from_stream(stream);
     assert_eq!(show(&c.request(b"set unpriv 0 0 2\r\nok\r\n")), "STORED\\r\\n");
     assert_eq!(show(&c.request(b"get unpriv\r\n")), "VALUE unpriv 0 2\\r\\nok\\r\\nEND\\r\\n");
+    // The port accepts connections as soon as it is bound, before the switch
+    // of user; executors start only after it, so check once one has answered.
+    let status = std::fs::read_to_string(format!("/proc/{}/status", child.id())).unwrap();
+    let uid_line = status.lines().find(|l| l.starts_with("Uid:")).unwrap().to_string();
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
     let exit = child.wait().unwrap();
     let mut stderr = String::new();

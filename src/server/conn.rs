@@ -522,13 +522,19 @@ pub fn version() -> &'static str {
 fn render_settings(core: &Core, out: &mut Vec<u8>) {
     use crate::protocol::encode::encode_stat;
     let cfg = core.cfg();
-    encode_stat(out, "maxbytes", cfg.per_core_limit() * core.ncores);
+    // Current values: cache_memlimit and verbosity change them at run time.
+    encode_stat(out, "maxbytes", core.shard.borrow().store.limit() * core.ncores);
     encode_stat(out, "maxconns", cfg.conn_limit);
     encode_stat(out, "tcpport", cfg.tcp_port());
     encode_stat(out, "udpport", 0);
     let inter: Vec<String> = cfg.listen.iter().map(|a| a.ip().to_string()).collect();
     encode_stat(out, "inter", inter.join(","));
-    encode_stat(out, "verbosity", cfg.verbosity);
+    let verbosity = match log::max_level() {
+        log::LevelFilter::Trace => 3,
+        log::LevelFilter::Debug => 2,
+        _ => cfg.verbosity.min(1),
+    };
+    encode_stat(out, "verbosity", verbosity);
     encode_stat(out, "evictions", if cfg.evict { "on" } else { "off" });
     encode_stat(out, "num_threads", core.ncores);
     encode_stat(out, "reqs_per_event", cfg.reqs_per_event);
@@ -536,7 +542,7 @@ fn render_settings(core: &Core, out: &mut Vec<u8>) {
     encode_stat(out, "tcp_backlog", cfg.backlog);
     encode_stat(out, "item_size_max", cfg.item_size_max);
     encode_stat(out, "flush_enabled", if cfg.flush_enabled { "yes" } else { "no" });
-    encode_stat(out, "memory_per_core", cfg.per_core_limit());
+    encode_stat(out, "memory_per_core", core.shard.borrow().store.limit());
     encode_stat(out, "cores", cfg.cpus.iter().map(|c| c.to_string()).collect::<Vec<_>>().join(","));
     out.extend_from_slice(encode::END);
 }
