@@ -196,7 +196,16 @@ struct ThreadResult {
 }
 
 /// One connection's loop: batches of `depth` pipelined `get`s until `stop`.
-fn worker(c: &mut Conn, keys: &[Vec<u8>], values: &[Vec<u8>], first: usize, depth: usize, vlen: usize, barrier: &Barrier, stop: &AtomicBool) -> ThreadResult {
+fn worker(
+    c: &mut Conn,
+    keys: &[Vec<u8>],
+    values: &[Vec<u8>],
+    first: usize,
+    depth: usize,
+    vlen: usize,
+    barrier: &Barrier,
+    stop: &AtomicBool,
+) -> ThreadResult {
     let mut res = ThreadResult { lat_us: Vec::with_capacity(1 << 18), ..Default::default() };
     let mut req = Vec::with_capacity(depth * 32);
     let mut data = vec![0u8; vlen + 2];
@@ -222,10 +231,17 @@ fn worker(c: &mut Conn, keys: &[Vec<u8>], values: &[Vec<u8>], first: usize, dept
             } else {
                 // VALUE <key> <flags> <bytes>
                 let mut t = l.split(|&b| b == b' ');
-                let ok = t.next() == Some(b"VALUE") && t.next() == Some(&key[..]) && t.next().is_some() && t.next() == Some(vlen.to_string().as_bytes());
+                let ok = t.next() == Some(b"VALUE")
+                    && t.next() == Some(&key[..])
+                    && t.next().is_some()
+                    && t.next() == Some(vlen.to_string().as_bytes());
                 assert!(ok, "bad reply for {:?}: {:?}", String::from_utf8_lossy(key), String::from_utf8_lossy(l));
                 c.r.read_exact(&mut data).expect("read value");
-                assert!(data[..vlen] == values[idx][..] && &data[vlen..] == b"\r\n", "wrong value for {:?}", String::from_utf8_lossy(key));
+                assert!(
+                    data[..vlen] == values[idx][..] && &data[vlen..] == b"\r\n",
+                    "wrong value for {:?}",
+                    String::from_utf8_lossy(key)
+                );
                 let l = c.read_line();
                 assert_eq!(l, b"END", "missing END after value");
             }
@@ -253,11 +269,26 @@ struct Phase {
 }
 
 #[allow(clippy::too_many_arguments)]
-fn run_phase(server: &Server, ctl: &mut Conn, conns: &mut [Conn], keys: &[Vec<u8>], values: &[Vec<u8>], label: &'static str, depth: usize, round: usize, secs: f64, vlen: usize, hz: f64) -> Phase {
+fn run_phase(
+    server: &Server,
+    ctl: &mut Conn,
+    conns: &mut [Conn],
+    keys: &[Vec<u8>],
+    values: &[Vec<u8>],
+    label: &'static str,
+    depth: usize,
+    round: usize,
+    secs: f64,
+    vlen: usize,
+    hz: f64,
+) -> Phase {
     let barrier = Barrier::new(conns.len() + 1);
     let stop = AtomicBool::new(false);
     let n = conns.len();
-    let fwd0: u64 = { let s = ctl.stats("cores"); stat(&s, "core0:forwarded_out") + stat(&s, "core1:forwarded_out") };
+    let fwd0: u64 = {
+        let s = ctl.stats("cores");
+        stat(&s, "core0:forwarded_out") + stat(&s, "core1:forwarded_out")
+    };
     let pid = server.pid();
     let (results, elapsed, srv_ticks, gen_ticks) = std::thread::scope(|sc| {
         let handles: Vec<_> = conns
@@ -278,7 +309,10 @@ fn run_phase(server: &Server, ctl: &mut Conn, conns: &mut [Conn], keys: &[Vec<u8
         let elapsed = t0.elapsed().as_secs_f64();
         (results, elapsed, cpu_ticks(&pid) - s0, cpu_ticks("self") - g0)
     });
-    let fwd1: u64 = { let s = ctl.stats("cores"); stat(&s, "core0:forwarded_out") + stat(&s, "core1:forwarded_out") };
+    let fwd1: u64 = {
+        let s = ctl.stats("cores");
+        stat(&s, "core0:forwarded_out") + stat(&s, "core1:forwarded_out")
+    };
     let ops: u64 = results.iter().map(|r| r.ops).sum();
     let misses: u64 = results.iter().map(|r| r.misses).sum();
     let mut lat: Vec<u32> = results.into_iter().flat_map(|r| r.lat_us).collect();
@@ -306,7 +340,13 @@ fn run_phase(server: &Server, ctl: &mut Conn, conns: &mut [Conn], keys: &[Vec<u8
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(|a, b| a.partial_cmp(b).unwrap());
     let n = v.len();
-    if n == 0 { f64::NAN } else if n % 2 == 1 { v[n / 2] } else { (v[n / 2 - 1] + v[n / 2]) / 2.0 }
+    if n == 0 {
+        f64::NAN
+    } else if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
 }
 
 fn main() {
@@ -330,9 +370,16 @@ fn main() {
     let hz = clk_tck();
     let ncpu = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
 
-    println!("forward_cost: memcore -t 2 ({}), C={nconns} connections on core 0, depths {depths:?}, T={secs}s per phase, {rounds} rounds, {nkeys} keys per set, {vlen}-byte values", bin.display());
-    println!("note: this machine has {ncpu} CPUs; the load generator (C threads, unpinned) shares them with memcore's two pinned executors,");
-    println!("      so throughput and latency include competition for CPU. Server CPU-s per Mop is the least generator-sensitive figure.");
+    println!(
+        "forward_cost: memcore -t 2 ({}), C={nconns} connections on core 0, depths {depths:?}, T={secs}s per phase, {rounds} rounds, {nkeys} keys per set, {vlen}-byte values",
+        bin.display()
+    );
+    println!(
+        "note: this machine has {ncpu} CPUs; the load generator (C threads, unpinned) shares them with memcore's two pinned executors,"
+    );
+    println!(
+        "      so throughput and latency include competition for CPU. Server CPU-s per Mop is the least generator-sensitive figure."
+    );
 
     let server = Server::start(&bin);
     let mut ctl = Conn::open(server.addr);
@@ -390,7 +437,17 @@ fn main() {
                 let p = run_phase(&server, &mut ctl, &mut conns, keys, vals, label, depth, round, secs, vlen, hz);
                 println!(
                     "  D={:<3} round {} {:<6}: {:>9.0} ops/s  batch mean {:>7.1} us  p99 {:>7.0} us  server cpu {:.2}s ({:.0}%)  {:.3} cpu-s/Mop  fwd {}  misses {}",
-                    p.depth, p.round, p.label, p.ops_s, p.mean_us, p.p99_us, p.srv_cpu_s, 100.0 * p.srv_cpu_s / p.secs, p.cpu_per_mop, p.forwarded, p.misses
+                    p.depth,
+                    p.round,
+                    p.label,
+                    p.ops_s,
+                    p.mean_us,
+                    p.p99_us,
+                    p.srv_cpu_s,
+                    100.0 * p.srv_cpu_s / p.secs,
+                    p.cpu_per_mop,
+                    p.forwarded,
+                    p.misses
                 );
                 phases.push(p);
             }
@@ -401,12 +458,24 @@ fn main() {
     let miss = stat(&st1, "get_misses") - stat(&st0, "get_misses");
 
     println!();
-    println!("| D | round | keys | ops/s | batch mean (us) | batch p99 (us) | server CPU-s | server CPU % | server CPU-s per Mop | generator CPU-s | forwarded |");
+    println!(
+        "| D | round | keys | ops/s | batch mean (us) | batch p99 (us) | server CPU-s | server CPU % | server CPU-s per Mop | generator CPU-s | forwarded |"
+    );
     println!("|---|---|---|---|---|---|---|---|---|---|---|");
     for p in &phases {
         println!(
             "| {} | {} | {} | {:.0} | {:.1} | {:.0} | {:.2} | {:.0} | {:.3} | {:.2} | {} |",
-            p.depth, p.round, p.label, p.ops_s, p.mean_us, p.p99_us, p.srv_cpu_s, 100.0 * p.srv_cpu_s / p.secs, p.cpu_per_mop, p.gen_cpu_s, p.forwarded
+            p.depth,
+            p.round,
+            p.label,
+            p.ops_s,
+            p.mean_us,
+            p.p99_us,
+            p.srv_cpu_s,
+            100.0 * p.srv_cpu_s / p.secs,
+            p.cpu_per_mop,
+            p.gen_cpu_s,
+            p.forwarded
         );
     }
     println!();
@@ -424,7 +493,11 @@ fn main() {
             let lo = v.iter().cloned().fold(f64::INFINITY, f64::min);
             let hi = v.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
             let each: Vec<String> = v.iter().map(|x| format!("{x:.3}")).collect();
-            println!("  D={depth:<3} {name:<22} median {:.3} [{lo:.3} .. {hi:.3}]  rounds: {}", median(v.clone()), each.join(" "));
+            println!(
+                "  D={depth:<3} {name:<22} median {:.3} [{lo:.3} .. {hi:.3}]  rounds: {}",
+                median(v.clone()),
+                each.join(" ")
+            );
         };
         metric("ops/s", &|p| p.ops_s);
         metric("mean batch latency", &|p| p.mean_us);

@@ -148,7 +148,8 @@ fn check(a: Args) -> Result<Config, String> {
     if a.udp_port != 0 {
         return Err(format!("UDP is not supported (-U {}); use -U 0", a.udp_port));
     }
-    let item_size_max = parse_size(&a.max_item_size).ok_or_else(|| format!("bad item size: {:?} (use e.g. 512k, 1m, 16m)", a.max_item_size))?;
+    let item_size_max = parse_size(&a.max_item_size)
+        .ok_or_else(|| format!("bad item size: {:?} (use e.g. 512k, 1m, 16m)", a.max_item_size))?;
     if item_size_max < MIN_ITEM_SIZE_MAX {
         return Err("item max size cannot be less than 1024 bytes (-I)".into());
     }
@@ -175,7 +176,11 @@ fn check(a: Args) -> Result<Config, String> {
     let threads = match a.threads {
         Some(0) => return Err("number of threads must be at least 1 (-t)".into()),
         Some(t) if t > cpus.len() => {
-            warnings.push(format!("-t {t} exceeds the {} CPUs this process may use; running {} executors", cpus.len(), cpus.len()));
+            warnings.push(format!(
+                "-t {t} exceeds the {} CPUs this process may use; running {} executors",
+                cpus.len(),
+                cpus.len()
+            ));
             cpus.len()
         }
         Some(t) => t,
@@ -239,11 +244,17 @@ pub fn parse_listen(spec: &str, port: u16) -> Result<Vec<SocketAddr>, String> {
             vec![SocketAddr::new(ip, port)]
         } else if let Ok(sa) = part.parse::<SocketAddr>() {
             vec![sa]
-        } else if let Some(ip) = part.strip_prefix('[').and_then(|p| p.strip_suffix(']')).and_then(|p| p.parse::<IpAddr>().ok()) {
+        } else if let Some(ip) =
+            part.strip_prefix('[').and_then(|p| p.strip_suffix(']')).and_then(|p| p.parse::<IpAddr>().ok())
+        {
             vec![SocketAddr::new(ip, port)]
         } else {
             let with_port = if part.contains(':') { part.to_string() } else { format!("{part}:{port}") };
-            with_port.to_socket_addrs().map_err(|e| format!("cannot resolve listen address {part:?}: {e}"))?.take(1).collect()
+            with_port
+                .to_socket_addrs()
+                .map_err(|e| format!("cannot resolve listen address {part:?}: {e}"))?
+                .take(1)
+                .collect()
         };
         for a in addrs {
             if !out.contains(&a) {
@@ -295,7 +306,31 @@ mod tests {
 
     #[test]
     fn memcached_flags_are_accepted() {
-        let c = run(&["-p", "22122", "-l", "127.0.0.1,::1,[::1]:5000", "-m", "128", "-c", "10", "-t", "1", "-I", "2m", "-C", "-F", "-M", "-vv", "-U", "0", "-b", "64", "-R", "5"]).unwrap();
+        let c = run(&[
+            "-p",
+            "22122",
+            "-l",
+            "127.0.0.1,::1,[::1]:5000",
+            "-m",
+            "128",
+            "-c",
+            "10",
+            "-t",
+            "1",
+            "-I",
+            "2m",
+            "-C",
+            "-F",
+            "-M",
+            "-vv",
+            "-U",
+            "0",
+            "-b",
+            "64",
+            "-R",
+            "5",
+        ])
+        .unwrap();
         assert_eq!(c.listen.len(), 3);
         assert_eq!(c.listen[2], "[::1]:5000".parse().unwrap());
         assert_eq!((c.memory_limit, c.item_size_max, c.threads, c.verbosity), (128 << 20, 2 << 20, 1, 2));
@@ -304,7 +339,17 @@ mod tests {
 
     #[test]
     fn bad_values_are_one_line_errors() {
-        for args in [&["-m", "abc"][..], &["--bogus"], &["-U", "1"], &["-p", "99999"], &["-I", "1t"], &["-I", "512"], &["-I", "2g"], &["-t", "0"], &["-I", "64m"]] {
+        for args in [
+            &["-m", "abc"][..],
+            &["--bogus"],
+            &["-U", "1"],
+            &["-p", "99999"],
+            &["-I", "1t"],
+            &["-I", "512"],
+            &["-I", "2g"],
+            &["-t", "0"],
+            &["-I", "64m"],
+        ] {
             let e = run(args).unwrap_err();
             assert!(!e.contains('\n') && !e.is_empty(), "{args:?}: {e}");
         }

@@ -8,7 +8,7 @@
 use crate::protocol::encode::{self, encode_number_line, encode_value};
 use crate::protocol::{GetKind, Request, StoreMode};
 use crate::stats::Counters;
-use crate::storage::{absolute_expiry, ArithOutcome, Miss, Store, StoreOutcome};
+use crate::storage::{ArithOutcome, Miss, Store, StoreOutcome, absolute_expiry};
 
 pub struct Shard {
     pub store: Store,

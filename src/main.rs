@@ -1,6 +1,6 @@
 use std::process::ExitCode;
 
-use memcore::config::{parse_args, Command};
+use memcore::config::{Command, parse_args};
 
 fn main() -> ExitCode {
     let cfg = match parse_args(std::env::args_os()) {

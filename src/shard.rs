@@ -47,11 +47,19 @@ pub fn owner(key: &[u8], ncores: usize) -> usize {
 pub enum Cmd {
     /// A request in protocol bytes (`arena[start..end]`). A retrieval gives
     /// one reply segment per key, without END; anything else one segment.
-    Request { start: usize, end: usize, segments: u32 },
+    Request {
+        start: usize,
+        end: usize,
+        segments: u32,
+    },
     /// flush_all at an absolute Unix time (0 = now); replies one empty segment.
-    Flush { at: u64 },
+    Flush {
+        at: u64,
+    },
     /// New per-core memory limit in bytes; replies one empty segment.
-    MemLimit { bytes: u64 },
+    MemLimit {
+        bytes: u64,
+    },
     /// Counters of the core, encoded (see `Counters::encode`).
     Stats,
     StatsReset,

@@ -95,9 +95,27 @@ pub fn render_general(out: &mut Vec<u8>, info: &ServerInfo, c: &Counters) {
     // memcached's connection structures include its listening sockets.
     encode_stat(out, "connection_structures", c.curr_connections + info.listeners);
     for name in [
-        "cmd_get", "cmd_set", "cmd_flush", "cmd_touch", "get_hits", "get_misses", "get_expired", "get_flushed",
-        "delete_misses", "delete_hits", "incr_misses", "incr_hits", "decr_misses", "decr_hits", "cas_misses",
-        "cas_hits", "cas_badval", "touch_hits", "touch_misses", "store_too_large", "store_no_memory",
+        "cmd_get",
+        "cmd_set",
+        "cmd_flush",
+        "cmd_touch",
+        "get_hits",
+        "get_misses",
+        "get_expired",
+        "get_flushed",
+        "delete_misses",
+        "delete_hits",
+        "incr_misses",
+        "incr_hits",
+        "decr_misses",
+        "decr_hits",
+        "cas_misses",
+        "cas_hits",
+        "cas_badval",
+        "touch_hits",
+        "touch_misses",
+        "store_too_large",
+        "store_no_memory",
     ] {
         encode_stat(out, name, c.get(name));
     }
@@ -127,7 +145,18 @@ pub fn render_general(out: &mut Vec<u8>, info: &ServerInfo, c: &Counters) {
 /// `stats cores`: one block per core, which memcached has no notion of.
 pub fn render_cores(out: &mut Vec<u8>, per_core: &[Counters]) {
     for (i, c) in per_core.iter().enumerate() {
-        for name in ["curr_items", "bytes", "limit_maxbytes", "curr_connections", "total_connections", "cmd_get", "cmd_set", "forwarded_out", "forwarded_in", "evictions"] {
+        for name in [
+            "curr_items",
+            "bytes",
+            "limit_maxbytes",
+            "curr_connections",
+            "total_connections",
+            "cmd_get",
+            "cmd_set",
+            "forwarded_out",
+            "forwarded_in",
+            "evictions",
+        ] {
             encode_stat(out, &format!("core{i}:{name}"), c.get(name));
         }
     }

@@ -26,7 +26,10 @@ fn still_serves(s: &Server) {
     let mut c = s.conn();
     let k = uniq("alive");
     assert_bytes!(c.request(&store_cmd("set", &k, 7, 0, b"ok")), b"STORED\r\n");
-    assert_bytes!(c.request(format!("get {k}\r\n").as_bytes()), value(&k, 7, b"ok").into_iter().chain(b"END\r\n".iter().copied()).collect::<Vec<u8>>());
+    assert_bytes!(
+        c.request(format!("get {k}\r\n").as_bytes()),
+        value(&k, 7, b"ok").into_iter().chain(b"END\r\n".iter().copied()).collect::<Vec<u8>>()
+    );
 }
 
 #[test]
@@ -61,7 +64,13 @@ fn clients_vanishing_mid_request_leave_no_trace() {
                 let lin = libc::linger { l_onoff: 1, l_linger: 0 };
                 // SAFETY: setsockopt reads the struct we pass, on our own socket.
                 unsafe {
-                    libc::setsockopt(t.as_raw_fd(), libc::SOL_SOCKET, libc::SO_LINGER, &lin as *const _ as *const libc::c_void, std::mem::size_of::<libc::linger>() as u32);
+                    libc::setsockopt(
+                        t.as_raw_fd(),
+                        libc::SOL_SOCKET,
+                        libc::SO_LINGER,
+                        &lin as *const _ as *const libc::c_void,
+                        std::mem::size_of::<libc::linger>() as u32,
+                    );
                 }
             }
             drop(t);

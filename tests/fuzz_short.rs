@@ -17,10 +17,10 @@
 #[path = "../fuzz/src/lib.rs"]
 mod harness;
 
-use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
+use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
 use std::time::{Duration, Instant};
 
-use memcore::protocol::{parse, Limits, Parsed, Request, KEY_MAX_LENGTH};
+use memcore::protocol::{KEY_MAX_LENGTH, Limits, Parsed, Request, parse};
 
 struct Rng(u64);
 
@@ -131,8 +131,27 @@ struct Expect {
 }
 
 const COMMANDS: &[&str] = &[
-    "set", "add", "replace", "append", "prepend", "cas", "get", "gets", "gat", "gats", "delete", "incr", "decr", "touch",
-    "flush_all", "verbosity", "version", "quit", "shutdown", "stats", "cache_memlimit",
+    "set",
+    "add",
+    "replace",
+    "append",
+    "prepend",
+    "cas",
+    "get",
+    "gets",
+    "gat",
+    "gats",
+    "delete",
+    "incr",
+    "decr",
+    "touch",
+    "flush_all",
+    "verbosity",
+    "version",
+    "quit",
+    "shutdown",
+    "stats",
+    "cache_memlimit",
 ];
 
 /// A valid request, every command of the grammar, with random arguments.
@@ -160,7 +179,9 @@ fn valid_request(rng: &mut Rng) -> (Vec<u8>, Expect) {
             };
             out.extend_from_slice(format!("{lead}{cmd}{}", sep(rng)).as_bytes());
             out.extend_from_slice(&k);
-            out.extend_from_slice(format!("{}{flags}{}{}{}{dlen}", sep(rng), sep(rng), i32_arg(rng), sep(rng)).as_bytes());
+            out.extend_from_slice(
+                format!("{}{flags}{}{}{}{dlen}", sep(rng), sep(rng), i32_arg(rng), sep(rng)).as_bytes(),
+            );
             if cmd == "cas" {
                 out.extend_from_slice(format!("{}{}", sep(rng), u64_arg(rng)).as_bytes());
             }
@@ -320,7 +341,8 @@ fn mutate(rng: &mut Rng, input: &mut Vec<u8>) {
             }
             5 => {
                 let i = rng.range(0, len);
-                let ins: &[u8] = *rng.pick::<&[u8]>(&[&b" noreply"[..], b"\r\n", b" 0", b"HTTP/1.1", b"get ", b"set k 0 0 1\r\n"]);
+                let ins: &[u8] =
+                    *rng.pick::<&[u8]>(&[&b" noreply"[..], b"\r\n", b" 0", b"HTTP/1.1", b"get ", b"set k 0 0 1\r\n"]);
                 input.splice(i..i, ins.iter().copied());
             }
             6 if len > 0 => {
@@ -348,9 +370,34 @@ fn mutate(rng: &mut Rng, input: &mut Vec<u8>) {
 /// Bytes drawn mostly from protocol fragments.
 fn random_bytes(rng: &mut Rng) -> Vec<u8> {
     const PIECES: &[&[u8]] = &[
-        b"set ", b"add ", b"cas ", b"get ", b"gets ", b"gat ", b"delete ", b"incr ", b"touch ", b"flush_all", b"verbosity ",
-        b"stats", b"quit", b"cache_memlimit ", b" ", b" ", b"\r\n", b"\n", b"\r", b"0", b"1", b"5", b"-1", b"noreply", b"k",
-        b"key", b"4294967295", b"HTTP/1.0",
+        b"set ",
+        b"add ",
+        b"cas ",
+        b"get ",
+        b"gets ",
+        b"gat ",
+        b"delete ",
+        b"incr ",
+        b"touch ",
+        b"flush_all",
+        b"verbosity ",
+        b"stats",
+        b"quit",
+        b"cache_memlimit ",
+        b" ",
+        b" ",
+        b"\r\n",
+        b"\n",
+        b"\r",
+        b"0",
+        b"1",
+        b"5",
+        b"-1",
+        b"noreply",
+        b"k",
+        b"key",
+        b"4294967295",
+        b"HTTP/1.0",
     ];
     let mut out = Vec::new();
     let n = rng.range(0, 40);
@@ -475,6 +522,10 @@ fn the_key_check_can_fail() {
     let line = [b"get ".as_slice(), &long, b"\r\n"].concat();
     let keys = memcore::protocol::parse::Keys(&line[4..line.len() - 2]);
     // Feed the checker a hand-made result as if the parser had returned it.
-    let fake = Parsed::Request { req: Request::Get { kind: memcore::protocol::GetKind::Get, exptime: 0, keys }, consumed: line.len(), swallow: 0 };
+    let fake = Parsed::Request {
+        req: Request::Get { kind: memcore::protocol::GetKind::Get, exptime: 0, keys },
+        consumed: line.len(),
+        swallow: 0,
+    };
     harness::check_result(&line, &fake);
 }

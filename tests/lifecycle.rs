@@ -312,7 +312,10 @@ fn no_evict_out_of_memory() {
     assert!(n > 100, "ran out of memory after only {n} items");
     // nothing was evicted
     for i in [0, n / 2, n - 1] {
-        assert_bytes!(c.request(format!("get mk{i}\r\n").as_bytes()), [value(&format!("mk{i}"), 0, &data), b"END\r\n".to_vec()].concat());
+        assert_bytes!(
+            c.request(format!("get mk{i}\r\n").as_bytes()),
+            [value(&format!("mk{i}"), 0, &data), b"END\r\n".to_vec()].concat()
+        );
     }
     let st = c.stats("stats");
     assert_eq!(stat_u64(&st, "evictions"), 0);
@@ -342,7 +345,10 @@ fn runs_unprivileged_with_default_memlock() {
     std::fs::copy(memcore_bin(), &bin).unwrap();
     let port = free_port();
     let mut cmd = Command::new(&bin);
-    cmd.args(["-p", &port.to_string(), "-l", "127.0.0.1", "-t", "2", "-u", "nobody"]).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped());
+    cmd.args(["-p", &port.to_string(), "-l", "127.0.0.1", "-t", "2", "-u", "nobody"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
     // SAFETY: only async-signal-safe setrlimit between fork and exec.
     unsafe {
         cmd.pre_exec(|| {

@@ -117,10 +117,16 @@ fn append_prepend(s: &Server) {
     // flags of append/prepend are ignored; the item keeps its flags
     assert_bytes!(c.request(&store_cmd("append", &k, 9, 0, b"cc")), b"STORED\r\n");
     assert_bytes!(c.request(&store_cmd("prepend", &k, 9, 0, b"aa")), b"STORED\r\n");
-    assert_bytes!(c.request(format!("get {k}\r\n").as_bytes()), [value(&k, 7, b"aabbcc"), b"END\r\n".to_vec()].concat());
+    assert_bytes!(
+        c.request(format!("get {k}\r\n").as_bytes()),
+        [value(&k, 7, b"aabbcc"), b"END\r\n".to_vec()].concat()
+    );
     assert_bytes!(c.request(&store_cmd("append", &k, 0, 0, b"")), b"STORED\r\n");
     assert_bytes!(c.request(&store_cmd("append", &k, 0, 0, b"\r\n\0")), b"STORED\r\n");
-    assert_bytes!(c.request(format!("get {k}\r\n").as_bytes()), [value(&k, 7, b"aabbcc\r\n\0"), b"END\r\n".to_vec()].concat());
+    assert_bytes!(
+        c.request(format!("get {k}\r\n").as_bytes()),
+        [value(&k, 7, b"aabbcc\r\n\0"), b"END\r\n".to_vec()].concat()
+    );
 }
 
 fn get_many_keys(s: &Server) {
@@ -156,7 +162,8 @@ fn get_many_keys(s: &Server) {
     let r = c.request(line.replacen("get", "gets", 1).as_bytes());
     let txt = String::from_utf8_lossy(&r);
     let headers: Vec<&str> = txt.split("\r\n").filter(|l| l.starts_with("VALUE ")).collect();
-    let expect_keys: Vec<&String> = order.iter().map(|&i| &keys[i]).filter(|k| want.iter().any(|w| &w.0 == *k)).collect();
+    let expect_keys: Vec<&String> =
+        order.iter().map(|&i| &keys[i]).filter(|k| want.iter().any(|w| &w.0 == *k)).collect();
     assert_eq!(headers.len(), expect_keys.len(), "gets reply {}", show(&r));
     for (h, k) in headers.iter().zip(expect_keys) {
         let parts: Vec<&str> = h.split(' ').collect();
@@ -182,7 +189,10 @@ fn gat_gats(s: &Server) {
         [value(&k, 3, b"x"), value(&k, 3, b"x"), b"END\r\n".to_vec()].concat()
     );
     let cas = gets_cas(&mut c, &k);
-    assert_bytes!(c.request(format!("gats 100 {k}\r\n").as_bytes()), format!("VALUE {k} 3 1 {cas}\r\nx\r\nEND\r\n").as_bytes());
+    assert_bytes!(
+        c.request(format!("gats 100 {k}\r\n").as_bytes()),
+        format!("VALUE {k} 3 1 {cas}\r\nx\r\nEND\r\n").as_bytes()
+    );
     assert_bytes!(c.request(format!("gat 100 {p}miss\r\n").as_bytes()), b"END\r\n");
     assert_bytes!(c.request(format!("gat abc {k}\r\n").as_bytes()), b"CLIENT_ERROR invalid exptime argument\r\n");
     assert_bytes!(c.request(b"gat\r\n"), b"ERROR\r\n");
@@ -325,11 +335,7 @@ fn flags_range(s: &Server) {
         // the data line is then parsed as a command, as for other bad lines
         assert_bytes!(c.read_reply(), b"ERROR\r\n");
     } else {
-        assert!(
-            r == b"STORED\r\n" || r == b"CLIENT_ERROR bad command line format\r\n",
-            "flags 2^32: {}",
-            show(&r)
-        );
+        assert!(r == b"STORED\r\n" || r == b"CLIENT_ERROR bad command line format\r\n", "flags 2^32: {}", show(&r));
         if r != b"STORED\r\n" {
             assert_bytes!(c.read_reply(), b"ERROR\r\n");
         }
@@ -445,7 +451,10 @@ fn key_length(s: &Server) {
     let k251 = format!("{k250}x");
     assert_eq!(k250.len(), 250);
     assert_bytes!(c.request(&store_cmd("set", &k250, 0, 0, b"x")), b"STORED\r\n");
-    assert_bytes!(c.request(format!("get {k250}\r\n").as_bytes()), [value(&k250, 0, b"x"), b"END\r\n".to_vec()].concat());
+    assert_bytes!(
+        c.request(format!("get {k250}\r\n").as_bytes()),
+        [value(&k250, 0, b"x"), b"END\r\n".to_vec()].concat()
+    );
     const BAD: &[u8] = b"CLIENT_ERROR bad command line format\r\n";
     // storage command: error, then the data line is read as a command
     assert_bytes!(c.request_n(&store_cmd("set", &k251, 0, 0, b"x"), 2), [BAD, b"ERROR\r\n"].concat());
@@ -544,7 +553,11 @@ fn long_line_closes(s: &Server) {
     // 3000 bytes with no newline that cannot be a get: connection closed
     c.send(&vec![b'x'; 3000]);
     let r = c.read_to_close();
-    assert!(r.is_empty() || r == b"ERROR\r\n" || r.starts_with(b"CLIENT_ERROR") || r.starts_with(b"SERVER_ERROR"), "before close: {}", show(&r));
+    assert!(
+        r.is_empty() || r == b"ERROR\r\n" || r.starts_with(b"CLIENT_ERROR") || r.starts_with(b"SERVER_ERROR"),
+        "before close: {}",
+        show(&r)
+    );
     let mut c = s.conn();
     let mut req = b"set ".to_vec();
     req.extend(vec![b'k'; 3000]);
@@ -800,7 +813,10 @@ fn binary_values(s: &Server) {
             d[3..8].copy_from_slice(b"\r\nEND");
         }
         assert_bytes!(c.request(&store_cmd("set", &k, i as u32, 0, &d)), b"STORED\r\n");
-        assert_bytes!(c.request(format!("get {k}\r\n").as_bytes()), [value(&k, i as u32, &d), b"END\r\n".to_vec()].concat());
+        assert_bytes!(
+            c.request(format!("get {k}\r\n").as_bytes()),
+            [value(&k, i as u32, &d), b"END\r\n".to_vec()].concat()
+        );
     }
 }
 
@@ -819,7 +835,10 @@ fn flush_all_body(s: &Server) {
     }
     // storing after a flush works immediately
     assert_bytes!(c.request(&store_cmd("set", &format!("{p}new"), 0, 0, b"y")), b"STORED\r\n");
-    assert_bytes!(c.request(format!("get {p}new\r\n").as_bytes()), [value(&format!("{p}new"), 0, b"y"), b"END\r\n".to_vec()].concat());
+    assert_bytes!(
+        c.request(format!("get {p}new\r\n").as_bytes()),
+        [value(&format!("{p}new"), 0, b"y"), b"END\r\n".to_vec()].concat()
+    );
     assert_bytes!(c.request(b"flush_all 0\r\n"), b"OK\r\n");
     assert_bytes!(c.request(format!("get {p}new\r\n").as_bytes()), b"END\r\n");
     assert_bytes!(c.request(b"flush_all abc\r\n"), b"CLIENT_ERROR invalid exptime argument\r\n");

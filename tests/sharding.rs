@@ -20,14 +20,23 @@ fn thousand_keys_roundtrip() {
     let mut c = s.conn();
     let mut req = Vec::new();
     for i in 0..1000 {
-        req.extend(store_cmd("set", &format!("{p}{i}"), i, 0, format!("value-{i}").repeat(i as usize % 7 + 1).as_bytes()));
+        req.extend(store_cmd(
+            "set",
+            &format!("{p}{i}"),
+            i,
+            0,
+            format!("value-{i}").repeat(i as usize % 7 + 1).as_bytes(),
+        ));
     }
     let want: Vec<u8> = b"STORED\r\n".repeat(1000);
     assert_bytes!(c.request_n(&req, 1000), want);
     for i in 0..1000u32 {
         let k = format!("{p}{i}");
         let d = format!("value-{i}").repeat(i as usize % 7 + 1);
-        assert_bytes!(c.request(format!("get {k}\r\n").as_bytes()), [value(&k, i, d.as_bytes()), b"END\r\n".to_vec()].concat());
+        assert_bytes!(
+            c.request(format!("get {k}\r\n").as_bytes()),
+            [value(&k, i, d.as_bytes()), b"END\r\n".to_vec()].concat()
+        );
     }
 }
 

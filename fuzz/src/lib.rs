@@ -16,8 +16,8 @@
 use std::collections::{HashMap, HashSet};
 
 use memcore::protocol::parse::parse_stored_number;
-use memcore::protocol::{parse, Limits, Parsed, Request, StoreMode, KEY_MAX_LENGTH, MAX_LINE_WITHOUT_NEWLINE};
-use memcore::storage::{absolute_expiry, ArithOutcome, Store, StoreConfig, StoreOutcome, ITEM_OVERHEAD};
+use memcore::protocol::{KEY_MAX_LENGTH, Limits, MAX_LINE_WITHOUT_NEWLINE, Parsed, Request, StoreMode, parse};
+use memcore::storage::{ArithOutcome, ITEM_OVERHEAD, Store, StoreConfig, StoreOutcome, absolute_expiry};
 
 // ---------------------------------------------------------------------------
 // Parser
@@ -311,7 +311,7 @@ fn exptime_for(r: &mut Reader<'_>, now: u64) -> i64 {
         0..=4 => 0,
         5 => -1 - (r.u8() as i64),
         6 | 7 => 1 + (r.u8() % 8) as i64,
-        8 => (now + (r.u8() % 8) as u64) as i64, // absolute, maybe past
+        8 => (now + (r.u8() % 8) as u64) as i64,  // absolute, maybe past
         _ => 60 * 60 * 24 * 30 + (r.u8() as i64), // absolute, long ago
     }
 }
@@ -362,7 +362,8 @@ pub fn check_store(data: &[u8]) -> StoreRun {
         let key = key_for(r.u8() % 16);
         now += (op >> 5) as u64 % 3; // the clock advances now and then
         let before: HashSet<Vec<u8>> = s.lru_keys_oldest_first().into_iter().collect();
-        let live_before = |m: &Model, k: &[u8]| before.contains(k) && m.map.get(k).is_some_and(|e| !m.maybe_dead(e, now));
+        let live_before =
+            |m: &Model, k: &[u8]| before.contains(k) && m.map.get(k).is_some_and(|e| !m.maybe_dead(e, now));
         let evictions_before = s.stats.evictions;
         let mut limit_changed = false;
         // Keys this operation may remove besides evictions and dead items.
@@ -370,7 +371,14 @@ pub fn check_store(data: &[u8]) -> StoreRun {
         let what;
         match op % 16 {
             0..=5 => {
-                let mode = [StoreMode::Set, StoreMode::Add, StoreMode::Replace, StoreMode::Append, StoreMode::Prepend, StoreMode::Cas][op as usize % 16];
+                let mode = [
+                    StoreMode::Set,
+                    StoreMode::Add,
+                    StoreMode::Replace,
+                    StoreMode::Append,
+                    StoreMode::Prepend,
+                    StoreMode::Cas,
+                ][op as usize % 16];
                 let value = value_for(&mut r, limit);
                 let flags = if r.u8() & 1 == 0 { 0 } else { r.u64() as u32 };
                 let exptime = exptime_for(&mut r, now);
@@ -383,7 +391,11 @@ pub fn check_store(data: &[u8]) -> StoreRun {
                 };
                 let live = live_before(&m, &key);
                 let out = s.store(mode, &key, flags, exp, &value, cas, now);
-                what = format!("{mode:?} {:?} len {} -> {out:?}", String::from_utf8_lossy(&key[..key.len().min(8)]), value.len());
+                what = format!(
+                    "{mode:?} {:?} len {} -> {out:?}",
+                    String::from_utf8_lossy(&key[..key.len().min(8)]),
+                    value.len()
+                );
                 match out {
                     StoreOutcome::Stored => {
                         run.stored += 1;
@@ -400,8 +412,20 @@ pub fn check_store(data: &[u8]) -> StoreRun {
                         }
                         assert!(mode != StoreMode::Cas || cfg.use_cas, "{what}: cas stored with -C");
                         let e = match (mode, old) {
-                            (StoreMode::Append, Some(o)) => Entry { value: [&o.value[..], &value].concat(), flags: o.flags, exp: o.exp, written: now, cas: None },
-                            (StoreMode::Prepend, Some(o)) => Entry { value: [&value[..], &o.value].concat(), flags: o.flags, exp: o.exp, written: now, cas: None },
+                            (StoreMode::Append, Some(o)) => Entry {
+                                value: [&o.value[..], &value].concat(),
+                                flags: o.flags,
+                                exp: o.exp,
+                                written: now,
+                                cas: None,
+                            },
+                            (StoreMode::Prepend, Some(o)) => Entry {
+                                value: [&value[..], &o.value].concat(),
+                                flags: o.flags,
+                                exp: o.exp,
+                                written: now,
+                                cas: None,
+                            },
                             _ => Entry { value, flags, exp, written: now, cas: None },
                         };
                         m.map.insert(key.clone(), e);
@@ -459,7 +483,8 @@ pub fn check_store(data: &[u8]) -> StoreRun {
                     ArithOutcome::Value(v) => {
                         let e = m.map.get_mut(&key).unwrap_or_else(|| panic!("{what}: no model entry"));
                         assert!(!e.value.is_empty(), "{what}: empty value counted as number");
-                        let cur = parse_stored_number(&e.value).unwrap_or_else(|| panic!("{what}: {:?} is no number", e.value));
+                        let cur = parse_stored_number(&e.value)
+                            .unwrap_or_else(|| panic!("{what}: {:?} is no number", e.value));
                         let want = if incr { cur.wrapping_add(delta) } else { cur.saturating_sub(delta) };
                         assert_eq!(v, want, "{what}: from {cur}");
                         let mut digits = v.to_string().into_bytes();
@@ -472,7 +497,11 @@ pub fn check_store(data: &[u8]) -> StoreRun {
                     }
                     ArithOutcome::NonNumeric => {
                         let e = m.map.get(&key).unwrap_or_else(|| panic!("{what}: no model entry"));
-                        assert!(e.value.is_empty() || parse_stored_number(&e.value).is_none(), "{what}: {:?} is a number", e.value);
+                        assert!(
+                            e.value.is_empty() || parse_stored_number(&e.value).is_none(),
+                            "{what}: {:?} is a number",
+                            e.value
+                        );
                     }
                     ArithOutcome::NotFound => assert!(!live, "{what}: live item not found"),
                     ArithOutcome::NoMemory => {
@@ -495,7 +524,11 @@ pub fn check_store(data: &[u8]) -> StoreRun {
                 }
             }
             10..=13 if op % 16 != 13 || r.u8() % 4 != 0 => {
-                let touch = if op % 16 == 12 { Some(absolute_expiry(exptime_for(&mut r, now), now, START - 100)) } else { None };
+                let touch = if op % 16 == 12 {
+                    Some(absolute_expiry(exptime_for(&mut r, now), now, START - 100))
+                } else {
+                    None
+                };
                 let live = live_before(&m, &key);
                 let got = s.get(&key, now, touch).map(|i| (i.value().to_vec(), i.flags, i.cas));
                 what = format!("get touch {touch:?} -> {}", if got.is_ok() { "hit" } else { "miss" });
@@ -503,7 +536,11 @@ pub fn check_store(data: &[u8]) -> StoreRun {
                     Ok((value, flags, cas)) => {
                         run.hits += 1;
                         let e = m.map.get_mut(&key).unwrap_or_else(|| panic!("{what}: hit on a key never stored"));
-                        assert!(!Model::surely_expired(e, now), "{what}: expired item returned (exp {} now {now})", e.exp);
+                        assert!(
+                            !Model::surely_expired(e, now),
+                            "{what}: expired item returned (exp {} now {now})",
+                            e.exp
+                        );
                         assert_eq!(value, e.value, "{what}: value is not the last one written");
                         assert_eq!(flags, e.flags, "{what}: flags");
                         if let Some(c) = e.cas {

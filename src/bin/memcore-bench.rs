@@ -25,14 +25,10 @@ use std::time::Duration;
 use clap::Parser;
 
 use keygen::{KeyPattern, Zipf};
-use worker::{now_ns, Mode, Progress, Stats, Times, Worker};
+use worker::{Mode, Progress, Stats, Times, Worker, now_ns};
 
 #[derive(Parser, Debug, Clone)]
-#[command(
-    name = "memcore-bench",
-    version,
-    about = "memtier-like load generator for the memcached text protocol"
-)]
+#[command(name = "memcore-bench", version, about = "memtier-like load generator for the memcached text protocol")]
 struct Args {
     /// Server address.
     #[arg(short = 's', long = "server", default_value = "127.0.0.1")]
@@ -588,7 +584,17 @@ fn main() {
     let _ = writeln!(
         out,
         "Hit ratio {:.4} ({} hits, {} misses); {} ops in {:.3} s; errors {}, not stored {}, verify failures {}, connection errors {}; {} sends, {} recvs",
-        hit_ratio, s.hits, s.misses, total_ops, d, s.errors, s.not_stored, s.verify_failures, s.conn_errors, s.sends, s.recvs
+        hit_ratio,
+        s.hits,
+        s.misses,
+        total_ops,
+        d,
+        s.errors,
+        s.not_stored,
+        s.verify_failures,
+        s.conn_errors,
+        s.sends,
+        s.recvs
     );
     if !args.hide_histogram {
         let _ = writeln!(out, "\n\nRequest Latency Distribution");
@@ -599,7 +605,13 @@ fn main() {
                 continue;
             }
             for q in [0.0, 0.5, 0.75, 0.9, 0.95, 0.99, 0.999, 0.9999, 1.0] {
-                let v = if q == 0.0 { h.min() } else if q == 1.0 { h.max() } else { h.value_at_quantile(q) };
+                let v = if q == 0.0 {
+                    h.min()
+                } else if q == 1.0 {
+                    h.max()
+                } else {
+                    h.value_at_quantile(q)
+                };
                 let _ = writeln!(out, "{name:<8} {:>8.3} {:>15.3}", v as f64 / 1000.0, q * 100.0);
             }
             let _ = writeln!(out, "---");

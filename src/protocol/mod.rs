@@ -9,7 +9,7 @@
 pub mod encode;
 pub mod parse;
 
-pub use parse::{parse, GetKind, Limits, Parsed, Request, StoreMode};
+pub use parse::{GetKind, Limits, Parsed, Request, StoreMode, parse};
 
 /// Longest key memcached accepts (`KEY_MAX_LENGTH`).
 pub const KEY_MAX_LENGTH: usize = 250;

@@ -18,7 +18,7 @@
 //! flags of 2^32 or more are refused instead of truncated, and a get line
 //! is capped at `MAX_GET_LINE`.
 
-use super::{item_total_size, KEY_MAX_LENGTH, MAX_GET_LINE, MAX_LINE_WITHOUT_NEWLINE};
+use super::{KEY_MAX_LENGTH, MAX_GET_LINE, MAX_LINE_WITHOUT_NEWLINE, item_total_size};
 
 /// Limits the parser needs to know to decide between buffering a data block
 /// and swallowing it.
@@ -82,23 +82,62 @@ impl<'a> Keys<'a> {
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Request<'a> {
-    Get { kind: GetKind, exptime: i64, keys: Keys<'a> },
-    Store { mode: StoreMode, key: &'a [u8], flags: u32, exptime: i64, data: &'a [u8], cas: u64, noreply: bool },
+    Get {
+        kind: GetKind,
+        exptime: i64,
+        keys: Keys<'a>,
+    },
+    Store {
+        mode: StoreMode,
+        key: &'a [u8],
+        flags: u32,
+        exptime: i64,
+        data: &'a [u8],
+        cas: u64,
+        noreply: bool,
+    },
     /// A storage command whose item exceeds `-I`: the data block is being
     /// swallowed, and for `set` the old item under the key is removed so
     /// that stale data does not outlive a failed update (as memcached does).
-    TooLarge { mode: StoreMode, key: &'a [u8], noreply: bool },
-    Delete { key: &'a [u8], noreply: bool },
-    Arith { incr: bool, key: &'a [u8], delta: u64, noreply: bool },
-    Touch { key: &'a [u8], exptime: i64, noreply: bool },
-    FlushAll { delay: i64, noreply: bool },
-    CacheMemlimit { megabytes: u64, noreply: bool },
-    Verbosity { level: u32, noreply: bool },
+    TooLarge {
+        mode: StoreMode,
+        key: &'a [u8],
+        noreply: bool,
+    },
+    Delete {
+        key: &'a [u8],
+        noreply: bool,
+    },
+    Arith {
+        incr: bool,
+        key: &'a [u8],
+        delta: u64,
+        noreply: bool,
+    },
+    Touch {
+        key: &'a [u8],
+        exptime: i64,
+        noreply: bool,
+    },
+    FlushAll {
+        delay: i64,
+        noreply: bool,
+    },
+    CacheMemlimit {
+        megabytes: u64,
+        noreply: bool,
+    },
+    Verbosity {
+        level: u32,
+        noreply: bool,
+    },
     Version,
     Quit,
     Shutdown,
     /// `stats` with its arguments, still space-separated.
-    Stats { args: &'a [u8] },
+    Stats {
+        args: &'a [u8],
+    },
 }
 
 impl<'a> Request<'a> {
@@ -328,7 +367,8 @@ fn parse_storage<'a>(buf: &'a [u8], line_len: usize, t: &Tokens<'a>, limits: &Li
     if key.len() > KEY_MAX_LENGTH {
         return bad;
     }
-    let (Some(flags), Some(exptime), Some(vlen)) = (parse_u32(t.tok[2]), parse_i64(t.tok[3]), parse_i32(t.tok[4])) else {
+    let (Some(flags), Some(exptime), Some(vlen)) = (parse_u32(t.tok[2]), parse_i64(t.tok[3]), parse_i32(t.tok[4]))
+    else {
         return bad;
     };
     if vlen < 0 || vlen > i32::MAX as i64 - 2 {
@@ -344,7 +384,11 @@ fn parse_storage<'a>(buf: &'a [u8], line_len: usize, t: &Tokens<'a>, limits: &Li
     };
     let vlen = vlen as usize;
     if item_total_size(key.len(), flags, vlen) > limits.item_size_max {
-        return Parsed::Request { req: Request::TooLarge { mode, key, noreply }, consumed: line_len, swallow: vlen + 2 };
+        return Parsed::Request {
+            req: Request::TooLarge { mode, key, noreply },
+            consumed: line_len,
+            swallow: vlen + 2,
+        };
     }
     let total = line_len + vlen + 2;
     if buf.len() < total {
@@ -354,7 +398,11 @@ fn parse_storage<'a>(buf: &'a [u8], line_len: usize, t: &Tokens<'a>, limits: &Li
         return Parsed::Error { msg: BAD_CHUNK, consumed: total, noreply };
     }
     let data = &buf[line_len..line_len + vlen];
-    Parsed::Request { req: Request::Store { mode, key, flags, exptime, data, cas, noreply }, consumed: total, swallow: 0 }
+    Parsed::Request {
+        req: Request::Store { mode, key, flags, exptime, data, cas, noreply },
+        consumed: total,
+        swallow: 0,
+    }
 }
 
 /// No newline yet: wait, or give up on a line that cannot be a request.
@@ -548,7 +596,15 @@ mod tests {
     fn storage_fields_are_decoded() {
         assert_eq!(
             req(b"cas k 7 -1 3 99 noreply\r\nabc\r\n"),
-            Request::Store { mode: StoreMode::Cas, key: b"k", flags: 7, exptime: -1, data: b"abc", cas: 99, noreply: true }
+            Request::Store {
+                mode: StoreMode::Cas,
+                key: b"k",
+                flags: 7,
+                exptime: -1,
+                data: b"abc",
+                cas: 99,
+                noreply: true
+            }
         );
         // A sixth token that is not "noreply" is ignored, as memcached does.
         assert!(matches!(req(b"set k 0 0 1 bogus\r\na\r\n"), Request::Store { noreply: false, .. }));
@@ -588,7 +644,11 @@ mod tests {
     fn too_large_item_is_swallowed_without_buffering() {
         let limits = Limits { item_size_max: 1024 };
         match parse(b"set k 0 0 5000\r\n", &limits) {
-            Parsed::Request { req: Request::TooLarge { mode: StoreMode::Set, key: b"k", noreply: false }, consumed: 16, swallow: 5002 } => {}
+            Parsed::Request {
+                req: Request::TooLarge { mode: StoreMode::Set, key: b"k", noreply: false },
+                consumed: 16,
+                swallow: 5002,
+            } => {}
             other => panic!("{other:?}"),
         }
         // The size counts header, key and value, like memcached's -I.

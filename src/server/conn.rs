@@ -13,9 +13,9 @@ use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use glommio::net::TcpStream;
 
 use crate::protocol::encode::{self, encode_line};
-use crate::protocol::parse::{Keys, GetKind};
-use crate::protocol::{parse, Parsed, Request};
-use crate::shard::{owner, Cmd, ConnWait, Interruptible};
+use crate::protocol::parse::{GetKind, Keys};
+use crate::protocol::{Parsed, Request, parse};
+use crate::shard::{Cmd, ConnWait, Interruptible, owner};
 use crate::stats::{self, Counters, ServerInfo};
 use crate::storage::absolute_expiry;
 
@@ -343,7 +343,11 @@ fn dispatch(core: &Core, req: &Request<'_>, raw: &[u8], now: u64, batch: &mut Ba
     let Batch { out, inserts, wait, .. } = batch;
     match *req {
         Request::Get { kind, exptime, keys } => get(core, kind, exptime, keys, now, batch),
-        Request::Store { .. } | Request::TooLarge { .. } | Request::Delete { .. } | Request::Arith { .. } | Request::Touch { .. } => {
+        Request::Store { .. }
+        | Request::TooLarge { .. }
+        | Request::Delete { .. }
+        | Request::Arith { .. }
+        | Request::Touch { .. } => {
             let key = req.key().unwrap_or_default();
             let o = owner(key, core.ncores);
             if o == core.id {
@@ -496,8 +500,10 @@ impl Batch {
         for span in &self.spans {
             copy_inserts(dst, &mut prev, &mut ins, span.ins_start);
             dst.extend_from_slice(&self.out[prev..span.out_start]);
-            let remote: usize = (span.ins_start..span.ins_end).map(|i| self.wait.with_slot(self.inserts[i].1, |b| b.len())).sum();
-            let overflow = (span.ins_start..span.ins_end).any(|i| self.wait.with_slot(self.inserts[i].1, |b| b == GET_TOO_LARGE));
+            let remote: usize =
+                (span.ins_start..span.ins_end).map(|i| self.wait.with_slot(self.inserts[i].1, |b| b.len())).sum();
+            let overflow =
+                (span.ins_start..span.ins_end).any(|i| self.wait.with_slot(self.inserts[i].1, |b| b == GET_TOO_LARGE));
             if overflow || span.out_end - span.out_start + remote > cap {
                 dst.extend_from_slice(GET_TOO_LARGE);
                 prev = span.out_end;

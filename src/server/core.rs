@@ -4,8 +4,8 @@
 use std::cell::{Cell, RefCell};
 use std::net::SocketAddr;
 use std::rc::Rc;
-use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
+use std::sync::atomic::AtomicUsize;
 use std::task::Waker;
 
 use glommio::channels::channel_mesh::{Receivers, Senders};
@@ -13,7 +13,7 @@ use slab::Slab;
 
 use crate::config::Config;
 use crate::exec::Shard;
-use crate::protocol::{parse, Limits, Parsed, Request};
+use crate::protocol::{Limits, Parsed, Request, parse};
 use crate::shard::{Cmd, Frame, Notify, Peer};
 use crate::stats::Counters;
 

@@ -26,8 +26,8 @@ pub mod signal;
 
 use std::os::fd::{FromRawFd, RawFd};
 use std::rc::Rc;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use glommio::channels::channel_mesh::MeshBuilder;
@@ -40,7 +40,7 @@ use crate::protocol::encode;
 use crate::shard::{Frame, Interruptible};
 use crate::storage::{Store, StoreConfig};
 
-use self::core::{receiver_task, sender_task, ConnInfo, Core, Global};
+use self::core::{ConnInfo, Core, Global, receiver_task, sender_task};
 use self::signal::Shutdown;
 
 /// Frames in flight per direction between two cores.
@@ -79,7 +79,8 @@ pub fn run(cfg: Config) -> Result<(), String> {
     let n = cfg.threads;
     let fds = listener::bind_all(&cfg.listen, n, cfg.backlog)?;
     if let Some(path) = &cfg.pidfile {
-        std::fs::write(path, format!("{}\n", std::process::id())).map_err(|e| format!("cannot write pid file {path}: {e}"))?;
+        std::fs::write(path, format!("{}\n", std::process::id()))
+            .map_err(|e| format!("cannot write pid file {path}: {e}"))?;
     }
     raise_fd_limit(cfg.conn_limit);
     drop_privileges(cfg.user.as_deref())?;
@@ -96,7 +97,13 @@ pub fn run(cfg: Config) -> Result<(), String> {
         cfg.item_size_max
     );
     let pidfile = cfg.pidfile.clone();
-    let global = Arc::new(Global { cfg, conns: Default::default(), started: unix_now(), pid: std::process::id(), shutdown: Shutdown::default() });
+    let global = Arc::new(Global {
+        cfg,
+        conns: Default::default(),
+        started: unix_now(),
+        pid: std::process::id(),
+        shutdown: Shutdown::default(),
+    });
     let mesh = MeshBuilder::<Frame, _>::full(n, MESH_CAPACITY);
     let mut handles = Vec::new();
     for (i, core_fds) in fds.into_iter().enumerate() {
@@ -142,7 +149,11 @@ pub fn run(cfg: Config) -> Result<(), String> {
     failure.map_or(Ok(()), Err)
 }
 
-async fn core_main(global: Arc<Global>, mesh: MeshBuilder<Frame, glommio::channels::channel_mesh::Full>, fds: Vec<RawFd>) -> Result<(), String> {
+async fn core_main(
+    global: Arc<Global>,
+    mesh: MeshBuilder<Frame, glommio::channels::channel_mesh::Full>,
+    fds: Vec<RawFd>,
+) -> Result<(), String> {
     // glommio 0.9's first timer in an executor fires tens of ms late.
     glommio::timer::sleep(Duration::from_millis(1)).await;
     let n = global.cfg.threads;
@@ -251,7 +262,12 @@ async fn accept_loop(core: Rc<Core>, listener: TcpListener, gate: Rc<glommio::sy
             global.conns.fetch_sub(1, Ordering::Relaxed);
             continue;
         };
-        let id = core.conns.borrow_mut().insert(ConnInfo { peer, local, last_cmd: unix_now().into(), waker: Default::default() });
+        let id = core.conns.borrow_mut().insert(ConnInfo {
+            peer,
+            local,
+            last_cmd: unix_now().into(),
+            waker: Default::default(),
+        });
         {
             let c = &mut core.shard.borrow_mut().counters;
             c.curr_connections += 1;
@@ -308,7 +324,9 @@ fn raise_fd_limit(conn_limit: usize) {
             libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
         }
         if target < want {
-            log::warn!("open files limited to {target}: fewer than -c {conn_limit} connections may be accepted (raise LimitNOFILE / ulimit -n)");
+            log::warn!(
+                "open files limited to {target}: fewer than -c {conn_limit} connections may be accepted (raise LimitNOFILE / ulimit -n)"
+            );
         }
     }
 }

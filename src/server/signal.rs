@@ -73,8 +73,6 @@ pub fn wait_termination_signal() -> i32 {
     let set = termination_set();
     let mut sig: libc::c_int = 0;
     // SAFETY: sigwait writes the signal number into `sig`.
-    unsafe {
-        while libc::sigwait(&set, &mut sig) != 0 {}
-    }
+    unsafe { while libc::sigwait(&set, &mut sig) != 0 {} }
     sig
 }

@@ -29,7 +29,17 @@ impl Item {
         for p in parts {
             data.extend_from_slice(p);
         }
-        Item { data: data.into_boxed_slice(), cas: 0, exptime, time: 0, flags, prev: u32::MAX, next: u32::MAX, key_len: key.len() as u8, fetched: false }
+        Item {
+            data: data.into_boxed_slice(),
+            cas: 0,
+            exptime,
+            time: 0,
+            flags,
+            prev: u32::MAX,
+            next: u32::MAX,
+            key_len: key.len() as u8,
+            fetched: false,
+        }
     }
 
     pub fn key(&self) -> &[u8] {

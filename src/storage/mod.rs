@@ -11,10 +11,10 @@ mod item;
 use hashbrown::HashTable;
 use slab::Slab;
 
-pub use item::{Item, ITEM_OVERHEAD};
+pub use item::{ITEM_OVERHEAD, Item};
 
-use crate::protocol::StoreMode;
 use crate::protocol::REALTIME_MAXDELTA;
+use crate::protocol::StoreMode;
 
 const NIL: u32 = u32::MAX;
 
@@ -229,7 +229,16 @@ impl Store {
 
     /// The arguments are the fields of memcached's storage line, in its order.
     #[allow(clippy::too_many_arguments)]
-    pub fn store(&mut self, mode: StoreMode, key: &[u8], flags: u32, exptime: u64, data: &[u8], cas: u64, now: u64) -> StoreOutcome {
+    pub fn store(
+        &mut self,
+        mode: StoreMode,
+        key: &[u8],
+        flags: u32,
+        exptime: u64,
+        data: &[u8],
+        cas: u64,
+        now: u64,
+    ) -> StoreOutcome {
         let old = self.find_live(key, now).ok();
         match (mode, old) {
             (StoreMode::Add, Some(idx)) => {
@@ -264,7 +273,8 @@ impl Store {
             return ArithOutcome::NotFound;
         };
         let old = &self.items[idx as usize];
-        let Some(cur) = crate::protocol::parse::parse_stored_number(old.value()).filter(|_| !old.value().is_empty()) else {
+        let Some(cur) = crate::protocol::parse::parse_stored_number(old.value()).filter(|_| !old.value().is_empty())
+        else {
             return ArithOutcome::NonNumeric;
         };
         let v = if incr { cur.wrapping_add(delta) } else { cur.saturating_sub(delta) };
@@ -331,7 +341,10 @@ impl Store {
             return Some(Miss::Expired);
         }
         let f = self.flush;
-        if f.oldest_live != 0 && f.oldest_live <= now && (item.time <= f.oldest_live || (f.oldest_cas != 0 && item.cas < f.oldest_cas)) {
+        if f.oldest_live != 0
+            && f.oldest_live <= now
+            && (item.time <= f.oldest_live || (f.oldest_cas != 0 && item.cas < f.oldest_cas))
+        {
             return Some(Miss::Flushed);
         }
         None

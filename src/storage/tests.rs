@@ -194,7 +194,9 @@ fn random_operations_agree_with_a_model() {
         let mut now = NOW;
         for _ in 0..50_000 {
             let key = format!("k{}", next() % 64).into_bytes();
-            let live = |m: &HashMap<Vec<u8>, (Vec<u8>, u64)>, now: u64| m.get(&key).filter(|(_, e)| *e == 0 || *e > now).map(|(v, _)| v.clone());
+            let live = |m: &HashMap<Vec<u8>, (Vec<u8>, u64)>, now: u64| {
+                m.get(&key).filter(|(_, e)| *e == 0 || *e > now).map(|(v, _)| v.clone())
+            };
             match next() % 8 {
                 0..=2 => {
                     let v = vec![b'a' + (next() % 26) as u8; (next() % 40) as usize];

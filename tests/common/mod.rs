@@ -428,10 +428,8 @@ impl Conn {
             if line.starts_with(b"VALUE ") {
                 let text = String::from_utf8_lossy(&line[..line.len() - 2]).into_owned();
                 let parts: Vec<&str> = text.split(' ').collect();
-                let len: usize = parts
-                    .get(3)
-                    .and_then(|s| s.parse().ok())
-                    .unwrap_or_else(|| panic!("bad VALUE header {text:?}"));
+                let len: usize =
+                    parts.get(3).and_then(|s| s.parse().ok()).unwrap_or_else(|| panic!("bad VALUE header {text:?}"));
                 let data = self.read_exact_n(len + 2);
                 out.extend_from_slice(&data);
                 continue;

@@ -14,7 +14,7 @@ use std::sync::{Arc, Barrier};
 
 use hdrhistogram::Histogram;
 
-use crate::keygen::{slice, KeyGen, Rng, SeqState};
+use crate::keygen::{KeyGen, Rng, SeqState, slice};
 use crate::{Config, Limit};
 
 /// Monotonic clock in nanoseconds (vDSO, ~20 ns).
@@ -209,7 +209,6 @@ pub fn make_values(cfg: &Config) -> Vec<u8> {
     }
 }
 
-
 fn parse_u64(s: &[u8]) -> Option<u64> {
     if s.is_empty() || s.len() > 19 {
         return None;
@@ -375,9 +374,7 @@ impl Worker {
                 }
                 turn_start = t;
             }
-            let n = unsafe {
-                libc::epoll_wait(self.epfd, events.as_mut_ptr(), events.len() as i32, 5)
-            };
+            let n = unsafe { libc::epoll_wait(self.epfd, events.as_mut_ptr(), events.len() as i32, 5) };
             if n < 0 {
                 let e = io::Error::last_os_error();
                 if e.kind() == io::ErrorKind::Interrupted {
@@ -484,13 +481,7 @@ impl Worker {
                 }
             }
             let slot = (c.head + c.len) % self.depth;
-            c.ring[slot] = Pending {
-                send_ns: now,
-                tx: (c.wbuf.len() - start) as u32,
-                nkeys,
-                is_get,
-                measured,
-            };
+            c.ring[slot] = Pending { send_ns: now, tx: (c.wbuf.len() - start) as u32, nkeys, is_get, measured };
             c.len += 1;
         }
         self.flush(ci);
@@ -503,9 +494,7 @@ impl Worker {
         }
         while c.wpos < c.wbuf.len() {
             let rest = &c.wbuf[c.wpos..];
-            let n = unsafe {
-                libc::send(c.fd, rest.as_ptr() as *const libc::c_void, rest.len(), libc::MSG_NOSIGNAL)
-            };
+            let n = unsafe { libc::send(c.fd, rest.as_ptr() as *const libc::c_void, rest.len(), libc::MSG_NOSIGNAL) };
             if n >= 0 {
                 self.stats.sends += 1;
                 c.wpos += n as usize;
@@ -517,10 +506,8 @@ impl Worker {
                 io::ErrorKind::WouldBlock => {
                     if !c.wblocked {
                         c.wblocked = true;
-                        let mut ev = libc::epoll_event {
-                            events: (libc::EPOLLIN | libc::EPOLLOUT) as u32,
-                            u64: ci as u64,
-                        };
+                        let mut ev =
+                            libc::epoll_event { events: (libc::EPOLLIN | libc::EPOLLOUT) as u32, u64: ci as u64 };
                         unsafe { libc::epoll_ctl(self.epfd, libc::EPOLL_CTL_MOD, c.fd, &mut ev) };
                     }
                     return;
@@ -642,9 +629,11 @@ impl Worker {
                     let mut f = body[6..].split(|&b| b == b' ');
                     let key = f.next().unwrap_or(b"");
                     let _flags = f.next();
-                    let bytes = f.next().and_then(parse_u64).ok_or_else(|| {
-                        format!("bad VALUE line {:?}", String::from_utf8_lossy(body))
-                    })? as usize;
+                    let bytes = f
+                        .next()
+                        .and_then(parse_u64)
+                        .ok_or_else(|| format!("bad VALUE line {:?}", String::from_utf8_lossy(body)))?
+                        as usize;
                     let total = nl + 1 + bytes + 2;
                     if buf.len() < total {
                         c.need = total;
