@@ -104,8 +104,9 @@ impl Shard {
             }
             Request::TooLarge { mode, key, noreply } => {
                 self.counters.store_too_large += 1;
+                // A failed set must not leave the old value readable.
                 if mode == StoreMode::Set {
-                    self.store.remove(key, now);
+                    self.store.delete(key, now);
                 }
                 reply(out, noreply, encode::TOO_LARGE);
             }

@@ -98,6 +98,8 @@ impl Core {
         let back = &mut *back;
         let mut shard = self.shard.borrow_mut();
         for cmd in &frame.cmds {
+            // Every command answers one reply segment, except a retrieval,
+            // which answers one per key.
             match *cmd {
                 Cmd::Request { start, end, .. } => {
                     shard.counters.forwarded_in += 1;
@@ -114,39 +116,20 @@ impl Core {
                                 }
                                 back.reply_ends.push(back.reply_arena.len());
                             }
+                            continue;
                         }
-                        Parsed::Request { req, .. } => {
-                            shard.execute(&req, now, &mut back.reply_arena);
-                            back.reply_ends.push(back.reply_arena.len());
-                        }
-                        other => {
-                            // Only requests that parsed on the sending core travel.
-                            log::error!("forwarded request did not parse: {other:?}");
-                            back.reply_ends.push(back.reply_arena.len());
-                        }
+                        Parsed::Request { req, .. } => shard.execute(&req, now, &mut back.reply_arena),
+                        // Only requests that parsed on the sending core travel.
+                        other => log::error!("forwarded request did not parse: {other:?}"),
                     }
                 }
-                Cmd::Flush { at } => {
-                    shard.store.flush(at, now);
-                    back.reply_ends.push(back.reply_arena.len());
-                }
-                Cmd::MemLimit { bytes } => {
-                    shard.store.set_limit(bytes as usize, now);
-                    back.reply_ends.push(back.reply_arena.len());
-                }
-                Cmd::Stats => {
-                    shard.snapshot().encode(&mut back.reply_arena);
-                    back.reply_ends.push(back.reply_arena.len());
-                }
-                Cmd::StatsReset => {
-                    shard.reset_stats();
-                    back.reply_ends.push(back.reply_arena.len());
-                }
-                Cmd::Conns => {
-                    self.render_conns(now, &mut back.reply_arena);
-                    back.reply_ends.push(back.reply_arena.len());
-                }
+                Cmd::Flush { at } => shard.store.flush(at, now),
+                Cmd::MemLimit { bytes } => shard.store.set_limit(bytes as usize, now),
+                Cmd::Stats => shard.snapshot().encode(&mut back.reply_arena),
+                Cmd::StatsReset => shard.reset_stats(),
+                Cmd::Conns => self.render_conns(now, &mut back.reply_arena),
             }
+            back.reply_ends.push(back.reply_arena.len());
         }
     }
 

@@ -27,10 +27,6 @@ impl Shutdown {
         }
     }
 
-    pub fn is_triggered(&self) -> bool {
-        self.state.lock().unwrap_or_else(|e| e.into_inner()).0
-    }
-
     pub fn wait(&self) -> impl Future<Output = ()> + '_ {
         std::future::poll_fn(move |cx| {
             let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());

@@ -193,11 +193,6 @@ impl Store {
         Ok(&self.items[idx as usize])
     }
 
-    /// The CAS value a client sees for an item.
-    pub fn visible_cas(&self, item: &Item) -> u64 {
-        if self.cfg.use_cas { item.cas } else { 0 }
-    }
-
     pub fn touch(&mut self, key: &[u8], exptime: u64, now: u64) -> bool {
         match self.find_live(key, now) {
             Ok(idx) => {
@@ -219,12 +214,6 @@ impl Store {
             }
             Err(_) => false,
         }
-    }
-
-    /// Drop whatever is stored under `key` (a failed `set` must not leave
-    /// the old value readable).
-    pub fn remove(&mut self, key: &[u8], now: u64) {
-        self.delete(key, now);
     }
 
     /// The arguments are the fields of memcached's storage line, in its order.
