@@ -5,10 +5,10 @@
 //! paths give the same replies and count the same way. Runtime-free: the
 //! caller passes `now`.
 
-use crate::protocol::encode::{self, encode_number_line, encode_value};
+use crate::protocol::encode::{self, encode_number_line, encode_value_head};
 use crate::protocol::{GetKind, Request, StoreMode};
 use crate::stats::Counters;
-use crate::storage::{ArithOutcome, Miss, Store, StoreOutcome, absolute_expiry};
+use crate::storage::{ArithOutcome, ItemRef, Miss, Store, StoreOutcome, absolute_expiry};
 
 pub struct Shard {
     pub store: Store,
@@ -35,10 +35,18 @@ impl Shard {
             c.cmd_get += 1;
         }
         let use_cas = self.store.config().use_cas;
-        match self.store.get(key, now, touch) {
-            Ok(item) => {
-                let cas = kind.with_cas().then_some(if use_cas { item.cas } else { 0 });
-                encode_value(out, key, item.flags, item.value(), cas);
+        let mut encode = |item: &ItemRef<'_>| {
+            let cas = kind.with_cas().then_some(if use_cas { item.cas } else { 0 });
+            encode_value_head(out, key, item.flags, item.value_len(), cas);
+            item.copy_value(out);
+            out.extend_from_slice(b"\r\n");
+        };
+        let found = match touch {
+            Some(exp) => self.store.get_and_touch(key, now, exp, encode),
+            None => self.store.get(key, now).map(|item| encode(&item)),
+        };
+        match found {
+            Ok(()) => {
                 if kind.touches() {
                     self.counters.touch_hits += 1;
                 } else {
@@ -154,7 +162,7 @@ impl Shard {
     }
 
     /// Counters of this core with the store's figures filled in.
-    pub fn snapshot(&self) -> Counters {
+    pub fn snapshot(&self, now: u64) -> Counters {
         let mut c = self.counters;
         let s = &self.store.stats;
         c.curr_items = self.store.curr_items();
@@ -166,6 +174,18 @@ impl Shard {
         c.reclaimed = s.reclaimed;
         c.expired_unfetched = s.expired_unfetched;
         c.crawler_reclaimed = s.crawler_reclaimed;
+        c.moved_items = s.moved;
+        c.segments_evicted = s.segments_evicted;
+        let e = self.store.engine_stats(now);
+        c.engine_memory = e.memory;
+        c.engine_segments = e.segments;
+        c.engine_small_segments = e.small_segments;
+        c.engine_small_items = e.small_items;
+        c.engine_index_bytes = e.index_bytes;
+        c.engine_large_bytes = e.large_bytes;
+        c.engine_key_value_bytes = e.key_value_bytes;
+        c.engine_dead_bytes = e.dead_bytes;
+        c.sizes.0 = *self.store.sizes();
         c
     }
 

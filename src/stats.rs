@@ -6,21 +6,40 @@
 //! and sums them.
 
 use crate::protocol::encode::encode_stat;
+use crate::storage::{SIZE_BUCKETS, size_bucket_label};
 
 macro_rules! counters {
     ($($name:ident),* $(,)?) => {
         /// Event counters of one core. Names are memcached's.
         #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-        pub struct Counters { $(pub $name: u64,)* }
+        pub struct Counters {
+            $(pub $name: u64,)*
+            /// Live items per size bucket (`stats sizes`).
+            pub sizes: Sizes,
+        }
 
         impl Counters {
             pub const NAMES: &'static [&'static str] = &[$(stringify!($name)),*];
-            pub fn to_array(&self) -> Vec<u64> { vec![$(self.$name),*] }
+            /// The named counters, then the size buckets.
+            pub fn to_array(&self) -> Vec<u64> {
+                let mut a = vec![$(self.$name),*];
+                a.extend_from_slice(&self.sizes.0);
+                a
+            }
             pub fn from_array(a: &[u64]) -> Self {
                 let mut it = a.iter().copied();
-                Counters { $($name: it.next().unwrap_or(0),)* }
+                let mut c = Counters { $($name: it.next().unwrap_or(0),)* sizes: Sizes::default() };
+                for (slot, v) in c.sizes.0.iter_mut().zip(it) {
+                    *slot = v;
+                }
+                c
             }
-            pub fn add(&mut self, o: &Counters) { $(self.$name += o.$name;)* }
+            pub fn add(&mut self, o: &Counters) {
+                $(self.$name += o.$name;)*
+                for (a, b) in self.sizes.0.iter_mut().zip(o.sizes.0.iter()) {
+                    *a += b;
+                }
+            }
         }
     };
 }
@@ -37,10 +56,37 @@ counters! {
     // Filled from the store when a snapshot is taken.
     curr_items, total_items, bytes, limit_maxbytes,
     evictions, evicted_unfetched, reclaimed, expired_unfetched, crawler_reclaimed,
+    moved_items, segments_evicted,
+    // The engine's memory (storage/mod.rs, EngineStats).
+    engine_memory, engine_segments, engine_small_segments, engine_small_items,
+    engine_index_bytes, engine_large_bytes, engine_key_value_bytes, engine_dead_bytes,
+}
+
+/// Live items per `stats sizes` bucket.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Sizes(pub [u64; SIZE_BUCKETS]);
+
+impl Default for Sizes {
+    fn default() -> Self {
+        Sizes([0; SIZE_BUCKETS])
+    }
 }
 
 /// Counters that `stats reset` leaves alone: they describe state, not events.
-const GAUGES: &[&str] = &["curr_connections", "curr_items", "bytes", "limit_maxbytes"];
+const GAUGES: &[&str] = &[
+    "curr_connections",
+    "curr_items",
+    "bytes",
+    "limit_maxbytes",
+    "engine_memory",
+    "engine_segments",
+    "engine_small_segments",
+    "engine_small_items",
+    "engine_index_bytes",
+    "engine_large_bytes",
+    "engine_key_value_bytes",
+    "engine_dead_bytes",
+];
 
 impl Counters {
     /// `stats reset`: zero the event counters, keep the gauges.
@@ -136,6 +182,12 @@ pub fn render_general(out: &mut Vec<u8>, info: &ServerInfo, c: &Counters) {
     encode_stat(out, "reclaimed", c.reclaimed);
     encode_stat(out, "crawler_reclaimed", c.crawler_reclaimed);
     encode_stat(out, "forwarded_requests", c.forwarded_out);
+    encode_stat(out, "engine_memory", c.engine_memory);
+    encode_stat(out, "engine_segments", c.engine_segments);
+    encode_stat(out, "engine_index_bytes", c.engine_index_bytes);
+    encode_stat(out, "engine_dead_bytes", c.engine_dead_bytes);
+    encode_stat(out, "engine_moved_items", c.moved_items);
+    encode_stat(out, "bytes_per_item_overhead", format!("{:.2}", overhead_per_item(c)));
     let lookups = c.get_hits + c.get_misses;
     let ratio = if lookups == 0 { 0.0 } else { c.get_hits as f64 / lookups as f64 };
     encode_stat(out, "get_hit_ratio", format!("{ratio:.4}"));
@@ -149,6 +201,7 @@ pub fn render_cores(out: &mut Vec<u8>, per_core: &[Counters]) {
             "curr_items",
             "bytes",
             "limit_maxbytes",
+            "engine_memory",
             "curr_connections",
             "total_connections",
             "cmd_get",
@@ -163,27 +216,73 @@ pub fn render_cores(out: &mut Vec<u8>, per_core: &[Counters]) {
     out.extend_from_slice(b"END\r\n");
 }
 
-/// `stats items`: the store is one LRU per core, shown as memcached's
-/// slab class 1 summed over cores.
+/// `stats items`: memcached's per-class LRU figures. memcore has no size
+/// classes, so the whole engine is class 1; "hot" is the small (probation)
+/// queue and "cold" the main queue.
 pub fn render_items(out: &mut Vec<u8>, c: &Counters) {
     if c.curr_items > 0 {
-        encode_stat(out, "items:1:number", c.curr_items);
-        encode_stat(out, "items:1:mem_requested", c.bytes);
-        encode_stat(out, "items:1:evicted", c.evictions);
-        encode_stat(out, "items:1:evicted_unfetched", c.evicted_unfetched);
-        encode_stat(out, "items:1:outofmemory", c.store_no_memory);
-        encode_stat(out, "items:1:reclaimed", c.reclaimed);
-        encode_stat(out, "items:1:expired_unfetched", c.expired_unfetched);
-        encode_stat(out, "items:1:crawler_reclaimed", c.crawler_reclaimed);
+        let stat = |out: &mut Vec<u8>, name: &str, v: u64| encode_stat(out, &format!("items:1:{name}"), v);
+        stat(out, "number", c.curr_items);
+        stat(out, "number_hot", c.engine_small_items);
+        stat(out, "number_warm", 0);
+        stat(out, "number_cold", c.curr_items - c.engine_small_items.min(c.curr_items));
+        stat(out, "mem_requested", c.bytes);
+        stat(out, "evicted", c.evictions);
+        stat(out, "evicted_unfetched", c.evicted_unfetched);
+        stat(out, "outofmemory", c.store_no_memory);
+        stat(out, "reclaimed", c.reclaimed);
+        stat(out, "expired_unfetched", c.expired_unfetched);
+        stat(out, "crawler_reclaimed", c.crawler_reclaimed);
+        stat(out, "moves_to_cold", c.moved_items);
     }
     out.extend_from_slice(b"END\r\n");
 }
 
-/// `stats slabs`: there are no slab classes yet; report the totals.
+/// `stats slabs`: the engine's segments shown as memcached's class 1 (one
+/// segment per page), then the totals.
 pub fn render_slabs(out: &mut Vec<u8>, c: &Counters) {
-    encode_stat(out, "active_slabs", u64::from(c.curr_items > 0));
-    encode_stat(out, "total_malloced", c.bytes);
+    if c.engine_segments > 0 {
+        let stat = |out: &mut Vec<u8>, name: &str, v: u64| encode_stat(out, &format!("1:{name}"), v);
+        stat(out, "chunk_size", crate::storage::SEG_SIZE as u64);
+        stat(out, "chunks_per_page", 1);
+        stat(out, "total_pages", c.engine_segments);
+        stat(out, "total_chunks", c.engine_segments);
+        stat(out, "used_chunks", c.engine_segments);
+        stat(out, "free_chunks", 0);
+        stat(out, "free_chunks_end", 0);
+        stat(out, "mem_requested", c.bytes);
+        stat(out, "get_hits", c.get_hits);
+        stat(out, "cmd_set", c.cmd_set);
+        stat(out, "delete_hits", c.delete_hits);
+        stat(out, "incr_hits", c.incr_hits);
+        stat(out, "decr_hits", c.decr_hits);
+        stat(out, "cas_hits", c.cas_hits);
+        stat(out, "cas_badval", c.cas_badval);
+        stat(out, "touch_hits", c.touch_hits);
+    }
+    encode_stat(out, "active_slabs", u64::from(c.engine_segments > 0));
+    encode_stat(out, "total_malloced", c.engine_memory);
     out.extend_from_slice(b"END\r\n");
+}
+
+/// `stats sizes`: live items by total size (32-byte steps up to 1 KiB,
+/// then powers of two), as memcached's `-o track_sizes` shows them.
+pub fn render_sizes(out: &mut Vec<u8>, c: &Counters) {
+    for (b, &n) in c.sizes.0.iter().enumerate() {
+        if n > 0 {
+            encode_stat(out, &size_bucket_label(b).to_string(), n);
+        }
+    }
+    out.extend_from_slice(b"END\r\n");
+}
+
+/// Bytes per item beyond its key and value: record headers and the index.
+pub fn overhead_per_item(c: &Counters) -> f64 {
+    if c.curr_items == 0 {
+        return 0.0;
+    }
+    let meta = (c.bytes + c.engine_index_bytes).saturating_sub(c.engine_key_value_bytes);
+    meta as f64 / c.curr_items as f64
 }
 
 impl Counters {

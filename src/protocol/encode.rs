@@ -21,7 +21,14 @@ pub const TOO_MANY_CONNECTIONS: &[u8] = b"ERROR Too many open connections\r\n";
 
 /// `VALUE <key> <flags> <bytes> [<cas>]\r\n<data>\r\n`
 pub fn encode_value(out: &mut Vec<u8>, key: &[u8], flags: u32, data: &[u8], cas: Option<u64>) {
-    let len = data.len();
+    encode_value_head(out, key, flags, data.len(), cas);
+    out.extend_from_slice(data);
+    out.extend_from_slice(b"\r\n");
+}
+
+/// The `VALUE <key> <flags> <bytes> [<cas>]` line; the caller appends the
+/// data and its CRLF.
+pub fn encode_value_head(out: &mut Vec<u8>, key: &[u8], flags: u32, len: usize, cas: Option<u64>) {
     out.reserve(key.len() + len + 48);
     out.extend_from_slice(b"VALUE ");
     out.extend_from_slice(key);
@@ -33,8 +40,6 @@ pub fn encode_value(out: &mut Vec<u8>, key: &[u8], flags: u32, data: &[u8], cas:
         out.push(b' ');
         encode_u64(out, cas);
     }
-    out.extend_from_slice(b"\r\n");
-    out.extend_from_slice(data);
     out.extend_from_slice(b"\r\n");
 }
 

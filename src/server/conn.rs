@@ -256,7 +256,7 @@ impl Conn {
         let sub = words.next().unwrap_or(b"");
         let out = &mut self.batch.out;
         match sub {
-            b"" | b"items" | b"slabs" | b"cores" => {
+            b"" | b"items" | b"slabs" | b"sizes" | b"cores" => {
                 let per_core = self.gather_counters().await;
                 let out = &mut self.batch.out;
                 let mut total = Counters::default();
@@ -278,6 +278,7 @@ impl Conn {
                     }
                     b"items" => stats::render_items(out, &total),
                     b"slabs" => stats::render_slabs(out, &total),
+                    b"sizes" => stats::render_sizes(out, &total),
                     _ => stats::render_cores(out, &per_core),
                 }
             }
@@ -287,7 +288,6 @@ impl Conn {
                 self.batch.out.extend_from_slice(encode::RESET);
             }
             b"settings" => render_settings(&core, out),
-            b"sizes" => out.extend_from_slice(b"STAT sizes_status disabled\r\nEND\r\n"),
             b"detail" => match words.next() {
                 Some(b"on") | Some(b"off") => out.extend_from_slice(encode::OK),
                 Some(b"dump") => out.extend_from_slice(encode::END),

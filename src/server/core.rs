@@ -125,7 +125,7 @@ impl Core {
                 }
                 Cmd::Flush { at } => shard.store.flush(at, now),
                 Cmd::MemLimit { bytes } => shard.store.set_limit(bytes as usize, now),
-                Cmd::Stats => shard.snapshot().encode(&mut back.reply_arena),
+                Cmd::Stats => shard.snapshot(now).encode(&mut back.reply_arena),
                 Cmd::StatsReset => shard.reset_stats(),
                 Cmd::Conns => self.render_conns(now, &mut back.reply_arena),
             }
@@ -158,7 +158,7 @@ impl Core {
     }
 
     pub fn snapshot(&self) -> Counters {
-        self.shard.borrow().snapshot()
+        self.shard.borrow().snapshot(self.clock.get())
     }
 }
 

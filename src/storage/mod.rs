@@ -1,22 +1,60 @@
-//! One core's items: index, values, LRU, memory limit, expiry and flush.
+//! One core's items: a log of fixed-size segments, a compact index, S3-FIFO
+//! eviction at segment granularity, expiry and flush.
 //!
 //! Runtime-free: every call takes `now` (Unix seconds) so tests can drive
 //! the clock. Nothing here is shared between cores; the server gives each
-//! core its own `Store` and routes keys to it. The interface is kept narrow
-//! (get, store, delete, arith, touch, flush, crawl) so that a more compact
-//! engine can replace this one without touching the server.
+//! core its own `Store` and routes keys to it.
+//!
+//! Layout (docs/storage.md has the reasons and the measurements):
+//! - Items are records appended to 256 KiB segments (`record.rs`): 3 bytes
+//!   of header for a plain item. Values larger than `INLINE_MAX` live in
+//!   chunk lists (`large.rs`) and the record holds a handle.
+//! - The index is a hash table of u32 locations (segment, offset); the key
+//!   is compared in the segment. With hashbrown's control byte that is 5
+//!   bytes per slot.
+//! - A record's CAS value and its place in flush order come from where it
+//!   was written: every segment gets a fresh range of write positions when
+//!   it is opened. A record that is moved keeps its position in an extra
+//!   field.
+//! - Two FIFO queues of segments, as in S3-FIFO: new writes go to the small
+//!   queue (a tenth of the segments); when a segment leaves a queue, its
+//!   live items that were read since they were written move to the main
+//!   queue's head, the others are evicted. Memory moves between value sizes
+//!   freely: there are no size classes to calcify.
+//! - Everything counts against the limit: segments, large values, the index
+//!   and the buffer used to move items.
 
-mod item;
+mod large;
+mod record;
+
+use std::collections::VecDeque;
 
 use hashbrown::HashTable;
 use slab::Slab;
 
-pub use item::{ITEM_OVERHEAD, Item};
-
 use crate::protocol::REALTIME_MAXDELTA;
 use crate::protocol::StoreMode;
+use large::LargeValue;
+use record::{Header, KIND_INLINE, KIND_LARGE, Meta};
 
-const NIL: u32 = u32::MAX;
+const SEG_SHIFT: u32 = 18;
+/// Bytes per segment: small enough that evicting one is a short slice of
+/// work and that the last partly used one wastes little of a small core's
+/// share, large enough that per-segment metadata is negligible.
+pub const SEG_SIZE: usize = 1 << SEG_SHIFT;
+/// Longest record kept inside a segment; longer values go to chunk lists.
+/// It bounds the space lost at the end of a segment to an eighth of it.
+pub const INLINE_MAX: usize = SEG_SIZE / 8;
+/// At most this much of a main-queue segment is moved forward when it is
+/// evicted, so that every eviction there frees a quarter of a segment.
+/// (Leaving the small queue, everything read moves: that queue shrinks by
+/// a segment each time, which is progress enough.)
+const MAIN_MOVE_CAP: usize = SEG_SIZE / 4 * 3;
+/// The smallest per-core limit: a few segments for each queue.
+pub const MIN_LIMIT: usize = 4 * SEG_SIZE;
+/// Index slots address 2^32 units; a unit is 1 byte for up to 4 GiB per
+/// core and grows (with records aligned to it) for larger limits.
+const ADDRESS_BITS: u32 = 32;
 
 /// Outcome of a storage command, in memcached's reply words.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -53,18 +91,57 @@ pub struct StoreStats {
     pub reclaimed: u64,
     pub expired_unfetched: u64,
     pub crawler_reclaimed: u64,
+    /// Items moved forward instead of being evicted.
+    pub moved: u64,
+    pub segments_evicted: u64,
+}
+
+/// Buckets of `stats sizes`: 32-byte steps up to 1 KiB, then powers of two.
+pub const SIZE_BUCKETS: usize = 56;
+
+pub fn size_bucket(size: usize) -> usize {
+    if size <= 1024 {
+        size.div_ceil(32)
+    } else {
+        (32 + (usize::BITS - (size - 1).leading_zeros()) as usize - 10).min(SIZE_BUCKETS - 1)
+    }
+}
+
+/// Largest item size that falls in a bucket (the label `stats sizes` uses).
+pub fn size_bucket_label(b: usize) -> u64 {
+    if b <= 32 { b as u64 * 32 } else { 1u64 << (b - 32 + 10) }
+}
+
+/// What the engine holds, for `stats`.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct EngineStats {
+    /// Bytes counted against the limit.
+    pub memory: u64,
+    pub segments: u64,
+    pub small_segments: u64,
+    pub small_items: u64,
+    pub index_bytes: u64,
+    pub large_bytes: u64,
+    /// Key and value bytes of live items.
+    pub key_value_bytes: u64,
+    /// Record bytes of live items, headers included (memcached's `bytes`).
+    pub item_bytes: u64,
+    /// Bytes in segments held by overwritten, deleted or expired records.
+    pub dead_bytes: u64,
+    /// Seconds since the oldest segment was opened.
+    pub oldest_age: u64,
 }
 
 #[derive(Clone, Copy, Debug)]
 pub struct StoreConfig {
-    /// Bytes this core may hold (keys, values and per-item overhead).
+    /// Bytes this core may hold (everything the engine allocates).
     pub limit: usize,
     /// `-M` turns eviction off: a full store refuses writes instead.
     pub evict: bool,
     /// `-C` turns CAS off: gets shows 0 and cas never sees a mismatch.
     pub use_cas: bool,
-    /// CAS values are `seq * cas_stride + cas_offset`, so that every core
-    /// hands out distinct values without sharing a counter.
+    /// CAS values are `position * cas_stride + cas_offset`, so that every
+    /// core hands out distinct values without sharing a counter.
     pub cas_stride: u64,
     pub cas_offset: u64,
     /// Process start (Unix seconds); absolute expiry times before it are
@@ -78,26 +155,100 @@ impl Default for StoreConfig {
     }
 }
 
-/// memcached's flush marks: items updated at or before `oldest_live`, or
-/// (for an immediate flush) with a CAS below `oldest_cas`, are gone once
-/// `oldest_live` has been reached.
-#[derive(Clone, Copy, Debug, Default)]
-struct FlushMark {
-    oldest_live: u64,
-    oldest_cas: u64,
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Queue {
+    Small,
+    Main,
+}
+
+struct Segment {
+    /// None while the segment id is free.
+    data: Option<Box<[u8]>>,
+    /// Write position of byte 0: CAS values and flush order come from it.
+    seq: u64,
+    /// Bytes written.
+    used: u32,
+    /// No more writes (the heads are sealed by flush_all).
+    sealed: bool,
+    live: u32,
+    live_bytes: u32,
+    /// Earliest relative expiry among its records (0: none). Lets the
+    /// crawler skip segments with nothing to reclaim.
+    min_exp: u32,
+    opened: u64,
+    queue: Queue,
+}
+
+/// A live item as read: valid until the store is next changed.
+pub struct ItemRef<'a> {
+    pub flags: u32,
+    pub cas: u64,
+    value: Value<'a>,
+}
+
+enum Value<'a> {
+    Inline(&'a [u8]),
+    Large(&'a LargeValue),
+}
+
+impl ItemRef<'_> {
+    pub fn value_len(&self) -> usize {
+        match self.value {
+            Value::Inline(v) => v.len(),
+            Value::Large(l) => l.len(),
+        }
+    }
+    /// Append the value to `out`.
+    pub fn copy_value(&self, out: &mut Vec<u8>) {
+        match self.value {
+            Value::Inline(v) => out.extend_from_slice(v),
+            Value::Large(l) => {
+                out.reserve(l.len());
+                for c in l.chunks() {
+                    out.extend_from_slice(c);
+                }
+            }
+        }
+    }
+    pub fn value_vec(&self) -> Vec<u8> {
+        let mut v = Vec::with_capacity(self.value_len());
+        self.copy_value(&mut v);
+        v
+    }
 }
 
 pub struct Store {
     cfg: StoreConfig,
+    /// log2 of the addressing unit (and record alignment).
+    unit_shift: u32,
+    /// The most `set_limit` can grant with this addressing.
+    max_limit: usize,
     index: HashTable<u32>,
-    items: Slab<Item>,
-    /// Most recently used end of the LRU list.
-    head: u32,
-    tail: u32,
-    used: usize,
+    segs: Vec<Segment>,
+    free_ids: Vec<u32>,
+    /// One freed segment buffer kept for reuse (counted in `blocks`).
+    spare: Option<Box<[u8]>>,
+    /// Segment buffers allocated, spare included.
+    blocks: usize,
+    small: VecDeque<u32>,
+    main: VecDeque<u32>,
     next_seq: u64,
-    flush: FlushMark,
-    crawl_cursor: usize,
+    large: Slab<LargeValue>,
+    large_bytes: usize,
+    /// Records being moved out of an evicted segment.
+    move_buf: Vec<u8>,
+    move_list: Vec<(u64, u32, usize, usize)>,
+    /// Segments whose `seq` is below this were written before a flush_all.
+    flush_seq: u64,
+    /// A delayed flush_all's deadline (Unix seconds), 0 when none.
+    flush_at: u64,
+    crawl_seg: usize,
+    crawl_off: usize,
+    crawl_min_exp: u32,
+    items: u64,
+    item_bytes: u64,
+    kv_bytes: u64,
+    sizes: [u64; SIZE_BUCKETS],
     pub stats: StoreStats,
 }
 
@@ -128,6 +279,10 @@ pub fn hash_key(key: &[u8], seed: u64) -> u64 {
 
 const INDEX_SEED: u64 = 0x5851_F42D_4C95_7F2D;
 
+fn index_hash(key: &[u8]) -> u64 {
+    hash_key(key, INDEX_SEED)
+}
+
 /// Turn a protocol exptime into an absolute Unix time (0 = never):
 /// up to 30 days is relative, more is absolute, negative is already past.
 pub fn absolute_expiry(exptime: i64, now: u64, started: u64) -> u64 {
@@ -142,28 +297,67 @@ pub fn absolute_expiry(exptime: i64, now: u64, started: u64) -> u64 {
     }
 }
 
+/// The segment data, key and header of one record, borrowed from the
+/// segment table (a free function so that callers can borrow the index
+/// mutably at the same time).
+fn record_at(segs: &[Segment], seg_bits: u32, unit_shift: u32, loc: u32) -> &[u8] {
+    let seg = (loc >> seg_bits) as usize;
+    let off = ((loc & ((1 << seg_bits) - 1)) as usize) << unit_shift;
+    let data = segs[seg].data.as_deref().expect("index points into a free segment");
+    &data[off..]
+}
+
+fn key_of(rec: &[u8]) -> &[u8] {
+    let h = record::parse(rec);
+    &rec[h.key_at..h.key_at + h.key_len]
+}
+
 impl Store {
-    pub fn new(cfg: StoreConfig) -> Self {
+    pub fn new(mut cfg: StoreConfig) -> Self {
+        // Room to grow the limit fourfold at runtime (cache_memlimit).
+        let want = cfg.limit.max(MIN_LIMIT).saturating_mul(4).max(1 << 30);
+        let mut unit_shift = 0;
+        while unit_shift < SEG_SHIFT && (1usize << (ADDRESS_BITS + unit_shift)) < want {
+            unit_shift += 1;
+        }
+        // Less two segments: ids are reused only after a segment is freed.
+        let max_limit = (1usize << (ADDRESS_BITS + unit_shift).min(usize::BITS - 2)) - 2 * SEG_SIZE;
+        cfg.limit = cfg.limit.clamp(MIN_LIMIT, max_limit);
         Store {
             cfg,
+            unit_shift,
+            max_limit,
             index: HashTable::new(),
-            items: Slab::new(),
-            head: NIL,
-            tail: NIL,
-            used: 0,
+            segs: Vec::new(),
+            free_ids: Vec::new(),
+            spare: None,
+            blocks: 0,
+            small: VecDeque::new(),
+            main: VecDeque::new(),
             next_seq: 0,
-            flush: FlushMark::default(),
-            crawl_cursor: 0,
+            large: Slab::new(),
+            large_bytes: 0,
+            move_buf: Vec::new(),
+            move_list: Vec::new(),
+            flush_seq: 0,
+            flush_at: 0,
+            crawl_seg: 0,
+            crawl_off: 0,
+            crawl_min_exp: 0,
+            items: 0,
+            item_bytes: 0,
+            kv_bytes: 0,
+            sizes: [0; SIZE_BUCKETS],
             stats: StoreStats::default(),
         }
     }
 
     pub fn curr_items(&self) -> u64 {
-        self.items.len() as u64
+        self.items
     }
-    /// Bytes charged for live items (keys, values, per-item overhead).
+    /// memcached's `bytes`: what the live items take, headers included.
     pub fn bytes(&self) -> u64 {
-        self.used as u64
+        self.item_bytes
     }
     pub fn limit(&self) -> usize {
         self.cfg.limit
@@ -171,36 +365,199 @@ impl Store {
     pub fn config(&self) -> &StoreConfig {
         &self.cfg
     }
+    /// Item counts by size bucket (see `size_bucket`).
+    pub fn sizes(&self) -> &[u64; SIZE_BUCKETS] {
+        &self.sizes
+    }
+
+    /// Everything counted against the limit. The buffer that items are
+    /// moved through may grow to a segment; it is charged as one from the
+    /// start so that moving never needs memory the limit has not granted.
+    pub fn memory_used(&self) -> usize {
+        (self.blocks + 1) * SEG_SIZE + self.large_bytes + self.index.allocation_size()
+    }
+
+    pub fn engine_stats(&self, now: u64) -> EngineStats {
+        let mut s = EngineStats {
+            memory: self.memory_used() as u64,
+            index_bytes: self.index.allocation_size() as u64,
+            large_bytes: self.large_bytes as u64,
+            key_value_bytes: self.kv_bytes,
+            item_bytes: self.item_bytes,
+            ..Default::default()
+        };
+        for seg in self.segs.iter().filter(|s| s.data.is_some()) {
+            s.segments += 1;
+            s.dead_bytes += u64::from(seg.used - seg.live_bytes);
+            if seg.queue == Queue::Small {
+                s.small_segments += 1;
+                s.small_items += u64::from(seg.live);
+            }
+            s.oldest_age = s.oldest_age.max(now.saturating_sub(seg.opened));
+        }
+        s
+    }
 
     /// Change the memory limit; shrinking evicts down to it at once.
     pub fn set_limit(&mut self, limit: usize, now: u64) {
-        self.cfg.limit = limit;
-        while self.used > self.cfg.limit && self.tail != NIL {
-            self.evict_tail(now);
+        self.cfg.limit = limit.clamp(MIN_LIMIT, self.max_limit);
+        if limit > self.max_limit {
+            log::warn!("memory per core capped at {} MiB by this core's addressing", self.max_limit >> 20);
         }
+        if self.spare.take().is_some() {
+            self.blocks -= 1;
+        }
+        while self.memory_used() > self.cfg.limit && self.evict_one(now, true) {}
     }
 
-    /// Look a key up for reading: bumps it in the LRU and marks it fetched.
-    /// With `touch`, also sets a new expiry (gat).
-    pub fn get(&mut self, key: &[u8], now: u64, touch: Option<u64>) -> Result<&Item, Miss> {
-        let idx = self.find_live(key, now)?;
-        self.bump(idx);
-        let item = &mut self.items[idx as usize];
-        item.fetched = true;
-        if let Some(exp) = touch {
-            item.exptime = exp;
+    fn live_segments(&self) -> usize {
+        self.small.len() + self.main.len()
+    }
+
+    // ---- addressing ---------------------------------------------------
+
+    fn seg_bits(&self) -> u32 {
+        SEG_SHIFT - self.unit_shift
+    }
+
+    fn loc(&self, seg: u32, off: usize) -> u32 {
+        (seg << self.seg_bits()) | (off >> self.unit_shift) as u32
+    }
+
+    fn split(&self, loc: u32) -> (usize, usize) {
+        let bits = self.seg_bits();
+        ((loc >> bits) as usize, ((loc & ((1 << bits) - 1)) as usize) << self.unit_shift)
+    }
+
+    fn align(&self, len: usize) -> usize {
+        let unit = 1usize << self.unit_shift;
+        (len + unit - 1) & !(unit - 1)
+    }
+
+    fn rec(&self, loc: u32) -> &[u8] {
+        record_at(&self.segs, self.seg_bits(), self.unit_shift, loc)
+    }
+
+    fn header(&self, loc: u32) -> Header {
+        record::parse(self.rec(loc))
+    }
+
+    /// The position a record's CAS value and flush order come from.
+    fn position(&self, loc: u32, h: &Header) -> u64 {
+        h.cas_pos.unwrap_or_else(|| {
+            let (seg, off) = self.split(loc);
+            self.segs[seg].seq + off as u64
+        })
+    }
+
+    fn cas_value(&self, pos: u64) -> u64 {
+        if self.cfg.use_cas { pos * self.cfg.cas_stride + self.cfg.cas_offset } else { 0 }
+    }
+
+    /// Expiry relative to process start, so that it fits 32 bits: 0 never,
+    /// otherwise `abs - started + 1` (anything before the start is 1).
+    fn rel_exp(&self, abs: u64) -> u32 {
+        if abs == 0 { 0 } else { (abs.max(self.cfg.started) - self.cfg.started + 1).min(u32::MAX as u64) as u32 }
+    }
+
+    fn now_rel(&self, now: u64) -> u32 {
+        self.rel_exp(now.max(1))
+    }
+
+    // ---- lookups ----------------------------------------------------------
+
+    fn find(&self, key: &[u8]) -> Option<u32> {
+        let (segs, bits, shift) = (&self.segs, self.seg_bits(), self.unit_shift);
+        self.index.find(index_hash(key), |&l| key_of(record_at(segs, bits, shift, l)) == key).copied()
+    }
+
+    /// Is the record at `loc` the one the index points to for its key?
+    fn is_live(&self, loc: u32, hash: u64) -> bool {
+        self.index.find(hash, |&l| l == loc).is_some()
+    }
+
+    fn dead(&self, loc: u32, h: &Header, now: u64) -> Option<Miss> {
+        if h.exp != 0 && h.exp <= self.now_rel(now) {
+            return Some(Miss::Expired);
         }
-        Ok(&self.items[idx as usize])
+        if self.segs[self.split(loc).0].seq < self.flush_seq {
+            return Some(Miss::Flushed);
+        }
+        None
+    }
+
+    /// Find a key, dropping it on the way if it has expired or been flushed.
+    fn find_live(&mut self, key: &[u8], now: u64) -> Result<(u32, Header), Miss> {
+        self.apply_flush(now);
+        let loc = self.find(key).ok_or(Miss::Absent)?;
+        let h = self.header(loc);
+        if let Some(miss) = self.dead(loc, &h, now) {
+            self.stats.reclaimed += 1;
+            if !h.fetched() {
+                self.stats.expired_unfetched += 1;
+            }
+            self.unlink(loc, &h, index_hash(key));
+            return Err(miss);
+        }
+        Ok((loc, h))
+    }
+
+    fn item_ref(&self, loc: u32, h: &Header) -> ItemRef<'_> {
+        let rec = self.rec(loc);
+        let value = if h.kind() == KIND_LARGE {
+            Value::Large(&self.large[record::large_handle(rec, h) as usize])
+        } else {
+            Value::Inline(&rec[h.body_at..h.body_at + h.value_len])
+        };
+        ItemRef { flags: h.flags, cas: self.cas_value(self.position(loc, h)), value }
+    }
+
+    fn info_byte(&mut self, loc: u32) -> &mut u8 {
+        let (seg, off) = self.split(loc);
+        &mut self.segs[seg].data.as_mut().expect("live segment")[off]
+    }
+
+    // ---- commands ---------------------------------------------------------
+
+    /// Look a key up for reading: counts the access and marks it fetched.
+    pub fn get(&mut self, key: &[u8], now: u64) -> Result<ItemRef<'_>, Miss> {
+        let (loc, h) = self.find_live(key, now)?;
+        record::mark_fetched(self.info_byte(loc));
+        Ok(self.item_ref(loc, &h))
+    }
+
+    /// gat: read a key and give it a new expiry (absolute, 0 = never). The
+    /// item is handed to `f` while it is valid; an expiry already past
+    /// still returns it once, as memcached does.
+    pub fn get_and_touch<R>(
+        &mut self,
+        key: &[u8],
+        now: u64,
+        exptime: u64,
+        f: impl FnOnce(&ItemRef<'_>) -> R,
+    ) -> Result<R, Miss> {
+        let (loc, h) = self.find_live(key, now)?;
+        record::mark_fetched(self.info_byte(loc));
+        let exp = self.rel_exp(exptime);
+        if exp != 0 && exp <= self.now_rel(now) {
+            let r = f(&self.item_ref(loc, &h));
+            self.unlink(loc, &h, index_hash(key));
+            return Ok(r);
+        }
+        // Writing it again may have moved or (in a tiny cache) evicted it.
+        if !self.retime(key, loc, exptime, now) {
+            return Err(Miss::Absent);
+        }
+        let loc = self.find(key).ok_or(Miss::Absent)?;
+        let h = self.header(loc);
+        Ok(f(&self.item_ref(loc, &h)))
     }
 
     pub fn touch(&mut self, key: &[u8], exptime: u64, now: u64) -> bool {
         match self.find_live(key, now) {
-            Ok(idx) => {
-                self.bump(idx);
-                let item = &mut self.items[idx as usize];
-                item.exptime = exptime;
-                item.fetched = true;
-                true
+            Ok((loc, _)) => {
+                record::mark_fetched(self.info_byte(loc));
+                self.retime(key, loc, exptime, now)
             }
             Err(_) => false,
         }
@@ -208,8 +565,8 @@ impl Store {
 
     pub fn delete(&mut self, key: &[u8], now: u64) -> bool {
         match self.find_live(key, now) {
-            Ok(idx) => {
-                self.unlink(idx);
+            Ok((loc, h)) => {
+                self.unlink(loc, &h, index_hash(key));
                 true
             }
             Err(_) => false,
@@ -230,260 +587,597 @@ impl Store {
     ) -> StoreOutcome {
         let old = self.find_live(key, now).ok();
         match (mode, old) {
-            (StoreMode::Add, Some(idx)) => {
+            (StoreMode::Add, Some((loc, _))) => {
                 // memcached bumps the existing item on a failed add.
-                self.bump(idx);
+                let info = self.info_byte(loc);
+                let fetched = *info & record::FETCHED;
+                record::mark_fetched(info);
+                *info = (*info & !record::FETCHED) | fetched;
                 return StoreOutcome::NotStored;
             }
             (StoreMode::Replace | StoreMode::Append | StoreMode::Prepend, None) => return StoreOutcome::NotStored,
             (StoreMode::Cas, None) => return StoreOutcome::NotFound,
             // Without CAS (-C) no unique ever matches, as in memcached.
-            (StoreMode::Cas, Some(idx)) if !self.cfg.use_cas || self.items[idx as usize].cas != cas => {
+            (StoreMode::Cas, Some((loc, h))) if !self.cfg.use_cas || self.cas_value(self.position(loc, &h)) != cas => {
                 return StoreOutcome::Exists;
             }
             _ => {}
         }
-        let new = match (mode, old) {
-            (StoreMode::Append, Some(idx)) => {
-                let o = &self.items[idx as usize];
-                Item::new(key, &[o.value(), data], o.flags, o.exptime)
+        let stored = match (mode, old) {
+            (StoreMode::Append | StoreMode::Prepend, Some((loc, h))) => {
+                let old_value = self.item_ref(loc, &h).value_vec();
+                let parts: [&[u8]; 2] = if mode == StoreMode::Append { [&old_value, data] } else { [data, &old_value] };
+                let meta = Meta { flags: h.flags, exp: h.exp, ..Default::default() };
+                self.insert(key, meta, &parts, now)
             }
-            (StoreMode::Prepend, Some(idx)) => {
-                let o = &self.items[idx as usize];
-                Item::new(key, &[data, o.value()], o.flags, o.exptime)
+            _ => {
+                let meta = Meta { flags, exp: self.rel_exp(exptime), ..Default::default() };
+                self.insert(key, meta, &[data], now)
             }
-            _ => Item::new(key, &[data], flags, exptime),
         };
-        self.put(new, old, mode == StoreMode::Set, now)
+        if stored {
+            self.stats.total_items += 1;
+            return StoreOutcome::Stored;
+        }
+        // memcached drops the old value when a set cannot be stored.
+        if mode == StoreMode::Set
+            && let Some(loc) = self.find(key)
+        {
+            let h = self.header(loc);
+            self.unlink(loc, &h, index_hash(key));
+        }
+        StoreOutcome::NoMemory
     }
 
     pub fn arith(&mut self, key: &[u8], incr: bool, delta: u64, now: u64) -> ArithOutcome {
-        let Ok(idx) = self.find_live(key, now) else {
+        let Ok((loc, h)) = self.find_live(key, now) else {
             return ArithOutcome::NotFound;
         };
-        let old = &self.items[idx as usize];
-        let Some(cur) = crate::protocol::parse::parse_stored_number(old.value()).filter(|_| !old.value().is_empty())
-        else {
+        let item = self.item_ref(loc, &h);
+        // Like memcached's strtoull, only the leading digits and the byte
+        // after them matter, so a large value's first chunk is enough.
+        let head = match item.value {
+            Value::Inline(v) => v,
+            Value::Large(l) => l.chunks().first().map_or(&[][..], |c| &c[..]),
+        };
+        let number = if head.is_empty() { None } else { crate::protocol::parse::parse_stored_number(head) };
+        let Some(cur) = number else {
             return ArithOutcome::NonNumeric;
         };
         let v = if incr { cur.wrapping_add(delta) } else { cur.saturating_sub(delta) };
         let mut digits = Vec::with_capacity(20);
         crate::protocol::encode::encode_u64(&mut digits, v);
-        let old_len = old.value().len();
-        if digits.len() <= old_len {
-            // Like memcached: rewrite in place, padding with spaces.
-            let cas = self.next_cas();
-            self.bump(idx);
-            let item = &mut self.items[idx as usize];
-            let value = item.value_mut();
-            value[..digits.len()].copy_from_slice(&digits);
-            value[digits.len()..].fill(b' ');
-            item.cas = cas;
-            item.time = now;
-            return ArithOutcome::Value(v);
+        // Like memcached, a shorter number keeps the old length, padded with
+        // spaces (memcached rewrites it in place).
+        if digits.len() < h.value_len {
+            digits.resize(h.value_len, b' ');
         }
-        let new = Item::new(key, &[&digits], old.flags, old.exptime);
-        match self.put(new, Some(idx), false, now) {
-            StoreOutcome::Stored => ArithOutcome::Value(v),
-            _ => ArithOutcome::NoMemory,
-        }
+        let meta = Meta { flags: h.flags, exp: h.exp, fetched: h.fetched(), freq: h.freq(), ..Default::default() };
+        if self.insert(key, meta, &[&digits], now) { ArithOutcome::Value(v) } else { ArithOutcome::NoMemory }
     }
 
     /// Invalidate everything written before now (`at == 0`) or, from the
-    /// absolute second `at` on, everything written before `at`. O(1): items
-    /// are dropped when next seen or by `crawl`.
+    /// absolute second `at` on, everything written before `at`. O(1): the
+    /// segments written before it are dead from then on; their items are
+    /// dropped when next seen or by `crawl`.
     pub fn flush(&mut self, at: u64, now: u64) {
         if at == 0 || at <= now {
-            self.flush = FlushMark { oldest_live: now.saturating_sub(1).max(1), oldest_cas: self.next_seq_cas() };
+            self.flush_at = 0;
+            self.flush_now();
         } else {
-            self.flush = FlushMark { oldest_live: at - 1, oldest_cas: 0 };
+            self.flush_at = at;
         }
     }
 
-    /// Reclaim expired and flushed items among the next `budget` slots, so
-    /// that memory comes back without waiting for a read or eviction.
-    pub fn crawl(&mut self, now: u64, budget: usize) -> usize {
-        let cap = self.items.capacity();
-        if cap == 0 {
-            return 0;
+    fn flush_now(&mut self) {
+        self.flush_seq = self.next_seq;
+        for id in self.small.back().into_iter().chain(self.main.back()) {
+            self.segs[*id as usize].sealed = true;
         }
-        let mut reclaimed = 0;
-        for _ in 0..budget.min(cap) {
-            let i = self.crawl_cursor % cap;
-            self.crawl_cursor = (i + 1) % cap;
-            if let Some(item) = self.items.get(i)
-                && self.dead(item, now).is_some()
-            {
-                self.stats.crawler_reclaimed += 1;
-                if !item.fetched {
+    }
+
+    /// A delayed flush takes effect before anything else happens at or
+    /// after its deadline, so items written from then on survive it.
+    fn apply_flush(&mut self, now: u64) {
+        if self.flush_at != 0 && now >= self.flush_at {
+            self.flush_at = 0;
+            self.flush_now();
+        }
+    }
+
+    // ---- writing ----------------------------------------------------------
+
+    /// Write a new version of `key` and point the index at it, replacing
+    /// whatever version was there. False when no room could be made.
+    fn insert(&mut self, key: &[u8], mut meta: Meta, parts: &[&[u8]], now: u64) -> bool {
+        let value_len: usize = parts.iter().map(|p| p.len()).sum();
+        meta.kind = KIND_INLINE;
+        let mut len = record::record_len(&meta, key.len(), value_len);
+        let mut handle = None;
+        if len > INLINE_MAX {
+            if !self.make_room(LargeValue::charge(value_len), now) {
+                return false;
+            }
+            self.large_bytes += LargeValue::charge(value_len);
+            handle = Some(self.large.insert(LargeValue::from_parts(parts)) as u32);
+            meta.kind = KIND_LARGE;
+            len = record::record_len(&meta, key.len(), value_len);
+        }
+        let Some(loc) = self.reserve(Queue::Small, self.align(len), now, true) else {
+            if let Some(h) = handle {
+                self.free_large(h);
+            }
+            return false;
+        };
+        {
+            let (seg, off) = self.split(loc);
+            let dst = &mut self.segs[seg].data.as_mut().expect("head segment")[off..off + len];
+            let mut at = record::write_head(dst, &meta, key, value_len);
+            match handle {
+                Some(h) => dst[at..at + 4].copy_from_slice(&h.to_le_bytes()),
+                None => {
+                    for p in parts {
+                        dst[at..at + p.len()].copy_from_slice(p);
+                        at += p.len();
+                    }
+                }
+            }
+        }
+        self.account_new(loc, len);
+        let hash = index_hash(key);
+        let (segs, bits, shift) = (&self.segs, self.seg_bits(), self.unit_shift);
+        let replaced = match self.index.find_mut(hash, |&l| key_of(record_at(segs, bits, shift, l)) == key) {
+            Some(slot) => Some(std::mem::replace(slot, loc)),
+            None => {
+                self.index.insert_unique(hash, loc, |&l| index_hash(key_of(record_at(segs, bits, shift, l))));
+                None
+            }
+        };
+        if let Some(old) = replaced {
+            let h = self.header(old);
+            self.account_gone(old, &h, true);
+        }
+        // The index may have grown past the limit.
+        while self.memory_used() > self.cfg.limit && self.evict_one(now, self.cfg.evict) {}
+        true
+    }
+
+    /// Give an item a new expiry, in place when its record has the field,
+    /// else by writing it again (keeping its CAS value). False when it
+    /// could not be written again.
+    fn retime(&mut self, key: &[u8], loc: u32, abs: u64, now: u64) -> bool {
+        let exp = self.rel_exp(abs);
+        let h = self.header(loc);
+        let (seg, off) = self.split(loc);
+        if let Some(at) = h.exp_at {
+            let data = self.segs[seg].data.as_mut().expect("live segment");
+            data[off + at..off + at + 4].copy_from_slice(&exp.to_le_bytes());
+            let s = &mut self.segs[seg];
+            if exp != 0 && (s.min_exp == 0 || exp < s.min_exp) {
+                s.min_exp = exp;
+            }
+            return true;
+        }
+        if exp == 0 {
+            return true;
+        }
+        if exp <= self.now_rel(now) {
+            // Already past: gone, as memcached would find it next time.
+            self.unlink(loc, &h, index_hash(key));
+            return true;
+        }
+        // Only inline records lack the field (see record::has_exp). Writing
+        // it again needs room: with -M and a full store this can fail.
+        let meta = Meta { exp, cas_pos: Some(self.position(loc, &h)), ..h.meta() };
+        let value = self.rec(loc)[h.body_at..h.body_at + h.value_len].to_vec();
+        self.insert(key, meta, &[&value], now)
+    }
+
+    /// Make sure the head of `queue` has `len` free bytes, opening a new
+    /// segment (and evicting, when `may_evict`) if needed. Returns where the
+    /// record goes and advances the head past it.
+    fn reserve(&mut self, queue: Queue, len: usize, now: u64, may_evict: bool) -> Option<u32> {
+        debug_assert!(len <= SEG_SIZE);
+        loop {
+            let q = if queue == Queue::Small { &self.small } else { &self.main };
+            if let Some(&id) = q.back() {
+                let s = &mut self.segs[id as usize];
+                if !s.sealed && SEG_SIZE - s.used as usize >= len {
+                    let off = s.used as usize;
+                    s.used += len as u32;
+                    return Some(self.loc(id, off));
+                }
+            }
+            // Evicting may itself leave room at the head (items moved
+            // there), so look again after each step.
+            if let Some(block) = self.spare.take() {
+                self.open_segment(queue, block, now);
+            } else if self.memory_used() + SEG_SIZE <= self.cfg.limit {
+                self.blocks += 1;
+                self.open_segment(queue, vec![0u8; SEG_SIZE].into_boxed_slice(), now);
+            } else if !may_evict || !self.evict_one(now, self.cfg.evict) {
+                return None;
+            }
+        }
+    }
+
+    fn open_segment(&mut self, queue: Queue, block: Box<[u8]>, now: u64) {
+        let seg = Segment {
+            data: Some(block),
+            seq: self.next_seq,
+            used: 0,
+            sealed: false,
+            live: 0,
+            live_bytes: 0,
+            min_exp: 0,
+            opened: now,
+            queue,
+        };
+        self.next_seq += SEG_SIZE as u64;
+        let id = match self.free_ids.pop() {
+            Some(id) => {
+                self.segs[id as usize] = seg;
+                id
+            }
+            None => {
+                self.segs.push(seg);
+                (self.segs.len() - 1) as u32
+            }
+        };
+        match queue {
+            Queue::Small => self.small.push_back(id),
+            Queue::Main => self.main.push_back(id),
+        }
+    }
+
+    /// Evict until `bytes` more fit under the limit.
+    fn make_room(&mut self, bytes: usize, now: u64) -> bool {
+        if bytes > self.cfg.limit {
+            return false;
+        }
+        if self.memory_used() + bytes > self.cfg.limit && self.spare.take().is_some() {
+            self.blocks -= 1;
+        }
+        while self.memory_used() + bytes > self.cfg.limit {
+            if !self.evict_one(now, self.cfg.evict) {
+                return false;
+            }
+        }
+        true
+    }
+
+    /// Count a record that the index is about to point at.
+    fn account_new(&mut self, loc: u32, rec_len: usize) {
+        let h = self.header(loc);
+        debug_assert_eq!(self.align(h.len()), self.align(rec_len));
+        let (seg, _) = self.split(loc);
+        let s = &mut self.segs[seg];
+        s.live += 1;
+        s.live_bytes += h.len() as u32;
+        if h.exp != 0 && (s.min_exp == 0 || h.exp < s.min_exp) {
+            s.min_exp = h.exp;
+        }
+        let size = h.len() + if h.kind() == KIND_LARGE { h.value_len } else { 0 };
+        self.items += 1;
+        self.item_bytes += size as u64;
+        self.kv_bytes += (h.key_len + h.value_len) as u64;
+        self.sizes[size_bucket(size)] += 1;
+    }
+
+    /// Undo `account_new` for a record that is no longer live (the index
+    /// no longer points at it), freeing its large value unless told not to.
+    fn account_gone(&mut self, loc: u32, h: &Header, free_large: bool) {
+        let (seg, _) = self.split(loc);
+        let is_large = h.kind() == KIND_LARGE;
+        let s = &mut self.segs[seg];
+        s.live -= 1;
+        s.live_bytes -= h.len() as u32;
+        let size = h.len() + if is_large { h.value_len } else { 0 };
+        self.items -= 1;
+        self.item_bytes -= size as u64;
+        self.kv_bytes -= (h.key_len + h.value_len) as u64;
+        self.sizes[size_bucket(size)] -= 1;
+        if is_large && free_large {
+            let handle = record::large_handle(self.rec(loc), h);
+            self.free_large(handle);
+        }
+    }
+
+    fn free_large(&mut self, handle: u32) {
+        let v = self.large.remove(handle as usize);
+        self.large_bytes -= LargeValue::charge(v.len());
+    }
+
+    /// Remove a live item: index entry, accounting, large value.
+    fn unlink(&mut self, loc: u32, h: &Header, hash: u64) {
+        if let Ok(e) = self.index.find_entry(hash, |&l| l == loc) {
+            e.remove();
+        }
+        self.account_gone(loc, h, true);
+    }
+
+    /// The record at `off` in segment `id`, for walking a segment: its
+    /// location, header, key hash, whether it is the live version of its
+    /// key, and where the next record starts.
+    fn walk(&self, id: u32, off: usize) -> (u32, Header, u64, bool, usize) {
+        let loc = self.loc(id, off);
+        let h = self.header(loc);
+        let hash = index_hash(&self.rec(loc)[h.key_at..h.key_at + h.key_len]);
+        (loc, h, hash, self.is_live(loc, hash), off + self.align(h.len()))
+    }
+
+    // ---- eviction ---------------------------------------------------------
+
+    /// Free one segment: the small queue's oldest while that queue holds
+    /// more than its tenth, else the main queue's oldest. Its live items
+    /// that were read since they were written move to the main queue's head
+    /// (see MAIN_MOVE_CAP); the rest are evicted. With `evict` false
+    /// (`-M`) only a segment without live unexpired items may go. Returns
+    /// false when nothing could be freed.
+    fn evict_one(&mut self, now: u64, evict: bool) -> bool {
+        let total = self.live_segments();
+        let small_share = (total / 10).max(1);
+        let from_small = !self.small.is_empty() && (self.small.len() > small_share || self.main.is_empty());
+        let victim = if from_small { self.small.front() } else { self.main.front() };
+        let Some(&victim) = victim else {
+            return false;
+        };
+        if !evict {
+            return self.compact_one(now);
+        }
+        self.evict_segment(victim, now);
+        true
+    }
+
+    /// Without eviction (`-M`), room comes only from dead items: free the
+    /// segment with the most bytes of overwritten, deleted or expired items,
+    /// moving its live items to its queue's head. False when no segment has
+    /// any.
+    fn compact_one(&mut self, now: u64) -> bool {
+        let heads = [self.small.back().copied(), self.main.back().copied()];
+        let now_rel = self.now_rel(now);
+        let mut best: Option<(u32, u32)> = None;
+        for &id in self.small.iter().chain(self.main.iter()) {
+            if heads.contains(&Some(id)) {
+                continue;
+            }
+            let g = &self.segs[id as usize];
+            let dead = g.used - g.live_bytes;
+            let expiring = g.min_exp != 0 && g.min_exp <= now_rel;
+            if (dead > 0 || expiring || g.seq < self.flush_seq) && best.is_none_or(|(_, d)| dead > d) {
+                best = Some((id, dead));
+            }
+        }
+        let Some((id, _)) = best else {
+            return false;
+        };
+        // Moved items gain 8 bytes (their CAS position); compact only when
+        // that leaves room to spare.
+        let used = self.segs[id as usize].used as usize;
+        let mut needed = 0;
+        let mut off = 0;
+        while off < used {
+            let (loc, h, _, live, next) = self.walk(id, off);
+            off = next;
+            if live && self.dead(loc, &h, now).is_none() {
+                let meta = Meta { cas_pos: Some(0), ..h.meta() };
+                needed += self.align(record::record_len(&meta, h.key_len, h.value_len));
+            }
+        }
+        if needed >= used {
+            return false;
+        }
+        self.move_segment(id, now, false);
+        true
+    }
+
+    fn evict_segment(&mut self, id: u32, now: u64) {
+        self.move_segment(id, now, true);
+    }
+
+    /// Empty a segment and free it. Dead items are reclaimed. With `evict`,
+    /// live items read since they were written move to the main queue's
+    /// head and the others are evicted; without, every live item moves to
+    /// the head of the segment's own queue (compaction).
+    fn move_segment(&mut self, id: u32, now: u64, evict: bool) {
+        let queue = self.segs[id as usize].queue;
+        let from_small = queue == Queue::Small;
+        let dest = if evict { Queue::Main } else { queue };
+        match self.segs[id as usize].queue {
+            Queue::Small => self.small.retain(|&s| s != id),
+            Queue::Main => self.main.retain(|&s| s != id),
+        }
+        if evict {
+            self.stats.segments_evicted += 1;
+        }
+        let mut buf = std::mem::take(&mut self.move_buf);
+        let mut list = std::mem::take(&mut self.move_list);
+        buf.clear();
+        list.clear();
+        let used = self.segs[id as usize].used as usize;
+        let mut off = 0;
+        while off < used {
+            let (loc, h, hash, live, next) = self.walk(id, off);
+            off = next;
+            if !live {
+                continue;
+            }
+            if self.dead(loc, &h, now).is_some() {
+                self.stats.reclaimed += 1;
+                if !h.fetched() {
                     self.stats.expired_unfetched += 1;
                 }
-                self.unlink(i as u32);
-                reclaimed += 1;
+                self.unlink(loc, &h, hash);
+                continue;
+            }
+            let freq = match (evict, from_small) {
+                (false, _) => h.freq(),
+                (true, true) => 0,
+                (true, false) => h.freq().saturating_sub(1),
+            };
+            let meta = Meta { cas_pos: Some(self.position(loc, &h)), freq, ..h.meta() };
+            let new_len = record::record_len(&meta, h.key_len, h.value_len);
+            let cap = if from_small || !evict { SEG_SIZE } else { MAIN_MOVE_CAP };
+            if (h.freq() > 0 || !evict) && buf.len() + self.align(new_len) <= cap {
+                let rec = self.rec(loc);
+                let start = buf.len();
+                buf.resize(start + new_len, 0);
+                let at =
+                    record::write_head(&mut buf[start..], &meta, &rec[h.key_at..h.key_at + h.key_len], h.value_len);
+                let body = h.body_len();
+                buf[start + at..start + at + body].copy_from_slice(&rec[h.body_at..h.body_at + body]);
+                list.push((hash, loc, start, new_len));
+                continue;
+            }
+            self.stats.evictions += 1;
+            if !h.fetched() {
+                self.stats.evicted_unfetched += 1;
+            }
+            self.unlink(loc, &h, hash);
+        }
+        // The moved items still count as live in the old segment until they
+        // are written again; account for them there, then free it.
+        for &(_, loc, _, _) in &list {
+            let h = self.header(loc);
+            self.account_gone(loc, &h, false);
+        }
+        // The id is reused only after the moves, so that no new location
+        // equals an old one still in the index.
+        let block = self.segs[id as usize].data.take();
+        if self.spare.is_none() {
+            self.spare = block;
+        } else {
+            self.blocks -= 1;
+        }
+        for &(hash, old, start, len) in &list {
+            let rec = &buf[start..start + len];
+            let Some(loc) = self.reserve(dest, self.align(len), now, false) else {
+                // Cannot happen: the moves fit the head's room plus the
+                // block just freed. Should it, drop the item.
+                if let Ok(e) = self.index.find_entry(hash, |&l| l == old) {
+                    e.remove();
+                }
+                self.stats.evictions += 1;
+                continue;
+            };
+            let (seg, off) = self.split(loc);
+            self.segs[seg].data.as_mut().expect("head segment")[off..off + len].copy_from_slice(rec);
+            if let Some(slot) = self.index.find_mut(hash, |&l| l == old) {
+                *slot = loc;
+            }
+            self.account_new(loc, len);
+            self.stats.moved += 1;
+        }
+        self.free_ids.push(id);
+        self.move_buf = buf;
+        self.move_list = list;
+    }
+
+    // ---- expiry -----------------------------------------------------------
+
+    /// Reclaim expired and flushed items, walking at most `budget` records
+    /// (and skipping segments with nothing to reclaim), so that memory comes
+    /// back without waiting for a read or eviction. Segments left without
+    /// live items are freed. Returns the items reclaimed.
+    pub fn crawl(&mut self, now: u64, budget: usize) -> usize {
+        self.apply_flush(now);
+        let now_rel = self.now_rel(now);
+        let mut work = 0;
+        let mut reclaimed = 0;
+        let mut visited = 0;
+        while work < budget && visited <= self.segs.len() {
+            if self.crawl_seg >= self.segs.len() {
+                self.crawl_seg = 0;
+                self.crawl_off = 0;
+                if self.segs.is_empty() {
+                    break;
+                }
+            }
+            let id = self.crawl_seg as u32;
+            let seg = &self.segs[self.crawl_seg];
+            let is_head = self.small.back() == Some(&id) || self.main.back() == Some(&id);
+            if seg.data.is_none() {
+                self.next_crawl_seg(&mut visited, &mut work);
+                continue;
+            }
+            if seg.live == 0 && !is_head {
+                self.free_segment(id);
+                self.next_crawl_seg(&mut visited, &mut work);
+                continue;
+            }
+            let flushed = seg.seq < self.flush_seq;
+            if !flushed && (seg.min_exp == 0 || seg.min_exp > now_rel) {
+                self.next_crawl_seg(&mut visited, &mut work);
+                continue;
+            }
+            if self.crawl_off == 0 {
+                self.crawl_min_exp = 0;
+            }
+            let used = seg.used as usize;
+            while self.crawl_off < used && work < budget {
+                let (loc, h, hash, live, next) = self.walk(id, self.crawl_off);
+                self.crawl_off = next;
+                work += 1;
+                if !live {
+                    continue;
+                }
+                if self.dead(loc, &h, now).is_some() {
+                    self.stats.crawler_reclaimed += 1;
+                    if !h.fetched() {
+                        self.stats.expired_unfetched += 1;
+                    }
+                    self.unlink(loc, &h, hash);
+                    reclaimed += 1;
+                } else if h.exp != 0 && (self.crawl_min_exp == 0 || h.exp < self.crawl_min_exp) {
+                    self.crawl_min_exp = h.exp;
+                }
+            }
+            if self.crawl_off >= used {
+                let seg = &mut self.segs[id as usize];
+                // Records appended meanwhile were not walked; keep the old bound then.
+                if seg.used as usize == used {
+                    seg.min_exp = self.crawl_min_exp;
+                }
+                if seg.live == 0 && !is_head {
+                    self.free_segment(id);
+                }
+                self.next_crawl_seg(&mut visited, &mut work);
             }
         }
         reclaimed
     }
 
-    fn dead(&self, item: &Item, now: u64) -> Option<Miss> {
-        if item.exptime != 0 && item.exptime <= now {
-            return Some(Miss::Expired);
-        }
-        let f = self.flush;
-        if f.oldest_live != 0
-            && f.oldest_live <= now
-            && (item.time <= f.oldest_live || (f.oldest_cas != 0 && item.cas < f.oldest_cas))
-        {
-            return Some(Miss::Flushed);
-        }
-        None
+    fn next_crawl_seg(&mut self, visited: &mut usize, work: &mut usize) {
+        self.crawl_seg += 1;
+        self.crawl_off = 0;
+        *visited += 1;
+        *work += 1;
     }
 
-    fn find(&self, key: &[u8]) -> Option<u32> {
-        let h = hash_key(key, INDEX_SEED);
-        self.index.find(h, |&i| self.items[i as usize].key() == key).copied()
+    /// Release a segment that holds no live items.
+    fn free_segment(&mut self, id: u32) {
+        debug_assert_eq!(self.segs[id as usize].live, 0);
+        match self.segs[id as usize].queue {
+            Queue::Small => self.small.retain(|&s| s != id),
+            Queue::Main => self.main.retain(|&s| s != id),
+        }
+        self.segs[id as usize].data = None;
+        self.free_ids.push(id);
+        self.blocks -= 1;
     }
 
-    /// Find a key, dropping it on the way if it has expired or been flushed.
-    fn find_live(&mut self, key: &[u8], now: u64) -> Result<u32, Miss> {
-        let idx = self.find(key).ok_or(Miss::Absent)?;
-        let item = &self.items[idx as usize];
-        if let Some(miss) = self.dead(item, now) {
-            self.stats.reclaimed += 1;
-            if !item.fetched {
-                self.stats.expired_unfetched += 1;
-            }
-            self.unlink(idx);
-            return Err(miss);
-        }
-        Ok(idx)
-    }
-
-    fn next_cas(&mut self) -> u64 {
-        let c = self.next_seq_cas();
-        self.next_seq += 1;
-        c
-    }
-
-    fn next_seq_cas(&self) -> u64 {
-        self.next_seq * self.cfg.cas_stride + self.cfg.cas_offset
-    }
-
-    /// Insert `new`, replacing `old`, evicting from the LRU tail to make room.
-    /// When room cannot be made, `drop_old` says whether the old item goes
-    /// anyway (memcached does that for `set`).
-    fn put(&mut self, mut new: Item, old: Option<u32>, drop_old: bool, now: u64) -> StoreOutcome {
-        let charge = new.charge();
-        let freed = old.map_or(0, |i| self.items[i as usize].charge());
-        if charge > self.cfg.limit {
-            if drop_old && let Some(i) = old {
-                self.unlink(i);
-            }
-            return StoreOutcome::NoMemory;
-        }
-        while self.used - freed + charge > self.cfg.limit {
-            let victim = if self.tail == old.unwrap_or(NIL) { self.items[self.tail as usize].prev } else { self.tail };
-            if victim == NIL || !self.cfg.evict && self.dead(&self.items[victim as usize], now).is_none() {
-                if drop_old && let Some(i) = old {
-                    self.unlink(i);
-                }
-                return StoreOutcome::NoMemory;
-            }
-            self.evict(victim, now);
-        }
-        if let Some(i) = old {
-            self.unlink(i);
-        }
-        new.cas = self.next_cas();
-        new.time = now;
-        let h = hash_key(new.key(), INDEX_SEED);
-        self.used += charge;
-        let idx = self.items.insert(new) as u32;
-        let items = &self.items;
-        self.index.insert_unique(h, idx, |&i| hash_key(items[i as usize].key(), INDEX_SEED));
-        self.link_head(idx);
-        self.stats.total_items += 1;
-        StoreOutcome::Stored
-    }
-
-    fn evict_tail(&mut self, now: u64) {
-        let t = self.tail;
-        self.evict(t, now);
-    }
-
-    fn evict(&mut self, idx: u32, now: u64) {
-        let item = &self.items[idx as usize];
-        if self.dead(item, now).is_some() {
-            self.stats.reclaimed += 1;
-            if !item.fetched {
-                self.stats.expired_unfetched += 1;
-            }
-        } else {
-            self.stats.evictions += 1;
-            if !item.fetched {
-                self.stats.evicted_unfetched += 1;
-            }
-        }
-        self.unlink(idx);
-    }
-
-    /// Remove an item from index, LRU and accounting.
-    fn unlink(&mut self, idx: u32) {
-        let h = hash_key(self.items[idx as usize].key(), INDEX_SEED);
-        if let Ok(e) = self.index.find_entry(h, |&i| i == idx) {
-            e.remove();
-        }
-        self.lru_detach(idx);
-        let item = self.items.remove(idx as usize);
-        self.used -= item.charge();
-    }
-
-    fn bump(&mut self, idx: u32) {
-        if self.head != idx {
-            self.lru_detach(idx);
-            self.link_head(idx);
-        }
-    }
-
-    fn link_head(&mut self, idx: u32) {
-        let old_head = self.head;
-        {
-            let it = &mut self.items[idx as usize];
-            it.prev = NIL;
-            it.next = old_head;
-        }
-        if old_head != NIL {
-            self.items[old_head as usize].prev = idx;
-        } else {
-            self.tail = idx;
-        }
-        self.head = idx;
-    }
-
-    fn lru_detach(&mut self, idx: u32) {
-        let (prev, next) = {
-            let it = &self.items[idx as usize];
-            (it.prev, it.next)
-        };
-        if prev != NIL {
-            self.items[prev as usize].next = next;
-        } else {
-            self.head = next;
-        }
-        if next != NIL {
-            self.items[next as usize].prev = prev;
-        } else {
-            self.tail = prev;
-        }
-    }
-
-    /// Walk the LRU from the oldest item (tests and `stats` use it).
-    pub fn lru_keys_oldest_first(&self) -> Vec<Vec<u8>> {
+    /// Every live key, oldest segment first. O(items): for tests and fuzzing.
+    pub fn live_keys(&self) -> Vec<Vec<u8>> {
         let mut out = Vec::new();
-        let mut i = self.tail;
-        while i != NIL {
-            out.push(self.items[i as usize].key().to_vec());
-            i = self.items[i as usize].prev;
+        for &id in self.small.iter().chain(self.main.iter()) {
+            let mut off = 0;
+            while off < self.segs[id as usize].used as usize {
+                let (loc, h, _, live, next) = self.walk(id, off);
+                if live {
+                    out.push(self.rec(loc)[h.key_at..h.key_at + h.key_len].to_vec());
+                }
+                off = next;
+            }
         }
         out
     }

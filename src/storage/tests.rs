@@ -8,11 +8,25 @@ fn store(limit: usize) -> Store {
 }
 
 fn get(s: &mut Store, k: &str, now: u64) -> Option<Vec<u8>> {
-    s.get(k.as_bytes(), now, None).ok().map(|i| i.value().to_vec())
+    s.get(k.as_bytes(), now).ok().map(|i| i.value_vec())
 }
 
 fn set(s: &mut Store, k: &str, v: &str, now: u64) -> StoreOutcome {
     s.store(StoreMode::Set, k.as_bytes(), 0, 0, v.as_bytes(), 0, now)
+}
+
+fn cas_of(s: &mut Store, k: &str, now: u64) -> u64 {
+    s.get(k.as_bytes(), now).unwrap().cas
+}
+
+/// Accounting invariants that must hold after every operation.
+fn check(s: &Store) {
+    assert!(s.memory_used() <= s.limit(), "memory {} over limit {}", s.memory_used(), s.limit());
+    let keys = s.live_keys();
+    assert_eq!(keys.len() as u64, s.curr_items(), "live records and item count disagree");
+    assert_eq!(s.sizes().iter().sum::<u64>(), s.curr_items());
+    let live: u32 = s.segs.iter().filter(|g| g.data.is_some()).map(|g| g.live).sum();
+    assert_eq!(u64::from(live), s.curr_items());
 }
 
 #[test]
@@ -25,13 +39,14 @@ fn storage_modes_follow_memcached() {
     assert_eq!(s.store(StoreMode::Add, b"k", 0, 0, b"x", 0, NOW), StoreOutcome::NotStored);
     assert_eq!(s.store(StoreMode::Append, b"k", 9, 0, b">", 0, NOW), StoreOutcome::Stored);
     assert_eq!(s.store(StoreMode::Prepend, b"k", 9, 0, b"<", 0, NOW), StoreOutcome::Stored);
-    let item = s.get(b"k", NOW, None).unwrap();
-    assert_eq!((item.value(), item.flags), (&b"<mid>"[..], 5), "append/prepend keep the flags");
+    let item = s.get(b"k", NOW).unwrap();
+    assert_eq!((item.value_vec(), item.flags), (b"<mid>".to_vec(), 5), "append/prepend keep the flags");
     let cas = item.cas;
     assert_eq!(s.store(StoreMode::Cas, b"k", 0, 0, b"new", cas + 1, NOW), StoreOutcome::Exists);
     assert_eq!(s.store(StoreMode::Cas, b"k", 0, 0, b"new", cas, NOW), StoreOutcome::Stored);
     assert_eq!(s.store(StoreMode::Cas, b"k", 0, 0, b"again", cas, NOW), StoreOutcome::Exists);
     assert_eq!(get(&mut s, "k", NOW).unwrap(), b"new");
+    check(&s);
 }
 
 #[test]
@@ -39,11 +54,17 @@ fn cas_values_are_unique_and_strided_per_core() {
     let mut s = Store::new(StoreConfig { cas_stride: 4, cas_offset: 3, ..Default::default() });
     set(&mut s, "a", "1", NOW);
     set(&mut s, "b", "1", NOW);
-    let a = s.get(b"a", NOW, None).unwrap().cas;
-    let b = s.get(b"b", NOW, None).unwrap().cas;
+    let a = cas_of(&mut s, "a", NOW);
+    let b = cas_of(&mut s, "b", NOW);
     assert_ne!(a, b);
     assert_eq!(a % 4, 3);
     assert_eq!(b % 4, 3);
+    set(&mut s, "a", "2", NOW);
+    assert!(cas_of(&mut s, "a", NOW) > b, "a new version gets a new, larger CAS");
+    assert!(s.touch(b"a", NOW + 100, NOW));
+    let a2 = cas_of(&mut s, "a", NOW);
+    assert!(s.touch(b"a", NOW + 200, NOW));
+    assert_eq!(cas_of(&mut s, "a", NOW), a2, "touch keeps the CAS, like memcached");
 }
 
 #[test]
@@ -57,13 +78,16 @@ fn incr_decr_wrap_clamp_and_pad_like_memcached() {
     assert_eq!(s.arith(b"n", true, 2, NOW), ArithOutcome::Value(1));
     assert_eq!(get(&mut s, "n", NOW).unwrap(), b"1                   ");
     set(&mut s, "n", "9", NOW);
+    let before = cas_of(&mut s, "n", NOW);
     assert_eq!(s.arith(b"n", true, 1, NOW), ArithOutcome::Value(10));
     assert_eq!(get(&mut s, "n", NOW).unwrap(), b"10");
+    assert_ne!(cas_of(&mut s, "n", NOW), before, "incr changes the CAS");
     set(&mut s, "t", "abc", NOW);
     assert_eq!(s.arith(b"t", true, 1, NOW), ArithOutcome::NonNumeric);
     set(&mut s, "e", "", NOW);
     assert_eq!(s.arith(b"e", true, 1, NOW), ArithOutcome::NonNumeric);
     assert_eq!(s.arith(b"missing", true, 1, NOW), ArithOutcome::NotFound);
+    check(&s);
 }
 
 #[test]
@@ -79,13 +103,25 @@ fn expiry_rules() {
     let mut s = store(1 << 20);
     s.store(StoreMode::Set, b"k", 0, NOW + 2, b"v", 0, NOW);
     assert!(get(&mut s, "k", NOW + 1).is_some());
-    assert_eq!(s.get(b"k", NOW + 2, None).err(), Some(Miss::Expired));
+    assert_eq!(s.get(b"k", NOW + 2).err(), Some(Miss::Expired));
     assert_eq!(s.curr_items(), 0);
     s.store(StoreMode::Set, b"k", 0, 1, b"v", 0, NOW);
     assert!(get(&mut s, "k", NOW).is_none(), "negative exptime is already expired");
     s.store(StoreMode::Set, b"k", 0, NOW + 2, b"v", 0, NOW);
     assert!(s.touch(b"k", 0, NOW + 1));
     assert!(get(&mut s, "k", NOW + 100).is_some(), "touch to 0 removes the expiry");
+    // An item written without expiry gets one by touch and by gat.
+    set(&mut s, "t", "v", NOW);
+    assert!(s.touch(b"t", NOW + 5, NOW));
+    assert!(get(&mut s, "t", NOW + 4).is_some());
+    assert!(get(&mut s, "t", NOW + 5).is_none());
+    set(&mut s, "g", "v", NOW);
+    assert_eq!(s.get_and_touch(b"g", NOW, NOW + 3, |i| i.value_vec()).unwrap(), b"v");
+    set(&mut s, "p", "v", NOW);
+    assert_eq!(s.get_and_touch(b"p", NOW, 1, |i| i.value_vec()).unwrap(), b"v", "gat to the past returns it once");
+    assert!(get(&mut s, "p", NOW).is_none());
+    assert!(get(&mut s, "g", NOW + 3).is_none());
+    check(&s);
 }
 
 #[test]
@@ -94,9 +130,10 @@ fn flush_now_hides_older_items_but_not_newer() {
     set(&mut s, "old", "v", NOW);
     s.flush(0, NOW);
     set(&mut s, "new", "v", NOW);
-    assert_eq!(s.get(b"old", NOW, None).err(), Some(Miss::Flushed));
+    assert_eq!(s.get(b"old", NOW).err(), Some(Miss::Flushed));
     assert!(get(&mut s, "new", NOW).is_some());
     assert!(get(&mut s, "new", NOW + 5).is_some());
+    check(&s);
 }
 
 #[test]
@@ -104,76 +141,215 @@ fn delayed_flush_takes_effect_at_its_deadline() {
     let mut s = store(1 << 20);
     set(&mut s, "k", "v", NOW);
     s.flush(NOW + 10, NOW);
+    set(&mut s, "k2", "v", NOW + 9);
     assert!(get(&mut s, "k", NOW + 5).is_some());
     assert!(get(&mut s, "k", NOW + 10).is_none());
-    set(&mut s, "k", "v2", NOW + 11);
-    assert!(get(&mut s, "k", NOW + 12).is_some(), "items written after the deadline live");
+    assert!(get(&mut s, "k2", NOW + 10).is_none(), "written before the deadline");
+    set(&mut s, "k", "v2", NOW + 10);
+    assert!(get(&mut s, "k", NOW + 12).is_some(), "items written from the deadline on live");
+    check(&s);
 }
 
 #[test]
-fn crawl_reclaims_expired_items_without_reads() {
-    let mut s = store(1 << 30);
-    for i in 0..1000 {
-        s.store(StoreMode::Set, format!("k{i}").as_bytes(), 0, NOW + 2, b"v", 0, NOW);
+fn crawl_reclaims_expired_items_and_frees_their_segments() {
+    let mut s = store(64 << 20);
+    let value = [b'x'; 100];
+    for i in 0..100_000 {
+        s.store(StoreMode::Set, format!("k{i}").as_bytes(), 0, NOW + 2, &value, 0, NOW);
     }
     set(&mut s, "keep", "v", NOW);
+    let segments = s.engine_stats(NOW).segments;
+    assert!(segments > 30);
+    assert_eq!(s.crawl(NOW + 1, 1_000_000), 0, "nothing has expired yet");
     let mut n = 0;
-    for _ in 0..10 {
-        n += s.crawl(NOW + 3, 200);
+    let mut slices = 0;
+    while s.curr_items() > 1 {
+        n += s.crawl(NOW + 3, 5_000);
+        slices += 1;
+        assert!(slices < 100, "the crawler makes progress");
     }
-    assert_eq!(n, 1000);
-    assert_eq!(s.curr_items(), 1);
-    assert_eq!(s.bytes() as usize, 4 + 1 + ITEM_OVERHEAD);
+    assert_eq!(n, 100_000);
+    assert_eq!(s.stats.crawler_reclaimed, 100_000);
+    assert_eq!(s.stats.expired_unfetched, 100_000);
+    // "keep": 3 bytes of header, 4 of key, 1 of value.
+    assert_eq!(s.bytes(), 8);
+    s.crawl(NOW + 3, 1_000_000);
+    assert!(s.engine_stats(NOW).segments <= 2, "emptied segments are released");
+    assert_eq!(get(&mut s, "keep", NOW + 3).unwrap(), b"v");
+    check(&s);
 }
 
 #[test]
-fn full_store_evicts_least_recently_used() {
-    let per = 10 + ITEM_OVERHEAD + 2;
-    let mut s = store(per * 3);
-    set(&mut s, "k1", "0123456789", NOW);
-    set(&mut s, "k2", "0123456789", NOW);
-    set(&mut s, "k3", "0123456789", NOW);
-    get(&mut s, "k1", NOW);
-    set(&mut s, "k4", "0123456789", NOW);
-    assert!(get(&mut s, "k2", NOW).is_none(), "k2 was least recently used");
-    assert!(get(&mut s, "k1", NOW).is_some());
-    assert_eq!(s.stats.evictions, 1);
-    assert_eq!(s.stats.evicted_unfetched, 1);
-    assert!(s.bytes() as usize <= per * 3);
+fn flushed_segments_are_released_by_the_crawler() {
+    let mut s = store(64 << 20);
+    for i in 0..50_000 {
+        set(&mut s, &format!("k{i}"), "0123456789", NOW);
+    }
+    s.flush(0, NOW);
+    set(&mut s, "after", "v", NOW);
+    s.crawl(NOW, 10_000_000);
+    assert_eq!(s.curr_items(), 1);
+    assert!(s.engine_stats(NOW).segments <= 2);
+    check(&s);
+}
+
+#[test]
+fn full_store_keeps_what_is_read_and_evicts_what_is_not() {
+    let mut s = store(4 << 20);
+    let value = [b'v'; 200];
+    let hot: Vec<String> = (0..1000).map(|i| format!("hot{i}")).collect();
+    for k in &hot {
+        s.store(StoreMode::Set, k.as_bytes(), 0, 0, &value, 0, NOW);
+    }
+    // Write 10x the memory in items that are never read, reading the hot
+    // set now and then.
+    for i in 0..200_000 {
+        s.store(StoreMode::Set, format!("cold{i}").as_bytes(), 0, 0, &value, 0, NOW);
+        if i % 2000 == 0 {
+            for k in &hot {
+                assert!(get(&mut s, k, NOW).is_some(), "{k} was evicted although read");
+            }
+        }
+        assert!(s.memory_used() <= s.limit());
+    }
+    assert!(s.stats.evictions > 150_000);
+    assert!(s.stats.moved > 0);
+    assert_eq!(get(&mut s, "cold0", NOW), None);
+    check(&s);
+}
+
+#[test]
+fn moved_items_keep_their_cas_and_their_flush_order() {
+    let mut s = store(2 << 20);
+    set(&mut s, "k", "value", NOW);
+    let cas = cas_of(&mut s, "k", NOW);
+    for i in 0..50_000 {
+        set(&mut s, &format!("f{i}"), "0123456789012345678901234567890123456789", NOW);
+        if i % 1000 == 0 {
+            assert_eq!(cas_of(&mut s, "k", NOW), cas);
+        }
+    }
+    assert!(s.stats.moved > 0, "k was moved forward");
+    assert_eq!(cas_of(&mut s, "k", NOW), cas);
+    assert_eq!(s.store(StoreMode::Cas, b"k", 0, 0, b"new", cas, NOW), StoreOutcome::Stored);
+    s.flush(0, NOW);
+    assert!(get(&mut s, "k", NOW).is_none());
+    check(&s);
 }
 
 #[test]
 fn no_evict_mode_refuses_and_set_drops_old_value() {
-    let per = 10 + ITEM_OVERHEAD + 2;
-    let mut s = Store::new(StoreConfig { limit: per * 2, evict: false, ..Default::default() });
-    set(&mut s, "k1", "0123456789", NOW);
-    set(&mut s, "k2", "0123456789", NOW);
-    assert_eq!(set(&mut s, "k3", "0123456789", NOW), StoreOutcome::NoMemory);
-    assert_eq!(set(&mut s, "k1", "01234567890123456789", NOW), StoreOutcome::NoMemory);
-    assert!(get(&mut s, "k1", NOW).is_none(), "a failed set removes the old item");
-    assert!(get(&mut s, "k2", NOW).is_some());
-}
-
-#[test]
-fn replacing_the_lru_tail_never_evicts_itself() {
-    let per = 10 + ITEM_OVERHEAD + 2;
-    let mut s = store(per * 2);
-    set(&mut s, "k1", "0123456789", NOW);
-    set(&mut s, "k2", "0123456789", NOW);
-    assert_eq!(s.store(StoreMode::Append, b"k1", 0, 0, b"x", 0, NOW), StoreOutcome::Stored);
-    assert_eq!(get(&mut s, "k1", NOW).unwrap(), b"0123456789x");
-    assert!(get(&mut s, "k2", NOW).is_none());
+    let mut s = Store::new(StoreConfig { limit: MIN_LIMIT, evict: false, ..Default::default() });
+    let value = [b'v'; 1000];
+    let mut stored = 0;
+    while s.store(StoreMode::Set, format!("k{stored}").as_bytes(), 0, 0, &value, 0, NOW) == StoreOutcome::Stored {
+        stored += 1;
+        assert!(stored < 10_000);
+    }
+    assert!(stored > 500, "a 1 MiB store holds most of a megabyte of values ({stored})");
+    assert_eq!(s.stats.evictions, 0);
+    assert!(get(&mut s, "k0", NOW).is_some());
+    assert_eq!(s.store(StoreMode::Set, b"k0", 0, 0, &[b'w'; 2000], 0, NOW), StoreOutcome::NoMemory);
+    assert!(get(&mut s, "k0", NOW).is_none(), "a failed set removes the old item");
+    // Deleting makes room again once a segment is empty.
+    for i in 0..stored {
+        s.delete(format!("k{i}").as_bytes(), NOW);
+    }
+    assert_eq!(s.store(StoreMode::Set, b"again", 0, 0, &value, 0, NOW), StoreOutcome::Stored);
+    check(&s);
 }
 
 #[test]
 fn shrinking_the_limit_evicts_at_once() {
-    let mut s = store(1 << 20);
-    for i in 0..100 {
-        set(&mut s, &format!("k{i}"), "0123456789", NOW);
+    let mut s = store(16 << 20);
+    for i in 0..100_000 {
+        set(&mut s, &format!("k{i}"), "0123456789012345678901234567890123456789", NOW);
     }
-    s.set_limit(10 * (13 + ITEM_OVERHEAD), NOW);
-    assert!(s.bytes() as usize <= 10 * (13 + ITEM_OVERHEAD));
-    assert!(s.curr_items() <= 10 && s.curr_items() > 0);
+    let before = s.curr_items();
+    s.set_limit(2 << 20, NOW);
+    assert!(s.memory_used() <= 2 << 20);
+    assert!(s.curr_items() < before / 4 && s.curr_items() > 0);
+    s.set_limit(32 << 20, NOW);
+    assert_eq!(s.limit(), 32 << 20);
+    check(&s);
+}
+
+#[test]
+fn large_values_are_chunked_and_behave_like_small_ones() {
+    let mut s = store(64 << 20);
+    for len in [INLINE_MAX - 20, INLINE_MAX - 10, INLINE_MAX, INLINE_MAX + 1, 3 * SEG_SIZE + 5, 10 << 20] {
+        let v: Vec<u8> = (0..len).map(|i| (i * 7 % 251) as u8).collect();
+        let key = format!("big{len}");
+        assert_eq!(s.store(StoreMode::Set, key.as_bytes(), 42, 0, &v, 0, NOW), StoreOutcome::Stored);
+        let item = s.get(key.as_bytes(), NOW).unwrap();
+        assert_eq!(item.flags, 42);
+        assert_eq!(item.value_len(), len);
+        assert!(item.value_vec() == v, "value of {len} bytes comes back intact");
+    }
+    let big = "big10485760";
+    let cas = cas_of(&mut s, big, NOW);
+    assert!(s.touch(big.as_bytes(), NOW + 10, NOW));
+    assert_eq!(cas_of(&mut s, big, NOW), cas);
+    assert_eq!(s.store(StoreMode::Append, big.as_bytes(), 0, 0, b"tail", 0, NOW), StoreOutcome::Stored);
+    let v = s.get(big.as_bytes(), NOW).unwrap().value_vec();
+    assert_eq!(v.len(), (10 << 20) + 4);
+    assert_eq!(&v[v.len() - 4..], b"tail");
+    assert!(get(&mut s, big, NOW + 10).is_none(), "touch set its expiry");
+    let used = s.memory_used();
+    assert!(s.delete(format!("big{}", 3 * SEG_SIZE + 5).as_bytes(), NOW));
+    assert!(s.memory_used() < used - 3 * SEG_SIZE, "deleting frees the chunks");
+    assert_eq!(s.arith(format!("big{}", INLINE_MAX + 1).as_bytes(), true, 1, NOW), ArithOutcome::NonNumeric);
+    let mut number = b"41 ".to_vec();
+    number.resize(INLINE_MAX * 2, b'#');
+    s.store(StoreMode::Set, b"bignum", 0, 0, &number, 0, NOW);
+    assert_eq!(s.arith(b"bignum", true, 1, NOW), ArithOutcome::Value(42), "memcached reads the leading digits");
+    let v = s.get(b"bignum", NOW).unwrap().value_vec();
+    assert_eq!((&v[..3], v.len()), (&b"42 "[..], INLINE_MAX * 2));
+    check(&s);
+}
+
+#[test]
+fn large_values_are_evicted_to_make_room() {
+    let mut s = store(16 << 20);
+    let v = vec![b'L'; 3 << 20];
+    for i in 0..20 {
+        assert_eq!(s.store(StoreMode::Set, format!("L{i}").as_bytes(), 0, 0, &v, 0, NOW), StoreOutcome::Stored);
+        assert!(s.memory_used() <= s.limit());
+    }
+    assert!(get(&mut s, "L19", NOW).is_some());
+    assert!(get(&mut s, "L0", NOW).is_none());
+    assert_eq!(s.store(StoreMode::Set, b"huge", 0, 0, &vec![0u8; 17 << 20], 0, NOW), StoreOutcome::NoMemory);
+    check(&s);
+}
+
+/// Memory moves to the new size: after switching from 100-byte values to
+/// 10 KiB ones, the store holds about as many 10 KiB values as a store
+/// that only ever saw them (no size classes to calcify), and back.
+#[test]
+fn no_calcification_when_value_sizes_shift() {
+    let limit = 16 << 20;
+    let fill = |s: &mut Store, prefix: &str, size: usize, n: usize| {
+        let v = vec![b'x'; size];
+        for i in 0..n {
+            s.store(StoreMode::Set, format!("{prefix}{i}").as_bytes(), 0, 0, &v, 0, NOW);
+        }
+    };
+    let held = |s: &Store, size: usize| {
+        s.sizes().iter().enumerate().filter(|(b, _)| size_bucket(size) == *b).map(|(_, n)| *n).sum::<u64>()
+    };
+    let mut cold = store(limit);
+    fill(&mut cold, "big", 10_240, 4000);
+    let cold_big = cold.curr_items();
+    let mut s = store(limit);
+    fill(&mut s, "small", 100, 400_000);
+    fill(&mut s, "big", 10_240, 4000);
+    assert!(held(&s, 10_240 + 3 + 8) as f64 >= 0.8 * cold_big as f64, "{} vs {cold_big}", s.curr_items());
+    let mut cold = store(limit);
+    fill(&mut cold, "small", 100, 400_000);
+    let cold_small = cold.curr_items();
+    fill(&mut s, "small", 100, 400_000);
+    assert!(s.curr_items() as f64 >= 0.8 * cold_small as f64, "{} vs {cold_small}", s.curr_items());
+    check(&s);
 }
 
 /// Random operations against a plain map: with room for everything the
@@ -181,7 +357,7 @@ fn shrinking_the_limit_evicts_at_once() {
 /// value written and accounting must stay within the limit.
 #[test]
 fn random_operations_agree_with_a_model() {
-    for (limit, exact) in [(1usize << 30, true), (4000, false)] {
+    for (limit, keys, exact) in [(64usize << 20, 300u64, true), (MIN_LIMIT, 3000, false)] {
         let mut rng = 0x1234_5678_9abc_def0u64;
         let mut next = move || {
             rng ^= rng << 13;
@@ -190,40 +366,61 @@ fn random_operations_agree_with_a_model() {
             rng
         };
         let mut s = store(limit);
-        let mut model: HashMap<Vec<u8>, (Vec<u8>, u64)> = HashMap::new();
+        // key -> (value, flags, absolute expiry)
+        let mut model: HashMap<Vec<u8>, (Vec<u8>, u32, u64)> = HashMap::new();
         let mut now = NOW;
-        for _ in 0..50_000 {
-            let key = format!("k{}", next() % 64).into_bytes();
-            let live = |m: &HashMap<Vec<u8>, (Vec<u8>, u64)>, now: u64| {
-                m.get(&key).filter(|(_, e)| *e == 0 || *e > now).map(|(v, _)| v.clone())
+        for step in 0..60_000 {
+            let key = format!("k{}", next() % keys).into_bytes();
+            let live = |m: &HashMap<Vec<u8>, (Vec<u8>, u32, u64)>, now: u64| {
+                m.get(&key).filter(|(_, _, e)| *e == 0 || *e > now).cloned()
             };
-            match next() % 8 {
-                0..=2 => {
-                    let v = vec![b'a' + (next() % 26) as u8; (next() % 40) as usize];
+            let value = |n: &mut dyn FnMut() -> u64| {
+                let len = match n() % 10 {
+                    0 => (n() % 50_000) as usize,
+                    1..=3 => (n() % 1000) as usize,
+                    _ => (n() % 100) as usize,
+                };
+                let c = b'a' + (n() % 26) as u8;
+                vec![c; len]
+            };
+            match next() % 14 {
+                0..=3 => {
+                    let v = value(&mut next);
                     let exp = if next() % 4 == 0 { now + next() % 5 } else { 0 };
-                    let r = s.store(StoreMode::Set, &key, 0, exp, &v, 0, now);
+                    let flags = if next() % 3 == 0 { next() as u32 } else { 0 };
+                    let mode = [StoreMode::Set, StoreMode::Add, StoreMode::Replace][(next() % 3) as usize];
+                    let had = live(&model, now);
+                    let r = s.store(mode, &key, flags, exp, &v, 0, now);
+                    let want = match (mode, &had) {
+                        (StoreMode::Add, Some(_)) | (StoreMode::Replace, None) => StoreOutcome::NotStored,
+                        _ => StoreOutcome::Stored,
+                    };
+                    if exact {
+                        assert_eq!(r, want, "step {step} {mode:?}");
+                    }
                     if r == StoreOutcome::Stored {
-                        model.insert(key.clone(), (v, exp));
-                    } else {
+                        model.insert(key.clone(), (v, flags, exp));
+                    } else if r == StoreOutcome::NotStored && had.is_none() {
                         model.remove(&key);
                     }
                 }
-                3 => {
-                    let r = s.store(StoreMode::Append, &key, 0, 0, b"+", 0, now);
+                4 | 5 => {
+                    let append = next() % 2 == 0;
+                    let mode = if append { StoreMode::Append } else { StoreMode::Prepend };
+                    let r = s.store(mode, &key, 0, 0, b"+-", 0, now);
                     match (r, live(&model, now)) {
-                        (StoreOutcome::Stored, Some(mut v)) => {
-                            v.push(b'+');
-                            let e = model[&key].1;
-                            model.insert(key.clone(), (v, e));
+                        (StoreOutcome::Stored, Some((v, f, e))) => {
+                            let v = if append { [v, b"+-".to_vec()].concat() } else { [b"+-".to_vec(), v].concat() };
+                            model.insert(key.clone(), (v, f, e));
                         }
                         (StoreOutcome::NotStored, m) => {
-                            assert!(!exact || m.is_none());
+                            assert!(!exact || m.is_none(), "step {step}");
                             model.remove(&key);
                         }
-                        (r, m) => panic!("append gave {r:?} with model {m:?}"),
+                        (r, m) => panic!("step {step}: append gave {r:?} with model {m:?}"),
                     }
                 }
-                4 => {
+                6 => {
                     let deleted = s.delete(&key, now);
                     let had = live(&model, now).is_some();
                     if exact {
@@ -232,18 +429,103 @@ fn random_operations_agree_with_a_model() {
                     assert!(!deleted || had, "deleted something the model never had");
                     model.remove(&key);
                 }
-                5 => now += next() % 2,
-                _ => {
-                    let got = s.get(&key, now, None).ok().map(|i| i.value().to_vec());
-                    let want = live(&model, now);
+                7 => {
+                    let r = s.arith(&key, true, 3, now);
+                    match (r, live(&model, now)) {
+                        (ArithOutcome::NotFound, m) => {
+                            assert!(!exact || m.is_none());
+                            model.remove(&key);
+                        }
+                        (ArithOutcome::NonNumeric, Some(_)) => {}
+                        (ArithOutcome::Value(v), Some((old, f, e))) => {
+                            let cur: u64 = std::str::from_utf8(&old).unwrap().trim_end().parse().unwrap();
+                            assert_eq!(v, cur.wrapping_add(3));
+                            let mut digits = v.to_string().into_bytes();
+                            if digits.len() < old.len() {
+                                digits.resize(old.len(), b' ');
+                            }
+                            model.insert(key.clone(), (digits, f, e));
+                        }
+                        (r, m) => panic!("step {step}: incr gave {r:?} with model {m:?}"),
+                    }
+                    if next() % 2 == 0 {
+                        let n = format!("{}", next() % 1000);
+                        s.store(StoreMode::Set, &key, 0, 0, n.as_bytes(), 0, now);
+                        model.insert(key.clone(), (n.into_bytes(), 0, 0));
+                        let r = s.arith(&key, false, 1, now);
+                        let m = model.get_mut(&key).unwrap();
+                        let cur: u64 = std::str::from_utf8(&m.0).unwrap().trim_end().parse().unwrap();
+                        if let ArithOutcome::Value(v) = r {
+                            assert_eq!(v, cur.saturating_sub(1));
+                            let mut digits = v.to_string().into_bytes();
+                            if digits.len() < m.0.len() {
+                                digits.resize(m.0.len(), b' ');
+                            }
+                            m.0 = digits;
+                        } else {
+                            assert!(!exact, "step {step}: decr gave {r:?}");
+                            model.remove(&key);
+                        }
+                    }
+                }
+                8 => {
+                    let exp = if next() % 2 == 0 { now + 1 + next() % 5 } else { 0 };
+                    let touched = s.touch(&key, exp, now);
+                    let had = live(&model, now);
                     if exact {
-                        assert_eq!(got, want);
+                        assert_eq!(touched, had.is_some());
+                    }
+                    match had {
+                        Some((v, f, _)) if touched => {
+                            model.insert(key.clone(), (v, f, exp));
+                        }
+                        _ => {
+                            model.remove(&key);
+                        }
+                    }
+                }
+                9 => {
+                    let had = live(&model, now);
+                    let r = s.get(&key, now).ok().map(|i| i.cas);
+                    if let Some(cas) = r {
+                        let v = value(&mut next);
+                        let r =
+                            s.store(StoreMode::Cas, &key, 7, 0, &v, if next() % 4 == 0 { cas + 1 } else { cas }, now);
+                        if r == StoreOutcome::Stored {
+                            model.insert(key.clone(), (v, 7, 0));
+                        } else if r == StoreOutcome::NoMemory {
+                            model.remove(&key);
+                        }
+                    } else if exact {
+                        assert!(had.is_none());
+                    }
+                }
+                10 => now += next() % 2,
+                11 if next() % 200 == 0 => {
+                    s.flush(0, now);
+                    model.clear();
+                }
+                12 => {
+                    s.crawl(now, 100);
+                }
+                _ => {
+                    let got = s.get(&key, now).ok().map(|i| (i.value_vec(), i.flags));
+                    let want = live(&model, now).map(|(v, f, _)| (v, f));
+                    if exact {
+                        assert_eq!(got, want, "step {step}");
                     } else if got.is_some() {
-                        assert_eq!(got, want, "a hit must be the latest value");
+                        assert_eq!(got, want, "step {step}: a hit must be the latest value");
                     }
                 }
             }
-            assert!(s.bytes() as usize <= limit);
+            assert!(s.memory_used() <= s.limit(), "step {step}");
+            if step % 1000 == 0 {
+                check(&s);
+            }
+        }
+        check(&s);
+        if !exact {
+            assert!(s.stats.evictions > 0, "the small store had to evict");
         }
     }
 }

@@ -1,0 +1,257 @@
+//! The byte layout of one item inside a segment.
+//!
+//! ```text
+//! info    u8   kind (2 bits) | has_flags | has_exp | has_cas | fetched | freq (2 bits)
+//! klen    u8   key length, 1..=250
+//! vlen    LEB128, 1-5 bytes: the value's length (for a large item, the
+//!              whole value's, kept outside the segment)
+//! flags   u32  only when has_flags (most clients send 0)
+//! exp     u32  only when has_exp: seconds after `Store::started`, 0 = never
+//! cas     u64  only when has_cas: the item's original write position, kept
+//!              when the item is moved so that its CAS value survives
+//! key     klen bytes
+//! body    the value (inline) or a u32 handle to the large value
+//! ```
+//!
+//! A plain item with a 100-byte value therefore carries 3 bytes of header;
+//! everything memcached keeps per item beyond that (LRU links, refcount,
+//! slab class, time, CAS) is either derived from where the record sits or
+//! kept per segment.
+
+pub const KIND_INLINE: u8 = 0;
+pub const KIND_LARGE: u8 = 1;
+
+const KIND_MASK: u8 = 0b11;
+const HAS_FLAGS: u8 = 1 << 2;
+const HAS_EXP: u8 = 1 << 3;
+const HAS_CAS: u8 = 1 << 4;
+pub const FETCHED: u8 = 1 << 5;
+const FREQ_SHIFT: u8 = 6;
+pub const FREQ_MAX: u8 = 3;
+
+/// The fields a new record is written with.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Meta {
+    pub kind: u8,
+    pub flags: u32,
+    /// Relative expiry (see `Store::rel_exp`), 0 = never.
+    pub exp: u32,
+    /// Original write position, for a record that keeps its CAS when moved.
+    pub cas_pos: Option<u64>,
+    pub fetched: bool,
+    pub freq: u8,
+}
+
+/// A parsed record header: where the parts of the record are.
+#[derive(Clone, Copy, Debug)]
+pub struct Header {
+    pub info: u8,
+    pub flags: u32,
+    pub exp: u32,
+    pub cas_pos: Option<u64>,
+    /// Offset of the exp field from the record start (touch rewrites it).
+    pub exp_at: Option<usize>,
+    pub key_at: usize,
+    pub key_len: usize,
+    pub body_at: usize,
+    /// The value's length (whole value for a large item).
+    pub value_len: usize,
+}
+
+impl Header {
+    pub fn kind(&self) -> u8 {
+        self.info & KIND_MASK
+    }
+    /// Bytes the body takes inside the segment.
+    pub fn body_len(&self) -> usize {
+        if self.kind() == KIND_LARGE { 4 } else { self.value_len }
+    }
+    /// Record length before alignment.
+    pub fn len(&self) -> usize {
+        self.body_at + self.body_len()
+    }
+    pub fn fetched(&self) -> bool {
+        self.info & FETCHED != 0
+    }
+    pub fn freq(&self) -> u8 {
+        self.info >> FREQ_SHIFT
+    }
+    pub fn meta(&self) -> Meta {
+        Meta {
+            kind: self.kind(),
+            flags: self.flags,
+            exp: self.exp,
+            cas_pos: self.cas_pos,
+            fetched: self.fetched(),
+            freq: self.freq(),
+        }
+    }
+}
+
+/// Large records always carry the expiry field, so that touching one
+/// never has to write it again (and juggle its large value meanwhile).
+fn has_exp(meta: &Meta) -> bool {
+    meta.exp != 0 || meta.kind == KIND_LARGE
+}
+
+fn varint_len(mut v: usize) -> usize {
+    let mut n = 1;
+    while v >= 0x80 {
+        v >>= 7;
+        n += 1;
+    }
+    n
+}
+
+/// Length of the header a record with these fields gets.
+pub fn header_len(meta: &Meta, value_len: usize) -> usize {
+    2 + varint_len(value_len)
+        + if meta.flags != 0 { 4 } else { 0 }
+        + if has_exp(meta) { 4 } else { 0 }
+        + if meta.cas_pos.is_some() { 8 } else { 0 }
+}
+
+/// Length of a whole record (before alignment).
+pub fn record_len(meta: &Meta, key_len: usize, value_len: usize) -> usize {
+    let body = if meta.kind == KIND_LARGE { 4 } else { value_len };
+    header_len(meta, value_len) + key_len + body
+}
+
+/// Write a header and key at the start of `dst`; returns where the body
+/// goes. `dst` must hold `record_len` bytes.
+pub fn write_head(dst: &mut [u8], meta: &Meta, key: &[u8], value_len: usize) -> usize {
+    let mut info = meta.kind | (meta.freq.min(FREQ_MAX) << FREQ_SHIFT);
+    if meta.flags != 0 {
+        info |= HAS_FLAGS;
+    }
+    if has_exp(meta) {
+        info |= HAS_EXP;
+    }
+    if meta.cas_pos.is_some() {
+        info |= HAS_CAS;
+    }
+    if meta.fetched {
+        info |= FETCHED;
+    }
+    dst[0] = info;
+    dst[1] = key.len() as u8;
+    let mut at = 2;
+    let mut v = value_len;
+    loop {
+        let byte = (v & 0x7f) as u8;
+        v >>= 7;
+        if v == 0 {
+            dst[at] = byte;
+            at += 1;
+            break;
+        }
+        dst[at] = byte | 0x80;
+        at += 1;
+    }
+    if meta.flags != 0 {
+        dst[at..at + 4].copy_from_slice(&meta.flags.to_le_bytes());
+        at += 4;
+    }
+    if has_exp(meta) {
+        dst[at..at + 4].copy_from_slice(&meta.exp.to_le_bytes());
+        at += 4;
+    }
+    if let Some(c) = meta.cas_pos {
+        dst[at..at + 8].copy_from_slice(&c.to_le_bytes());
+        at += 8;
+    }
+    dst[at..at + key.len()].copy_from_slice(key);
+    at + key.len()
+}
+
+fn u32_at(b: &[u8], at: usize) -> u32 {
+    u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
+}
+
+/// Parse the header of the record starting at `rec[0]`.
+pub fn parse(rec: &[u8]) -> Header {
+    let info = rec[0];
+    let key_len = rec[1] as usize;
+    let mut at = 2;
+    let mut value_len = 0usize;
+    let mut shift = 0;
+    loop {
+        let b = rec[at];
+        at += 1;
+        value_len |= ((b & 0x7f) as usize) << shift;
+        if b & 0x80 == 0 {
+            break;
+        }
+        shift += 7;
+    }
+    let mut flags = 0;
+    if info & HAS_FLAGS != 0 {
+        flags = u32_at(rec, at);
+        at += 4;
+    }
+    let mut exp = 0;
+    let mut exp_at = None;
+    if info & HAS_EXP != 0 {
+        exp = u32_at(rec, at);
+        exp_at = Some(at);
+        at += 4;
+    }
+    let mut cas_pos = None;
+    if info & HAS_CAS != 0 {
+        let mut w = [0u8; 8];
+        w.copy_from_slice(&rec[at..at + 8]);
+        cas_pos = Some(u64::from_le_bytes(w));
+        at += 8;
+    }
+    Header { info, flags, exp, cas_pos, exp_at, key_at: at, key_len, body_at: at + key_len, value_len }
+}
+
+/// Note a read: set the fetched bit and count up the access frequency.
+pub fn mark_fetched(info: &mut u8) {
+    let freq = (*info >> FREQ_SHIFT).saturating_add(1).min(FREQ_MAX);
+    *info = (*info & !(FREQ_MAX << FREQ_SHIFT)) | FETCHED | (freq << FREQ_SHIFT);
+}
+
+/// The u32 stored in a large record's body.
+pub fn large_handle(rec: &[u8], h: &Header) -> u32 {
+    u32_at(rec, h.body_at)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn headers_round_trip_and_stay_small() {
+        for meta in [
+            Meta::default(),
+            Meta { flags: 7, ..Default::default() },
+            Meta { exp: 99, cas_pos: Some(1 << 40), fetched: true, freq: 2, ..Default::default() },
+            Meta { kind: KIND_LARGE, flags: u32::MAX, exp: 1, ..Default::default() },
+        ] {
+            for vlen in [0usize, 1, 127, 128, 100_000, 1 << 30] {
+                let key = b"some:key";
+                let mut buf = vec![0u8; 64];
+                let body = write_head(&mut buf, &meta, key, vlen);
+                let h = parse(&buf);
+                assert_eq!(h.body_at, body);
+                assert_eq!(h.body_at, header_len(&meta, vlen) + key.len());
+                assert_eq!(&buf[h.key_at..h.key_at + h.key_len], key);
+                assert_eq!((h.kind(), h.flags, h.exp, h.cas_pos), (meta.kind, meta.flags, meta.exp, meta.cas_pos));
+                assert_eq!((h.fetched(), h.freq(), h.value_len), (meta.fetched, meta.freq, vlen));
+            }
+        }
+        assert_eq!(header_len(&Meta::default(), 100), 3, "a plain 100-byte item has a 3-byte header");
+    }
+
+    #[test]
+    fn reads_count_up_to_the_cap() {
+        let mut info = KIND_INLINE;
+        for want in [1, 2, 3, 3] {
+            mark_fetched(&mut info);
+            assert_eq!(info >> FREQ_SHIFT, want);
+            assert!(info & FETCHED != 0);
+            assert_eq!(info & KIND_MASK, KIND_INLINE);
+        }
+    }
+}
