@@ -24,16 +24,17 @@
 //! - Everything counts against the limit: segments, large values, the index
 //!   and the buffer used to move items.
 
+mod index;
 mod large;
 mod record;
 
 use std::collections::VecDeque;
 
-use hashbrown::HashTable;
 use slab::Slab;
 
 use crate::protocol::REALTIME_MAXDELTA;
 use crate::protocol::StoreMode;
+use index::Index;
 use large::LargeValue;
 use record::{Header, KIND_INLINE, KIND_LARGE, Meta};
 
@@ -223,7 +224,7 @@ pub struct Store {
     unit_shift: u32,
     /// The most `set_limit` can grant with this addressing.
     max_limit: usize,
-    index: HashTable<u32>,
+    index: Index,
     segs: Vec<Segment>,
     free_ids: Vec<u32>,
     /// One freed segment buffer kept for reuse (counted in `blocks`).
@@ -235,8 +236,7 @@ pub struct Store {
     next_seq: u64,
     large: Slab<LargeValue>,
     large_bytes: usize,
-    /// Records being moved out of an evicted segment.
-    move_buf: Vec<u8>,
+    /// Records being moved out of an evicted segment (reused).
     move_list: Vec<(u64, u32, usize, usize)>,
     /// Segments whose `seq` is below this were written before a flush_all.
     flush_seq: u64,
@@ -327,7 +327,7 @@ impl Store {
             cfg,
             unit_shift,
             max_limit,
-            index: HashTable::new(),
+            index: Index::default(),
             segs: Vec::new(),
             free_ids: Vec::new(),
             spare: None,
@@ -337,7 +337,6 @@ impl Store {
             next_seq: 0,
             large: Slab::new(),
             large_bytes: 0,
-            move_buf: Vec::new(),
             move_list: Vec::new(),
             flush_seq: 0,
             flush_at: 0,
@@ -370,11 +369,10 @@ impl Store {
         &self.sizes
     }
 
-    /// Everything counted against the limit. The buffer that items are
-    /// moved through may grow to a segment; it is charged as one from the
-    /// start so that moving never needs memory the limit has not granted.
+    /// Everything counted against the limit. (The buffer that evicted
+    /// items move through exists only while a segment is being evicted.)
     pub fn memory_used(&self) -> usize {
-        (self.blocks + 1) * SEG_SIZE + self.large_bytes + self.index.allocation_size()
+        self.blocks * SEG_SIZE + self.large_bytes + self.index.allocation_size()
     }
 
     pub fn engine_stats(&self, now: u64) -> EngineStats {
@@ -890,9 +888,7 @@ impl Store {
 
     /// Remove a live item: index entry, accounting, large value.
     fn unlink(&mut self, loc: u32, h: &Header, hash: u64) {
-        if let Ok(e) = self.index.find_entry(hash, |&l| l == loc) {
-            e.remove();
-        }
+        self.index.remove(hash, |&l| l == loc);
         self.account_gone(loc, h, true);
     }
 
@@ -990,9 +986,9 @@ impl Store {
         if evict {
             self.stats.segments_evicted += 1;
         }
-        let mut buf = std::mem::take(&mut self.move_buf);
+        // Freed at the end: it must not stay as memory nobody counts.
+        let mut buf = Vec::new();
         let mut list = std::mem::take(&mut self.move_list);
-        buf.clear();
         list.clear();
         let used = self.segs[id as usize].used as usize;
         let mut off = 0;
@@ -1054,9 +1050,7 @@ impl Store {
             let Some(loc) = self.reserve(dest, self.align(len), now, false) else {
                 // Cannot happen: the moves fit the head's room plus the
                 // block just freed. Should it, drop the item.
-                if let Ok(e) = self.index.find_entry(hash, |&l| l == old) {
-                    e.remove();
-                }
+                self.index.remove(hash, |&l| l == old);
                 self.stats.evictions += 1;
                 continue;
             };
@@ -1069,7 +1063,6 @@ impl Store {
             self.stats.moved += 1;
         }
         self.free_ids.push(id);
-        self.move_buf = buf;
         self.move_list = list;
     }
 
