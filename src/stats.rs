@@ -185,6 +185,7 @@ pub fn render_general(out: &mut Vec<u8>, info: &ServerInfo, c: &Counters) {
     encode_stat(out, "engine_memory", c.engine_memory);
     encode_stat(out, "engine_segments", c.engine_segments);
     encode_stat(out, "engine_index_bytes", c.engine_index_bytes);
+    encode_stat(out, "engine_large_bytes", c.engine_large_bytes);
     encode_stat(out, "engine_dead_bytes", c.engine_dead_bytes);
     encode_stat(out, "engine_moved_items", c.moved_items);
     encode_stat(out, "bytes_per_item_overhead", format!("{:.2}", overhead_per_item(c)));

@@ -56,8 +56,9 @@ const PREEMPT_TIMER: Duration = Duration::from_millis(100);
 const DRAIN_TIMEOUT: Duration = Duration::from_millis(1200);
 const PEERS_TIMEOUT: Duration = Duration::from_millis(500);
 /// Slots the expiry crawler visits per tick on each core.
-const CRAWL_BUDGET: usize = 20_000;
+const CRAWL_BUDGET: usize = 5_000;
 const CRAWL_INTERVAL: Duration = Duration::from_millis(100);
+const CRAWL_BUSY_INTERVAL: Duration = Duration::from_millis(1);
 
 pub fn unix_now() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
@@ -297,13 +298,17 @@ async fn accept_loop(core: Rc<Core>, listener: TcpListener, gate: Rc<glommio::sy
 }
 
 /// Keep the core's clock current and reclaim expired and flushed items a
-/// slice at a time.
+/// slice at a time: every 100 ms, or every millisecond while the crawler
+/// finds more work than a slice holds.
 async fn crawl_task(core: Rc<Core>) {
+    let mut busy = false;
     loop {
-        glommio::timer::sleep(CRAWL_INTERVAL).await;
+        glommio::timer::sleep(if busy { CRAWL_BUSY_INTERVAL } else { CRAWL_INTERVAL }).await;
         let now = unix_now();
         core.clock.set(now);
-        core.shard.borrow_mut().store.crawl(now, CRAWL_BUDGET);
+        let mut shard = core.shard.borrow_mut();
+        shard.store.crawl(now, CRAWL_BUDGET);
+        busy = shard.store.crawl_busy();
     }
 }
 

@@ -245,6 +245,8 @@ pub struct Store {
     crawl_seg: usize,
     crawl_off: usize,
     crawl_min_exp: u32,
+    /// The last crawl stopped at its budget: more may be waiting.
+    crawl_busy: bool,
     items: u64,
     item_bytes: u64,
     kv_bytes: u64,
@@ -343,6 +345,7 @@ impl Store {
             crawl_seg: 0,
             crawl_off: 0,
             crawl_min_exp: 0,
+            crawl_busy: false,
             items: 0,
             item_bytes: 0,
             kv_bytes: 0,
@@ -1137,7 +1140,14 @@ impl Store {
                 self.next_crawl_seg(&mut visited, &mut work);
             }
         }
+        self.crawl_busy = work >= budget;
         reclaimed
+    }
+
+    /// Did the last `crawl` stop at its budget? Then calling again soon
+    /// pays off.
+    pub fn crawl_busy(&self) -> bool {
+        self.crawl_busy
     }
 
     fn next_crawl_seg(&mut self, visited: &mut usize, work: &mut usize) {

@@ -1,0 +1,171 @@
+//! The storage engine through the real binary: large items, memory bounds,
+//! expiry reclaim, runtime memory limits and the stats that describe it.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+
+/// Write `n` items `prefix0..` of `size` bytes with noreply sets, in big
+/// pipelined batches, then make sure the server has read them all.
+fn fill(c: &mut Conn, prefix: &str, n: usize, size: usize, exptime: i64) {
+    let value = vec![b'x'; size];
+    let mut batch = Vec::with_capacity(1 << 20);
+    for i in 0..n {
+        batch.extend_from_slice(format!("set {prefix}{i} 0 {exptime} {size} noreply\r\n").as_bytes());
+        batch.extend_from_slice(&value);
+        batch.extend_from_slice(b"\r\n");
+        if batch.len() > 1 << 20 {
+            c.send(&batch);
+            batch.clear();
+        }
+    }
+    c.send(&batch);
+    // Replies come in order: once this one is back, every set was read.
+    assert!(c.request(b"version\r\n").starts_with(b"VERSION "));
+}
+
+fn rss_bytes(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let kb: u64 = status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap();
+    kb * 1024
+}
+
+/// A 100 MiB value is stored in chunks and comes back byte for byte.
+#[test]
+fn hundred_mib_value_round_trips() {
+    let Some(s) = Server::start_custom_or_skip("hundred_mib_value_round_trips", 2, &["-m", "512", "-I", "128m"]) else {
+        return;
+    };
+    let mut c = s.conn();
+    let len = 100 << 20;
+    let data: Vec<u8> = (0..len).map(|i| (i * 31 % 251) as u8).collect();
+    assert_bytes!(c.request(&store_cmd("set", "huge", 7, 0, &data)), b"STORED\r\n");
+    c.send(b"get huge\r\n");
+    let head = c.read_line();
+    assert_eq!(head, format!("VALUE huge 7 {len}\r\n").into_bytes());
+    let body = c.read_exact_n(len + 2);
+    assert!(body[..len] == data[..], "the 100 MiB value came back changed");
+    assert_eq!(&body[len..], b"\r\n");
+    assert_bytes!(c.read_line(), b"END\r\n");
+    assert_bytes!(c.request(&store_cmd("append", "huge", 0, 0, b"!")), b"STORED\r\n");
+    if s.is_memcore() {
+        let st = c.stats("stats");
+        assert!(stat_u64(&st, "engine_large_bytes") > len as u64);
+    }
+    assert_bytes!(c.request(b"delete huge\r\n"), b"DELETED\r\n");
+    if s.is_memcore() {
+        assert_eq!(stat_u64(&c.stats("stats"), "engine_large_bytes"), 0);
+    }
+}
+
+/// Small items, then large ones, then small again with -t 2 -m 64: the
+/// process never holds more than -m x 1.05 + 32 MiB.
+#[test]
+fn rss_stays_within_the_memory_limit_as_sizes_shift() {
+    let Some(s) = Server::start_custom_or_skip("rss_stays_within_the_memory_limit", 2, &["-m", "64"]) else {
+        return;
+    };
+    let Some(pid) = s.pid() else { return };
+    let bound = 64 * (1 << 20) * 105 / 100 + (32 << 20);
+    let mut c = s.conn();
+    for (phase, (n, size)) in [(700_000, 100), (400, 300_000), (700_000, 100)].into_iter().enumerate() {
+        fill(&mut c, &format!("p{phase}-"), n, size, 0);
+        let rss = rss_bytes(pid);
+        assert!(rss <= bound, "phase {phase} ({n} x {size} B): RSS {rss} over {bound}");
+    }
+    let st = c.stats("stats");
+    assert!(stat_u64(&st, "evictions") > 0);
+    if s.is_memcore() {
+        assert!(stat_u64(&st, "engine_memory") <= 64 << 20);
+    }
+}
+
+/// Items with a short TTL that nobody reads again leave curr_items and
+/// bytes within seconds.
+#[test]
+fn expired_items_are_reclaimed_without_reads() {
+    let Some(s) = Server::start_custom_or_skip("expired_items_are_reclaimed", 2, &["-m", "256"]) else {
+        return;
+    };
+    let mut c = s.conn();
+    fill(&mut c, "ttl", 300_000, 50, 2);
+    fill(&mut c, "keep", 1000, 50, 0);
+    let st = c.stats("stats");
+    assert!(stat_u64(&st, "curr_items") > 250_000, "{:?}", st.get("curr_items"));
+    let start = Instant::now();
+    loop {
+        let st = c.stats("stats");
+        if stat_u64(&st, "curr_items") == 1000 {
+            assert!(stat_u64(&st, "bytes") < 1000 * 100);
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(8), "still {:?} items", st.get("curr_items"));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_bytes!(c.request(b"get keep7\r\n"), [value("keep7", 0, &[b'x'; 50]), b"END\r\n".to_vec()].concat());
+}
+
+/// cache_memlimit shrinks every core's share at once (evicting) and grows
+/// it again; stats cores shows each core's use against its limit.
+#[test]
+fn cache_memlimit_shrinks_and_grows_every_core() {
+    let Some(s) = Server::start_custom_or_skip("cache_memlimit_shrinks", 2, &["-m", "64"]) else {
+        return;
+    };
+    if !s.is_memcore() {
+        return;
+    }
+    let mut c = s.conn();
+    fill(&mut c, "m", 400_000, 100, 0);
+    let before = stat_u64(&c.stats("stats"), "curr_items");
+    assert_bytes!(c.request(b"cache_memlimit 16\r\n"), b"OK\r\n");
+    let st = c.stats("stats");
+    assert!(stat_u64(&st, "engine_memory") <= 16 << 20);
+    assert!(stat_u64(&st, "curr_items") < before / 2);
+    let cores = c.stats("stats cores");
+    for i in 0..2 {
+        let used = stat_u64(&cores, &format!("core{i}:engine_memory"));
+        let limit = stat_u64(&cores, &format!("core{i}:limit_maxbytes"));
+        assert_eq!(limit, 8 << 20);
+        assert!(used <= limit && used > limit / 2, "core {i}: {used} of {limit}");
+    }
+    assert_bytes!(c.request(b"cache_memlimit 128\r\n"), b"OK\r\n");
+    fill(&mut c, "n", 400_000, 100, 0);
+    assert!(stat_u64(&c.stats("stats"), "curr_items") > before);
+}
+
+/// stats items, slabs and sizes describe the engine with memcached's names.
+#[test]
+fn stats_items_slabs_and_sizes_describe_the_engine() {
+    let Some(s) = Server::start_custom_or_skip("stats_items_slabs_sizes", 2, &["-m", "64"]) else {
+        return;
+    };
+    if !s.is_memcore() {
+        return;
+    }
+    let mut c = s.conn();
+    fill(&mut c, "a", 1000, 10, 0);
+    fill(&mut c, "b", 10, 5000, 0);
+    let items = c.stats("stats items");
+    assert_eq!(stat_u64(&items, "items:1:number"), 1010);
+    for k in ["evicted", "evicted_unfetched", "expired_unfetched", "reclaimed", "number_hot", "number_cold"] {
+        assert!(items.contains_key(&format!("items:1:{k}")), "stats items lacks {k}");
+    }
+    let slabs = c.stats("stats slabs");
+    assert!(stat_u64(&slabs, "1:total_pages") >= 2);
+    assert!(stat_u64(&slabs, "total_malloced") > 0);
+    let sizes = c.stats("stats sizes");
+    // "a" items: 3 bytes of header + 2-4 of key + 10 of value = 15-17 bytes.
+    assert_eq!(stat_u64(&sizes, "32"), 1000, "{sizes:?}");
+    assert_eq!(stat_u64(&sizes, "8192"), 10, "{sizes:?}");
+    let st = c.stats("stats");
+    let overhead: f64 = st["bytes_per_item_overhead"].parse().unwrap();
+    assert!(overhead > 3.0 && overhead < 24.0, "{overhead}");
+}
