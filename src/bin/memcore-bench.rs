@@ -101,6 +101,11 @@ struct Args {
     /// Expiry (exptime) for sets.
     #[arg(long = "expiry", default_value_t = 0)]
     expiry: u32,
+    /// Look-aside cache: after a get that misses, set that key (same
+    /// connection, before its next request). These sets are extra: they do
+    /// not count toward -n or --ratio. Needs --multi-key-get 1.
+    #[arg(long = "set-on-miss")]
+    set_on_miss: bool,
     /// Check VALUE payloads against the filler pattern (needs filler data written by this tool).
     #[arg(long = "verify-data", conflicts_with = "random_data")]
     verify_data: bool,
@@ -151,6 +156,7 @@ pub struct Config {
     pub warmup: f64,
     pub prefill: bool,
     pub expiry: u32,
+    pub set_on_miss: bool,
     pub verify_data: bool,
     pub seed: u64,
     pub zipf_alpha: f64,
@@ -224,6 +230,9 @@ fn config_from(a: &Args) -> Result<Config, String> {
     if requests == Some(0) {
         return Err("--requests must be >= 1".into());
     }
+    if a.set_on_miss && a.multi_key_get > 1 {
+        return Err("--set-on-miss needs --multi-key-get 1".into());
+    }
     let limit = match (a.test_time, requests) {
         (Some(t), _) if t > 0.0 => Limit::Time(t),
         (Some(_), _) => return Err("--test-time must be > 0".into()),
@@ -252,6 +261,7 @@ fn config_from(a: &Args) -> Result<Config, String> {
         warmup: a.warmup.max(0.0),
         prefill: a.prefill,
         expiry: a.expiry,
+        set_on_miss: a.set_on_miss,
         verify_data: a.verify_data,
         seed,
         zipf_alpha: a.zipf_alpha,
@@ -682,6 +692,7 @@ fn main() {
         let _ = writeln!(j, "    \"warmup_s\": {},", json_num(cfg.warmup));
         let _ = writeln!(j, "    \"prefill\": {},", cfg.prefill);
         let _ = writeln!(j, "    \"expiry\": {},", cfg.expiry);
+        let _ = writeln!(j, "    \"set_on_miss\": {},", cfg.set_on_miss);
         let _ = writeln!(j, "    \"verify_data\": {},", cfg.verify_data);
         let _ = writeln!(j, "    \"poll_interval_us\": {},", cfg.poll_interval_us);
         let _ = writeln!(j, "    \"seed\": {}", cfg.seed);

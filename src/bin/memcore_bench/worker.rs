@@ -6,6 +6,7 @@
 //! ring are sized up front), one `write` per connection per loop turn, one
 //! `read` per readable connection per loop turn.
 
+use std::collections::VecDeque;
 use std::io;
 use std::net::TcpStream;
 use std::os::fd::AsRawFd;
@@ -131,6 +132,8 @@ pub enum Mode {
 #[derive(Clone, Copy, Default)]
 struct Pending {
     send_ns: u64,
+    /// Key of a single-key get (for --set-on-miss).
+    key: u64,
     tx: u32,
     nkeys: u16,
     is_get: bool,
@@ -160,6 +163,9 @@ struct Conn {
     pf_next: u64,
     pf_left: u64,
     issued_measured: u64,
+    /// --set-on-miss: keys whose get missed, to be set before the next
+    /// regular request (at most `depth` at a time: one per get in flight).
+    miss_q: VecDeque<u64>,
     done: bool,
     dead: bool,
 }
@@ -284,6 +290,7 @@ impl Worker {
                 pf_next: pf_lo,
                 pf_left,
                 issued_measured: 0,
+                miss_q: VecDeque::with_capacity(if cfg.set_on_miss { depth } else { 0 }),
                 done: false,
                 dead: false,
             });
@@ -434,6 +441,7 @@ impl Worker {
             let is_get;
             let start = c.wbuf.len();
             let nkeys;
+            let mut req_key = 0;
             match self.mode {
                 Mode::Prefill => {
                     if c.pf_left == 0 {
@@ -450,6 +458,22 @@ impl Worker {
                 Mode::Run => {
                     if now >= self.end_ns {
                         break;
+                    }
+                    if let Some(key) = c.miss_q.pop_front() {
+                        // Look-aside fill of a missed key: an extra set,
+                        // outside -n and --ratio.
+                        push_set(c, cfg, &self.values, &mut self.rng, key);
+                        let slot = (c.head + c.len) % self.depth;
+                        c.ring[slot] = Pending {
+                            send_ns: now,
+                            key,
+                            tx: (c.wbuf.len() - start) as u32,
+                            nkeys: 1,
+                            is_get: false,
+                            measured,
+                        };
+                        c.len += 1;
+                        continue;
                     }
                     if measured {
                         if c.issued_measured >= req_limit {
@@ -470,6 +494,7 @@ impl Worker {
                         c.wbuf.extend_from_slice(b"get");
                         for _ in 0..cfg.multi_get {
                             let key = self.get_keys.next(&mut self.rng, &mut c.get_seq);
+                            req_key = key;
                             c.wbuf.push(b' ');
                             c.wbuf.extend_from_slice(&cfg.prefix);
                             memcore::protocol::encode::encode_u64(&mut c.wbuf, key);
@@ -481,7 +506,8 @@ impl Worker {
                 }
             }
             let slot = (c.head + c.len) % self.depth;
-            c.ring[slot] = Pending { send_ns: now, tx: (c.wbuf.len() - start) as u32, nkeys, is_get, measured };
+            c.ring[slot] =
+                Pending { send_ns: now, key: req_key, tx: (c.wbuf.len() - start) as u32, nkeys, is_get, measured };
             c.len += 1;
         }
         self.flush(ci);
@@ -670,6 +696,9 @@ impl Worker {
                 c.cur_rx = 0;
                 if line == b"END\r\n" {
                     let misses = (p.nkeys as u32).saturating_sub(hits);
+                    if self.cfg.set_on_miss && misses > 0 && self.mode == Mode::Run {
+                        c.miss_q.push_back(p.key);
+                    }
                     self.complete(ci, p, done_ns, rx, hits, misses);
                 } else if is_error_line(line) {
                     self.stats.errors += 1;
@@ -726,7 +755,7 @@ impl Worker {
         if c.len == 0 && !c.done {
             let finished = match (self.mode, self.cfg.limit) {
                 (Mode::Prefill, _) => c.pf_left == 0,
-                (Mode::Run, Limit::Requests(n)) => c.issued_measured >= n,
+                (Mode::Run, Limit::Requests(n)) => c.issued_measured >= n && c.miss_q.is_empty(),
                 (Mode::Run, Limit::Time(_)) => false,
             };
             if finished {
