@@ -2,6 +2,8 @@
 //! work unchanged) plus memcore's own long options, checked into a `Config`.
 
 use clap::{ArgAction, Parser};
+
+use crate::storage::{CompressConfig, DictMode};
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 
 pub const DEFAULT_PORT: u16 = 11211;
@@ -71,6 +73,19 @@ struct Args {
     /// Cuts the cost of cross-core hops under load; an idle core still sleeps.
     #[arg(long = "spin-before-park", default_value_t = 0, value_name = "MICROSECONDS")]
     spin_before_park: u64,
+    /// Compress values with zstd inside the server (clients see none of it)
+    #[arg(long = "compress", default_value = "on", value_parser = ["on", "off"])]
+    compress: String,
+    /// Smallest value, in bytes, that is compressed
+    #[arg(long = "compress-min", default_value_t = 128, value_name = "BYTES")]
+    compress_min: usize,
+    /// zstd level (negative: faster, 1-19: smaller)
+    #[arg(long = "compress-level", default_value_t = 1, allow_negative_numbers = true)]
+    compress_level: i32,
+    /// Dictionary for small values: off, auto (trained per core from the values
+    /// stored), or the path of a trained zstd dictionary
+    #[arg(long = "compress-dict", default_value = "off", value_name = "off|auto|FILE")]
+    compress_dict: String,
     /// Verbose logging (-v, -vv, -vvv)
     #[arg(short = 'v', long = "verbose", action = ArgAction::Count)]
     verbose: u8,
@@ -100,6 +115,7 @@ pub struct Config {
     pub evict: bool,
     pub reqs_per_event: usize,
     pub spin_before_park: std::time::Duration,
+    pub compress: CompressConfig,
     pub verbosity: u8,
     pub warnings: Vec<String>,
 }
@@ -117,7 +133,7 @@ impl Config {
 
 /// What parsing the command line asks for.
 pub enum Command {
-    Run(Config),
+    Run(Box<Config>),
     /// --help or --version: print this and exit 0.
     Print(String),
 }
@@ -140,7 +156,7 @@ where
             return Err(first.to_string());
         }
     };
-    check(args).map(Command::Run)
+    check(args).map(|c| Command::Run(Box::new(c)))
 }
 
 fn check(a: Args) -> Result<Config, String> {
@@ -202,6 +218,28 @@ fn check(a: Args) -> Result<Config, String> {
         warnings.push(format!("extended option -o {o} is not supported and was ignored"));
     }
     let listen = parse_listen(&a.listen, a.port)?;
+    let level_range = zstd::compression_level_range();
+    if !level_range.contains(&a.compress_level) {
+        return Err(format!(
+            "--compress-level {} is outside zstd's {}..={}",
+            a.compress_level,
+            level_range.start(),
+            level_range.end()
+        ));
+    }
+    let dict = match a.compress_dict.as_str() {
+        "off" => DictMode::Off,
+        "auto" => DictMode::Auto,
+        path => {
+            let raw = std::fs::read(path).map_err(|e| format!("cannot read --compress-dict {path}: {e}"))?;
+            if zstd::dict::DecoderDictionary::try_copy(&raw).is_err() || raw.len() < 8 {
+                return Err(format!("--compress-dict {path} is not a zstd dictionary"));
+            }
+            DictMode::Loaded(std::sync::Arc::new(raw))
+        }
+    };
+    let compress =
+        CompressConfig { enabled: a.compress == "on", min_size: a.compress_min.max(1), level: a.compress_level, dict };
     Ok(Config {
         listen,
         memory_limit,
@@ -218,6 +256,7 @@ fn check(a: Args) -> Result<Config, String> {
         evict: !a.disable_evictions,
         reqs_per_event: a.reqs_per_event,
         spin_before_park: std::time::Duration::from_micros(a.spin_before_park),
+        compress,
         verbosity: a.verbose,
         warnings,
     })
@@ -289,7 +328,7 @@ mod tests {
 
     fn run(args: &[&str]) -> Result<Config, String> {
         match parse_args(std::iter::once("memcore").chain(args.iter().copied()))? {
-            Command::Run(c) => Ok(c),
+            Command::Run(c) => Ok(*c),
             Command::Print(_) => Err("printed".into()),
         }
     }

@@ -35,15 +35,30 @@ impl Shard {
             c.cmd_get += 1;
         }
         let use_cas = self.store.config().use_cas;
+        let start = out.len();
+        // False when the stored value is corrupt; `out` is left as it was.
         let mut encode = |item: &ItemRef<'_>| {
             let cas = kind.with_cas().then_some(if use_cas { item.cas } else { 0 });
             encode_value_head(out, key, item.flags, item.value_len(), cas);
-            item.copy_value(out);
-            out.extend_from_slice(b"\r\n");
+            let ok = item.copy_value(out);
+            if ok {
+                out.extend_from_slice(b"\r\n");
+            } else {
+                out.truncate(start);
+            }
+            ok
         };
         let found = match touch {
             Some(exp) => self.store.get_and_touch(key, now, exp, encode),
             None => self.store.get(key, now).map(|item| encode(&item)),
+        };
+        let found = match found {
+            Ok(false) => {
+                self.store.drop_corrupt(key);
+                Err(Miss::Absent)
+            }
+            Ok(true) => Ok(()),
+            Err(miss) => Err(miss),
         };
         match found {
             Ok(()) => {
@@ -185,12 +200,21 @@ impl Shard {
         c.engine_large_bytes = e.large_bytes;
         c.engine_key_value_bytes = e.key_value_bytes;
         c.engine_dead_bytes = e.dead_bytes;
+        c.compress_items = e.compressed_items;
+        c.compress_bytes_in = e.compressed_bytes_in;
+        c.compress_bytes_out = e.compressed_bytes_out;
+        c.compress_dictionaries = e.dictionaries;
+        let z = self.store.compress_stats();
+        c.compress_skipped_incompressible = z.skipped_incompressible;
+        c.compress_skipped_compressed = z.skipped_compressed;
+        c.compress_dict_trainings = z.dict_trainings;
+        c.compress_corrupt = z.corrupt;
         c.sizes.0 = *self.store.sizes();
         c
     }
 
     pub fn reset_stats(&mut self) {
         self.counters.reset();
-        self.store.stats = Default::default();
+        self.store.reset_stats();
     }
 }

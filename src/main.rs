@@ -4,7 +4,7 @@ use memcore::config::{Command, parse_args};
 
 fn main() -> ExitCode {
     let cfg = match parse_args(std::env::args_os()) {
-        Ok(Command::Run(cfg)) => cfg,
+        Ok(Command::Run(cfg)) => *cfg,
         Ok(Command::Print(text)) => {
             print!("{text}");
             return ExitCode::SUCCESS;

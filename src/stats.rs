@@ -60,6 +60,9 @@ counters! {
     // The engine's memory (storage/mod.rs, EngineStats).
     engine_memory, engine_segments, engine_small_segments, engine_small_items,
     engine_index_bytes, engine_large_bytes, engine_key_value_bytes, engine_dead_bytes,
+    // Compression (storage/compress.rs).
+    compress_items, compress_bytes_in, compress_bytes_out, compress_dictionaries,
+    compress_skipped_incompressible, compress_skipped_compressed, compress_dict_trainings, compress_corrupt,
 }
 
 /// Live items per `stats sizes` bucket.
@@ -86,6 +89,10 @@ const GAUGES: &[&str] = &[
     "engine_large_bytes",
     "engine_key_value_bytes",
     "engine_dead_bytes",
+    "compress_items",
+    "compress_bytes_in",
+    "compress_bytes_out",
+    "compress_dictionaries",
 ];
 
 impl Counters {
@@ -189,6 +196,20 @@ pub fn render_general(out: &mut Vec<u8>, info: &ServerInfo, c: &Counters) {
     encode_stat(out, "engine_dead_bytes", c.engine_dead_bytes);
     encode_stat(out, "engine_moved_items", c.moved_items);
     encode_stat(out, "bytes_per_item_overhead", format!("{:.2}", overhead_per_item(c)));
+    for name in [
+        "compress_items",
+        "compress_bytes_in",
+        "compress_bytes_out",
+        "compress_skipped_incompressible",
+        "compress_skipped_compressed",
+        "compress_dictionaries",
+        "compress_dict_trainings",
+        "compress_corrupt",
+    ] {
+        encode_stat(out, name, c.get(name));
+    }
+    let ratio = if c.compress_bytes_out == 0 { 0.0 } else { c.compress_bytes_in as f64 / c.compress_bytes_out as f64 };
+    encode_stat(out, "compress_ratio", format!("{ratio:.2}"));
     let lookups = c.get_hits + c.get_misses;
     let ratio = if lookups == 0 { 0.0 } else { c.get_hits as f64 / lookups as f64 };
     encode_stat(out, "get_hit_ratio", format!("{ratio:.4}"));

@@ -297,7 +297,16 @@ fn no_evict_out_of_memory() {
     let _ = kind;
     let s = Server::start_custom(1, &["-M", "-m", "1", "-I", "512k"]).unwrap();
     let mut c = s.conn();
-    let data = vec![b'v'; 1000];
+    // Incompressible, so that memcore's compression does not stretch -m.
+    let mut x = 0x2545_F491_4F6C_DD1Du64;
+    let data: Vec<u8> = (0..1000)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect();
     let mut refused_at = None;
     for i in 0..20_000 {
         let r = c.request(&store_cmd("set", &format!("mk{i}"), 0, 0, &data));

@@ -172,6 +172,7 @@ async fn core_main(
         cas_stride: n as u64,
         cas_offset: id as u64 + 1,
         started: global.started,
+        compress: global.cfg.compress.clone(),
     });
     let core = Rc::new(Core::new(id, n, global.clone(), Shard::new(store)));
     if let (Some(s), Some(r)) = (&senders, &receivers) {

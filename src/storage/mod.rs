@@ -24,6 +24,7 @@
 //! - Everything counts against the limit: segments, large values, the index
 //!   and the buffer used to move items.
 
+mod compress;
 mod index;
 mod large;
 mod record;
@@ -34,9 +35,11 @@ use slab::Slab;
 
 use crate::protocol::REALTIME_MAXDELTA;
 use crate::protocol::StoreMode;
+use compress::Codec;
+pub use compress::{CompressConfig, CompressStats, DictMode};
 use index::Index;
 use large::LargeValue;
-use record::{Header, KIND_INLINE, KIND_LARGE, Meta};
+use record::{Compressed, Header, Meta};
 
 const SEG_SHIFT: u32 = 18;
 /// Bytes per segment: small enough that evicting one is a short slice of
@@ -131,9 +134,15 @@ pub struct EngineStats {
     pub dead_bytes: u64,
     /// Seconds since the oldest segment was opened.
     pub oldest_age: u64,
+    /// Live items stored compressed, and their values' bytes before and
+    /// after compression.
+    pub compressed_items: u64,
+    pub compressed_bytes_in: u64,
+    pub compressed_bytes_out: u64,
+    pub dictionaries: u64,
 }
 
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct StoreConfig {
     /// Bytes this core may hold (everything the engine allocates).
     pub limit: usize,
@@ -148,11 +157,20 @@ pub struct StoreConfig {
     /// Process start (Unix seconds); absolute expiry times before it are
     /// already expired, as in memcached.
     pub started: u64,
+    pub compress: CompressConfig,
 }
 
 impl Default for StoreConfig {
     fn default() -> Self {
-        StoreConfig { limit: 64 << 20, evict: true, use_cas: true, cas_stride: 1, cas_offset: 1, started: 0 }
+        StoreConfig {
+            limit: 64 << 20,
+            evict: true,
+            use_cas: true,
+            cas_stride: 1,
+            cas_offset: 1,
+            started: 0,
+            compress: CompressConfig::default(),
+        }
     }
 }
 
@@ -180,41 +198,71 @@ struct Segment {
     queue: Queue,
 }
 
+/// The value of an item being written.
+#[derive(Clone, Copy)]
+enum Body<'a> {
+    /// The concatenation of these parts, as the client sent it (it may get
+    /// compressed).
+    Value(&'a [&'a [u8]]),
+    /// An inline record's stored body, as `meta.compressed` describes it,
+    /// and the value's length (an item written again to add an expiry).
+    Stored(&'a [u8], usize),
+}
+
 /// A live item as read: valid until the store is next changed.
 pub struct ItemRef<'a> {
     pub flags: u32,
     pub cas: u64,
     value: Value<'a>,
+    len: usize,
+    compressed: Option<Compressed>,
+    codec: &'a Codec,
 }
 
+#[derive(Clone, Copy)]
 enum Value<'a> {
     Inline(&'a [u8]),
     Large(&'a LargeValue),
 }
 
 impl ItemRef<'_> {
+    /// The value's length as the client sees it.
     pub fn value_len(&self) -> usize {
-        match self.value {
-            Value::Inline(v) => v.len(),
-            Value::Large(l) => l.len(),
-        }
+        self.len
     }
-    /// Append the value to `out`.
-    pub fn copy_value(&self, out: &mut Vec<u8>) {
-        match self.value {
-            Value::Inline(v) => out.extend_from_slice(v),
-            Value::Large(l) => {
+
+    /// Append the value to `out`, decompressing it straight there when it is
+    /// stored compressed. False, with `out` unchanged, when the stored frame
+    /// is corrupt.
+    pub fn copy_value(&self, out: &mut Vec<u8>) -> bool {
+        match (self.value, self.compressed) {
+            (Value::Inline(v), None) => out.extend_from_slice(v),
+            (Value::Large(l), None) => {
                 out.reserve(l.len());
                 for c in l.chunks() {
                     out.extend_from_slice(c);
                 }
             }
+            (Value::Inline(v), Some(z)) => {
+                return self.codec.decompress_into(z.dict, std::iter::once(v), self.len, out);
+            }
+            (Value::Large(l), Some(z)) => {
+                let chunks = l.chunks().iter().map(|c| &c[..]);
+                return self.codec.decompress_into(z.dict, chunks, self.len, out);
+            }
         }
+        true
     }
+
+    /// The value as a new vector; None when its stored frame is corrupt.
+    pub fn read_value(&self) -> Option<Vec<u8>> {
+        let mut v = Vec::with_capacity(self.len);
+        self.copy_value(&mut v).then_some(v)
+    }
+
+    /// The value as a new vector, empty when corrupt (tests).
     pub fn value_vec(&self) -> Vec<u8> {
-        let mut v = Vec::with_capacity(self.value_len());
-        self.copy_value(&mut v);
-        v
+        self.read_value().unwrap_or_default()
     }
 }
 
@@ -251,6 +299,10 @@ pub struct Store {
     item_bytes: u64,
     kv_bytes: u64,
     sizes: [u64; SIZE_BUCKETS],
+    codec: Codec,
+    compressed_items: u64,
+    compressed_bytes_in: u64,
+    compressed_bytes_out: u64,
     pub stats: StoreStats,
 }
 
@@ -326,7 +378,7 @@ impl Store {
         let max_limit = (1usize << (ADDRESS_BITS + unit_shift).min(usize::BITS - 2)) - 2 * SEG_SIZE;
         cfg.limit = cfg.limit.clamp(MIN_LIMIT, max_limit);
         Store {
-            cfg,
+            cfg: cfg.clone(),
             unit_shift,
             max_limit,
             index: Index::default(),
@@ -350,6 +402,10 @@ impl Store {
             item_bytes: 0,
             kv_bytes: 0,
             sizes: [0; SIZE_BUCKETS],
+            codec: Codec::new(cfg.compress.clone()),
+            compressed_items: 0,
+            compressed_bytes_in: 0,
+            compressed_bytes_out: 0,
             stats: StoreStats::default(),
         }
     }
@@ -375,7 +431,18 @@ impl Store {
     /// Everything counted against the limit. (The buffer that evicted
     /// items move through exists only while a segment is being evicted.)
     pub fn memory_used(&self) -> usize {
-        self.blocks * SEG_SIZE + self.large_bytes + self.index.allocation_size()
+        self.blocks * SEG_SIZE + self.large_bytes + self.index.allocation_size() + self.codec.memory()
+    }
+
+    /// Compression counters (stats).
+    pub fn compress_stats(&self) -> CompressStats {
+        self.codec.stats
+    }
+
+    /// `stats reset`: zero the event counters.
+    pub fn reset_stats(&mut self) {
+        self.stats = StoreStats::default();
+        self.codec.stats = CompressStats::default();
     }
 
     pub fn engine_stats(&self, now: u64) -> EngineStats {
@@ -385,6 +452,10 @@ impl Store {
             large_bytes: self.large_bytes as u64,
             key_value_bytes: self.kv_bytes,
             item_bytes: self.item_bytes,
+            compressed_items: self.compressed_items,
+            compressed_bytes_in: self.compressed_bytes_in,
+            compressed_bytes_out: self.compressed_bytes_out,
+            dictionaries: self.codec.dictionaries() as u64,
             ..Default::default()
         };
         for seg in self.segs.iter().filter(|s| s.data.is_some()) {
@@ -505,12 +576,19 @@ impl Store {
 
     fn item_ref(&self, loc: u32, h: &Header) -> ItemRef<'_> {
         let rec = self.rec(loc);
-        let value = if h.kind() == KIND_LARGE {
+        let value = if h.large {
             Value::Large(&self.large[record::large_handle(rec, h) as usize])
         } else {
-            Value::Inline(&rec[h.body_at..h.body_at + h.value_len])
+            Value::Inline(&rec[h.body_at..h.body_at + h.stored_len()])
         };
-        ItemRef { flags: h.flags, cas: self.cas_value(self.position(loc, h)), value }
+        ItemRef {
+            flags: h.flags,
+            cas: self.cas_value(self.position(loc, h)),
+            value,
+            len: h.value_len,
+            compressed: h.compressed,
+            codec: &self.codec,
+        }
     }
 
     fn info_byte(&mut self, loc: u32) -> &mut u8 {
@@ -606,14 +684,17 @@ impl Store {
         }
         let stored = match (mode, old) {
             (StoreMode::Append | StoreMode::Prepend, Some((loc, h))) => {
-                let old_value = self.item_ref(loc, &h).value_vec();
+                let Some(old_value) = self.item_ref(loc, &h).read_value() else {
+                    self.drop_corrupt(key);
+                    return StoreOutcome::NotStored;
+                };
                 let parts: [&[u8]; 2] = if mode == StoreMode::Append { [&old_value, data] } else { [data, &old_value] };
                 let meta = Meta { flags: h.flags, exp: h.exp, ..Default::default() };
-                self.insert(key, meta, &parts, now)
+                self.insert(key, meta, Body::Value(&parts), now)
             }
             _ => {
                 let meta = Meta { flags, exp: self.rel_exp(exptime), ..Default::default() };
-                self.insert(key, meta, &[data], now)
+                self.insert(key, meta, Body::Value(&[data]), now)
             }
         };
         if stored {
@@ -637,9 +718,20 @@ impl Store {
         let item = self.item_ref(loc, &h);
         // Like memcached's strtoull, only the leading digits and the byte
         // after them matter, so a large value's first chunk is enough.
-        let head = match item.value {
-            Value::Inline(v) => v,
-            Value::Large(l) => l.chunks().first().map_or(&[][..], |c| &c[..]),
+        let unpacked;
+        let head = match (item.value, item.compressed) {
+            (Value::Inline(v), None) => v,
+            (Value::Large(l), None) => l.chunks().first().map_or(&[][..], |c| &c[..]),
+            (_, Some(_)) => match item.read_value() {
+                Some(v) => {
+                    unpacked = v;
+                    &unpacked[..]
+                }
+                None => {
+                    self.drop_corrupt(key);
+                    return ArithOutcome::NotFound;
+                }
+            },
         };
         let number = if head.is_empty() { None } else { crate::protocol::parse::parse_stored_number(head) };
         let Some(cur) = number else {
@@ -654,7 +746,11 @@ impl Store {
             digits.resize(h.value_len, b' ');
         }
         let meta = Meta { flags: h.flags, exp: h.exp, fetched: h.fetched(), freq: h.freq(), ..Default::default() };
-        if self.insert(key, meta, &[&digits], now) { ArithOutcome::Value(v) } else { ArithOutcome::NoMemory }
+        if self.insert(key, meta, Body::Value(&[&digits]), now) {
+            ArithOutcome::Value(v)
+        } else {
+            ArithOutcome::NoMemory
+        }
     }
 
     /// Invalidate everything written before now (`at == 0`) or, from the
@@ -690,18 +786,53 @@ impl Store {
 
     /// Write a new version of `key` and point the index at it, replacing
     /// whatever version was there. False when no room could be made.
-    fn insert(&mut self, key: &[u8], mut meta: Meta, parts: &[&[u8]], now: u64) -> bool {
-        let value_len: usize = parts.iter().map(|p| p.len()).sum();
-        meta.kind = KIND_INLINE;
+    fn insert(&mut self, key: &[u8], mut meta: Meta, body: Body<'_>, now: u64) -> bool {
+        // What goes into storage: the value, or its compressed frame.
+        let mut frame = None;
+        let value_len = match body {
+            Body::Stored(_, len) => len,
+            Body::Value(parts) => {
+                meta.compressed = None;
+                let joined;
+                let value: &[u8] = match parts {
+                    [one] => one,
+                    _ if self.codec.enabled() => {
+                        joined = parts.concat();
+                        &joined
+                    }
+                    _ => &[],
+                };
+                if let Some(dict) = self.codec.compress(value) {
+                    let f = self.codec.take_frame();
+                    meta.compressed = Some(Compressed { stored_len: f.len(), dict });
+                    frame = Some(f);
+                }
+                parts.iter().map(|p| p.len()).sum()
+            }
+        };
+        let one;
+        let stored: &[&[u8]] = match (&frame, body) {
+            (Some(f), _) => {
+                one = [&f[..]];
+                &one
+            }
+            (None, Body::Stored(b, _)) => {
+                one = [b];
+                &one
+            }
+            (None, Body::Value(parts)) => parts,
+        };
+        let stored_len: usize = stored.iter().map(|p| p.len()).sum();
+        meta.large = false;
         let mut len = record::record_len(&meta, key.len(), value_len);
         let mut handle = None;
         if len > INLINE_MAX {
-            if !self.make_room(LargeValue::charge(value_len), now) {
+            if !self.make_room(LargeValue::charge(stored_len), now) {
                 return false;
             }
-            self.large_bytes += LargeValue::charge(value_len);
-            handle = Some(self.large.insert(LargeValue::from_parts(parts)) as u32);
-            meta.kind = KIND_LARGE;
+            self.large_bytes += LargeValue::charge(stored_len);
+            handle = Some(self.large.insert(LargeValue::from_parts(stored)) as u32);
+            meta.large = true;
             len = record::record_len(&meta, key.len(), value_len);
         }
         let Some(loc) = self.reserve(Queue::Small, self.align(len), now, true) else {
@@ -717,12 +848,15 @@ impl Store {
             match handle {
                 Some(h) => dst[at..at + 4].copy_from_slice(&h.to_le_bytes()),
                 None => {
-                    for p in parts {
+                    for p in stored {
                         dst[at..at + p.len()].copy_from_slice(p);
                         at += p.len();
                     }
                 }
             }
+        }
+        if let Some(f) = frame {
+            self.codec.give_back_frame(f);
         }
         self.account_new(loc, len);
         let hash = index_hash(key);
@@ -738,9 +872,19 @@ impl Store {
             let h = self.header(old);
             self.account_gone(old, &h, true);
         }
-        // The index may have grown past the limit.
+        // The index or the compressor may have grown past the limit.
         while self.memory_used() > self.cfg.limit && self.evict_one(now, self.cfg.evict) {}
-        true
+        let present = self.find(key);
+        if self.memory_used() > self.cfg.limit {
+            // Nothing else left to evict: the new item itself does not fit.
+            if let Some(loc) = present {
+                let h = self.header(loc);
+                self.unlink(loc, &h, hash);
+            }
+            return false;
+        }
+        // In a cache of a few segments, making room can evict the new item.
+        present.is_some()
     }
 
     /// Give an item a new expiry, in place when its record has the field,
@@ -770,8 +914,8 @@ impl Store {
         // Only inline records lack the field (see record::has_exp). Writing
         // it again needs room: with -M and a full store this can fail.
         let meta = Meta { exp, cas_pos: Some(self.position(loc, &h)), ..h.meta() };
-        let value = self.rec(loc)[h.body_at..h.body_at + h.value_len].to_vec();
-        self.insert(key, meta, &[&value], now)
+        let body = self.rec(loc)[h.body_at..h.body_at + h.body_len()].to_vec();
+        self.insert(key, meta, Body::Stored(&body, h.value_len), now)
     }
 
     /// Make sure the head of `queue` has `len` free bytes, opening a new
@@ -858,29 +1002,52 @@ impl Store {
         if h.exp != 0 && (s.min_exp == 0 || h.exp < s.min_exp) {
             s.min_exp = h.exp;
         }
-        let size = h.len() + if h.kind() == KIND_LARGE { h.value_len } else { 0 };
+        let size = h.len() + if h.large { h.stored_len() } else { 0 };
         self.items += 1;
         self.item_bytes += size as u64;
-        self.kv_bytes += (h.key_len + h.value_len) as u64;
+        self.kv_bytes += (h.key_len + h.stored_len()) as u64;
         self.sizes[size_bucket(size)] += 1;
+        if let Some(z) = h.compressed {
+            self.compressed_items += 1;
+            self.compressed_bytes_in += h.value_len as u64;
+            self.compressed_bytes_out += z.stored_len as u64;
+        }
     }
 
     /// Undo `account_new` for a record that is no longer live (the index
     /// no longer points at it), freeing its large value unless told not to.
     fn account_gone(&mut self, loc: u32, h: &Header, free_large: bool) {
         let (seg, _) = self.split(loc);
-        let is_large = h.kind() == KIND_LARGE;
         let s = &mut self.segs[seg];
         s.live -= 1;
         s.live_bytes -= h.len() as u32;
-        let size = h.len() + if is_large { h.value_len } else { 0 };
+        let size = h.len() + if h.large { h.stored_len() } else { 0 };
         self.items -= 1;
         self.item_bytes -= size as u64;
-        self.kv_bytes -= (h.key_len + h.value_len) as u64;
+        self.kv_bytes -= (h.key_len + h.stored_len()) as u64;
         self.sizes[size_bucket(size)] -= 1;
-        if is_large && free_large {
+        if let Some(z) = h.compressed {
+            self.compressed_items -= 1;
+            self.compressed_bytes_in -= h.value_len as u64;
+            self.compressed_bytes_out -= z.stored_len as u64;
+        }
+        if h.large && free_large {
             let handle = record::large_handle(self.rec(loc), h);
             self.free_large(handle);
+        }
+    }
+
+    /// A stored frame failed to decompress: log it, count it and drop the
+    /// item, so that it reads as a miss from now on.
+    pub fn drop_corrupt(&mut self, key: &[u8]) {
+        log::error!(
+            "stored value of key {:?} is corrupt (decompression failed); dropped",
+            String::from_utf8_lossy(key)
+        );
+        self.codec.stats.corrupt += 1;
+        if let Some(loc) = self.find(key) {
+            let h = self.header(loc);
+            self.unlink(loc, &h, index_hash(key));
         }
     }
 
@@ -1077,6 +1244,7 @@ impl Store {
     /// live items are freed. Returns the items reclaimed.
     pub fn crawl(&mut self, now: u64, budget: usize) -> usize {
         self.apply_flush(now);
+        self.codec.poll_training();
         let now_rel = self.now_rel(now);
         let mut work = 0;
         let mut reclaimed = 0;

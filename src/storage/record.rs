@@ -3,14 +3,16 @@
 //! ```text
 //! info    u8   kind (2 bits) | has_flags | has_exp | has_cas | fetched | freq (2 bits)
 //! klen    u8   key length, 1..=250
-//! vlen    LEB128, 1-5 bytes: the value's length (for a large item, the
-//!              whole value's, kept outside the segment)
+//! ext     u8   only for kind EXT: LARGE | COMPRESSED (bits 2-7 free for later fields)
+//! vlen    LEB128, 1-5 bytes: the value's length as the client sees it
+//! zlen    LEB128, only when COMPRESSED: the stored (compressed) length
+//! dict    u8   only when COMPRESSED: the dictionary it was written with (0: none)
 //! flags   u32  only when has_flags (most clients send 0)
 //! exp     u32  only when has_exp: seconds after `Store::started`, 0 = never
 //! cas     u64  only when has_cas: the item's original write position, kept
 //!              when the item is moved so that its CAS value survives
 //! key     klen bytes
-//! body    the value (inline) or a u32 handle to the large value
+//! body    the stored value (inline) or a u32 handle to the large value
 //! ```
 //!
 //! A plain item with a 100-byte value therefore carries 3 bytes of header;
@@ -18,8 +20,12 @@
 //! slab class, time, CAS) is either derived from where the record sits or
 //! kept per segment.
 
-pub const KIND_INLINE: u8 = 0;
-pub const KIND_LARGE: u8 = 1;
+const KIND_INLINE: u8 = 0;
+const KIND_LARGE: u8 = 1;
+/// Followed by an `ext` byte; kind 2 is unused.
+const KIND_EXT: u8 = 3;
+const EXT_LARGE: u8 = 1;
+const EXT_COMPRESSED: u8 = 2;
 
 const KIND_MASK: u8 = 0b11;
 const HAS_FLAGS: u8 = 1 << 2;
@@ -29,10 +35,21 @@ pub const FETCHED: u8 = 1 << 5;
 const FREQ_SHIFT: u8 = 6;
 pub const FREQ_MAX: u8 = 3;
 
+/// How a value is stored compressed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Compressed {
+    /// Bytes stored (the compressed frame).
+    pub stored_len: usize,
+    /// Dictionary id, 0 for none.
+    pub dict: u8,
+}
+
 /// The fields a new record is written with.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Meta {
-    pub kind: u8,
+    /// The value lives outside the segment (large.rs).
+    pub large: bool,
+    pub compressed: Option<Compressed>,
     pub flags: u32,
     /// Relative expiry (see `Store::rel_exp`), 0 = never.
     pub exp: u32,
@@ -42,10 +59,22 @@ pub struct Meta {
     pub freq: u8,
 }
 
+impl Meta {
+    fn kind(&self) -> (u8, u8) {
+        match (self.large, self.compressed.is_some()) {
+            (false, false) => (KIND_INLINE, 0),
+            (true, false) => (KIND_LARGE, 0),
+            (large, true) => (KIND_EXT, EXT_COMPRESSED | if large { EXT_LARGE } else { 0 }),
+        }
+    }
+}
+
 /// A parsed record header: where the parts of the record are.
 #[derive(Clone, Copy, Debug)]
 pub struct Header {
     pub info: u8,
+    pub large: bool,
+    pub compressed: Option<Compressed>,
     pub flags: u32,
     pub exp: u32,
     pub cas_pos: Option<u64>,
@@ -54,17 +83,18 @@ pub struct Header {
     pub key_at: usize,
     pub key_len: usize,
     pub body_at: usize,
-    /// The value's length (whole value for a large item).
+    /// The value's length as the client sees it.
     pub value_len: usize,
 }
 
 impl Header {
-    pub fn kind(&self) -> u8 {
-        self.info & KIND_MASK
+    /// Bytes the value takes in storage (compressed or not).
+    pub fn stored_len(&self) -> usize {
+        self.compressed.map_or(self.value_len, |c| c.stored_len)
     }
     /// Bytes the body takes inside the segment.
     pub fn body_len(&self) -> usize {
-        if self.kind() == KIND_LARGE { 4 } else { self.value_len }
+        if self.large { 4 } else { self.stored_len() }
     }
     /// Record length before alignment.
     pub fn len(&self) -> usize {
@@ -78,7 +108,8 @@ impl Header {
     }
     pub fn meta(&self) -> Meta {
         Meta {
-            kind: self.kind(),
+            large: self.large,
+            compressed: self.compressed,
             flags: self.flags,
             exp: self.exp,
             cas_pos: self.cas_pos,
@@ -91,7 +122,7 @@ impl Header {
 /// Large records always carry the expiry field, so that touching one
 /// never has to write it again (and juggle its large value meanwhile).
 fn has_exp(meta: &Meta) -> bool {
-    meta.exp != 0 || meta.kind == KIND_LARGE
+    meta.exp != 0 || meta.large
 }
 
 fn varint_len(mut v: usize) -> usize {
@@ -103,9 +134,38 @@ fn varint_len(mut v: usize) -> usize {
     n
 }
 
+fn put_varint(dst: &mut [u8], mut at: usize, mut v: usize) -> usize {
+    loop {
+        let byte = (v & 0x7f) as u8;
+        v >>= 7;
+        if v == 0 {
+            dst[at] = byte;
+            return at + 1;
+        }
+        dst[at] = byte | 0x80;
+        at += 1;
+    }
+}
+
+fn get_varint(rec: &[u8], mut at: usize) -> (usize, usize) {
+    let mut v = 0usize;
+    let mut shift = 0;
+    loop {
+        let b = rec[at];
+        at += 1;
+        v |= ((b & 0x7f) as usize) << shift;
+        if b & 0x80 == 0 {
+            return (v, at);
+        }
+        shift += 7;
+    }
+}
+
 /// Length of the header a record with these fields gets.
 pub fn header_len(meta: &Meta, value_len: usize) -> usize {
-    2 + varint_len(value_len)
+    2 + usize::from(meta.kind().0 == KIND_EXT)
+        + varint_len(value_len)
+        + meta.compressed.map_or(0, |c| varint_len(c.stored_len) + 1)
         + if meta.flags != 0 { 4 } else { 0 }
         + if has_exp(meta) { 4 } else { 0 }
         + if meta.cas_pos.is_some() { 8 } else { 0 }
@@ -113,14 +173,15 @@ pub fn header_len(meta: &Meta, value_len: usize) -> usize {
 
 /// Length of a whole record (before alignment).
 pub fn record_len(meta: &Meta, key_len: usize, value_len: usize) -> usize {
-    let body = if meta.kind == KIND_LARGE { 4 } else { value_len };
+    let body = if meta.large { 4 } else { meta.compressed.map_or(value_len, |c| c.stored_len) };
     header_len(meta, value_len) + key_len + body
 }
 
 /// Write a header and key at the start of `dst`; returns where the body
 /// goes. `dst` must hold `record_len` bytes.
 pub fn write_head(dst: &mut [u8], meta: &Meta, key: &[u8], value_len: usize) -> usize {
-    let mut info = meta.kind | (meta.freq.min(FREQ_MAX) << FREQ_SHIFT);
+    let (kind, ext) = meta.kind();
+    let mut info = kind | (meta.freq.min(FREQ_MAX) << FREQ_SHIFT);
     if meta.flags != 0 {
         info |= HAS_FLAGS;
     }
@@ -136,16 +197,14 @@ pub fn write_head(dst: &mut [u8], meta: &Meta, key: &[u8], value_len: usize) -> 
     dst[0] = info;
     dst[1] = key.len() as u8;
     let mut at = 2;
-    let mut v = value_len;
-    loop {
-        let byte = (v & 0x7f) as u8;
-        v >>= 7;
-        if v == 0 {
-            dst[at] = byte;
-            at += 1;
-            break;
-        }
-        dst[at] = byte | 0x80;
+    if kind == KIND_EXT {
+        dst[at] = ext;
+        at += 1;
+    }
+    at = put_varint(dst, at, value_len);
+    if let Some(c) = meta.compressed {
+        at = put_varint(dst, at, c.stored_len);
+        dst[at] = c.dict;
         at += 1;
     }
     if meta.flags != 0 {
@@ -173,16 +232,20 @@ pub fn parse(rec: &[u8]) -> Header {
     let info = rec[0];
     let key_len = rec[1] as usize;
     let mut at = 2;
-    let mut value_len = 0usize;
-    let mut shift = 0;
-    loop {
-        let b = rec[at];
+    let (mut large, mut z) = (info & KIND_MASK == KIND_LARGE, false);
+    if info & KIND_MASK == KIND_EXT {
+        let ext = rec[at];
         at += 1;
-        value_len |= ((b & 0x7f) as usize) << shift;
-        if b & 0x80 == 0 {
-            break;
-        }
-        shift += 7;
+        large = ext & EXT_LARGE != 0;
+        z = ext & EXT_COMPRESSED != 0;
+    }
+    let (value_len, next) = get_varint(rec, at);
+    at = next;
+    let mut compressed = None;
+    if z {
+        let (stored_len, next) = get_varint(rec, at);
+        compressed = Some(Compressed { stored_len, dict: rec[next] });
+        at = next + 1;
     }
     let mut flags = 0;
     if info & HAS_FLAGS != 0 {
@@ -203,7 +266,19 @@ pub fn parse(rec: &[u8]) -> Header {
         cas_pos = Some(u64::from_le_bytes(w));
         at += 8;
     }
-    Header { info, flags, exp, cas_pos, exp_at, key_at: at, key_len, body_at: at + key_len, value_len }
+    Header {
+        info,
+        large,
+        compressed,
+        flags,
+        exp,
+        cas_pos,
+        exp_at,
+        key_at: at,
+        key_len,
+        body_at: at + key_len,
+        value_len,
+    }
 }
 
 /// Note a read: set the fetched bit and count up the access frequency.
@@ -223,11 +298,14 @@ mod tests {
 
     #[test]
     fn headers_round_trip_and_stay_small() {
+        let z = Some(Compressed { stored_len: 77, dict: 3 });
         for meta in [
             Meta::default(),
             Meta { flags: 7, ..Default::default() },
             Meta { exp: 99, cas_pos: Some(1 << 40), fetched: true, freq: 2, ..Default::default() },
-            Meta { kind: KIND_LARGE, flags: u32::MAX, exp: 1, ..Default::default() },
+            Meta { large: true, flags: u32::MAX, exp: 1, ..Default::default() },
+            Meta { compressed: z, ..Default::default() },
+            Meta { large: true, compressed: z, cas_pos: Some(5), ..Default::default() },
         ] {
             for vlen in [0usize, 1, 127, 128, 100_000, 1 << 30] {
                 let key = b"some:key";
@@ -237,8 +315,13 @@ mod tests {
                 assert_eq!(h.body_at, body);
                 assert_eq!(h.body_at, header_len(&meta, vlen) + key.len());
                 assert_eq!(&buf[h.key_at..h.key_at + h.key_len], key);
-                assert_eq!((h.kind(), h.flags, h.exp, h.cas_pos), (meta.kind, meta.flags, meta.exp, meta.cas_pos));
+                assert_eq!(
+                    (h.large, h.compressed, h.flags, h.cas_pos),
+                    (meta.large, meta.compressed, meta.flags, meta.cas_pos)
+                );
+                assert_eq!(h.exp, meta.exp);
                 assert_eq!((h.fetched(), h.freq(), h.value_len), (meta.fetched, meta.freq, vlen));
+                assert_eq!(h.len(), record_len(&meta, key.len(), vlen));
             }
         }
         assert_eq!(header_len(&Meta::default(), 100), 3, "a plain 100-byte item has a 3-byte header");
