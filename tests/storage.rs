@@ -109,10 +109,12 @@ fn expired_items_are_reclaimed_without_reads() {
         return;
     };
     let mut c = s.conn();
-    fill(&mut c, "ttl", 300_000, 50, 2);
+    // A TTL long enough that a slow (shared, loaded) machine finishes
+    // writing before the first items expire.
+    fill(&mut c, "ttl", 200_000, 50, 4);
     fill(&mut c, "keep", 1000, 50, 0);
     let st = c.stats("stats");
-    assert!(stat_u64(&st, "curr_items") > 250_000, "{:?}", st.get("curr_items"));
+    assert!(stat_u64(&st, "curr_items") > 150_000, "{:?}", st.get("curr_items"));
     let start = Instant::now();
     loop {
         let st = c.stats("stats");
@@ -120,7 +122,7 @@ fn expired_items_are_reclaimed_without_reads() {
             assert!(stat_u64(&st, "bytes") < 1000 * 100);
             break;
         }
-        assert!(start.elapsed() < Duration::from_secs(8), "still {:?} items", st.get("curr_items"));
+        assert!(start.elapsed() < Duration::from_secs(10), "still {:?} items", st.get("curr_items"));
         std::thread::sleep(Duration::from_millis(100));
     }
     assert_bytes!(c.request(b"get keep7\r\n"), [value("keep7", 0, &payload(50)), b"END\r\n".to_vec()].concat());

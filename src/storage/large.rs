@@ -11,6 +11,13 @@ pub const CHUNK: usize = super::SEG_SIZE;
 pub struct LargeValue {
     chunks: Vec<Box<[u8]>>,
     len: usize,
+    /// Where its record is (kept current when the record moves).
+    pub head: u32,
+    /// Write position of its record when stored: its place in the FIFO
+    /// order that eviction follows.
+    pub pos: u64,
+    /// Tells this value from a later one in the same slab slot.
+    pub id: u64,
 }
 
 impl LargeValue {
@@ -34,7 +41,8 @@ impl LargeValue {
                 }
             }
         }
-        LargeValue { chunks, len }
+        // Not in the eviction order until its record is written (id set then).
+        LargeValue { chunks, len, head: 0, pos: 0, id: u64::MAX }
     }
 
     pub fn len(&self) -> usize {

@@ -283,6 +283,11 @@ pub struct Store {
     main: VecDeque<u32>,
     next_seq: u64,
     large: Slab<LargeValue>,
+    /// Large values in the order they were stored, (handle, id): evicted by
+    /// age beside the segments, so that one segment holding many large
+    /// values' records does not take them all at once.
+    large_fifo: VecDeque<(u32, u64)>,
+    large_next_id: u64,
     large_bytes: usize,
     /// Records being moved out of an evicted segment (reused).
     move_list: Vec<(u64, u32, usize, usize)>,
@@ -390,6 +395,8 @@ impl Store {
             main: VecDeque::new(),
             next_seq: 0,
             large: Slab::new(),
+            large_fifo: VecDeque::new(),
+            large_next_id: 0,
             large_bytes: 0,
             move_list: Vec::new(),
             flush_seq: 0,
@@ -841,6 +848,14 @@ impl Store {
             }
             return false;
         };
+        if let Some(h) = handle {
+            let (seg, off) = self.split(loc);
+            let id = self.large_next_id;
+            self.large_next_id += 1;
+            let v = &mut self.large[h as usize];
+            (v.head, v.pos, v.id) = (loc, self.segs[seg].seq + off as u64, id);
+            self.large_fifo.push_back((h, id));
+        }
         {
             let (seg, off) = self.split(loc);
             let dst = &mut self.segs[seg].data.as_mut().expect("head segment")[off..off + len];
@@ -1085,14 +1100,49 @@ impl Store {
         let small_share = (total / 10).max(1);
         let from_small = !self.small.is_empty() && (self.small.len() > small_share || self.main.is_empty());
         let victim = if from_small { self.small.front() } else { self.main.front() };
+        if !evict {
+            return victim.is_some() && self.compact_one(now);
+        }
+        // The oldest large value goes first unless the segment that would
+        // go holds only older items (its last write is older).
+        while let Some(&(handle, id)) = self.large_fifo.front() {
+            match self.large.get(handle as usize) {
+                Some(v) if v.id == id => {
+                    if victim.is_none_or(|&s| v.pos < self.segs[s as usize].seq + u64::from(self.segs[s as usize].used))
+                    {
+                        self.evict_large(handle, now);
+                        return true;
+                    }
+                    break;
+                }
+                // Gone already (deleted, overwritten or evicted with its record).
+                _ => {
+                    self.large_fifo.pop_front();
+                }
+            }
+        }
         let Some(&victim) = victim else {
             return false;
         };
-        if !evict {
-            return self.compact_one(now);
-        }
         self.evict_segment(victim, now);
         true
+    }
+
+    fn evict_large(&mut self, handle: u32, now: u64) {
+        self.large_fifo.pop_front();
+        let loc = self.large[handle as usize].head;
+        let h = self.header(loc);
+        let hash = index_hash(&self.rec(loc)[h.key_at..h.key_at + h.key_len]);
+        debug_assert!(self.is_live(loc, hash), "a large value outlived its record");
+        let unfetched = u64::from(!h.fetched());
+        if self.dead(loc, &h, now).is_some() {
+            self.stats.reclaimed += 1;
+            self.stats.expired_unfetched += unfetched;
+        } else {
+            self.stats.evictions += 1;
+            self.stats.evicted_unfetched += unfetched;
+        }
+        self.unlink(loc, &h, hash);
     }
 
     /// Without eviction (`-M`), room comes only from dead items: free the
@@ -1228,6 +1278,11 @@ impl Store {
             self.segs[seg].data.as_mut().expect("head segment")[off..off + len].copy_from_slice(rec);
             if let Some(slot) = self.index.find_mut(hash, |&l| l == old) {
                 *slot = loc;
+            }
+            let h = self.header(loc);
+            if h.large {
+                let handle = record::large_handle(self.rec(loc), &h);
+                self.large[handle as usize].head = loc;
             }
             self.account_new(loc, len);
             self.stats.moved += 1;

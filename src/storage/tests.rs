@@ -327,6 +327,26 @@ fn large_values_are_evicted_to_make_room() {
     check(&s);
 }
 
+/// Large values leave in the order they came, a few at a time, even though
+/// their records share a segment: a full store of large values stays full.
+#[test]
+fn large_values_are_evicted_oldest_first_and_one_by_one() {
+    let mut s = store(16 << 20);
+    let v = vec![b'L'; 700_000];
+    let mut least = u64::MAX;
+    for i in 0..200 {
+        assert_eq!(s.store(StoreMode::Set, format!("L{i}").as_bytes(), 0, 0, &v, 0, NOW), StoreOutcome::Stored);
+        s.store(StoreMode::Set, format!("s{i}").as_bytes(), 0, 0, b"small", 0, NOW);
+        if i >= 40 {
+            least = least.min(s.curr_items());
+            assert!(get(&mut s, &format!("L{}", i - 10), NOW).is_some(), "a recent large value was evicted");
+        }
+    }
+    assert!(least >= 2 * 18, "the store dropped to {least} items");
+    assert!(get(&mut s, "L0", NOW).is_none());
+    check(&s);
+}
+
 /// Memory moves to the new size: after switching from 100-byte values to
 /// 10 KiB ones, the store holds about as many 10 KiB values as a store
 /// that only ever saw them (no size classes to calcify), and back.
