@@ -59,7 +59,7 @@ fn hundred_mib_value_round_trips() {
     };
     let mut c = s.conn();
     let len = 100 << 20;
-    let data: Vec<u8> = (0..len).map(|i| (i * 31 % 251) as u8).collect();
+    let data = payload(len);
     assert_bytes!(c.request(&store_cmd("set", "huge", 7, 0, &data)), b"STORED\r\n");
     c.send(b"get huge\r\n");
     let head = c.read_line();
@@ -71,9 +71,7 @@ fn hundred_mib_value_round_trips() {
     assert_bytes!(c.request(&store_cmd("append", "huge", 0, 0, b"!")), b"STORED\r\n");
     if s.is_memcore() {
         let st = c.stats("stats");
-        // Stored in chunks (compressed: the pattern repeats every 251 bytes).
-        assert!(stat_u64(&st, "engine_large_bytes") > 0);
-        assert!(stat_u64(&st, "engine_large_bytes") < len as u64);
+        assert!(stat_u64(&st, "engine_large_bytes") > len as u64);
     }
     assert_bytes!(c.request(b"delete huge\r\n"), b"DELETED\r\n");
     if s.is_memcore() {
