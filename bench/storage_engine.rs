@@ -48,7 +48,11 @@ fn engine(c: &mut Criterion) {
         )
     });
     g.bench_function("get_miss", |b| {
-        b.iter_batched(|| key(u64::MAX - rand() % 1_000_000), |k| black_box(s.get(&k, NOW).is_ok()), BatchSize::SmallInput)
+        b.iter_batched(
+            || key(u64::MAX - rand() % 1_000_000),
+            |k| black_box(s.get(&k, NOW).is_ok()),
+            BatchSize::SmallInput,
+        )
     });
     let value = [b'w'; 100];
     let mut fresh = next;

@@ -351,6 +351,7 @@ pub fn check_store(data: &[u8]) -> StoreRun {
         cas_stride: 1 + (mode as u64 >> 4) % 4,
         cas_offset: (mode as u64 >> 2) % 4,
         started: START - 100,
+        digest: mode & 0x40 != 0,
     };
     let mut s = Store::new(cfg);
     let mut m = Model { map: HashMap::new(), flushes: Vec::new() };

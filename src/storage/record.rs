@@ -1,7 +1,7 @@
 //! The byte layout of one item inside a segment.
 //!
 //! ```text
-//! info    u8   kind (2 bits) | has_flags | has_exp | has_cas | fetched | freq (2 bits)
+//! info    u8   kind (1 bit) | has_ver | has_flags | has_exp | has_cas | fetched | freq (2 bits)
 //! klen    u8   key length, 1..=250
 //! vlen    LEB128, 1-5 bytes: the value's length (for a large item, the
 //!              whole value's, kept outside the segment)
@@ -9,6 +9,9 @@
 //! exp     u32  only when has_exp: seconds after `Store::started`, 0 = never
 //! cas     u64  only when has_cas: the item's original write position, kept
 //!              when the item is moved so that its CAS value survives
+//! ver     u64  only when has_ver: the replication version (hybrid logical
+//!              clock and node id, see `repl::hlc`); only written when the
+//!              server replicates, so a plain item pays nothing for it
 //! key     klen bytes
 //! body    the value (inline) or a u32 handle to the large value
 //! ```
@@ -21,7 +24,9 @@
 pub const KIND_INLINE: u8 = 0;
 pub const KIND_LARGE: u8 = 1;
 
-const KIND_MASK: u8 = 0b11;
+const KIND_MASK: u8 = 0b01;
+/// The second kind bit was never used: it marks the version field.
+const HAS_VER: u8 = 1 << 1;
 const HAS_FLAGS: u8 = 1 << 2;
 const HAS_EXP: u8 = 1 << 3;
 const HAS_CAS: u8 = 1 << 4;
@@ -38,6 +43,8 @@ pub struct Meta {
     pub exp: u32,
     /// Original write position, for a record that keeps its CAS when moved.
     pub cas_pos: Option<u64>,
+    /// Replication version, 0 = none (no field written).
+    pub version: u64,
     pub fetched: bool,
     pub freq: u8,
 }
@@ -51,6 +58,9 @@ pub struct Header {
     pub cas_pos: Option<u64>,
     /// Offset of the exp field from the record start (touch rewrites it).
     pub exp_at: Option<usize>,
+    /// Replication version (0 = none) and where its field is.
+    pub version: u64,
+    pub ver_at: Option<usize>,
     pub key_at: usize,
     pub key_len: usize,
     pub body_at: usize,
@@ -82,6 +92,7 @@ impl Header {
             flags: self.flags,
             exp: self.exp,
             cas_pos: self.cas_pos,
+            version: self.version,
             fetched: self.fetched(),
             freq: self.freq(),
         }
@@ -109,6 +120,7 @@ pub fn header_len(meta: &Meta, value_len: usize) -> usize {
         + if meta.flags != 0 { 4 } else { 0 }
         + if has_exp(meta) { 4 } else { 0 }
         + if meta.cas_pos.is_some() { 8 } else { 0 }
+        + if meta.version != 0 { 8 } else { 0 }
 }
 
 /// Length of a whole record (before alignment).
@@ -129,6 +141,9 @@ pub fn write_head(dst: &mut [u8], meta: &Meta, key: &[u8], value_len: usize) -> 
     }
     if meta.cas_pos.is_some() {
         info |= HAS_CAS;
+    }
+    if meta.version != 0 {
+        info |= HAS_VER;
     }
     if meta.fetched {
         info |= FETCHED;
@@ -158,6 +173,10 @@ pub fn write_head(dst: &mut [u8], meta: &Meta, key: &[u8], value_len: usize) -> 
     }
     if let Some(c) = meta.cas_pos {
         dst[at..at + 8].copy_from_slice(&c.to_le_bytes());
+        at += 8;
+    }
+    if meta.version != 0 {
+        dst[at..at + 8].copy_from_slice(&meta.version.to_le_bytes());
         at += 8;
     }
     dst[at..at + key.len()].copy_from_slice(key);
@@ -203,7 +222,15 @@ pub fn parse(rec: &[u8]) -> Header {
         cas_pos = Some(u64::from_le_bytes(w));
         at += 8;
     }
-    Header { info, flags, exp, cas_pos, exp_at, key_at: at, key_len, body_at: at + key_len, value_len }
+    let (mut version, mut ver_at) = (0, None);
+    if info & HAS_VER != 0 {
+        let mut w = [0u8; 8];
+        w.copy_from_slice(&rec[at..at + 8]);
+        version = u64::from_le_bytes(w);
+        ver_at = Some(at);
+        at += 8;
+    }
+    Header { info, flags, exp, cas_pos, exp_at, version, ver_at, key_at: at, key_len, body_at: at + key_len, value_len }
 }
 
 /// Note a read: set the fetched bit and count up the access frequency.
@@ -228,6 +255,8 @@ mod tests {
             Meta { flags: 7, ..Default::default() },
             Meta { exp: 99, cas_pos: Some(1 << 40), fetched: true, freq: 2, ..Default::default() },
             Meta { kind: KIND_LARGE, flags: u32::MAX, exp: 1, ..Default::default() },
+            Meta { kind: KIND_LARGE, version: u64::MAX - 3, cas_pos: Some(5), freq: 3, ..Default::default() },
+            Meta { version: 1, ..Default::default() },
         ] {
             for vlen in [0usize, 1, 127, 128, 100_000, 1 << 30] {
                 let key = b"some:key";
@@ -239,6 +268,7 @@ mod tests {
                 assert_eq!(&buf[h.key_at..h.key_at + h.key_len], key);
                 assert_eq!((h.kind(), h.flags, h.exp, h.cas_pos), (meta.kind, meta.flags, meta.exp, meta.cas_pos));
                 assert_eq!((h.fetched(), h.freq(), h.value_len), (meta.fetched, meta.freq, vlen));
+                assert_eq!((h.version, h.ver_at.is_some()), (meta.version, meta.version != 0));
             }
         }
         assert_eq!(header_len(&Meta::default(), 100), 3, "a plain 100-byte item has a 3-byte header");
