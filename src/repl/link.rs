@@ -68,13 +68,16 @@ pub fn seal(core: &Core) {
 }
 
 /// After local writes: wake the links (and seal when much is pending).
+/// In the `sync` and `majority` modes every write is sealed at once, so
+/// that a connection waiting for it knows a seq that covers it: the last
+/// sealed one when its reply arrived.
 pub fn kick(core: &Core) {
     let Some(rc) = &core.repl else { return };
     let len = core.shard.borrow().repl.as_ref().map_or(0, |r| r.pending.len());
     if len == 0 {
         return;
     }
-    if len >= SEAL_AT {
+    if len >= SEAL_AT || shared(core).cfg.mode != super::Mode::Async {
         seal(core);
     }
     rc.wake.iter().for_each(Notify::notify);

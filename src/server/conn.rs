@@ -151,7 +151,8 @@ impl Conn {
             && !noreply
             && let Some(sh) = &self.core.global.repl
         {
-            let target = sh.pending_seq[owner].load(std::sync::atomic::Ordering::Acquire);
+            // The owner sealed the write before replying (`link::kick`).
+            let target = sh.pending_seq[owner].load(std::sync::atomic::Ordering::Acquire) - 1;
             let live = sh.live_peers(owner);
             let deadline = std::time::Instant::now() + sh.cfg.timeout;
             let mut result = sh.acked_enough(owner, target, &live);
