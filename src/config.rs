@@ -86,6 +86,30 @@ struct Args {
     /// stored), or the path of a trained zstd dictionary
     #[arg(long = "compress-dict", default_value = "off", value_name = "off|auto|FILE")]
     compress_dict: String,
+    /// Replication: address this node accepts links from peers on
+    #[arg(long = "repl-listen", value_name = "ADDR:PORT")]
+    repl_listen: Option<String>,
+    /// Replication: the other nodes' replication addresses, comma-separated
+    #[arg(long = "peers", value_name = "ADDR:PORT,...")]
+    peers: Option<String>,
+    /// Replication: this node's id, unique in its group (0-255)
+    #[arg(long = "node-id")]
+    node_id: Option<u32>,
+    /// Replication: file holding the group's shared secret
+    #[arg(long = "repl-secret", value_name = "FILE")]
+    repl_secret: Option<String>,
+    /// Replication: when a write is acknowledged (async, sync, majority)
+    #[arg(long = "repl-mode", default_value = "async")]
+    repl_mode: String,
+    /// Replication: how long sync/majority writes wait for peers, in ms
+    #[arg(long = "repl-timeout", default_value_t = crate::repl::DEFAULT_TIMEOUT_MS, value_name = "MS")]
+    repl_timeout: u64,
+    /// Replication: backlog kept for reconnecting peers, in MB (over all cores)
+    #[arg(long = "repl-backlog", default_value_t = crate::repl::DEFAULT_BACKLOG_MB, value_name = "MB")]
+    repl_backlog: usize,
+    /// Replication: how long deletes are remembered, in seconds
+    #[arg(long = "repl-tombstone-ttl", default_value_t = crate::repl::DEFAULT_TOMBSTONE_TTL_S, value_name = "SECONDS")]
+    repl_tombstone_ttl: u64,
     /// Verbose logging (-v, -vv, -vvv)
     #[arg(short = 'v', long = "verbose", action = ArgAction::Count)]
     verbose: u8,
@@ -118,6 +142,7 @@ pub struct Config {
     pub compress: CompressConfig,
     pub verbosity: u8,
     pub warnings: Vec<String>,
+    pub repl: Option<crate::repl::ReplConfig>,
 }
 
 impl Config {
@@ -240,6 +265,7 @@ fn check(a: Args) -> Result<Config, String> {
     };
     let compress =
         CompressConfig { enabled: a.compress == "on", min_size: a.compress_min.max(1), level: a.compress_level, dict };
+    let repl = check_repl(&a, threads, &mut warnings)?;
     Ok(Config {
         listen,
         memory_limit,
@@ -259,7 +285,80 @@ fn check(a: Args) -> Result<Config, String> {
         compress,
         verbosity: a.verbose,
         warnings,
+        repl,
     })
+}
+
+fn check_repl(a: &Args, threads: usize, warnings: &mut Vec<String>) -> Result<Option<crate::repl::ReplConfig>, String> {
+    use crate::repl::{Mode, ReplConfig, hlc::MAX_NODE_ID};
+    let peers: Vec<String> = a
+        .peers
+        .as_deref()
+        .unwrap_or("")
+        .split(',')
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+        .map(String::from)
+        .collect();
+    if a.repl_listen.is_none() && peers.is_empty() {
+        if a.node_id.is_some() || a.repl_secret.is_some() {
+            return Err("--node-id and --repl-secret need --repl-listen or --peers".into());
+        }
+        return Ok(None);
+    }
+    let node_id = match a.node_id {
+        None => return Err("replication needs --node-id (0-255, unique in the group)".into()),
+        Some(n) if n > MAX_NODE_ID => return Err(format!("--node-id {n} is out of range (0-{MAX_NODE_ID})")),
+        Some(n) => n as u8,
+    };
+    let mode = match a.repl_mode.as_str() {
+        "async" => Mode::Async,
+        "sync" => Mode::Sync,
+        "majority" => Mode::Majority,
+        m => return Err(format!("bad --repl-mode {m:?} (async, sync or majority)")),
+    };
+    let listen = match &a.repl_listen {
+        None => None,
+        Some(s) => Some(
+            parse_listen(s, 0)?.into_iter().next().filter(|a| a.port() != 0).ok_or("--repl-listen needs ADDR:PORT")?,
+        ),
+    };
+    for p in &peers {
+        if !p.contains(':') {
+            return Err(format!("peer {p:?} needs a port (ADDR:PORT)"));
+        }
+    }
+    let secret = match &a.repl_secret {
+        None => None,
+        Some(path) => {
+            let s = std::fs::read(path).map_err(|e| format!("cannot read --repl-secret {path}: {e}"))?;
+            let s = s.trim_ascii().to_vec();
+            if s.is_empty() {
+                return Err(format!("--repl-secret {path} is empty"));
+            }
+            Some(s)
+        }
+    };
+    if secret.is_none() && listen.is_some_and(|l| !l.ip().is_loopback()) {
+        warnings.push(format!(
+            "replication listens on {} without --repl-secret: anyone who can reach it can write to this cache",
+            listen.map_or(String::new(), |l| l.to_string())
+        ));
+    }
+    if a.repl_timeout == 0 {
+        return Err("--repl-timeout must be at least 1 ms".into());
+    }
+    let backlog = a.repl_backlog.checked_mul(1 << 20).ok_or("--repl-backlog too large")?;
+    Ok(Some(ReplConfig {
+        listen,
+        peers,
+        node_id,
+        secret,
+        mode,
+        timeout: std::time::Duration::from_millis(a.repl_timeout),
+        backlog_bytes: (backlog / threads).max(64 * 1024),
+        tombstone_ttl: std::time::Duration::from_secs(a.repl_tombstone_ttl),
+    }))
 }
 
 /// `1048576`, `1024k`, `1m`, `1g` (case-insensitive suffix).
@@ -391,6 +490,28 @@ mod tests {
         ] {
             let e = run(args).unwrap_err();
             assert!(!e.contains('\n') && !e.is_empty(), "{args:?}: {e}");
+        }
+    }
+
+    #[test]
+    fn replication_flags_are_checked() {
+        assert!(run(&[]).unwrap().repl.is_none());
+        let c =
+            run(&["--repl-listen", "127.0.0.1:7000", "--peers", "127.0.0.1:7001, 127.0.0.1:7002", "--node-id", "3"])
+                .unwrap();
+        let r = c.repl.unwrap();
+        assert_eq!((r.node_id, r.peers.len(), r.mode.name()), (3, 2, "async"));
+        assert_eq!(r.majority_peers(), 1);
+        for bad in [
+            &["--peers", "127.0.0.1:7001"][..],
+            &["--peers", "127.0.0.1:7001", "--node-id", "256"],
+            &["--peers", "127.0.0.1", "--node-id", "1"],
+            &["--peers", "127.0.0.1:7001", "--node-id", "1", "--repl-mode", "quorum"],
+            &["--node-id", "1"],
+            &["--peers", "127.0.0.1:7001", "--node-id", "1", "--repl-secret", "/nonexistent/secret"],
+        ] {
+            let e = run(bad).unwrap_err();
+            assert!(!e.contains('\n') && !e.is_empty(), "{bad:?}: {e}");
         }
     }
 

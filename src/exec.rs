@@ -3,21 +3,119 @@
 //! `Shard` is one core's store plus its command counters. The same code
 //! serves local requests and requests forwarded from other cores, so both
 //! paths give the same replies and count the same way. Runtime-free: the
-//! caller passes `now`.
+//! caller passes `now` (and, when the node replicates, a wall clock in ms
+//! that versions the writes).
+//!
+//! With replication on, every write takes a version first (`begin_write`)
+//! and its result (the item as stored, or the delete) is queued for the
+//! peers afterwards, so a peer never re-evaluates a conditional command.
 
 use crate::protocol::encode::{self, encode_number_line, encode_value_head};
 use crate::protocol::{GetKind, Request, StoreMode};
+use crate::repl::apply::ReplShard;
 use crate::stats::Counters;
 use crate::storage::{ArithOutcome, ItemRef, Miss, Store, StoreOutcome, absolute_expiry};
 
 pub struct Shard {
     pub store: Store,
     pub counters: Counters,
+    /// Replication state, when the node has peers or listens for them.
+    pub repl: Option<ReplShard>,
+    /// Wall clock in ms for write versions (a fake one in tests).
+    pub clock_ms: fn() -> u64,
+}
+
+/// One core's replication figures for `stats repl`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ReplFigures {
+    pub digest: u64,
+    pub items: u64,
+    pub received: u64,
+    pub applied: u64,
+    pub conflicts: u64,
+    pub tombstones: u64,
+    pub shipped: u64,
+}
+
+impl ReplFigures {
+    pub fn encode(&self, out: &mut Vec<u8>) {
+        for v in [self.digest, self.items, self.received, self.applied, self.conflicts, self.tombstones, self.shipped] {
+            out.extend_from_slice(&v.to_le_bytes());
+        }
+    }
+    pub fn decode(b: &[u8]) -> Self {
+        let mut r = crate::repl::wire::Reader(b);
+        let mut v = [0u64; 7];
+        for x in v.iter_mut() {
+            *x = r.u64().unwrap_or(0);
+        }
+        ReplFigures {
+            digest: v[0],
+            items: v[1],
+            received: v[2],
+            applied: v[3],
+            conflicts: v[4],
+            tombstones: v[5],
+            shipped: v[6],
+        }
+    }
+    /// Digests combine by XOR (order-free), counts by sum.
+    pub fn add(&mut self, o: &ReplFigures) {
+        self.digest ^= o.digest;
+        self.items += o.items;
+        self.received += o.received;
+        self.applied += o.applied;
+        self.conflicts += o.conflicts;
+        self.tombstones += o.tombstones;
+        self.shipped += o.shipped;
+    }
 }
 
 impl Shard {
     pub fn new(store: Store) -> Self {
-        Shard { store, counters: Counters::default() }
+        Shard { store, counters: Counters::default(), repl: None, clock_ms: crate::repl::unix_ms }
+    }
+
+    /// Version the next write (when replicating); returns the version.
+    fn begin_write(&mut self) -> u64 {
+        if let Some(r) = self.repl.as_mut() {
+            self.store.stamp = r.stamp((self.clock_ms)());
+            // Tombstones past their TTL go as writes come by.
+            r.collect((self.clock_ms)());
+        }
+        self.store.stamp
+    }
+
+    fn ship_item(&mut self, key: &[u8], version: u64, now: u64) {
+        if let Some(r) = self.repl.as_mut() {
+            r.ship_item(&mut self.store, key, version, now);
+        }
+    }
+
+    fn ship_delete(&mut self, key: &[u8], version: u64) {
+        if let Some(r) = self.repl.as_mut() {
+            r.ship_delete(key, version, (self.clock_ms)());
+        }
+    }
+
+    /// flush_all on this node: applied by the caller, shipped here.
+    pub fn ship_flush(&mut self, at: u64) {
+        let v = self.begin_write();
+        if let Some(r) = self.repl.as_mut() {
+            r.ship_flush(at, v);
+        }
+    }
+
+    pub fn repl_figures(&self) -> ReplFigures {
+        let mut f = ReplFigures { digest: self.store.digest(), items: self.store.curr_items(), ..Default::default() };
+        if let Some(r) = &self.repl {
+            f.received = r.stats.received;
+            f.applied = r.stats.applied;
+            f.conflicts = r.stats.conflicts;
+            f.tombstones = r.tombstones() as u64;
+            f.shipped = r.shipped;
+        }
+        f
     }
 
     fn expiry(&self, exptime: i64, now: u64) -> u64 {
@@ -28,6 +126,7 @@ impl Shard {
     /// a miss. The caller writes the closing END.
     pub fn get_one(&mut self, kind: GetKind, exptime: i64, key: &[u8], now: u64, out: &mut Vec<u8>) {
         let touch = kind.touches().then(|| self.expiry(exptime, now));
+        let version = if touch.is_some() { self.begin_write() } else { 0 };
         let c = &mut self.counters;
         if kind.touches() {
             c.cmd_touch += 1;
@@ -63,6 +162,7 @@ impl Shard {
         match found {
             Ok(()) => {
                 if kind.touches() {
+                    self.ship_item(key, version, now);
                     self.counters.touch_hits += 1;
                 } else {
                     self.counters.get_hits += 1;
@@ -100,7 +200,14 @@ impl Shard {
             }
             Request::Store { mode, key, flags, exptime, data, cas, noreply } => {
                 let exp = self.expiry(exptime, now);
+                let version = self.begin_write();
                 let outcome = self.store.store(mode, key, flags, exp, data, cas, now);
+                match outcome {
+                    StoreOutcome::Stored => self.ship_item(key, version, now),
+                    // A set that could not be stored removed the old item.
+                    StoreOutcome::NoMemory if mode == StoreMode::Set => self.ship_delete(key, version),
+                    _ => {}
+                }
                 let c = &mut self.counters;
                 if outcome != StoreOutcome::NoMemory {
                     c.cmd_set += 1;
@@ -129,12 +236,17 @@ impl Shard {
                 self.counters.store_too_large += 1;
                 // A failed set must not leave the old value readable.
                 if mode == StoreMode::Set {
-                    self.store.delete(key, now);
+                    let version = self.begin_write();
+                    if self.store.delete(key, now) {
+                        self.ship_delete(key, version);
+                    }
                 }
                 reply(out, noreply, encode::TOO_LARGE);
             }
             Request::Delete { key, noreply } => {
+                let version = self.begin_write();
                 if self.store.delete(key, now) {
+                    self.ship_delete(key, version);
                     self.counters.delete_hits += 1;
                     reply(out, noreply, encode::DELETED);
                 } else {
@@ -143,7 +255,11 @@ impl Shard {
                 }
             }
             Request::Arith { incr, key, delta, noreply } => {
+                let version = self.begin_write();
                 let outcome = self.store.arith(key, incr, delta, now);
+                if let ArithOutcome::Value(_) = outcome {
+                    self.ship_item(key, version, now);
+                }
                 let c = &mut self.counters;
                 match (outcome, incr) {
                     (ArithOutcome::NotFound, true) => c.incr_misses += 1,
@@ -163,7 +279,9 @@ impl Shard {
             Request::Touch { key, exptime, noreply } => {
                 let exp = self.expiry(exptime, now);
                 self.counters.cmd_touch += 1;
+                let version = self.begin_write();
                 if self.store.touch(key, exp, now) {
+                    self.ship_item(key, version, now);
                     self.counters.touch_hits += 1;
                     reply(out, noreply, encode::TOUCHED);
                 } else {

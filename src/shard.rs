@@ -65,6 +65,14 @@ pub enum Cmd {
     StatsReset,
     /// `stats conns` lines of the core.
     Conns,
+    /// Replicated ops (`repl::wire` encoding) in `arena[start..end]`, to
+    /// apply in order; replies one empty segment.
+    Apply {
+        start: usize,
+        end: usize,
+    },
+    /// The core's replication figures (see `exec::ReplFigures`).
+    ReplStats,
 }
 
 impl Cmd {

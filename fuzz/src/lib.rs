@@ -353,6 +353,7 @@ pub fn check_store(data: &[u8]) -> StoreRun {
         started: START - 100,
         // Half the runs compress every value of 16 bytes or more.
         compress: CompressConfig { enabled: mode & 0x40 != 0, min_size: 16, ..Default::default() },
+        digest: mode & 0x80 != 0,
     };
     let mut s = Store::new(cfg.clone());
     let mut m = Model { map: HashMap::new(), flushes: Vec::new() };

@@ -37,6 +37,11 @@ enum Stop {
     Stats(Vec<u8>),
     /// quit, or input that ends the connection.
     Close,
+    /// `sync`/`majority` replication: the next write goes alone in its batch.
+    Boundary,
+    /// `sync`/`majority` replication: a write on core `owner` whose reply
+    /// waits for the peers.
+    SyncWrite { owner: usize, noreply: bool },
 }
 
 pub struct Conn {
@@ -103,6 +108,11 @@ impl Conn {
     pub async fn run(mut self) -> io::Result<()> {
         loop {
             let stop = self.process();
+            crate::repl::link::kick(&self.core);
+            if let Stop::SyncWrite { owner, noreply } = stop {
+                self.finish_sync_write(owner, noreply).await?;
+                continue;
+            }
             self.finish_batch().await?;
             match stop {
                 Stop::NeedInput => {
@@ -119,8 +129,50 @@ impl Conn {
                     self.finish_batch().await?;
                 }
                 Stop::Close => return Ok(()),
+                Stop::Boundary | Stop::SyncWrite { .. } => {}
             }
         }
+    }
+
+    /// A write in `sync` or `majority` mode: its reply goes out once enough
+    /// peers applied it, or becomes a SERVER_ERROR after `--repl-timeout`
+    /// (the write stays applied here; docs/replication.md).
+    async fn finish_sync_write(&mut self, owner: usize, noreply: bool) -> io::Result<()> {
+        let b = &mut self.batch;
+        if b.wait.has_pending() {
+            b.wait.all_filled().await;
+            b.splice_into(&mut self.spliced, self.core.get_reply_cap);
+            std::mem::swap(&mut b.out, &mut self.spliced);
+        }
+        // Only a write that changed something was shipped.
+        let changed = [&b"STORED"[..], b"DELETED", b"TOUCHED"].iter().any(|w| b.out.starts_with(w))
+            || b.out.first().is_some_and(u8::is_ascii_digit);
+        if changed
+            && !noreply
+            && let Some(sh) = &self.core.global.repl
+        {
+            // The owner sealed the write before replying (`link::kick`).
+            let target = sh.pending_seq[owner].load(std::sync::atomic::Ordering::Acquire) - 1;
+            let live = sh.live_peers(owner);
+            let deadline = std::time::Instant::now() + sh.cfg.timeout;
+            let mut result = sh.acked_enough(owner, target, &live);
+            while result.is_err() && std::time::Instant::now() < deadline {
+                glommio::timer::sleep(std::time::Duration::from_micros(200)).await;
+                result = sh.acked_enough(owner, target, &live);
+            }
+            if let Err((have, need)) = result {
+                sh.timeouts.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                b.out.clear();
+                b.out.extend_from_slice(
+                    format!(
+                        "SERVER_ERROR replication timeout: {have} of {need} peers applied the write within {} ms; it is applied on this node\r\n",
+                        sh.cfg.timeout.as_millis()
+                    )
+                    .as_bytes(),
+                );
+            }
+        }
+        self.finish_batch().await
     }
 
     /// Read more input. Returns false at end of stream or shutdown.
@@ -212,6 +264,33 @@ impl Conn {
                 }
                 Parsed::Request { req, consumed, swallow } => {
                     let raw = &avail[..consumed];
+                    let sync_write = core.global.repl.as_ref().is_some_and(|r| r.cfg.mode != crate::repl::Mode::Async)
+                        && matches!(
+                            req,
+                            Request::Store { .. }
+                                | Request::TooLarge { .. }
+                                | Request::Delete { .. }
+                                | Request::Arith { .. }
+                                | Request::Touch { .. }
+                        );
+                    if sync_write {
+                        if handled > 0 {
+                            return Stop::Boundary;
+                        }
+                        dispatch(&core, &req, raw, now, &mut self.batch);
+                        self.start += consumed;
+                        self.skip = swallow;
+                        let owner = owner(req.key().unwrap_or_default(), core.ncores);
+                        let noreply = match req {
+                            Request::Store { noreply, .. }
+                            | Request::TooLarge { noreply, .. }
+                            | Request::Delete { noreply, .. }
+                            | Request::Arith { noreply, .. }
+                            | Request::Touch { noreply, .. } => noreply,
+                            _ => false,
+                        };
+                        return Stop::SyncWrite { owner, noreply };
+                    }
                     match req {
                         Request::Quit => return Stop::Close,
                         Request::Stats { args } => {
@@ -294,6 +373,16 @@ impl Conn {
                 _ => out.extend_from_slice(b"CLIENT_ERROR usage: stats detail on|off|dump\r\n"),
             },
             b"cachedump" => out.extend_from_slice(encode::END),
+            b"repl" => {
+                let slots = self.broadcast(|| Cmd::ReplStats).await;
+                let mut figures = core.shard.borrow().repl_figures();
+                for s in slots {
+                    let f = self.batch.wait.with_slot(s, crate::exec::ReplFigures::decode);
+                    figures.add(&f);
+                }
+                self.batch.wait.clear();
+                crate::repl::render_stats(&self.core.global, &figures, &mut self.batch.out);
+            }
             b"conns" => {
                 let now = unix_now();
                 core.render_conns(now, out);
@@ -373,6 +462,7 @@ fn dispatch(core: &Core, req: &Request<'_>, raw: &[u8], now: u64, batch: &mut Ba
                 let mut shard = core.shard.borrow_mut();
                 shard.counters.cmd_flush += 1;
                 shard.store.flush(at, now);
+                shard.ship_flush(at);
             }
             // Every core applies the same absolute deadline; OK goes out
             // only after all of them have.

@@ -27,6 +27,7 @@ pub struct Global {
     pub started: u64,
     pub pid: u32,
     pub shutdown: Shutdown,
+    pub repl: Option<crate::repl::ReplShared>,
 }
 
 pub struct ConnInfo {
@@ -62,6 +63,8 @@ pub struct Core {
     /// Wakers of the accept loops, so shutdown can interrupt them.
     pub accept_wakers: RefCell<Vec<Rc<RefCell<Option<Waker>>>>>,
     pub peer_done: Notify,
+    /// This core's outgoing replication stream, when the node replicates.
+    pub repl: Option<crate::repl::link::ReplCore>,
 }
 
 impl Core {
@@ -80,6 +83,7 @@ impl Core {
             clock: Cell::new(super::unix_now()),
             accept_wakers: RefCell::new(Vec::new()),
             peer_done: Notify::default(),
+            repl: None,
         }
     }
 
@@ -128,9 +132,18 @@ impl Core {
                 Cmd::Stats => shard.snapshot(now).encode(&mut back.reply_arena),
                 Cmd::StatsReset => shard.reset_stats(),
                 Cmd::Conns => self.render_conns(now, &mut back.reply_arena),
+                Cmd::Apply { start, end } => {
+                    let shard = &mut *shard;
+                    if let Some(r) = shard.repl.as_mut() {
+                        r.apply_ops(&mut shard.store, &frame.arena[start..end], now, crate::repl::unix_ms());
+                    }
+                }
+                Cmd::ReplStats => shard.repl_figures().encode(&mut back.reply_arena),
             }
             back.reply_ends.push(back.reply_arena.len());
         }
+        drop(shard);
+        crate::repl::link::kick(self);
     }
 
     /// `stats conns` lines for this core's connections.

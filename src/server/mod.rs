@@ -79,6 +79,15 @@ pub fn run(cfg: Config) -> Result<(), String> {
     signal::block_termination_signals();
     let n = cfg.threads;
     let fds = listener::bind_all(&cfg.listen, n, cfg.backlog)?;
+    // The replication port is bound like the client ports: on every core.
+    let mut repl_fds = match cfg.repl.as_ref().and_then(|r| r.listen) {
+        Some(addr) => listener::bind_all(&[addr], n, cfg.backlog)
+            .map_err(|e| format!("replication port {addr}: {e}"))?
+            .into_iter()
+            .map(Some)
+            .collect(),
+        None => vec![None; n],
+    };
     if let Some(path) = &cfg.pidfile {
         std::fs::write(path, format!("{}\n", std::process::id()))
             .map_err(|e| format!("cannot write pid file {path}: {e}"))?;
@@ -97,8 +106,19 @@ pub fn run(cfg: Config) -> Result<(), String> {
         cfg.per_core_limit() >> 20,
         cfg.item_size_max
     );
+    if let Some(r) = &cfg.repl {
+        log::info!(
+            "replication: node {} in {} mode, listening on {}, peers {}",
+            r.node_id,
+            r.mode.name(),
+            r.listen.map_or("(none)".to_string(), |a| a.to_string()),
+            if r.peers.is_empty() { "(none)".to_string() } else { r.peers.join(",") }
+        );
+    }
     let pidfile = cfg.pidfile.clone();
+    let repl = cfg.repl.clone().map(|r| crate::repl::ReplShared::new(r, n));
     let global = Arc::new(Global {
+        repl,
         cfg,
         conns: Default::default(),
         started: unix_now(),
@@ -109,6 +129,7 @@ pub fn run(cfg: Config) -> Result<(), String> {
     let mut handles = Vec::new();
     for (i, core_fds) in fds.into_iter().enumerate() {
         let (g, m) = (global.clone(), mesh.clone());
+        let repl_fd = repl_fds[i].take();
         let cpu = g.cfg.cpus[i];
         let mut builder = LocalExecutorBuilder::new(Placement::Fixed(cpu));
         if !g.cfg.spin_before_park.is_zero() {
@@ -118,7 +139,7 @@ pub fn run(cfg: Config) -> Result<(), String> {
             .name(&format!("memcore-{i}"))
             .io_memory(IO_MEMORY)
             .preempt_timer(PREEMPT_TIMER)
-            .spawn(move || core_main(g, m, core_fds))
+            .spawn(move || core_main(g, m, core_fds, repl_fd))
             .map_err(|e| format!("cannot start executor on CPU {cpu}: {e}"))?;
         handles.push(h);
     }
@@ -154,6 +175,7 @@ async fn core_main(
     global: Arc<Global>,
     mesh: MeshBuilder<Frame, glommio::channels::channel_mesh::Full>,
     fds: Vec<RawFd>,
+    repl_fd: Option<Vec<RawFd>>,
 ) -> Result<(), String> {
     // glommio 0.9's first timer in an executor fires tens of ms late.
     glommio::timer::sleep(Duration::from_millis(1)).await;
@@ -173,8 +195,16 @@ async fn core_main(
         cas_offset: id as u64 + 1,
         started: global.started,
         compress: global.cfg.compress.clone(),
+        digest: global.repl.is_some(),
     });
-    let core = Rc::new(Core::new(id, n, global.clone(), Shard::new(store)));
+    let mut shard = Shard::new(store);
+    let mut core = Core::new(id, n, global.clone(), Shard::new(Store::new(StoreConfig::default())));
+    if let Some(r) = &global.repl {
+        shard.repl = Some(crate::repl::apply::ReplShard::new(r.cfg.node_id, r.cfg.tombstone_ttl.as_millis() as u64));
+        core.repl = Some(crate::repl::link::ReplCore::new(r.cfg.peers.len(), r.cfg.backlog_bytes));
+    }
+    core.shard = std::cell::RefCell::new(shard);
+    let core = Rc::new(core);
     if let (Some(s), Some(r)) = (&senders, &receivers) {
         for peer in core.remote_ids() {
             glommio::spawn_local(sender_task(core.clone(), s.clone(), peer)).detach();
@@ -182,6 +212,16 @@ async fn core_main(
         }
     }
     glommio::spawn_local(crawl_task(core.clone())).detach();
+    if let Some(r) = &global.repl {
+        for peer in 0..r.cfg.peers.len() {
+            glommio::spawn_local(crate::repl::link::link_task(core.clone(), peer)).detach();
+        }
+        for fd in repl_fd.into_iter().flatten() {
+            // SAFETY: as for the client listeners below.
+            let listener = unsafe { TcpListener::from_raw_fd(fd) };
+            glommio::spawn_local(crate::repl::link::accept_loop(core.clone(), listener)).detach();
+        }
+    }
 
     let gate = Rc::new(glommio::sync::Gate::new());
     let mut accept_tasks = Vec::new();

@@ -158,6 +158,9 @@ pub struct StoreConfig {
     /// already expired, as in memcached.
     pub started: u64,
     pub compress: CompressConfig,
+    /// Keep `digest()` up to date (replication turns it on): every item
+    /// stored or removed is hashed once more.
+    pub digest: bool,
 }
 
 impl Default for StoreConfig {
@@ -170,6 +173,7 @@ impl Default for StoreConfig {
             cas_offset: 1,
             started: 0,
             compress: CompressConfig::default(),
+            digest: false,
         }
     }
 }
@@ -213,6 +217,10 @@ enum Body<'a> {
 pub struct ItemRef<'a> {
     pub flags: u32,
     pub cas: u64,
+    /// Replication version (0 when the store does not replicate).
+    pub version: u64,
+    /// Absolute expiry in Unix seconds, 0 = never.
+    pub exp: u64,
     value: Value<'a>,
     len: usize,
     compressed: Option<Compressed>,
@@ -309,6 +317,20 @@ pub struct Store {
     compressed_bytes_in: u64,
     compressed_bytes_out: u64,
     pub stats: StoreStats,
+    /// XOR of `item_digest` over the live items (when `cfg.digest`).
+    digest: u64,
+    /// Version the next local write gets (0: writes carry none). The
+    /// replication layer sets it before each write.
+    pub stamp: u64,
+}
+
+/// Outcome of applying a replicated item.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ApplyOutcome {
+    Applied,
+    /// The store holds this version or a newer one: nothing changed.
+    Older,
+    NoMemory,
 }
 
 /// Seeded 64-bit hash of a key. The seed keeps the index's hash independent
@@ -414,6 +436,8 @@ impl Store {
             compressed_bytes_in: 0,
             compressed_bytes_out: 0,
             stats: StoreStats::default(),
+            digest: 0,
+            stamp: 0,
         }
     }
 
@@ -539,6 +563,11 @@ impl Store {
         if abs == 0 { 0 } else { (abs.max(self.cfg.started) - self.cfg.started + 1).min(u32::MAX as u64) as u32 }
     }
 
+    /// Undo `rel_exp`: the absolute Unix second, 0 = never.
+    fn abs_exp(&self, rel: u32) -> u64 {
+        if rel == 0 { 0 } else { self.cfg.started + u64::from(rel) - 1 }
+    }
+
     fn now_rel(&self, now: u64) -> u32 {
         self.rel_exp(now.max(1))
     }
@@ -591,6 +620,8 @@ impl Store {
         ItemRef {
             flags: h.flags,
             cas: self.cas_value(self.position(loc, h)),
+            version: h.version,
+            exp: self.abs_exp(h.exp),
             value,
             len: h.value_len,
             compressed: h.compressed,
@@ -696,11 +727,11 @@ impl Store {
                     return StoreOutcome::NotStored;
                 };
                 let parts: [&[u8]; 2] = if mode == StoreMode::Append { [&old_value, data] } else { [data, &old_value] };
-                let meta = Meta { flags: h.flags, exp: h.exp, ..Default::default() };
+                let meta = Meta { flags: h.flags, exp: h.exp, version: self.stamp, ..Default::default() };
                 self.insert(key, meta, Body::Value(&parts), now)
             }
             _ => {
-                let meta = Meta { flags, exp: self.rel_exp(exptime), ..Default::default() };
+                let meta = Meta { flags, exp: self.rel_exp(exptime), version: self.stamp, ..Default::default() };
                 self.insert(key, meta, Body::Value(&[data]), now)
             }
         };
@@ -752,7 +783,14 @@ impl Store {
         if digits.len() < h.value_len {
             digits.resize(h.value_len, b' ');
         }
-        let meta = Meta { flags: h.flags, exp: h.exp, fetched: h.fetched(), freq: h.freq(), ..Default::default() };
+        let meta = Meta {
+            flags: h.flags,
+            exp: h.exp,
+            version: self.stamp,
+            fetched: h.fetched(),
+            freq: h.freq(),
+            ..Default::default()
+        };
         if self.insert(key, meta, Body::Value(&[&digits]), now) {
             ArithOutcome::Value(v)
         } else {
@@ -909,26 +947,40 @@ impl Store {
         let exp = self.rel_exp(abs);
         let h = self.header(loc);
         let (seg, off) = self.split(loc);
-        if let Some(at) = h.exp_at {
+        // A replicating store gives the touched item a new version, in place
+        // when the record has the field.
+        let stamp = self.stamp;
+        if let Some(at) = h.exp_at
+            && (stamp == 0 || h.ver_at.is_some())
+        {
+            let before = if self.cfg.digest { self.item_digest(loc, &h) } else { 0 };
             let data = self.segs[seg].data.as_mut().expect("live segment");
             data[off + at..off + at + 4].copy_from_slice(&exp.to_le_bytes());
+            if let Some(v) = h.ver_at.filter(|_| stamp != 0) {
+                data[off + v..off + v + 8].copy_from_slice(&stamp.to_le_bytes());
+            }
+            if self.cfg.digest {
+                let after = self.item_digest(loc, &self.header(loc));
+                self.digest ^= before ^ after;
+            }
             let s = &mut self.segs[seg];
             if exp != 0 && (s.min_exp == 0 || exp < s.min_exp) {
                 s.min_exp = exp;
             }
             return true;
         }
-        if exp == 0 {
+        if exp == 0 && stamp == 0 {
             return true;
         }
-        if exp <= self.now_rel(now) {
+        if exp != 0 && exp <= self.now_rel(now) {
             // Already past: gone, as memcached would find it next time.
             self.unlink(loc, &h, index_hash(key));
             return true;
         }
         // Only inline records lack the field (see record::has_exp). Writing
         // it again needs room: with -M and a full store this can fail.
-        let meta = Meta { exp, cas_pos: Some(self.position(loc, &h)), ..h.meta() };
+        let version = if stamp != 0 { stamp } else { h.version };
+        let meta = Meta { exp, cas_pos: Some(self.position(loc, &h)), version, ..h.meta() };
         let body = self.rec(loc)[h.body_at..h.body_at + h.body_len()].to_vec();
         self.insert(key, meta, Body::Stored(&body, h.value_len), now)
     }
@@ -1027,12 +1079,18 @@ impl Store {
             self.compressed_bytes_in += h.value_len as u64;
             self.compressed_bytes_out += z.stored_len as u64;
         }
+        if self.cfg.digest {
+            self.digest ^= self.item_digest(loc, &h);
+        }
     }
 
     /// Undo `account_new` for a record that is no longer live (the index
     /// no longer points at it), freeing its large value unless told not to.
     fn account_gone(&mut self, loc: u32, h: &Header, free_large: bool) {
         let (seg, _) = self.split(loc);
+        if self.cfg.digest {
+            self.digest ^= self.item_digest(loc, h);
+        }
         let s = &mut self.segs[seg];
         s.live -= 1;
         s.live_bytes -= h.len() as u32;
@@ -1390,6 +1448,106 @@ impl Store {
         self.segs[id as usize].data = None;
         self.free_ids.push(id);
         self.blocks -= 1;
+    }
+
+    // ---- replication ------------------------------------------------------
+
+    /// Hash of what a node must agree on for one item: key, value, flags
+    /// and absolute expiry (not the CAS, which is per node, nor where or
+    /// how the value is kept).
+    fn item_digest(&self, loc: u32, h: &Header) -> u64 {
+        use std::hash::Hasher;
+        let item = self.item_ref(loc, h);
+        let rec = self.rec(loc);
+        // SipHash with fixed keys: the same on every node running this build.
+        let mut s = std::hash::DefaultHasher::new();
+        s.write(&rec[h.key_at..h.key_at + h.key_len]);
+        s.write_u64(item.value_len() as u64);
+        // The value as clients see it: nodes may store it differently.
+        match item.compressed {
+            None => match item.value {
+                Value::Inline(v) => s.write(v),
+                Value::Large(l) => l.chunks().iter().for_each(|c| s.write(c)),
+            },
+            Some(_) => s.write(&item.read_value().unwrap_or_default()),
+        }
+        s.write_u32(item.flags);
+        s.write_u64(item.exp);
+        s.finish()
+    }
+
+    /// XOR of a hash of every live item (see `item_digest`); the same on
+    /// two stores that hold the same items, whatever order they came in.
+    pub fn digest(&self) -> u64 {
+        self.digest
+    }
+
+    /// Read a live item without counting it as an access (for shipping it
+    /// to peers).
+    pub fn peek<R>(&mut self, key: &[u8], now: u64, f: impl FnOnce(&ItemRef<'_>) -> R) -> Option<R> {
+        let (loc, h) = self.find_live(key, now).ok()?;
+        Some(f(&self.item_ref(loc, &h)))
+    }
+
+    /// The version of a live item (0 for an item written without one).
+    pub fn version_of(&mut self, key: &[u8], now: u64) -> Option<u64> {
+        self.find_live(key, now).ok().map(|(_, h)| h.version)
+    }
+
+    /// Store a replicated item unless the store holds the same or a newer
+    /// version of the key. `exp` is absolute (0 = never).
+    pub fn apply(&mut self, key: &[u8], flags: u32, exp: u64, value: &[u8], version: u64, now: u64) -> ApplyOutcome {
+        if let Ok((_, h)) = self.find_live(key, now)
+            && h.version >= version
+        {
+            return ApplyOutcome::Older;
+        }
+        let meta = Meta { flags, exp: self.rel_exp(exp), version, ..Default::default() };
+        if self.insert(key, meta, Body::Value(&[value]), now) {
+            self.stats.total_items += 1;
+            ApplyOutcome::Applied
+        } else {
+            ApplyOutcome::NoMemory
+        }
+    }
+
+    /// Remove a key for a replicated delete of `version`, unless the item
+    /// is newer. True when an item was removed.
+    pub fn delete_older(&mut self, key: &[u8], version: u64, now: u64) -> bool {
+        match self.find_live(key, now) {
+            Ok((loc, h)) if h.version < version => {
+                self.unlink(loc, &h, index_hash(key));
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Walk the live items of one segment, for a snapshot taken a slice at
+    /// a time: visits the first segment written at or after `cursor` and
+    /// returns the cursor to pass next, or None when every segment has
+    /// been seen. Items moved while a snapshot runs go to newer segments,
+    /// so each item present throughout is visited at least once.
+    pub fn scan(&mut self, cursor: u64, now: u64, mut f: impl FnMut(&[u8], &ItemRef<'_>)) -> Option<u64> {
+        self.apply_flush(now);
+        let id = self
+            .small
+            .iter()
+            .chain(self.main.iter())
+            .copied()
+            .filter(|&id| self.segs[id as usize].seq >= cursor)
+            .min_by_key(|&id| self.segs[id as usize].seq)?;
+        let used = self.segs[id as usize].used as usize;
+        let mut off = 0;
+        while off < used {
+            let (loc, h, _, live, next) = self.walk(id, off);
+            off = next;
+            if live && self.dead(loc, &h, now).is_none() {
+                let rec = self.rec(loc);
+                f(&rec[h.key_at..h.key_at + h.key_len], &self.item_ref(loc, &h));
+            }
+        }
+        Some(self.segs[id as usize].seq + SEG_SIZE as u64)
     }
 
     /// Every live key, oldest segment first. O(items): for tests and fuzzing.

@@ -3,7 +3,7 @@
 //! ```text
 //! info    u8   kind (2 bits) | has_flags | has_exp | has_cas | fetched | freq (2 bits)
 //! klen    u8   key length, 1..=250
-//! ext     u8   only for kind EXT: LARGE | COMPRESSED (bits 2-7 free for later fields)
+//! ext     u8   only for kind EXT: LARGE | COMPRESSED | VERSIONED (bits 3-7 free)
 //! vlen    LEB128, 1-5 bytes: the value's length as the client sees it
 //! zlen    LEB128, only when COMPRESSED: the stored (compressed) length
 //! dict    u8   only when COMPRESSED: the dictionary it was written with (0: none)
@@ -11,6 +11,9 @@
 //! exp     u32  only when has_exp: seconds after `Store::started`, 0 = never
 //! cas     u64  only when has_cas: the item's original write position, kept
 //!              when the item is moved so that its CAS value survives
+//! ver     u64  only when VERSIONED: the replication version (hybrid logical
+//!              clock and node id, see `repl::hlc`); only written when the
+//!              server replicates, so a plain item pays nothing for it
 //! key     klen bytes
 //! body    the stored value (inline) or a u32 handle to the large value
 //! ```
@@ -26,6 +29,7 @@ const KIND_LARGE: u8 = 1;
 const KIND_EXT: u8 = 3;
 const EXT_LARGE: u8 = 1;
 const EXT_COMPRESSED: u8 = 2;
+const EXT_VERSIONED: u8 = 4;
 
 const KIND_MASK: u8 = 0b11;
 const HAS_FLAGS: u8 = 1 << 2;
@@ -55,16 +59,23 @@ pub struct Meta {
     pub exp: u32,
     /// Original write position, for a record that keeps its CAS when moved.
     pub cas_pos: Option<u64>,
+    /// Replication version, 0 = none (no field written).
+    pub version: u64,
     pub fetched: bool,
     pub freq: u8,
 }
 
 impl Meta {
     fn kind(&self) -> (u8, u8) {
-        match (self.large, self.compressed.is_some()) {
-            (false, false) => (KIND_INLINE, 0),
-            (true, false) => (KIND_LARGE, 0),
-            (large, true) => (KIND_EXT, EXT_COMPRESSED | if large { EXT_LARGE } else { 0 }),
+        match (self.large, self.compressed.is_some(), self.version != 0) {
+            (false, false, false) => (KIND_INLINE, 0),
+            (true, false, false) => (KIND_LARGE, 0),
+            (large, z, v) => (
+                KIND_EXT,
+                if large { EXT_LARGE } else { 0 }
+                    | if z { EXT_COMPRESSED } else { 0 }
+                    | if v { EXT_VERSIONED } else { 0 },
+            ),
         }
     }
 }
@@ -80,6 +91,9 @@ pub struct Header {
     pub cas_pos: Option<u64>,
     /// Offset of the exp field from the record start (touch rewrites it).
     pub exp_at: Option<usize>,
+    /// Replication version (0 = none) and where its field is.
+    pub version: u64,
+    pub ver_at: Option<usize>,
     pub key_at: usize,
     pub key_len: usize,
     pub body_at: usize,
@@ -113,6 +127,7 @@ impl Header {
             flags: self.flags,
             exp: self.exp,
             cas_pos: self.cas_pos,
+            version: self.version,
             fetched: self.fetched(),
             freq: self.freq(),
         }
@@ -169,6 +184,7 @@ pub fn header_len(meta: &Meta, value_len: usize) -> usize {
         + if meta.flags != 0 { 4 } else { 0 }
         + if has_exp(meta) { 4 } else { 0 }
         + if meta.cas_pos.is_some() { 8 } else { 0 }
+        + if meta.version != 0 { 8 } else { 0 }
 }
 
 /// Length of a whole record (before alignment).
@@ -219,6 +235,10 @@ pub fn write_head(dst: &mut [u8], meta: &Meta, key: &[u8], value_len: usize) -> 
         dst[at..at + 8].copy_from_slice(&c.to_le_bytes());
         at += 8;
     }
+    if meta.version != 0 {
+        dst[at..at + 8].copy_from_slice(&meta.version.to_le_bytes());
+        at += 8;
+    }
     dst[at..at + key.len()].copy_from_slice(key);
     at + key.len()
 }
@@ -232,12 +252,13 @@ pub fn parse(rec: &[u8]) -> Header {
     let info = rec[0];
     let key_len = rec[1] as usize;
     let mut at = 2;
-    let (mut large, mut z) = (info & KIND_MASK == KIND_LARGE, false);
+    let (mut large, mut z, mut versioned) = (info & KIND_MASK == KIND_LARGE, false, false);
     if info & KIND_MASK == KIND_EXT {
         let ext = rec[at];
         at += 1;
         large = ext & EXT_LARGE != 0;
         z = ext & EXT_COMPRESSED != 0;
+        versioned = ext & EXT_VERSIONED != 0;
     }
     let (value_len, next) = get_varint(rec, at);
     at = next;
@@ -266,6 +287,14 @@ pub fn parse(rec: &[u8]) -> Header {
         cas_pos = Some(u64::from_le_bytes(w));
         at += 8;
     }
+    let (mut version, mut ver_at) = (0, None);
+    if versioned {
+        let mut w = [0u8; 8];
+        w.copy_from_slice(&rec[at..at + 8]);
+        version = u64::from_le_bytes(w);
+        ver_at = Some(at);
+        at += 8;
+    }
     Header {
         info,
         large,
@@ -274,6 +303,8 @@ pub fn parse(rec: &[u8]) -> Header {
         exp,
         cas_pos,
         exp_at,
+        version,
+        ver_at,
         key_at: at,
         key_len,
         body_at: at + key_len,
@@ -306,6 +337,9 @@ mod tests {
             Meta { large: true, flags: u32::MAX, exp: 1, ..Default::default() },
             Meta { compressed: z, ..Default::default() },
             Meta { large: true, compressed: z, cas_pos: Some(5), ..Default::default() },
+            Meta { large: true, version: u64::MAX - 3, cas_pos: Some(5), freq: 3, ..Default::default() },
+            Meta { version: 1, compressed: z, ..Default::default() },
+            Meta { version: 1, ..Default::default() },
         ] {
             for vlen in [0usize, 1, 127, 128, 100_000, 1 << 30] {
                 let key = b"some:key";
@@ -320,6 +354,7 @@ mod tests {
                     (meta.large, meta.compressed, meta.flags, meta.cas_pos)
                 );
                 assert_eq!(h.exp, meta.exp);
+                assert_eq!((h.version, h.ver_at.is_some()), (meta.version, meta.version != 0));
                 assert_eq!((h.fetched(), h.freq(), h.value_len), (meta.fetched, meta.freq, vlen));
                 assert_eq!(h.len(), record_len(&meta, key.len(), vlen));
             }

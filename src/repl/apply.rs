@@ -1,0 +1,279 @@
+//! One core's replication state beside its store: the clock that versions
+//! its writes, the ops waiting to be shipped, the tombstones of deletes, and
+//! applying what peers send. Runtime-free: the caller passes the time.
+
+use std::collections::{HashMap, VecDeque};
+
+use super::hlc::{Hlc, version_ms};
+use super::wire::{self, Op, Reader};
+use crate::storage::{ApplyOutcome, Store};
+
+/// Counters of what this core applied from peers.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ApplyStats {
+    pub received: u64,
+    pub applied: u64,
+    /// Ops that lost to a newer version already here (or a tombstone).
+    pub conflicts: u64,
+    pub no_memory: u64,
+}
+
+pub struct ReplShard {
+    pub hlc: Hlc,
+    /// Encoded ops of local writes not yet sealed into a batch.
+    pub pending: Vec<u8>,
+    pub pending_ops: u32,
+    /// Deleted keys and the version that deleted them, until their TTL.
+    tombs: HashMap<Box<[u8]>, (u64, u64)>,
+    tomb_order: VecDeque<(u64, Box<[u8]>)>,
+    tomb_ttl_ms: u64,
+    pub stats: ApplyStats,
+    pub shipped: u64,
+}
+
+impl ReplShard {
+    pub fn new(node: u8, tomb_ttl_ms: u64) -> Self {
+        ReplShard {
+            hlc: Hlc::new(node),
+            pending: Vec::new(),
+            pending_ops: 0,
+            tombs: HashMap::new(),
+            tomb_order: VecDeque::new(),
+            tomb_ttl_ms,
+            stats: ApplyStats::default(),
+            shipped: 0,
+        }
+    }
+
+    /// The version for a local write now.
+    pub fn stamp(&mut self, now_ms: u64) -> u64 {
+        self.hlc.tick(now_ms)
+    }
+
+    /// Queue the item now stored under `key` for the peers, if it carries
+    /// `version` (the write stored it). A local write also ends the key's
+    /// tombstone.
+    pub fn ship_item(&mut self, store: &mut Store, key: &[u8], version: u64, now: u64) {
+        if !self.tombs.is_empty() {
+            self.tombs.remove(key);
+        }
+        let pending = &mut self.pending;
+        let shipped = store.peek(key, now, |item| {
+            if item.version != version {
+                return false;
+            }
+            // Peers get the value as clients see it: each node decides
+            // for itself how to store it (its dictionaries are its own).
+            let Some(value) = item.read_value() else {
+                return false;
+            };
+            wire::encode_set(pending, key, version, item.flags, item.exp, value.len());
+            pending.extend_from_slice(&value);
+            true
+        });
+        match shipped {
+            Some(true) => {
+                self.pending_ops += 1;
+                self.shipped += 1;
+            }
+            // The write left nothing (an expiry in the past): peers drop it too.
+            None => self.ship_delete(key, version, version_ms(version)),
+            Some(false) => {}
+        }
+    }
+
+    /// Queue a delete of `key` at `version` and keep its tombstone.
+    pub fn ship_delete(&mut self, key: &[u8], version: u64, now_ms: u64) {
+        wire::encode_op(&mut self.pending, &Op::Del { key, version });
+        self.pending_ops += 1;
+        self.shipped += 1;
+        self.tomb(key, version, now_ms);
+    }
+
+    pub fn ship_flush(&mut self, at: u64, version: u64) {
+        wire::encode_op(&mut self.pending, &Op::Flush { at, version });
+        self.pending_ops += 1;
+        self.shipped += 1;
+    }
+
+    fn tomb(&mut self, key: &[u8], version: u64, now_ms: u64) {
+        let deadline = now_ms + self.tomb_ttl_ms;
+        match self.tombs.get_mut(key) {
+            Some(t) if t.0 >= version => return,
+            Some(t) => *t = (version, deadline),
+            None => {
+                self.tombs.insert(key.into(), (version, deadline));
+            }
+        }
+        self.tomb_order.push_back((deadline, key.into()));
+    }
+
+    /// The version that deleted `key`, while its tombstone lasts.
+    pub fn tombstone(&self, key: &[u8]) -> Option<u64> {
+        self.tombs.get(key).map(|t| t.0)
+    }
+
+    pub fn tombstones(&self) -> usize {
+        self.tombs.len()
+    }
+
+    /// Drop tombstones older than the TTL.
+    pub fn collect(&mut self, now_ms: u64) {
+        while let Some((deadline, _)) = self.tomb_order.front() {
+            if *deadline > now_ms {
+                break;
+            }
+            let (deadline, key) = self.tomb_order.pop_front().expect("front exists");
+            if self.tombs.get(&key).is_some_and(|t| t.1 == deadline) {
+                self.tombs.remove(&key);
+            }
+        }
+    }
+
+    /// Every tombstone as a DEL op (for a snapshot).
+    pub fn encode_tombstones(&self, out: &mut Vec<u8>) -> usize {
+        for (key, (version, _)) in &self.tombs {
+            wire::encode_op(out, &Op::Del { key, version: *version });
+        }
+        self.tombs.len()
+    }
+
+    /// Apply ops from a peer (already validated) in order: each takes
+    /// effect only if its version is newer than what this core holds.
+    pub fn apply_ops(&mut self, store: &mut Store, ops: &[u8], now: u64, now_ms: u64) {
+        let mut r = Reader(ops);
+        while !r.is_empty() {
+            let Ok(op) = wire::next_op(&mut r) else {
+                log::error!("replicated ops did not parse");
+                return;
+            };
+            self.apply(store, &op, now, now_ms);
+        }
+    }
+
+    pub fn apply(&mut self, store: &mut Store, op: &Op<'_>, now: u64, now_ms: u64) {
+        self.stats.received += 1;
+        match *op {
+            Op::Set { key, version, flags, exp, value } => {
+                self.hlc.observe(version);
+                if self.tombstone(key).is_some_and(|t| t >= version) {
+                    self.stats.conflicts += 1;
+                    return;
+                }
+                match store.apply(key, flags, exp, value, version, now) {
+                    ApplyOutcome::Applied => self.stats.applied += 1,
+                    ApplyOutcome::Older => self.stats.conflicts += 1,
+                    ApplyOutcome::NoMemory => self.stats.no_memory += 1,
+                }
+            }
+            Op::Del { key, version } => {
+                self.hlc.observe(version);
+                if store.delete_older(key, version, now) {
+                    self.stats.applied += 1;
+                } else if store.version_of(key, now).is_some() {
+                    self.stats.conflicts += 1;
+                }
+                self.tomb(key, version, now_ms);
+            }
+            Op::Flush { at, version } => {
+                self.hlc.observe(version);
+                store.flush(at, now);
+                self.stats.applied += 1;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::StoreMode;
+    use crate::storage::StoreConfig;
+
+    const NOW: u64 = 1_700_000_000;
+
+    fn store() -> Store {
+        Store::new(StoreConfig { started: NOW - 10, digest: true, ..Default::default() })
+    }
+
+    fn set(s: &mut Store, r: &mut ReplShard, key: &[u8], v: &[u8], ms: u64) -> u64 {
+        s.stamp = r.stamp(ms);
+        assert_eq!(s.store(StoreMode::Set, key, 0, 0, v, 0, NOW), crate::storage::StoreOutcome::Stored);
+        let version = s.stamp;
+        r.ship_item(s, key, version, NOW);
+        version
+    }
+
+    fn value(s: &mut Store, key: &[u8]) -> Option<Vec<u8>> {
+        s.get(key, NOW).ok().map(|i| i.value_vec())
+    }
+
+    #[test]
+    fn conflicting_writes_converge_whatever_the_order_of_arrival() {
+        let (mut a, mut b) = (store(), store());
+        let (mut ra, mut rb) = (ReplShard::new(1, 60_000), ReplShard::new(2, 60_000));
+        set(&mut a, &mut ra, b"k", b"from-a", 5_000);
+        set(&mut b, &mut rb, b"k", b"from-b", 5_000);
+        set(&mut b, &mut rb, b"other", b"x", 5_001);
+        let (ops_a, ops_b) = (std::mem::take(&mut ra.pending), std::mem::take(&mut rb.pending));
+        ra.apply_ops(&mut a, &ops_b, NOW, 5_002);
+        rb.apply_ops(&mut b, &ops_a, NOW, 5_002);
+        assert_eq!(value(&mut a, b"k").as_deref(), Some(&b"from-b"[..]), "node 2 wins the tie");
+        assert_eq!(value(&mut b, b"k").as_deref(), Some(&b"from-b"[..]));
+        assert_eq!(a.digest(), b.digest());
+        assert_ne!(a.digest(), 0);
+        assert_eq!((rb.stats.conflicts, ra.stats.applied), (1, 2));
+        // Applying everything again changes nothing.
+        ra.apply_ops(&mut a, &ops_b, NOW, 5_003);
+        assert_eq!(a.digest(), b.digest());
+    }
+
+    #[test]
+    fn a_delete_beats_an_older_set_that_arrives_after_it() {
+        let (mut a, mut b) = (store(), store());
+        let (mut ra, mut rb) = (ReplShard::new(1, 1_000), ReplShard::new(2, 1_000));
+        set(&mut a, &mut ra, b"k", b"old", 1_000);
+        let old_set = std::mem::take(&mut ra.pending);
+        a.stamp = ra.stamp(2_000);
+        assert!(a.delete(b"k", NOW));
+        ra.ship_delete(b"k", a.stamp, 2_000);
+        let del = std::mem::take(&mut ra.pending);
+        rb.apply_ops(&mut b, &del, NOW, 2_000);
+        rb.apply_ops(&mut b, &old_set, NOW, 2_001);
+        assert_eq!(value(&mut b, b"k"), None);
+        assert_eq!(b.digest(), 0);
+        assert_eq!(b.digest(), a.digest());
+        assert_eq!(rb.tombstones(), 1);
+        rb.collect(2_000 + 999);
+        assert_eq!(rb.tombstones(), 1);
+        rb.collect(2_000 + 1_000);
+        assert_eq!(rb.tombstones(), 0, "collected after the TTL");
+        // A newer set after the delete wins.
+        let mut rc = ReplShard::new(3, 1_000);
+        let mut c = store();
+        set(&mut c, &mut rc, b"k", b"new", 3_000);
+        rb.apply_ops(&mut b, &rc.pending, NOW, 3_000);
+        assert_eq!(value(&mut b, b"k").as_deref(), Some(&b"new"[..]));
+    }
+
+    #[test]
+    fn touch_and_incr_ship_new_versions_and_digests_follow() {
+        let (mut a, mut b) = (store(), store());
+        let (mut ra, mut rb) = (ReplShard::new(1, 1_000), ReplShard::new(2, 1_000));
+        set(&mut a, &mut ra, b"n", b"41", 1_000);
+        a.stamp = ra.stamp(1_001);
+        assert_eq!(a.arith(b"n", true, 1, NOW), crate::storage::ArithOutcome::Value(42));
+        let v = a.stamp;
+        ra.ship_item(&mut a, b"n", v, NOW);
+        a.stamp = ra.stamp(1_002);
+        assert!(a.touch(b"n", NOW + 500, NOW));
+        let v = a.stamp;
+        ra.ship_item(&mut a, b"n", v, NOW);
+        assert_eq!(ra.pending_ops, 3);
+        let ops = std::mem::take(&mut ra.pending);
+        rb.apply_ops(&mut b, &ops, NOW, 1_003);
+        assert_eq!(value(&mut b, b"n").as_deref(), Some(&b"42"[..]));
+        assert_eq!(a.digest(), b.digest());
+        assert_eq!(b.peek(b"n", NOW, |i| i.exp), Some(NOW + 500));
+    }
+}

@@ -1,0 +1,557 @@
+//! The replication links' tasks (glommio): one outgoing link per (core,
+//! peer), the inbound accept loop on every core, and routing received ops
+//! to their owner cores over the mesh.
+//!
+//! Outgoing link life: connect (exponential backoff with jitter between
+//! tries) → HELLO / CHALLENGE / AUTH → the peer's RESUME point → either
+//! the backlog after it, or a full resync (SNAP_BEGIN, the store a segment
+//! at a time, tombstones, SNAP_END) → the live stream. A second task reads
+//! the ACKs. Any error drops the link and starts over.
+
+use std::cell::{Cell, RefCell};
+use std::io;
+use std::rc::Rc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use futures_lite::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use glommio::net::{TcpListener, TcpStream};
+
+use super::backlog::{Backlog, Resume};
+use super::wire::{self, Hello, NONCE_LEN, PROOF_LEN, Reader};
+use super::{LINK_CONNECTING, LINK_DOWN, LINK_LIVE, LINK_SYNCING, ReplShared, random_bytes, unix_ms};
+use crate::server::core::Core;
+use crate::shard::{Cmd, ConnWait, Notify, owner};
+
+const CONNECT_TIMEOUT: Duration = Duration::from_millis(1000);
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_millis(2000);
+const BACKOFF_MIN_MS: u64 = 50;
+const BACKOFF_MAX_MS: u64 = 2000;
+/// Pending ops are sealed into a batch at once past this size, even with
+/// no link running to seal them.
+const SEAL_AT: usize = 256 * 1024;
+/// Bytes written to a link per write call, at most (a batch more).
+const WRITE_CHUNK: usize = 1 << 20;
+
+/// One core's replication state that only this core touches.
+pub struct ReplCore {
+    pub backlog: RefCell<Backlog>,
+    /// Wakes each outgoing link task (new ops, or its ack reader died).
+    pub wake: Vec<Notify>,
+}
+
+impl ReplCore {
+    pub fn new(npeers: usize, backlog_bytes: usize) -> Self {
+        ReplCore {
+            backlog: RefCell::new(Backlog::new(super::random_u64(), backlog_bytes)),
+            wake: (0..npeers).map(|_| Notify::default()).collect(),
+        }
+    }
+}
+
+fn shared(core: &Core) -> &ReplShared {
+    core.global.repl.as_ref().expect("replication configured")
+}
+
+/// Seal this core's pending ops into the backlog.
+pub fn seal(core: &Core) {
+    let Some(rc) = &core.repl else { return };
+    let mut shard = core.shard.borrow_mut();
+    let Some(r) = shard.repl.as_mut() else { return };
+    if r.pending.is_empty() {
+        return;
+    }
+    let mut b = rc.backlog.borrow_mut();
+    let count = std::mem::take(&mut r.pending_ops);
+    b.seal(&mut r.pending, count, unix_ms());
+    shared(core).pending_seq[core.id].store(b.last_seq() + 1, Ordering::Release);
+}
+
+/// After local writes: wake the links (and seal when much is pending).
+/// In the `sync` and `majority` modes every write is sealed at once, so
+/// that a connection waiting for it knows a seq that covers it: the last
+/// sealed one when its reply arrived.
+pub fn kick(core: &Core) {
+    let Some(rc) = &core.repl else { return };
+    let len = core.shard.borrow().repl.as_ref().map_or(0, |r| r.pending.len());
+    if len == 0 {
+        return;
+    }
+    if len >= SEAL_AT || shared(core).cfg.mode != super::Mode::Async {
+        seal(core);
+    }
+    rc.wake.iter().for_each(Notify::notify);
+}
+
+async fn with_timeout<T>(d: Duration, f: impl std::future::Future<Output = T>) -> Option<T> {
+    futures_lite::future::or(async { Some(f.await) }, async {
+        glommio::timer::sleep(d).await;
+        None
+    })
+    .await
+}
+
+fn err(msg: impl Into<String>) -> io::Error {
+    io::Error::other(msg.into())
+}
+
+/// Reads whole frames off a stream.
+struct FrameReader {
+    buf: Vec<u8>,
+    start: usize,
+    end: usize,
+    max: usize,
+}
+
+impl FrameReader {
+    fn new(max: usize) -> Self {
+        FrameReader { buf: vec![0; 64 * 1024], start: 0, end: 0, max }
+    }
+
+    /// The next frame: (type, payload). None at a clean end of stream.
+    async fn next(&mut self, s: &mut (impl AsyncRead + Unpin)) -> io::Result<Option<(u8, Vec<u8>)>> {
+        loop {
+            match wire::split_frame(&self.buf[self.start..self.end], self.max) {
+                Err(e) => return Err(err(format!("bad frame: {e:?}"))),
+                Ok(Some((kind, range, used))) => {
+                    let p = self.buf[self.start + range.start..self.start + range.end].to_vec();
+                    self.start += used;
+                    return Ok(Some((kind, p)));
+                }
+                Ok(None) => {}
+            }
+            if self.start > 0 {
+                self.buf.copy_within(self.start..self.end, 0);
+                self.end -= self.start;
+                self.start = 0;
+            }
+            if self.end == self.buf.len() {
+                let want = (self.buf.len() * 2).min(self.max + 8).max(self.end + 1);
+                self.buf.resize(want, 0);
+            }
+            let n = s.read(&mut self.buf[self.end..]).await?;
+            if n == 0 {
+                return if self.end == 0 { Ok(None) } else { Err(err("stream ended inside a frame")) };
+            }
+            self.end += n;
+        }
+    }
+
+    /// Is a whole frame already buffered?
+    fn has_frame(&self) -> bool {
+        matches!(wire::split_frame(&self.buf[self.start..self.end], self.max), Ok(Some(_)))
+    }
+}
+
+async fn expect_frame(
+    r: &mut FrameReader,
+    s: &mut (impl AsyncRead + Unpin),
+    kind: u8,
+    what: &str,
+) -> io::Result<Vec<u8>> {
+    match with_timeout(HANDSHAKE_TIMEOUT, r.next(s)).await {
+        None => Err(err(format!("no {what} within {HANDSHAKE_TIMEOUT:?}"))),
+        Some(Ok(Some((k, p)))) if k == kind => Ok(p),
+        Some(Ok(Some((wire::REFUSE, p)))) => Err(err(format!("refused: {}", String::from_utf8_lossy(&p)))),
+        Some(Ok(Some((k, _)))) => Err(err(format!("expected {what}, got frame type {k}"))),
+        Some(Ok(None)) => Err(err(format!("closed before {what}"))),
+        Some(Err(e)) => Err(e),
+    }
+}
+
+// ---- outgoing ---------------------------------------------------------------
+
+/// Keep this core's link to `peer` up, forever (the executor's end stops it).
+pub async fn link_task(core: Rc<Core>, peer: usize) {
+    let sh = shared(&core);
+    let mut attempt = 0u32;
+    let mut last_error = String::new();
+    loop {
+        if core.stopping.get() {
+            return;
+        }
+        sh.link(core.id, peer).state.store(LINK_CONNECTING, Ordering::Release);
+        let started = unix_ms();
+        let r = run_link(&core, peer).await;
+        sh.link(core.id, peer).state.store(LINK_DOWN, Ordering::Release);
+        if let Err(e) = r {
+            let e = e.to_string();
+            // One line per distinct failure, not one per retry.
+            if e != last_error && core.id == 0 {
+                log::warn!("replication link to {}: {e}", sh.cfg.peers[peer]);
+            }
+            last_error = e;
+        }
+        if unix_ms() - started > 2 * BACKOFF_MAX_MS {
+            attempt = 0;
+        }
+        let ceiling = (BACKOFF_MIN_MS << attempt.min(6)).min(BACKOFF_MAX_MS);
+        let jitter = u64::from_le_bytes(random_bytes::<8>()) % (ceiling / 2 + 1);
+        attempt += 1;
+        glommio::timer::sleep(Duration::from_millis(ceiling / 2 + jitter)).await;
+    }
+}
+
+async fn run_link(core: &Rc<Core>, peer: usize) -> io::Result<()> {
+    let sh = shared(core);
+    let cfg = &sh.cfg;
+    let spec = &cfg.peers[peer];
+    let addr = std::net::ToSocketAddrs::to_socket_addrs(spec.as_str())
+        .map_err(|e| err(format!("cannot resolve {spec}: {e}")))?
+        .next()
+        .ok_or_else(|| err(format!("no address for {spec}")))?;
+    let stream = with_timeout(CONNECT_TIMEOUT, TcpStream::connect(addr))
+        .await
+        .ok_or_else(|| err("connect timed out"))?
+        .map_err(|e| err(format!("connect: {e}")))?;
+    let _ = stream.set_nodelay(true);
+    let (mut rd, mut wr) = futures_lite::io::split(stream);
+    let mut frames = FrameReader::new(core.cfg().item_size_max + wire::FRAME_SLACK);
+    let me = u16::from(cfg.node_id);
+    let epoch = core.repl.as_ref().expect("repl core").backlog.borrow().epoch;
+    let nonce_c = random_bytes::<NONCE_LEN>();
+    let mut out = Vec::new();
+    wire::encode_hello(&mut out, &Hello { node: me, core: core.id as u16, epoch, nonce: nonce_c });
+    wr.write_all(&out).await?;
+    let p = expect_frame(&mut frames, &mut rd, wire::CHALLENGE, "challenge").await?;
+    let mut r = Reader(&p);
+    let (their, nonce_s, proof_s) =
+        (|| Ok::<_, wire::WireError>((r.u16()?, r.bytes(NONCE_LEN)?, r.bytes(PROOF_LEN)?)))()
+            .map_err(|_| err("malformed challenge"))?;
+    if their == me {
+        return Err(err(format!("peer claims our node id {me}; not linking")));
+    }
+    if !wire::proof_ok(cfg.secret(), wire::ROLE_ACCEPTOR, &nonce_c, nonce_s, (me, their), proof_s) {
+        return Err(err("peer failed the secret check"));
+    }
+    sh.link(core.id, peer).peer_node.store(u64::from(their) + 1, Ordering::Release);
+    out.clear();
+    wire::frame(&mut out, wire::AUTH, &wire::proof(cfg.secret(), wire::ROLE_LINKER, nonce_s, &nonce_c, (me, their)));
+    wr.write_all(&out).await?;
+    let p = expect_frame(&mut frames, &mut rd, wire::RESUME, "resume point").await?;
+    let mut r = Reader(&p);
+    let (their_epoch, their_seq) = (r.u64(), r.u64());
+    let (their_epoch, their_seq) = (their_epoch.unwrap_or(0), their_seq.unwrap_or(0));
+
+    // ACKs arrive on their own task; it wakes us when the link dies.
+    let dead = Rc::new(Cell::new(false));
+    let reader = {
+        let (core, dead) = (core.clone(), dead.clone());
+        glommio::spawn_local(async move {
+            let sh = shared(&core);
+            let link = sh.link(core.id, peer);
+            loop {
+                match frames.next(&mut rd).await {
+                    Ok(Some((wire::ACK, p))) if p.len() == 8 => {
+                        let seq = Reader(&p).u64().unwrap_or(0);
+                        link.acked.fetch_max(seq, Ordering::AcqRel);
+                        let b = core.repl.as_ref().expect("repl core").backlog.borrow();
+                        if let Some(ms) = b.sealed_ms(seq) {
+                            link.lag_ms.store(unix_ms().saturating_sub(ms), Ordering::Relaxed);
+                        }
+                        link.backlog_bytes.store(b.bytes_after(seq) as u64, Ordering::Relaxed);
+                    }
+                    _ => break,
+                }
+            }
+            dead.set(true);
+            core.repl.as_ref().expect("repl core").wake[peer].notify();
+        })
+    };
+    let r = stream_to_peer(core, peer, &mut wr, (their_epoch, their_seq), &dead).await;
+    // The reader owns the read half; ending the write side makes the peer
+    // close, which ends the reader.
+    let _ = wr.close().await;
+    drop(reader);
+    r
+}
+
+async fn stream_to_peer(
+    core: &Rc<Core>,
+    peer: usize,
+    wr: &mut (impl AsyncWrite + Unpin),
+    (their_epoch, their_seq): (u64, u64),
+    dead: &Cell<bool>,
+) -> io::Result<()> {
+    let sh = shared(core);
+    let link = sh.link(core.id, peer);
+    let rc = core.repl.as_ref().expect("repl core");
+    seal(core);
+    let resume = rc.backlog.borrow().resume(their_epoch, their_seq);
+    let mut cursor = match resume {
+        Resume::From(seq) => seq,
+        Resume::Resync => {
+            link.state.store(LINK_SYNCING, Ordering::Release);
+            link.resyncs.fetch_add(1, Ordering::Relaxed);
+            let cursor = rc.backlog.borrow().last_seq();
+            send_snapshot(core, link, wr, dead).await?;
+            let mut out = Vec::new();
+            wire::frame(&mut out, wire::SNAP_END, &cursor.to_le_bytes());
+            wr.write_all(&out).await?;
+            cursor
+        }
+    };
+    link.acked.fetch_max(0, Ordering::Relaxed);
+    link.state.store(LINK_LIVE, Ordering::Release);
+    let mut out = Vec::new();
+    loop {
+        if dead.get() || core.stopping.get() {
+            return Err(err("link closed"));
+        }
+        seal(core);
+        out.clear();
+        let mut items = 0u64;
+        {
+            let b = rc.backlog.borrow();
+            while out.len() < WRITE_CHUNK {
+                let Some(batch) = b.after(cursor) else { break };
+                if batch.seq != cursor + 1 {
+                    return Err(err("peer fell behind the backlog; resyncing"));
+                }
+                out.extend_from_slice(&batch.frame);
+                items += u64::from(batch.ops);
+                cursor = batch.seq;
+            }
+        }
+        if out.is_empty() {
+            rc.wake[peer].wait().await;
+            continue;
+        }
+        wr.write_all(&out).await?;
+        link.items_sent.fetch_add(items, Ordering::Relaxed);
+    }
+}
+
+/// Stream every live item and tombstone of this core, one segment per
+/// slice, so the core's clients wait at most one slice.
+async fn send_snapshot(
+    core: &Rc<Core>,
+    link: &super::LinkShared,
+    wr: &mut (impl AsyncWrite + Unpin),
+    dead: &Cell<bool>,
+) -> io::Result<()> {
+    let mut out = Vec::new();
+    wire::frame(&mut out, wire::SNAP_BEGIN, &[]);
+    wr.write_all(&out).await?;
+    let mut cursor = Some(0u64);
+    let mut last_tombs = false;
+    while !last_tombs {
+        if dead.get() {
+            return Err(err("link closed during resync"));
+        }
+        out.clear();
+        let at = wire::begin_frame(&mut out, wire::BATCH);
+        out.extend_from_slice(&0u64.to_le_bytes());
+        let mut items = 0u64;
+        {
+            let now = core.clock.get();
+            let mut shard = core.shard.borrow_mut();
+            let shard = &mut *shard;
+            match cursor {
+                Some(c) => {
+                    cursor = shard.store.scan(c, now, |key, item| {
+                        // A corrupt value is not sent (its next read drops it).
+                        if let Some(value) = item.read_value() {
+                            wire::encode_set(&mut out, key, item.version, item.flags, item.exp, value.len());
+                            out.extend_from_slice(&value);
+                            items += 1;
+                        }
+                    });
+                }
+                None => {
+                    if let Some(r) = shard.repl.as_ref() {
+                        items += r.encode_tombstones(&mut out) as u64;
+                    }
+                    last_tombs = true;
+                }
+            }
+        }
+        wire::end_frame(&mut out, at);
+        if items > 0 {
+            wr.write_all(&out).await?;
+            link.items_sent.fetch_add(items, Ordering::Relaxed);
+        }
+        glommio::yield_if_needed().await;
+    }
+    Ok(())
+}
+
+// ---- inbound ----------------------------------------------------------------
+
+pub async fn accept_loop(core: Rc<Core>, listener: TcpListener) {
+    loop {
+        let stream = match listener.accept().await {
+            Ok(s) => s,
+            Err(e) => {
+                log::warn!("replication accept failed: {e}");
+                glommio::timer::sleep(Duration::from_millis(10)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let c = core.clone();
+        glommio::spawn_local(async move {
+            let peer = stream.peer_addr().map_or_else(|_| "?".to_string(), |a| a.to_string());
+            if let Err(e) = serve_inbound(&c, stream).await {
+                log::warn!("replication link from {peer} refused or closed: {e}");
+            }
+        })
+        .detach();
+    }
+}
+
+async fn serve_inbound(core: &Rc<Core>, stream: TcpStream) -> io::Result<()> {
+    let sh = shared(core);
+    let cfg = &sh.cfg;
+    let me = u16::from(cfg.node_id);
+    let (mut rd, mut wr) = futures_lite::io::split(stream);
+    // Until the handshake passes, accept nothing bigger than a HELLO.
+    let mut frames = FrameReader::new(wire::HELLO_LEN + 1);
+    let hello = match with_timeout(HANDSHAKE_TIMEOUT, frames.next(&mut rd)).await {
+        Some(Ok(Some((kind, p)))) => wire::parse_hello(kind, &p).ok(),
+        _ => None,
+    }
+    .ok_or_else(|| err("not a memcore replication link (no valid HELLO)"))?;
+    let mut out = Vec::new();
+    if hello.node == me {
+        wire::frame(&mut out, wire::REFUSE, format!("node id {me} is taken by this node").as_bytes());
+        let _ = wr.write_all(&out).await;
+        return Err(err(format!("peer claims our node id {me}")));
+    }
+    let nonce_s = random_bytes::<NONCE_LEN>();
+    let at = wire::begin_frame(&mut out, wire::CHALLENGE);
+    out.extend_from_slice(&me.to_le_bytes());
+    out.extend_from_slice(&nonce_s);
+    out.extend_from_slice(&wire::proof(cfg.secret(), wire::ROLE_ACCEPTOR, &hello.nonce, &nonce_s, (hello.node, me)));
+    wire::end_frame(&mut out, at);
+    wr.write_all(&out).await?;
+    let p = expect_frame(&mut frames, &mut rd, wire::AUTH, "auth").await?;
+    if !wire::proof_ok(cfg.secret(), wire::ROLE_LINKER, &nonce_s, &hello.nonce, (hello.node, me), &p) {
+        out.clear();
+        wire::frame(&mut out, wire::REFUSE, b"wrong secret");
+        let _ = wr.write_all(&out).await;
+        return Err(err(format!("node {} failed the secret check", hello.node)));
+    }
+    frames.max = core.cfg().item_size_max + wire::FRAME_SLACK;
+    let stream_id = (hello.node, hello.core);
+    let (epoch, seq) = sh.streams.lock().ok().and_then(|m| m.get(&stream_id).copied()).unwrap_or((0, 0));
+    out.clear();
+    let at = wire::begin_frame(&mut out, wire::RESUME);
+    out.extend_from_slice(&epoch.to_le_bytes());
+    out.extend_from_slice(&seq.to_le_bytes());
+    wire::end_frame(&mut out, at);
+    wr.write_all(&out).await?;
+    log::info!("replication link from node {} core {} accepted (resume at {seq})", hello.node, hello.core);
+
+    let wait = Rc::new(ConnWait::default());
+    let mut syncing = false;
+    let r: io::Result<()> = async {
+        loop {
+            let mut ack = None;
+            // Apply every frame already buffered, then acknowledge once.
+            loop {
+                let Some((kind, p)) = frames.next(&mut rd).await? else {
+                    return Ok(());
+                };
+                match kind {
+                    wire::BATCH => {
+                        let mut r = Reader(&p);
+                        let seq = r.u64().map_err(|_| err("short batch"))?;
+                        let n = wire::validate_ops(r.0).map_err(|_| err("malformed ops"))?;
+                        apply_routed(core, r.0, &wait).await;
+                        sh.inbound_update(hello.node, |i| i.items_received += n as u64);
+                        if seq != 0 {
+                            ack = Some(seq);
+                        }
+                    }
+                    wire::SNAP_BEGIN => {
+                        syncing = true;
+                        sh.inbound_update(hello.node, |i| {
+                            i.syncing += 1;
+                            i.resyncs += 1;
+                        });
+                        log::info!("full resync from node {} core {} started", hello.node, hello.core);
+                    }
+                    wire::SNAP_END => {
+                        let seq = Reader(&p).u64().map_err(|_| err("short snapshot end"))?;
+                        syncing = false;
+                        sh.inbound_update(hello.node, |i| i.syncing -= 1);
+                        log::info!("full resync from node {} core {} done", hello.node, hello.core);
+                        ack = Some(seq);
+                    }
+                    k => return Err(err(format!("unexpected frame type {k}"))),
+                }
+                if let Some(seq) = ack
+                    && let Ok(mut m) = sh.streams.lock()
+                {
+                    m.insert(stream_id, (hello.epoch, seq));
+                }
+                if !frames.has_frame() {
+                    break;
+                }
+            }
+            if let Some(seq) = ack {
+                out.clear();
+                wire::frame(&mut out, wire::ACK, &seq.to_le_bytes());
+                wr.write_all(&out).await?;
+            }
+        }
+    }
+    .await;
+    if syncing {
+        sh.inbound_update(hello.node, |i| i.syncing -= 1);
+    }
+    r
+}
+
+/// Apply ops on the cores that own their keys (a flush on every core), in
+/// order per core, and wait until all have.
+async fn apply_routed(core: &Rc<Core>, ops: &[u8], wait: &Rc<ConnWait>) {
+    let n = core.ncores;
+    let now = core.clock.get();
+    if n == 1 {
+        let mut shard = core.shard.borrow_mut();
+        let shard = &mut *shard;
+        if let Some(r) = shard.repl.as_mut() {
+            r.apply_ops(&mut shard.store, ops, now, unix_ms());
+        }
+        return;
+    }
+    let mut per_core: Vec<Vec<u8>> = vec![Vec::new(); n];
+    let mut r = Reader(ops);
+    while !r.is_empty() {
+        let before = r.0;
+        let Ok(op) = wire::next_op(&mut r) else { break };
+        let bytes = &before[..before.len() - r.0.len()];
+        match op.key() {
+            Some(key) => per_core[owner(key, n)].extend_from_slice(bytes),
+            None => per_core.iter_mut().for_each(|c| c.extend_from_slice(bytes)),
+        }
+    }
+    for (id, ops) in per_core.iter().enumerate() {
+        if ops.is_empty() || id == core.id {
+            continue;
+        }
+        let peer = &core.peers[id];
+        let (start, end) = {
+            let mut f = peer.outbox.borrow_mut();
+            let start = f.arena.len();
+            f.arena.extend_from_slice(ops);
+            (start, f.arena.len())
+        };
+        let slot = wait.reserve(1);
+        peer.control(wait, slot, Cmd::Apply { start, end });
+        peer.wake_sender.notify();
+    }
+    if !per_core[core.id].is_empty() {
+        let mut shard = core.shard.borrow_mut();
+        let shard = &mut *shard;
+        if let Some(r) = shard.repl.as_mut() {
+            r.apply_ops(&mut shard.store, &per_core[core.id], now, unix_ms());
+        }
+    }
+    if wait.has_pending() {
+        wait.all_filled().await;
+        wait.clear();
+    }
+}

@@ -1,0 +1,246 @@
+//! Replication between memcore nodes (docs/replication.md).
+//!
+//! Every node of a replica group links to every other. Each core ships the
+//! results of its own writes (items as stored, deletes, flushes), stamped
+//! with hybrid-logical-clock versions, to each peer over its own TCP link,
+//! in numbered batches kept in a bounded backlog. The accepting node hands
+//! each item to the core that owns its key, which keeps it only if its
+//! version is newer than what it holds, so all nodes converge whatever the
+//! order of arrival.
+//!
+//! ```text
+//!  node A core i                                        node B (any core accepts)
+//!  writes ─▶ ReplShard.pending ─seal─▶ Backlog ─link task─▶ TCP ─▶ inbound task
+//!                                         ▲                         │ ops by owner core
+//!                           ACK(seq) ◀────┴──── ack reader ◀── TCP ◀┘ (mesh Cmd::Apply)
+//! ```
+//!
+//! `hlc`, `wire`, `backlog` and `apply` are pure (no I/O, no clock);
+//! `link` holds the glommio tasks. What is shared between cores is here:
+//! atomics only, read by `stats repl` and by connections waiting in the
+//! `sync` and `majority` modes.
+
+pub mod apply;
+pub mod backlog;
+pub mod hlc;
+pub mod link;
+pub mod wire;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
+use std::time::Duration;
+
+pub const DEFAULT_TIMEOUT_MS: u64 = 1000;
+pub const DEFAULT_BACKLOG_MB: usize = 64;
+pub const DEFAULT_TOMBSTONE_TTL_S: u64 = 60;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    Async,
+    Sync,
+    Majority,
+}
+
+impl Mode {
+    pub fn name(self) -> &'static str {
+        match self {
+            Mode::Async => "async",
+            Mode::Sync => "sync",
+            Mode::Majority => "majority",
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct ReplConfig {
+    pub listen: Option<SocketAddr>,
+    /// Peer replication addresses as given; resolved at each connect, so a
+    /// bad one only keeps its link down.
+    pub peers: Vec<String>,
+    pub node_id: u8,
+    pub secret: Option<Vec<u8>>,
+    pub mode: Mode,
+    pub timeout: Duration,
+    /// Backlog bytes per core (the flag's total split over the cores).
+    pub backlog_bytes: usize,
+    pub tombstone_ttl: Duration,
+}
+
+impl ReplConfig {
+    pub fn secret(&self) -> &[u8] {
+        self.secret.as_deref().unwrap_or(b"")
+    }
+    /// Peers (besides this node) whose acknowledgement a majority needs.
+    pub fn majority_peers(&self) -> usize {
+        (self.peers.len() + 1) / 2
+    }
+}
+
+pub const LINK_DOWN: u8 = 0;
+pub const LINK_CONNECTING: u8 = 1;
+pub const LINK_SYNCING: u8 = 2;
+pub const LINK_LIVE: u8 = 3;
+
+pub fn link_state_name(s: u8) -> &'static str {
+    match s {
+        LINK_CONNECTING => "connecting",
+        LINK_SYNCING => "syncing",
+        LINK_LIVE => "connected",
+        _ => "down",
+    }
+}
+
+/// One core's outgoing link to one peer, as seen from other threads.
+#[derive(Default)]
+pub struct LinkShared {
+    pub state: AtomicU8,
+    /// Every batch up to this seq is applied on the peer.
+    pub acked: AtomicU64,
+    pub items_sent: AtomicU64,
+    pub lag_ms: AtomicU64,
+    pub backlog_bytes: AtomicU64,
+    pub resyncs: AtomicU64,
+    /// The peer's node id once a handshake told it (+1; 0 = unknown).
+    pub peer_node: AtomicU64,
+}
+
+/// What one peer node sent us, over all its cores' links.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Inbound {
+    pub items_received: u64,
+    /// Its links in the middle of a full resync.
+    pub syncing: u64,
+    pub resyncs: u64,
+}
+
+pub struct ReplShared {
+    pub cfg: ReplConfig,
+    pub ncores: usize,
+    links: Vec<LinkShared>,
+    /// Per core: the seq its pending (unsealed) ops will get.
+    pub pending_seq: Vec<AtomicU64>,
+    /// Inbound streams: (node, core) → (epoch, last seq applied).
+    pub streams: Mutex<HashMap<(u16, u16), (u64, u64)>>,
+    pub inbound: Mutex<HashMap<u16, Inbound>>,
+    /// sync/majority writes that got SERVER_ERROR.
+    pub timeouts: AtomicU64,
+}
+
+impl ReplShared {
+    pub fn new(cfg: ReplConfig, ncores: usize) -> Self {
+        let n = ncores * cfg.peers.len();
+        ReplShared {
+            ncores,
+            links: (0..n).map(|_| LinkShared::default()).collect(),
+            pending_seq: (0..ncores).map(|_| AtomicU64::new(1)).collect(),
+            streams: Mutex::new(HashMap::new()),
+            inbound: Mutex::new(HashMap::new()),
+            timeouts: AtomicU64::new(0),
+            cfg,
+        }
+    }
+
+    pub fn link(&self, core: usize, peer: usize) -> &LinkShared {
+        &self.links[core * self.cfg.peers.len() + peer]
+    }
+
+    pub fn inbound_update(&self, node: u16, f: impl FnOnce(&mut Inbound)) {
+        if let Ok(mut m) = self.inbound.lock() {
+            f(m.entry(node).or_default());
+        }
+    }
+
+    /// For the `sync` and `majority` modes: has a write that core `core`
+    /// queued before `target` (its `pending_seq` then) reached enough
+    /// peers? `live` are the peers that were connected when it was made.
+    pub fn acked_enough(&self, core: usize, target: u64, live: &[usize]) -> Result<(), (usize, usize)> {
+        let acked = (0..self.cfg.peers.len()).filter(|&p| self.link(core, p).acked.load(Ordering::Acquire) >= target);
+        let (have, need) = match self.cfg.mode {
+            Mode::Async => return Ok(()),
+            Mode::Sync => (acked.filter(|p| live.contains(p)).count(), live.len()),
+            Mode::Majority => (acked.count(), self.cfg.majority_peers()),
+        };
+        if have >= need { Ok(()) } else { Err((have, need)) }
+    }
+
+    pub fn live_peers(&self, core: usize) -> Vec<usize> {
+        (0..self.cfg.peers.len()).filter(|&p| self.link(core, p).state.load(Ordering::Acquire) == LINK_LIVE).collect()
+    }
+}
+
+/// `stats repl`: this node, then each peer (`peer<i>_*`, in `--peers`
+/// order), summed over the cores' links.
+pub fn render_stats(g: &crate::server::core::Global, f: &crate::exec::ReplFigures, out: &mut Vec<u8>) {
+    use crate::protocol::encode::{END, encode_stat};
+    let Some(sh) = &g.repl else {
+        encode_stat(out, "repl_enabled", "no");
+        out.extend_from_slice(END);
+        return;
+    };
+    let inbound = sh.inbound.lock().map(|m| m.clone()).unwrap_or_default();
+    let syncing = inbound.values().any(|i| i.syncing > 0);
+    encode_stat(out, "repl_enabled", "yes");
+    encode_stat(out, "repl_node_id", sh.cfg.node_id);
+    encode_stat(out, "repl_mode", sh.cfg.mode.name());
+    encode_stat(out, "repl_state", if syncing { "syncing" } else { "ok" });
+    encode_stat(out, "repl_digest", format!("{:016x}", f.digest));
+    encode_stat(out, "repl_items", f.items);
+    encode_stat(out, "repl_items_shipped", f.shipped);
+    encode_stat(out, "repl_items_received", f.received);
+    encode_stat(out, "repl_items_applied", f.applied);
+    encode_stat(out, "repl_conflicts_resolved", f.conflicts);
+    encode_stat(out, "repl_tombstones", f.tombstones);
+    encode_stat(out, "repl_write_timeouts", sh.timeouts.load(Ordering::Relaxed));
+    for (p, addr) in sh.cfg.peers.iter().enumerate() {
+        let links: Vec<&LinkShared> = (0..sh.ncores).map(|c| sh.link(c, p)).collect();
+        let state = links.iter().map(|l| l.state.load(Ordering::Relaxed)).min().unwrap_or(LINK_DOWN);
+        let node = links.iter().map(|l| l.peer_node.load(Ordering::Relaxed)).max().unwrap_or(0);
+        let sum = |f: &dyn Fn(&LinkShared) -> u64| links.iter().map(|l| f(l)).sum::<u64>();
+        let name = format!("peer{p}");
+        encode_stat(out, &format!("{name}_addr"), addr);
+        encode_stat(out, &format!("{name}_node_id"), if node == 0 { "unknown".into() } else { (node - 1).to_string() });
+        let recv =
+            (node > 0).then(|| inbound.get(&((node - 1) as u16)).copied().unwrap_or_default()).unwrap_or_default();
+        let st = if recv.syncing > 0 { "syncing" } else { link_state_name(state) };
+        encode_stat(out, &format!("{name}_state"), st);
+        let lag = links.iter().map(|l| l.lag_ms.load(Ordering::Relaxed)).max().unwrap_or(0);
+        encode_stat(out, &format!("{name}_lag_ms"), lag);
+        encode_stat(out, &format!("{name}_backlog_bytes"), sum(&|l| l.backlog_bytes.load(Ordering::Relaxed)));
+        encode_stat(out, &format!("{name}_items_sent"), sum(&|l| l.items_sent.load(Ordering::Relaxed)));
+        encode_stat(out, &format!("{name}_items_received"), recv.items_received);
+        encode_stat(out, &format!("{name}_resyncs_sent"), sum(&|l| l.resyncs.load(Ordering::Relaxed)));
+        encode_stat(out, &format!("{name}_resyncs_received"), recv.resyncs);
+    }
+    out.extend_from_slice(END);
+}
+
+/// Unix time in milliseconds.
+pub fn unix_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
+/// Bytes from the kernel's random source.
+pub fn random_bytes<const N: usize>() -> [u8; N] {
+    let mut b = [0u8; N];
+    let mut got = 0;
+    while got < N {
+        // SAFETY: getrandom writes at most the given length into our buffer.
+        let r = unsafe { libc::getrandom(b[got..].as_mut_ptr().cast(), N - got, 0) };
+        if r <= 0 {
+            // Should never happen on Linux >= 3.17; fall back to the clock.
+            let t = unix_ms() ^ u64::from(std::process::id()) << 32;
+            for (i, x) in b.iter_mut().enumerate().skip(got) {
+                *x = (t >> ((i % 8) * 8)) as u8 ^ i as u8;
+            }
+            break;
+        }
+        got += r as usize;
+    }
+    b
+}
+
+pub fn random_u64() -> u64 {
+    u64::from_le_bytes(random_bytes::<8>())
+}

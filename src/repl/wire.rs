@@ -1,0 +1,331 @@
+//! The replication protocol's bytes: frames, the handshake, and the
+//! operations a batch carries. Pure functions over byte slices, no I/O.
+//!
+//! ```text
+//! frame     = len u32 (type + payload) | type u8 | payload
+//! HELLO     = magic "MCREPL01" | node u16 | core u16 | epoch u64 | nonce [16]   (linking node)
+//! CHALLENGE = node u16 | nonce [16] | proof [32]                              (accepting node)
+//! AUTH      = proof [32]                                                      (linking node)
+//! RESUME    = epoch u64 | seq u64       last batch applied from this stream (0 0: none)
+//! BATCH     = seq u64 | op*             seq 0: part of a snapshot, not acked
+//! SNAP_BEGIN                            a full resync starts
+//! SNAP_END  = seq u64                   the snapshot covers every batch up to seq
+//! ACK       = seq u64                   every batch up to seq is applied
+//! REFUSE    = reason (UTF-8)
+//! op        = SET   1 | klen u8 | key | version u64 | flags u32 | exp u64 | vlen u32 | value
+//!           | DEL   2 | klen u8 | key | version u64
+//!           | FLUSH 3 | at u64 | version u64
+//! ```
+//!
+//! All integers are little-endian; `exp` and `at` are absolute Unix
+//! seconds (0: never / now). Proofs are HMAC-SHA256 under the shared
+//! secret (an empty key without `--repl-secret`), each side proving it
+//! knows the secret over both nonces, so neither a replayed nor a
+//! reflected answer passes.
+
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+
+pub const MAGIC: &[u8; 8] = b"MCREPL01";
+pub const HELLO: u8 = 1;
+pub const CHALLENGE: u8 = 2;
+pub const AUTH: u8 = 3;
+pub const RESUME: u8 = 4;
+pub const BATCH: u8 = 5;
+pub const SNAP_BEGIN: u8 = 6;
+pub const SNAP_END: u8 = 7;
+pub const ACK: u8 = 8;
+pub const REFUSE: u8 = 9;
+
+pub const OP_SET: u8 = 1;
+pub const OP_DEL: u8 = 2;
+pub const OP_FLUSH: u8 = 3;
+
+pub const NONCE_LEN: usize = 16;
+pub const PROOF_LEN: usize = 32;
+pub const HELLO_LEN: usize = 8 + 2 + 2 + 8 + NONCE_LEN;
+/// Frames are at most this much larger than the largest item.
+pub const FRAME_SLACK: usize = 1 << 20;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WireError {
+    /// A frame longer than the receiver accepts.
+    TooLong(usize),
+    /// Bytes that do not parse.
+    Malformed,
+}
+
+/// Start a frame of `kind` in `out`; `end_frame` fills in its length.
+pub fn begin_frame(out: &mut Vec<u8>, kind: u8) -> usize {
+    let at = out.len();
+    out.extend_from_slice(&[0, 0, 0, 0, kind]);
+    at
+}
+
+pub fn end_frame(out: &mut [u8], at: usize) {
+    let len = (out.len() - at - 4) as u32;
+    out[at..at + 4].copy_from_slice(&len.to_le_bytes());
+}
+
+pub fn frame(out: &mut Vec<u8>, kind: u8, payload: &[u8]) {
+    let at = begin_frame(out, kind);
+    out.extend_from_slice(payload);
+    end_frame(out, at);
+}
+
+/// The first complete frame in `buf`: (type, payload range, bytes used),
+/// or None when more bytes are needed.
+pub fn split_frame(buf: &[u8], max: usize) -> Result<Option<(u8, std::ops::Range<usize>, usize)>, WireError> {
+    if buf.len() < 4 {
+        return Ok(None);
+    }
+    let len = u32::from_le_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize;
+    if len == 0 {
+        return Err(WireError::Malformed);
+    }
+    if len > max {
+        return Err(WireError::TooLong(len));
+    }
+    if buf.len() < 4 + len {
+        return Ok(None);
+    }
+    Ok(Some((buf[4], 5..4 + len, 4 + len)))
+}
+
+/// Reads fixed-width fields off the front of a slice.
+pub struct Reader<'a>(pub &'a [u8]);
+
+impl<'a> Reader<'a> {
+    pub fn bytes(&mut self, n: usize) -> Result<&'a [u8], WireError> {
+        if self.0.len() < n {
+            return Err(WireError::Malformed);
+        }
+        let (a, b) = self.0.split_at(n);
+        self.0 = b;
+        Ok(a)
+    }
+    pub fn u8(&mut self) -> Result<u8, WireError> {
+        Ok(self.bytes(1)?[0])
+    }
+    pub fn u16(&mut self) -> Result<u16, WireError> {
+        let b = self.bytes(2)?;
+        Ok(u16::from_le_bytes([b[0], b[1]]))
+    }
+    pub fn u32(&mut self) -> Result<u32, WireError> {
+        let b = self.bytes(4)?;
+        Ok(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+    }
+    pub fn u64(&mut self) -> Result<u64, WireError> {
+        let mut w = [0u8; 8];
+        w.copy_from_slice(self.bytes(8)?);
+        Ok(u64::from_le_bytes(w))
+    }
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Hello {
+    pub node: u16,
+    pub core: u16,
+    pub epoch: u64,
+    pub nonce: [u8; NONCE_LEN],
+}
+
+pub fn encode_hello(out: &mut Vec<u8>, h: &Hello) {
+    let at = begin_frame(out, HELLO);
+    out.extend_from_slice(MAGIC);
+    out.extend_from_slice(&h.node.to_le_bytes());
+    out.extend_from_slice(&h.core.to_le_bytes());
+    out.extend_from_slice(&h.epoch.to_le_bytes());
+    out.extend_from_slice(&h.nonce);
+    end_frame(out, at);
+}
+
+pub fn parse_hello(kind: u8, p: &[u8]) -> Result<Hello, WireError> {
+    if kind != HELLO || p.len() != HELLO_LEN || &p[..8] != MAGIC {
+        return Err(WireError::Malformed);
+    }
+    let mut r = Reader(&p[8..]);
+    let (node, core, epoch) = (r.u16()?, r.u16()?, r.u64()?);
+    let mut nonce = [0u8; NONCE_LEN];
+    nonce.copy_from_slice(r.bytes(NONCE_LEN)?);
+    Ok(Hello { node, core, epoch, nonce })
+}
+
+/// HMAC-SHA256 over a role label, both nonces and both node ids.
+pub fn proof(secret: &[u8], role: &[u8], first: &[u8], second: &[u8], nodes: (u16, u16)) -> [u8; PROOF_LEN] {
+    let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(secret).expect("HMAC takes keys of any length");
+    mac.update(role);
+    mac.update(first);
+    mac.update(second);
+    mac.update(&nodes.0.to_le_bytes());
+    mac.update(&nodes.1.to_le_bytes());
+    mac.finalize().into_bytes().into()
+}
+
+/// Compare a received proof with the expected one in constant time.
+pub fn proof_ok(secret: &[u8], role: &[u8], first: &[u8], second: &[u8], nodes: (u16, u16), got: &[u8]) -> bool {
+    let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(secret).expect("HMAC takes keys of any length");
+    mac.update(role);
+    mac.update(first);
+    mac.update(second);
+    mac.update(&nodes.0.to_le_bytes());
+    mac.update(&nodes.1.to_le_bytes());
+    mac.verify_slice(got).is_ok()
+}
+
+pub const ROLE_ACCEPTOR: &[u8] = b"memcore-repl acceptor";
+pub const ROLE_LINKER: &[u8] = b"memcore-repl linker";
+
+/// One replicated operation, borrowed from a batch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Op<'a> {
+    Set { key: &'a [u8], version: u64, flags: u32, exp: u64, value: &'a [u8] },
+    Del { key: &'a [u8], version: u64 },
+    Flush { at: u64, version: u64 },
+}
+
+impl<'a> Op<'a> {
+    pub fn key(&self) -> Option<&'a [u8]> {
+        match *self {
+            Op::Set { key, .. } | Op::Del { key, .. } => Some(key),
+            Op::Flush { .. } => None,
+        }
+    }
+}
+
+/// Append a SET op whose value is written by `value` (in pieces).
+pub fn encode_set(out: &mut Vec<u8>, key: &[u8], version: u64, flags: u32, exp: u64, vlen: usize) {
+    out.push(OP_SET);
+    out.push(key.len() as u8);
+    out.extend_from_slice(key);
+    out.extend_from_slice(&version.to_le_bytes());
+    out.extend_from_slice(&flags.to_le_bytes());
+    out.extend_from_slice(&exp.to_le_bytes());
+    out.extend_from_slice(&(vlen as u32).to_le_bytes());
+}
+
+pub fn encode_op(out: &mut Vec<u8>, op: &Op<'_>) {
+    match *op {
+        Op::Set { key, version, flags, exp, value } => {
+            encode_set(out, key, version, flags, exp, value.len());
+            out.extend_from_slice(value);
+        }
+        Op::Del { key, version } => {
+            out.push(OP_DEL);
+            out.push(key.len() as u8);
+            out.extend_from_slice(key);
+            out.extend_from_slice(&version.to_le_bytes());
+        }
+        Op::Flush { at, version } => {
+            out.push(OP_FLUSH);
+            out.extend_from_slice(&at.to_le_bytes());
+            out.extend_from_slice(&version.to_le_bytes());
+        }
+    }
+}
+
+/// Parse the next op; keys must be 1 to 250 bytes.
+pub fn next_op<'a>(r: &mut Reader<'a>) -> Result<Op<'a>, WireError> {
+    match r.u8()? {
+        OP_SET => {
+            let key = key(r)?;
+            let (version, flags, exp) = (r.u64()?, r.u32()?, r.u64()?);
+            let vlen = r.u32()? as usize;
+            Ok(Op::Set { key, version, flags, exp, value: r.bytes(vlen)? })
+        }
+        OP_DEL => {
+            let key = key(r)?;
+            Ok(Op::Del { key, version: r.u64()? })
+        }
+        OP_FLUSH => Ok(Op::Flush { at: r.u64()?, version: r.u64()? }),
+        _ => Err(WireError::Malformed),
+    }
+}
+
+fn key<'a>(r: &mut Reader<'a>) -> Result<&'a [u8], WireError> {
+    let n = r.u8()? as usize;
+    if n == 0 || n > crate::protocol::KEY_MAX_LENGTH {
+        return Err(WireError::Malformed);
+    }
+    r.bytes(n)
+}
+
+/// Check that a run of ops parses to its end.
+pub fn validate_ops(mut b: &[u8]) -> Result<usize, WireError> {
+    let mut n = 0;
+    while !b.is_empty() {
+        let mut r = Reader(b);
+        next_op(&mut r)?;
+        b = r.0;
+        n += 1;
+    }
+    Ok(n)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ops_round_trip_and_truncation_is_malformed() {
+        let ops = [
+            Op::Set { key: b"k1", version: 99, flags: 7, exp: 1_900_000_000, value: b"hello" },
+            Op::Del { key: b"k2", version: 100 },
+            Op::Flush { at: 0, version: 101 },
+            Op::Set { key: b"k3", version: 1, flags: 0, exp: 0, value: b"" },
+        ];
+        let mut b = Vec::new();
+        for op in &ops {
+            encode_op(&mut b, op);
+        }
+        assert_eq!(validate_ops(&b), Ok(4));
+        let mut r = Reader(&b);
+        for op in &ops {
+            assert_eq!(next_op(&mut r).unwrap(), *op);
+        }
+        assert!(r.is_empty());
+        for cut in 1..b.len() {
+            let whole_ops = [33, 33 + 12, 33 + 12 + 17];
+            if !whole_ops.contains(&cut) {
+                assert!(validate_ops(&b[..cut]).is_err(), "cut at {cut}");
+            }
+        }
+        assert!(validate_ops(&[OP_DEL, 0, 1, 2, 3, 4, 5, 6, 7, 8]).is_err(), "empty key");
+        assert!(validate_ops(&[42]).is_err());
+    }
+
+    #[test]
+    fn frames_split_at_their_length_and_refuse_oversize_or_empty() {
+        let mut b = Vec::new();
+        frame(&mut b, ACK, &5u64.to_le_bytes());
+        frame(&mut b, SNAP_BEGIN, &[]);
+        for cut in 0..13 {
+            assert_eq!(split_frame(&b[..cut], 100), Ok(None));
+        }
+        let (kind, range, used) = split_frame(&b, 100).unwrap().unwrap();
+        assert_eq!((kind, &b[range], used), (ACK, &5u64.to_le_bytes()[..], 13));
+        assert_eq!(split_frame(&b[13..], 100).unwrap().unwrap().0, SNAP_BEGIN);
+        assert_eq!(split_frame(b"GET ", 100), Err(WireError::TooLong(u32::from_le_bytes(*b"GET ") as usize)));
+        assert_eq!(split_frame(&[0, 0, 0, 0, 1], 100), Err(WireError::Malformed));
+    }
+
+    #[test]
+    fn hello_needs_the_magic_and_proofs_need_the_secret() {
+        let h = Hello { node: 2, core: 1, epoch: 77, nonce: [9; NONCE_LEN] };
+        let mut b = Vec::new();
+        encode_hello(&mut b, &h);
+        let (kind, range, _) = split_frame(&b, 1000).unwrap().unwrap();
+        assert_eq!(parse_hello(kind, &b[range.clone()]), Ok(h));
+        let mut bad = b[range].to_vec();
+        bad[0] = b'X';
+        assert!(parse_hello(HELLO, &bad).is_err());
+        let p = proof(b"s3cret", ROLE_ACCEPTOR, &[1; 16], &[2; 16], (1, 2));
+        assert!(proof_ok(b"s3cret", ROLE_ACCEPTOR, &[1; 16], &[2; 16], (1, 2), &p));
+        assert!(!proof_ok(b"other", ROLE_ACCEPTOR, &[1; 16], &[2; 16], (1, 2), &p));
+        assert!(!proof_ok(b"s3cret", ROLE_LINKER, &[1; 16], &[2; 16], (1, 2), &p), "a reflected proof fails");
+        assert!(!proof_ok(b"s3cret", ROLE_ACCEPTOR, &[2; 16], &[1; 16], (1, 2), &p));
+    }
+}
