@@ -145,6 +145,21 @@ fn looks_random(v: &[u8]) -> bool {
     distinct as usize * 100 > n * DISTINCT_PERCENT
 }
 
+/// The training thread inherits its core's CPU pinning: let it run on any
+/// CPU, at the lowest priority, so that it takes time from no executor.
+fn run_in_background() {
+    // SAFETY: plain system calls on the calling thread with an owned mask;
+    // failures leave the thread as it was.
+    unsafe {
+        let mut all: libc::cpu_set_t = std::mem::zeroed();
+        for cpu in 0..libc::CPU_SETSIZE as usize {
+            libc::CPU_SET(cpu, &mut all);
+        }
+        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &all);
+        libc::setpriority(libc::PRIO_PROCESS, 0, 19);
+    }
+}
+
 fn new_cctx(level: i32) -> CCtx<'static> {
     let mut c = CCtx::create();
     for p in [
@@ -256,6 +271,7 @@ impl Codec {
             let sizes = std::mem::take(&mut self.sample_sizes);
             let (tx, rx) = std::sync::mpsc::channel();
             let spawned = std::thread::Builder::new().name("memcore-dict".into()).spawn(move || {
+                run_in_background();
                 let dict = zstd::dict::from_continuous(&samples, &sizes, DICT_SIZE);
                 if let Err(e) = &dict {
                     log::warn!("zstd dictionary training failed: {e}");
