@@ -37,6 +37,10 @@ pub const MAX_DICTS: usize = 4;
 const WINDOW_LOG: u32 = 17;
 /// Compression context size beyond which it is replaced by a fresh one.
 const KEEP_CONTEXT: usize = 256 * 1024;
+/// What enabled compression is charged for its contexts and frame buffer:
+/// a compression context up to KEEP_CONTEXT, a decompression one up to half
+/// of it, the frame buffer up to KEEP_FRAME.
+const CONTEXT_RESERVE: usize = KEEP_CONTEXT + KEEP_CONTEXT / 2 + KEEP_FRAME;
 /// Frame buffer capacity kept between compressions.
 const KEEP_FRAME: usize = 64 * 1024;
 /// Distinct byte values, in percent of the sample, above which it counts as
@@ -210,13 +214,18 @@ impl Codec {
         self.cfg.enabled
     }
 
-    /// Bytes held by contexts, dictionaries and samples.
+    /// Bytes counted for contexts, buffers, dictionaries and samples. The
+    /// contexts' size moves with every value (zstd sizes its tables to the
+    /// input), and a read must not push a core over its limit, so enabled
+    /// compression is charged a fixed reserve that the contexts are kept
+    /// under (KEEP_CONTEXT, KEEP_FRAME).
     pub fn memory(&self) -> usize {
-        self.cctx.sizeof()
-            + self.dctx.borrow().sizeof()
-            + self.dicts.iter().map(|d| d.memory).sum::<usize>()
-            + self.samples.capacity()
-            + self.out.capacity()
+        let contexts = if self.cfg.enabled {
+            CONTEXT_RESERVE
+        } else {
+            self.cctx.sizeof() + self.dctx.borrow().sizeof() + self.out.capacity()
+        };
+        contexts + self.dicts.iter().map(|d| d.memory).sum::<usize>() + self.samples.capacity()
     }
 
     pub fn dictionaries(&self) -> usize {
