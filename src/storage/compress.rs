@@ -95,6 +95,8 @@ pub struct Codec {
     dctx: std::cell::RefCell<DCtx<'static>>,
     /// Dictionary `id` is `dicts[id - 1]`.
     dicts: Vec<Dict>,
+    /// A value has been compressed (the contexts have been used).
+    used: bool,
     /// Items written with the newest dictionary (for retraining).
     since_training: u64,
     samples: Vec<u8>,
@@ -195,6 +197,7 @@ impl Codec {
             cctx: new_cctx(cfg.level),
             dctx: std::cell::RefCell::new(dctx),
             dicts: Vec::new(),
+            used: false,
             since_training: 0,
             samples: Vec::new(),
             sample_sizes: Vec::new(),
@@ -218,9 +221,10 @@ impl Codec {
     /// contexts' size moves with every value (zstd sizes its tables to the
     /// input), and a read must not push a core over its limit, so enabled
     /// compression is charged a fixed reserve that the contexts are kept
-    /// under (KEEP_CONTEXT, KEEP_FRAME).
+    /// under (KEEP_CONTEXT, KEEP_FRAME), from its first compression on.
     pub fn memory(&self) -> usize {
-        let contexts = if self.cfg.enabled {
+        // Until the first value is compressed the contexts stay as created.
+        let contexts = if self.used {
             CONTEXT_RESERVE
         } else {
             self.cctx.sizeof() + self.dctx.borrow().sizeof() + self.out.capacity()
@@ -307,6 +311,7 @@ impl Codec {
         // A frame that does not fit in nine tenths of the value is not kept:
         // zstd stops with "destination too small".
         let limit = value.len() - value.len() / MIN_SAVING_DIV;
+        self.used = true;
         self.out.clear();
         self.out.reserve(limit);
         let ok = self.cctx.compress2(&mut self.out, value).is_ok_and(|n| n <= limit);
