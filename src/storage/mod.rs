@@ -911,8 +911,19 @@ impl Store {
         if let Some(f) = frame {
             self.codec.give_back_frame(f);
         }
-        self.account_new(loc, len);
         let hash = index_hash(key);
+        // Without eviction, a new key must leave room for the index to grow
+        // (the record just written stays behind as dead bytes).
+        if !self.cfg.evict
+            && self.find(key).is_none()
+            && self.memory_used() + self.index.growth_on_insert(hash) > self.cfg.limit
+        {
+            if let Some(h) = handle {
+                self.free_large(h);
+            }
+            return false;
+        }
+        self.account_new(loc, len);
         let (segs, bits, shift) = (&self.segs, self.seg_bits(), self.unit_shift);
         let replaced = match self.index.find_mut(hash, |&l| key_of(record_at(segs, bits, shift, l)) == key) {
             Some(slot) => Some(std::mem::replace(slot, loc)),
