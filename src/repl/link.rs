@@ -351,8 +351,8 @@ async fn send_snapshot(
                 Some(c) => {
                     cursor = shard.store.scan(c, now, |key, item| {
                         // A corrupt value is not sent (its next read drops it).
-                        if let Some(value) = item.read_value() {
-                            wire::encode_set(&mut out, key, item.version, item.flags, item.exp, value.len());
+                        if let Some((value, packed)) = item.replication_form() {
+                            wire::encode_set(&mut out, key, item.version, item.flags, item.exp, value.len(), packed);
                             out.extend_from_slice(&value);
                             items += 1;
                         }
