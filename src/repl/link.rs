@@ -17,7 +17,7 @@
 //! about a second: its link goes down, `sync` writes stop waiting for it,
 //! and the link task reconnects with backoff once the peer answers again.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::io;
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
@@ -316,21 +316,41 @@ async fn run_link(core: &Rc<Core>, peer: usize) -> io::Result<()> {
     let (their_epoch, their_seq) = (their_epoch.unwrap_or(0), their_seq.unwrap_or(0));
 
     // ACKs and heartbeats arrive on their own task; it ends the link (and
-    // wakes the writer) when the peer closes, or says nothing for too long.
+    // wakes the writer) when the peer closes. A ticker (no timer per frame
+    // or per wait on the hot path) ends it when the peer says nothing for
+    // too long, and wakes the writer when a heartbeat is due.
     let end = Rc::new(LinkEnd::default());
+    let heard = Rc::new(Cell::new(Instant::now()));
+    let wrote = Rc::new(Cell::new(Instant::now()));
+    let ticker = {
+        let (core, end, heard, wrote) = (core.clone(), end.clone(), heard.clone(), wrote.clone());
+        glommio::spawn_local(async move {
+            let sh = shared(&core);
+            let (heartbeat, limit) = (sh.cfg.heartbeat, sh.cfg.silence_limit());
+            let wake = &core.repl.as_ref().expect("repl core").wake[peer];
+            loop {
+                glommio::timer::sleep(heartbeat / 2).await;
+                if heard.get().elapsed() >= limit {
+                    end.end(format!("no traffic from the peer for {} ms; dropping the link", limit.as_millis()));
+                    wake.notify();
+                    return;
+                }
+                if wrote.get().elapsed() >= heartbeat {
+                    wake.notify();
+                }
+            }
+        })
+    };
     let reader = {
-        let (core, end) = (core.clone(), end.clone());
+        let (core, end, heard) = (core.clone(), end.clone(), heard.clone());
         glommio::spawn_local(async move {
             let sh = shared(&core);
             let link = sh.link(core.id, peer);
-            let limit = sh.cfg.silence_limit();
             let why = loop {
-                match frames.next_within(&mut rd, sh.cfg.heartbeat).await {
-                    None if frames.progress.elapsed() >= limit => {
-                        break format!("no traffic from the peer for {} ms; dropping the link", limit.as_millis());
-                    }
-                    None => {}
-                    Some(Ok(Some((wire::ACK, p)))) if p.len() == 8 => {
+                let f = frames.next(&mut rd).await;
+                heard.set(frames.progress);
+                match f {
+                    Ok(Some((wire::ACK, p))) if p.len() == 8 => {
                         let seq = Reader(&p).u64().unwrap_or(0);
                         link.acked.fetch_max(seq, Ordering::AcqRel);
                         let b = core.repl.as_ref().expect("repl core").backlog.borrow();
@@ -339,21 +359,22 @@ async fn run_link(core: &Rc<Core>, peer: usize) -> io::Result<()> {
                         }
                         link.backlog_bytes.store(b.bytes_after(seq) as u64, Ordering::Relaxed);
                     }
-                    Some(Ok(Some((wire::HEARTBEAT, _)))) => {}
-                    Some(Ok(Some((k, _)))) => break format!("unexpected frame type {k} from the peer"),
-                    Some(Ok(None)) => break "the peer closed the link".into(),
-                    Some(Err(e)) => break e.to_string(),
+                    Ok(Some((wire::HEARTBEAT, _))) => {}
+                    Ok(Some((k, _))) => break format!("unexpected frame type {k} from the peer"),
+                    Ok(None) => break "the peer closed the link".into(),
+                    Err(e) => break e.to_string(),
                 }
             };
             end.end(why);
             core.repl.as_ref().expect("repl core").wake[peer].notify();
         })
     };
-    let r = stream_to_peer(core, peer, &mut wr, (their_epoch, their_seq), &end).await;
+    let r = stream_to_peer(core, peer, &mut wr, (their_epoch, their_seq), &end, &wrote).await;
     // The reader owns the read half; ending the write side makes the peer
     // close, which ends the reader. A vanished peer takes no FIN either.
     let _ = with_timeout(sh.cfg.heartbeat, wr.close()).await;
     drop(reader);
+    drop(ticker);
     r
 }
 
@@ -363,6 +384,7 @@ async fn stream_to_peer(
     wr: &mut (impl AsyncWrite + Unpin),
     (their_epoch, their_seq): (u64, u64),
     end: &LinkEnd,
+    wrote: &Cell<Instant>,
 ) -> io::Result<()> {
     let sh = shared(core);
     let link = sh.link(core.id, peer);
@@ -386,7 +408,6 @@ async fn stream_to_peer(
     link.state.store(LINK_LIVE, Ordering::Release);
     let mut out = Vec::new();
     let heartbeat = sh.cfg.heartbeat;
-    let mut last_write = Instant::now();
     loop {
         if end.is_over() {
             return Err(end.error());
@@ -394,6 +415,9 @@ async fn stream_to_peer(
         if core.stopping.get() {
             return Err(err("shutting down"));
         }
+        // Let the connections that are ready run first: their writes then
+        // go out in this batch instead of one small batch each.
+        futures_lite::future::yield_now().await;
         seal(core);
         out.clear();
         let mut items = 0u64;
@@ -410,18 +434,18 @@ async fn stream_to_peer(
             }
         }
         if out.is_empty() {
-            let idle = last_write.elapsed();
-            if idle >= heartbeat {
+            if wrote.get().elapsed() >= heartbeat {
                 wire::heartbeat(&mut out, unix_ms());
                 end.guard(wr.write_all(&out)).await?;
-                last_write = Instant::now();
+                wrote.set(Instant::now());
             } else {
-                with_timeout(heartbeat - idle, rc.wake[peer].wait()).await;
+                // New ops, the ticker (a heartbeat is due), or the link's end.
+                rc.wake[peer].wait().await;
             }
             continue;
         }
         end.guard(wr.write_all(&out)).await?;
-        last_write = Instant::now();
+        wrote.set(Instant::now());
         link.items_sent.fetch_add(items, Ordering::Relaxed);
     }
 }
