@@ -110,6 +110,10 @@ struct Args {
     /// Replication: how long deletes are remembered, in seconds
     #[arg(long = "repl-tombstone-ttl", default_value_t = crate::repl::DEFAULT_TOMBSTONE_TTL_S, value_name = "SECONDS")]
     repl_tombstone_ttl: u64,
+    /// Replication: heartbeat interval on idle links, in ms (a link silent
+    /// for 4 intervals is dropped and reconnected)
+    #[arg(long = "repl-heartbeat", default_value_t = crate::repl::DEFAULT_HEARTBEAT_MS, value_name = "MS")]
+    repl_heartbeat: u64,
     /// Verbose logging (-v, -vv, -vvv)
     #[arg(short = 'v', long = "verbose", action = ArgAction::Count)]
     verbose: u8,
@@ -348,6 +352,9 @@ fn check_repl(a: &Args, threads: usize, warnings: &mut Vec<String>) -> Result<Op
     if a.repl_timeout == 0 {
         return Err("--repl-timeout must be at least 1 ms".into());
     }
+    if !(10..=60_000).contains(&a.repl_heartbeat) {
+        return Err("--repl-heartbeat must be 10 to 60000 ms".into());
+    }
     let backlog = a.repl_backlog.checked_mul(1 << 20).ok_or("--repl-backlog too large")?;
     Ok(Some(ReplConfig {
         listen,
@@ -358,6 +365,7 @@ fn check_repl(a: &Args, threads: usize, warnings: &mut Vec<String>) -> Result<Op
         timeout: std::time::Duration::from_millis(a.repl_timeout),
         backlog_bytes: (backlog / threads).max(64 * 1024),
         tombstone_ttl: std::time::Duration::from_secs(a.repl_tombstone_ttl),
+        heartbeat: std::time::Duration::from_millis(a.repl_heartbeat),
     }))
 }
 
@@ -502,6 +510,8 @@ mod tests {
         let r = c.repl.unwrap();
         assert_eq!((r.node_id, r.peers.len(), r.mode.name()), (3, 2, "async"));
         assert_eq!(r.majority_peers(), 1);
+        assert_eq!(r.heartbeat, std::time::Duration::from_millis(crate::repl::DEFAULT_HEARTBEAT_MS));
+        assert_eq!(r.silence_limit(), 4 * r.heartbeat);
         for bad in [
             &["--peers", "127.0.0.1:7001"][..],
             &["--peers", "127.0.0.1:7001", "--node-id", "256"],
@@ -509,6 +519,7 @@ mod tests {
             &["--peers", "127.0.0.1:7001", "--node-id", "1", "--repl-mode", "quorum"],
             &["--node-id", "1"],
             &["--peers", "127.0.0.1:7001", "--node-id", "1", "--repl-secret", "/nonexistent/secret"],
+            &["--peers", "127.0.0.1:7001", "--node-id", "1", "--repl-heartbeat", "0"],
         ] {
             let e = run(bad).unwrap_err();
             assert!(!e.contains('\n') && !e.is_empty(), "{bad:?}: {e}");

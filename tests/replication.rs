@@ -342,3 +342,420 @@ fn compressed_values_replicate_as_clients_see_them() {
     assert!(stat_u64(&cb.stats("stats"), "compress_items") >= 10, "b keeps the frames a sent");
     assert_bytes!(cb.request(b"get doc5\r\n"), [value("doc5", 7, &json), b"END\r\n".to_vec()].concat());
 }
+
+/// A peer that stops answering without closing anything (SIGSTOP: its
+/// kernel still takes bytes, so TCP sees nothing wrong) is noticed by the
+/// heartbeats within about a second; `sync` writes then time out or stop
+/// waiting for it, and the link comes back by itself when the peer does.
+#[test]
+fn a_silent_peer_is_dropped_within_seconds_and_sync_writes_stop_waiting_for_it() {
+    let ports = [free_port(), free_port()];
+    let extra = ["--repl-mode", "sync", "--repl-timeout", "300"];
+    let nodes: Vec<Node> = (0..2).map(|i| start_node(i, &ports, 1, &extra)).collect();
+    all_linked(&nodes);
+    let mut ca = nodes[0].srv.conn();
+    assert_eq!(ca.request(&store_cmd("set", "q0", 0, 0, b"a")), b"STORED\r\n");
+    nodes[1].srv.signal(libc::SIGSTOP);
+    let stopped = Instant::now();
+    // A group stop takes effect thread by thread: wait until every thread
+    // of the peer is stopped, so none of them acknowledges the next write.
+    let pid = nodes[1].srv.pid().unwrap();
+    let all_stopped = poll(Duration::from_secs(5), || {
+        let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).unwrap();
+        tasks.flatten().all(|t| {
+            let stat = std::fs::read_to_string(t.path().join("stat")).unwrap_or_default();
+            stat.rsplit(')').next().is_some_and(|rest| rest.trim_start().starts_with('T'))
+        })
+    });
+    assert!(all_stopped, "the peer did not stop");
+    // The link still looks up: this write waits for the silent peer.
+    let r = ca.request(&store_cmd("set", "q1", 0, 0, b"b"));
+    assert!(
+        r.starts_with(b"SERVER_ERROR replication timeout: 0 of 1 peers"),
+        "{} after {:?}; {:?}\nlog: {}",
+        show(&r),
+        stopped.elapsed(),
+        repl_stats(&mut ca),
+        nodes[0].srv.log()
+    );
+    let down = poll(Duration::from_secs(5), || repl_stats(&mut ca)["peer0_state"] != "connected");
+    let noticed = stopped.elapsed();
+    assert!(down, "link to a stopped peer still up after {noticed:?}: {:?}", repl_stats(&mut ca));
+    eprintln!("a silent peer was noticed after {noticed:?}");
+    assert!(noticed < Duration::from_secs(3), "noticed only after {noticed:?}");
+    assert!(nodes[0].srv.log().contains("no traffic from the peer"), "{}", nodes[0].srv.log());
+    // A peer whose link is down does not count in sync mode.
+    let t = Instant::now();
+    assert_eq!(ca.request(&store_cmd("set", "q2", 0, 0, b"c")), b"STORED\r\n");
+    assert!(t.elapsed() < Duration::from_millis(250), "waited {:?}", t.elapsed());
+    nodes[1].srv.signal(libc::SIGCONT);
+    all_linked(&nodes);
+    assert!(converged(&nodes, Duration::from_secs(10)), "digests: {:?}", nodes.iter().map(digest).collect::<Vec<_>>());
+    let mut cb = nodes[1].srv.conn();
+    for (k, v) in [("q0", b"a"), ("q1", b"b"), ("q2", b"c")] {
+        assert_eq!(get(&mut cb, k), [value(k, 0, v), b"END\r\n".to_vec()].concat(), "{k} on the resumed peer");
+    }
+}
+
+/// A minimal linking peer that speaks the handshake from
+/// docs/replication.md with a proof of our choosing.
+struct FakePeer {
+    s: std::net::TcpStream,
+    buf: Vec<u8>,
+}
+
+impl FakePeer {
+    fn connect(port: u16) -> FakePeer {
+        let s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        FakePeer { s, buf: Vec::new() }
+    }
+
+    fn send(&mut self, b: &[u8]) {
+        use std::io::Write;
+        // The acceptor may already have closed: that is an answer too.
+        let _ = self.s.write_all(b);
+    }
+
+    /// The next frame, or None at the end of the stream.
+    fn frame(&mut self) -> Option<(u8, Vec<u8>)> {
+        use std::io::Read;
+        loop {
+            if let Some((kind, range, used)) = memcore::repl::wire::split_frame(&self.buf, 1 << 20).unwrap() {
+                let p = self.buf[range].to_vec();
+                self.buf.drain(..used);
+                return Some((kind, p));
+            }
+            let mut chunk = [0u8; 4096];
+            match self.s.read(&mut chunk) {
+                Ok(0) | Err(_) => return None,
+                Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
+            }
+        }
+    }
+}
+
+/// The accepting side checks the linker's AUTH: a proof made with another
+/// secret, the acceptor's own proof sent back, a proof over the nonces in
+/// the wrong order, or a truncated one are refused and logged, and a batch
+/// sent after it is not applied; the same fake peer with the right proof
+/// gets a resume point and its batch is applied (so the refusals are about
+/// the proof alone).
+#[test]
+fn the_acceptor_refuses_a_wrong_auth_answer_and_applies_nothing() {
+    use memcore::repl::wire;
+    let secret = b"correct horse";
+    let path = std::env::temp_dir().join(format!("memcore-secret-{}-auth", std::process::id()));
+    std::fs::write(&path, b"correct horse\n").unwrap();
+    let ports = [free_port(), free_port()];
+    let a = start_node(0, &ports, 2, &["--repl-secret", path.to_str().unwrap()]);
+    let fake_node = 9u16;
+    let version = (memcore::repl::unix_ms() << 12) << 8 | u64::from(fake_node);
+    // (secret, nonce_c, nonce_s, the acceptor's proof) → the AUTH payload.
+    type MakeAuth = fn(&[u8], &[u8], &[u8], &[u8]) -> Vec<u8>;
+    let cases: [(&str, MakeAuth); 5] = [
+        ("other-secret", |_, nc, ns, _| wire::proof(b"battery staple", wire::ROLE_LINKER, ns, nc, (9, 1)).to_vec()),
+        ("reflected", |_, _, _, acceptor_proof| acceptor_proof.to_vec()),
+        ("nonces-swapped", |s, nc, ns, _| wire::proof(s, wire::ROLE_LINKER, nc, ns, (9, 1)).to_vec()),
+        ("truncated", |s, nc, ns, _| wire::proof(s, wire::ROLE_LINKER, ns, nc, (9, 1))[..31].to_vec()),
+        ("right", |s, nc, ns, _| wire::proof(s, wire::ROLE_LINKER, ns, nc, (9, 1)).to_vec()),
+    ];
+    for (label, make_auth) in cases {
+        let mut p = FakePeer::connect(a.repl_port);
+        let nonce_c = [label.len() as u8; wire::NONCE_LEN];
+        let mut out = Vec::new();
+        let epoch = 0xfeed_0000 + label.len() as u64;
+        wire::encode_hello(&mut out, &wire::Hello { node: fake_node, core: 0, epoch, nonce: nonce_c });
+        p.send(&out);
+        let (kind, ch) = p.frame().expect("a challenge");
+        assert_eq!(kind, wire::CHALLENGE, "{label}");
+        assert_eq!(ch.len(), 2 + wire::NONCE_LEN + wire::PROOF_LEN);
+        assert_eq!(u16::from_le_bytes([ch[0], ch[1]]), 1, "the acceptor's node id");
+        let (nonce_s, proof_s) = (&ch[2..2 + wire::NONCE_LEN], &ch[2 + wire::NONCE_LEN..]);
+        assert!(wire::proof_ok(secret, wire::ROLE_ACCEPTOR, &nonce_c, nonce_s, (9, 1), proof_s), "acceptor's proof");
+        out.clear();
+        wire::frame(&mut out, wire::AUTH, &make_auth(secret, &nonce_c, nonce_s, proof_s));
+        // A batch right behind the answer, as an intruder would send it.
+        let key = format!("fake:{label}");
+        let at = wire::begin_frame(&mut out, wire::BATCH);
+        out.extend_from_slice(&1u64.to_le_bytes());
+        let op =
+            wire::Op::Set { key: key.as_bytes(), version, flags: 0, exp: 0, value: label.as_bytes(), packed: None };
+        wire::encode_op(&mut out, &op);
+        wire::end_frame(&mut out, at);
+        p.send(&out);
+        let mut conn = a.srv.conn();
+        if label == "right" {
+            assert_eq!(p.frame().map(|f| f.0), Some(wire::RESUME), "{label}");
+            assert_eq!(p.frame(), Some((wire::ACK, 1u64.to_le_bytes().to_vec())), "{label}");
+            assert_eq!(get(&mut conn, &key), [value(&key, 0, label.as_bytes()), b"END\r\n".to_vec()].concat());
+        } else {
+            assert_eq!(p.frame(), Some((wire::REFUSE, b"wrong secret".to_vec())), "{label}");
+            assert_eq!(p.frame(), None, "{label}: the acceptor closes after refusing");
+            assert_eq!(get(&mut conn, &key), b"END\r\n", "{label}: nothing applied");
+        }
+    }
+    let log = a.srv.log();
+    assert_eq!(log.matches("node 9 failed the secret check").count(), 4, "{log}");
+    let s = repl_stats(&mut a.srv.conn());
+    assert_eq!((s["repl_items"].as_str(), s["repl_items_received"].as_str()), ("1", "1"), "{s:?}");
+    let _ = std::fs::remove_file(path);
+}
+
+// ---- a network split, with network namespaces made by the test ---------
+
+/// Two network namespaces joined by a veth pair: nodes 1 and 2 run in the
+/// first, node 3 in the second. Dropping it (also when a test fails)
+/// kills the nodes it started, by PID, then deletes both namespaces (the
+/// veth pair goes with them).
+struct NetLab {
+    ns: [String; 2],
+    nodes: Vec<std::process::Child>,
+    logs: Vec<std::path::PathBuf>,
+}
+
+const LAB_ADDR: [&str; 2] = ["10.231.77.1", "10.231.77.2"];
+const LAB_VETH: [&str; 2] = ["mc-split-a", "mc-split-b"];
+
+fn ip(args: &[&str]) -> Result<(), String> {
+    let out = std::process::Command::new("ip")
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .map_err(|e| format!("`ip {}`: {e}", args.join(" ")))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!("`ip {}`: {}", args.join(" "), String::from_utf8_lossy(&out.stderr).trim()))
+    }
+}
+
+impl NetLab {
+    /// None (after saying why) when this machine does not let the test
+    /// make network namespaces (not root, no iproute2, a sandbox).
+    fn new() -> Option<NetLab> {
+        let tag = format!("{}-{}", std::process::id(), common::now_unix() % 100_000);
+        let mut lab =
+            NetLab { ns: [format!("memcore-t{tag}-a"), format!("memcore-t{tag}-b")], nodes: vec![], logs: vec![] };
+        if let Err(e) = ip(&["netns", "add", &lab.ns[0]]) {
+            lab.ns = [String::new(), String::new()];
+            eprintln!(
+                "SKIP network split test: `ip netns` is not permitted here ({e}); it needs root (CAP_SYS_ADMIN) and iproute2"
+            );
+            return None;
+        }
+        let setup = || -> Result<(), String> {
+            let [a, b] = [lab.ns[0].as_str(), lab.ns[1].as_str()];
+            ip(&["netns", "add", b])?;
+            ip(&["-n", a, "link", "add", LAB_VETH[0], "type", "veth", "peer", "name", LAB_VETH[1], "netns", b])?;
+            for (i, ns) in [a, b].into_iter().enumerate() {
+                ip(&["-n", ns, "addr", "add", &format!("{}/24", LAB_ADDR[i]), "dev", LAB_VETH[i]])?;
+                ip(&["-n", ns, "link", "set", LAB_VETH[i], "up"])?;
+                ip(&["-n", ns, "link", "set", "lo", "up"])?;
+            }
+            Ok(())
+        };
+        if let Err(e) = setup() {
+            panic!("network namespaces: {e}");
+        }
+        Some(lab)
+    }
+
+    /// Start a memcore node inside namespace `ns` (`ip netns exec` execs
+    /// it, so the child's PID is the node's), its client port on the
+    /// namespace's loopback.
+    fn start(&mut self, ns: usize, port: u16, args: &[&str]) {
+        let log = std::env::temp_dir().join(format!("memcore-split-{}-{}-{port}.log", std::process::id(), ns));
+        let f = std::fs::File::create(&log).unwrap();
+        let child = std::process::Command::new("ip")
+            .args(["netns", "exec", &self.ns[ns], common::memcore_bin()])
+            .args(["-p", &port.to_string(), "-l", "127.0.0.1", "-U", "0", "-t", "2", "-u", "root"])
+            .args(args)
+            .stdin(std::process::Stdio::null())
+            .stdout(f.try_clone().unwrap())
+            .stderr(f)
+            .spawn()
+            .expect("spawn ip netns exec memcore");
+        self.nodes.push(child);
+        self.logs.push(log);
+    }
+
+    /// A client connection to `port` inside namespace `ns` (made on a
+    /// thread that entered the namespace; the socket stays in it).
+    fn conn(&self, ns: usize, port: u16) -> Conn {
+        let path = format!("/var/run/netns/{}", self.ns[ns]);
+        let stream = std::thread::spawn(move || {
+            use std::os::fd::AsRawFd;
+            let f = std::fs::File::open(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+            // SAFETY: setns on this thread only, with a namespace fd we hold open.
+            let r = unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) };
+            assert_eq!(r, 0, "setns {path}: {}", std::io::Error::last_os_error());
+            let deadline = Instant::now() + Duration::from_secs(10);
+            loop {
+                match std::net::TcpStream::connect(("127.0.0.1", port)) {
+                    Ok(s) => break s,
+                    Err(e) if Instant::now() > deadline => panic!("connect to 127.0.0.1:{port} in {path}: {e}"),
+                    Err(_) => std::thread::sleep(Duration::from_millis(20)),
+                }
+            }
+        })
+        .join()
+        .expect("connect thread");
+        Conn::from_stream(stream)
+    }
+
+    /// Cut (or restore) the second namespace's side of the veth pair:
+    /// no reset reaches either side, packets just stop.
+    fn set_link(&self, up: bool) {
+        ip(&["-n", &self.ns[1], "link", "set", LAB_VETH[1], if up { "up" } else { "down" }]).unwrap();
+    }
+
+    fn logs(&self) -> String {
+        self.logs
+            .iter()
+            .map(|p| format!("--- {} ---\n{}", p.display(), std::fs::read_to_string(p).unwrap_or_default()))
+            .collect()
+    }
+}
+
+impl Drop for NetLab {
+    fn drop(&mut self) {
+        for c in &mut self.nodes {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        for ns in self.ns.iter().filter(|n| !n.is_empty()) {
+            if let Err(e) = ip(&["netns", "del", ns]) {
+                eprintln!("cleanup: {e}");
+            }
+        }
+        for p in &self.logs {
+            if std::thread::panicking() {
+                eprintln!("node log kept at {}", p.display());
+            } else {
+                let _ = std::fs::remove_file(p);
+            }
+        }
+    }
+}
+
+/// Node 3 is cut off from nodes 1 and 2 for 10 seconds while clients write
+/// on both sides (the same keys, and keys of their own); the heartbeats
+/// notice the split within seconds on both sides, and after the heal the
+/// links come back by themselves and all three nodes converge.
+#[test]
+fn a_ten_second_split_of_one_node_heals_and_all_converge() {
+    const SPLIT: Duration = Duration::from_secs(10);
+    let Some(mut lab) = NetLab::new() else { return };
+    let secret = std::env::temp_dir().join(format!("memcore-secret-{}-split", std::process::id()));
+    std::fs::write(&secret, "split brain\n").unwrap();
+    let secret_arg = secret.to_str().unwrap().to_string();
+    let (c1, c2, c3) = (11211u16, 11212u16, 11211u16);
+    let repl = |i: usize| format!("0.0.0.0:{}", 7001 + i);
+    let b_peer = format!("{}:7003", LAB_ADDR[1]);
+    let peers = [
+        format!("127.0.0.1:7002,{b_peer}"),
+        format!("127.0.0.1:7001,{b_peer}"),
+        format!("{0}:7001,{0}:7002", LAB_ADDR[0]),
+    ];
+    for (i, (ns, port)) in [(0, c1), (0, c2), (1, c3)].into_iter().enumerate() {
+        let id = (i + 1).to_string();
+        let args = ["--repl-listen", &repl(i), "--peers", &peers[i], "--node-id", &id, "--repl-secret", &secret_arg];
+        lab.start(ns, port, &args);
+    }
+    let mut conns = [lab.conn(0, c1), lab.conn(0, c2), lab.conn(1, c3)];
+    let state = |c: &mut Conn, p: usize| repl_stats(c).get(&format!("peer{p}_state")).cloned().unwrap_or_default();
+    let all_up = |conns: &mut [Conn; 3]| conns.iter_mut().all(|c| (0..2).all(|p| state(c, p) == "connected"));
+    assert!(poll(Duration::from_secs(10), || all_up(&mut conns)), "links not up\n{}", lab.logs());
+    let digests =
+        |conns: &mut [Conn; 3]| conns.iter_mut().map(|c| repl_stats(c)["repl_digest"].clone()).collect::<Vec<_>>();
+    let same = |d: &[String]| d.iter().all(|x| *x == d[0]);
+
+    // Writers on node 1 (majority side) and node 3 (the one cut off).
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writers: Vec<_> = [(lab.conn(0, c1), "a"), (lab.conn(1, c3), "b")]
+        .into_iter()
+        .map(|(mut c, side)| {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let mut i = 0u64;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let mut batch = Vec::new();
+                    for j in 0..10 {
+                        let v = format!("{side}{i}-{j}");
+                        batch.extend_from_slice(&store_cmd(
+                            "set",
+                            &format!("both:{}", (i * 10 + j) % 300),
+                            0,
+                            0,
+                            v.as_bytes(),
+                        ));
+                        batch.extend_from_slice(&store_cmd(
+                            "set",
+                            &format!("{side}:{}", (i * 10 + j) % 1000),
+                            0,
+                            0,
+                            v.as_bytes(),
+                        ));
+                    }
+                    batch.extend_from_slice(format!("delete both:{}\r\n", (i * 7) % 300).as_bytes());
+                    let r = c.request_n(&batch, 21);
+                    assert!(r.starts_with(&b"STORED\r\n".repeat(20)), "side {side}: {}", show(&r));
+                    i += 1;
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                i
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(500));
+
+    lab.set_link(false);
+    let split = Instant::now();
+    // Both sides notice within seconds (without heartbeats, the links
+    // would look up until TCP gives up, many minutes later).
+    let noticed = poll(Duration::from_secs(5), || {
+        state(&mut conns[2], 0) != "connected"
+            && state(&mut conns[2], 1) != "connected"
+            && state(&mut conns[0], 1) != "connected"
+            && state(&mut conns[1], 1) != "connected"
+    });
+    let took = split.elapsed();
+    assert!(noticed, "split not noticed after {took:?}\n{}", lab.logs());
+    eprintln!("split noticed on both sides after {took:?}");
+    assert_eq!(state(&mut conns[0], 0), "connected", "nodes 1 and 2 stay linked");
+    let d = digests(&mut conns);
+    std::thread::sleep(SPLIT.saturating_sub(split.elapsed()));
+    let d2 = digests(&mut conns);
+    assert_ne!(d[2], d2[2], "node 3 took writes during the split");
+    assert_ne!(d[0], d2[0], "node 1 took writes during the split");
+    assert_ne!(d2[0], d2[2], "the sides differ during the split");
+
+    lab.set_link(true);
+    let healed = Instant::now();
+    assert!(poll(Duration::from_secs(10), || all_up(&mut conns)), "links not back after the heal\n{}", lab.logs());
+    eprintln!("links back {:?} after the heal", healed.elapsed());
+    std::thread::sleep(Duration::from_millis(500));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let batches: Vec<u64> = writers.into_iter().map(|w| w.join().unwrap()).collect();
+    eprintln!("write batches of 21 commands: node 1 {}, node 3 {}", batches[0], batches[1]);
+    let mut last = Vec::new();
+    let ok = poll(Duration::from_secs(10), || {
+        last = digests(&mut conns);
+        same(&last)
+    });
+    assert!(ok, "digests after the heal: {last:?}\n{}", lab.logs());
+    eprintln!("converged {:?} after the heal", healed.elapsed());
+    for k in (0..300).map(|k| format!("both:{k}")).chain(["a:0".into(), "b:0".into(), "a:999".into(), "b:999".into()]) {
+        let want = get(&mut conns[0], &k);
+        for c in conns.iter_mut().skip(1) {
+            assert_eq!(show(&get(c, &k)), show(&want), "{k}");
+        }
+    }
+    for side in ["a", "b"] {
+        assert_ne!(get(&mut conns[1], &format!("{side}:0")), b"END\r\n", "node 2 has side {side}'s keys");
+    }
+    let items: Vec<String> = conns.iter_mut().map(|c| repl_stats(c)["repl_items"].clone()).collect();
+    assert!(items.iter().all(|x| *x == items[0]), "{items:?}");
+    let _ = std::fs::remove_file(secret);
+}

@@ -7,12 +7,21 @@
 //! the backlog after it, or a full resync (SNAP_BEGIN, the store a segment
 //! at a time, tombstones, SNAP_END) → the live stream. A second task reads
 //! the ACKs. Any error drops the link and starts over.
+//!
+//! Heartbeats: each side of a link writes a HEARTBEAT frame whenever it
+//! wrote nothing for `--repl-heartbeat` (the accepting side also while it
+//! is busy applying a snapshot, which it does not acknowledge), and each
+//! side drops the link when it received no bytes for
+//! `ReplConfig::silence_limit` (4 intervals). So a peer that vanishes
+//! without a reset (a network split, a stopped process) is noticed within
+//! about a second: its link goes down, `sync` writes stop waiting for it,
+//! and the link task reconnects with backoff once the peer answers again.
 
 use std::cell::{Cell, RefCell};
 use std::io;
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures_lite::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use glommio::net::{TcpListener, TcpStream};
@@ -95,17 +104,79 @@ fn err(msg: impl Into<String>) -> io::Error {
     io::Error::other(msg.into())
 }
 
-/// Reads whole frames off a stream.
+/// Write all of `buf`, or fail when the peer takes none of it for `limit`
+/// (a peer that stopped reading must not hold a task forever).
+async fn write_within(wr: &mut (impl AsyncWrite + Unpin), buf: &[u8], limit: Duration) -> io::Result<()> {
+    with_timeout(limit, wr.write_all(buf))
+        .await
+        .unwrap_or_else(|| Err(err(format!("peer took no bytes for {} ms", limit.as_millis()))))
+}
+
+/// Why an outgoing link ended, set by whichever of its two tasks (the
+/// writer and the ACK reader) saw it first; wakes the other.
+#[derive(Default)]
+struct LinkEnd {
+    reason: RefCell<Option<String>>,
+    notify: Notify,
+}
+
+impl LinkEnd {
+    fn end(&self, why: impl Into<String>) {
+        let mut r = self.reason.borrow_mut();
+        if r.is_none() {
+            *r = Some(why.into());
+        }
+        drop(r);
+        self.notify.notify();
+    }
+
+    fn is_over(&self) -> bool {
+        self.reason.borrow().is_some()
+    }
+
+    fn error(&self) -> io::Error {
+        err(self.reason.borrow().clone().unwrap_or_else(|| "link closed".into()))
+    }
+
+    /// Run `f` unless the link ends first (then its reason is the error).
+    async fn guard<T>(&self, f: impl std::future::Future<Output = io::Result<T>>) -> io::Result<T> {
+        if self.is_over() {
+            return Err(self.error());
+        }
+        let r = futures_lite::future::or(async { Some(f.await) }, async {
+            loop {
+                self.notify.wait().await;
+                if self.is_over() {
+                    return None;
+                }
+            }
+        })
+        .await;
+        match r {
+            Some(Err(e)) => {
+                self.end(e.to_string());
+                Err(e)
+            }
+            Some(Ok(v)) => Ok(v),
+            None => Err(self.error()),
+        }
+    }
+}
+
+/// Reads whole frames off a stream. `next` is cancel-safe (bytes are
+/// kept in the reader between calls), so it can be raced with a timer.
 struct FrameReader {
     buf: Vec<u8>,
     start: usize,
     end: usize,
     max: usize,
+    /// When bytes last arrived (or the reader was made).
+    progress: Instant,
 }
 
 impl FrameReader {
     fn new(max: usize) -> Self {
-        FrameReader { buf: vec![0; 64 * 1024], start: 0, end: 0, max }
+        FrameReader { buf: vec![0; 64 * 1024], start: 0, end: 0, max, progress: Instant::now() }
     }
 
     /// The next frame: (type, payload). None at a clean end of stream.
@@ -134,7 +205,18 @@ impl FrameReader {
                 return if self.end == 0 { Ok(None) } else { Err(err("stream ended inside a frame")) };
             }
             self.end += n;
+            self.progress = Instant::now();
         }
+    }
+
+    /// The next frame, or None when nothing complete arrived within `wait`
+    /// (the stream is untouched then; call again).
+    async fn next_within(
+        &mut self,
+        s: &mut (impl AsyncRead + Unpin),
+        wait: Duration,
+    ) -> Option<io::Result<Option<(u8, Vec<u8>)>>> {
+        with_timeout(wait, self.next(s)).await
     }
 
     /// Is a whole frame already buffered?
@@ -233,15 +315,41 @@ async fn run_link(core: &Rc<Core>, peer: usize) -> io::Result<()> {
     let (their_epoch, their_seq) = (r.u64(), r.u64());
     let (their_epoch, their_seq) = (their_epoch.unwrap_or(0), their_seq.unwrap_or(0));
 
-    // ACKs arrive on their own task; it wakes us when the link dies.
-    let dead = Rc::new(Cell::new(false));
+    // ACKs and heartbeats arrive on their own task; it ends the link (and
+    // wakes the writer) when the peer closes. A ticker (no timer per frame
+    // or per wait on the hot path) ends it when the peer says nothing for
+    // too long, and wakes the writer when a heartbeat is due.
+    let end = Rc::new(LinkEnd::default());
+    let heard = Rc::new(Cell::new(Instant::now()));
+    let wrote = Rc::new(Cell::new(Instant::now()));
+    let ticker = {
+        let (core, end, heard, wrote) = (core.clone(), end.clone(), heard.clone(), wrote.clone());
+        glommio::spawn_local(async move {
+            let sh = shared(&core);
+            let (heartbeat, limit) = (sh.cfg.heartbeat, sh.cfg.silence_limit());
+            let wake = &core.repl.as_ref().expect("repl core").wake[peer];
+            loop {
+                glommio::timer::sleep(heartbeat / 2).await;
+                if heard.get().elapsed() >= limit {
+                    end.end(format!("no traffic from the peer for {} ms; dropping the link", limit.as_millis()));
+                    wake.notify();
+                    return;
+                }
+                if wrote.get().elapsed() >= heartbeat {
+                    wake.notify();
+                }
+            }
+        })
+    };
     let reader = {
-        let (core, dead) = (core.clone(), dead.clone());
+        let (core, end, heard) = (core.clone(), end.clone(), heard.clone());
         glommio::spawn_local(async move {
             let sh = shared(&core);
             let link = sh.link(core.id, peer);
-            loop {
-                match frames.next(&mut rd).await {
+            let why = loop {
+                let f = frames.next(&mut rd).await;
+                heard.set(frames.progress);
+                match f {
                     Ok(Some((wire::ACK, p))) if p.len() == 8 => {
                         let seq = Reader(&p).u64().unwrap_or(0);
                         link.acked.fetch_max(seq, Ordering::AcqRel);
@@ -251,18 +359,22 @@ async fn run_link(core: &Rc<Core>, peer: usize) -> io::Result<()> {
                         }
                         link.backlog_bytes.store(b.bytes_after(seq) as u64, Ordering::Relaxed);
                     }
-                    _ => break,
+                    Ok(Some((wire::HEARTBEAT, _))) => {}
+                    Ok(Some((k, _))) => break format!("unexpected frame type {k} from the peer"),
+                    Ok(None) => break "the peer closed the link".into(),
+                    Err(e) => break e.to_string(),
                 }
-            }
-            dead.set(true);
+            };
+            end.end(why);
             core.repl.as_ref().expect("repl core").wake[peer].notify();
         })
     };
-    let r = stream_to_peer(core, peer, &mut wr, (their_epoch, their_seq), &dead).await;
+    let r = stream_to_peer(core, peer, &mut wr, (their_epoch, their_seq), &end, &wrote).await;
     // The reader owns the read half; ending the write side makes the peer
-    // close, which ends the reader.
-    let _ = wr.close().await;
+    // close, which ends the reader. A vanished peer takes no FIN either.
+    let _ = with_timeout(sh.cfg.heartbeat, wr.close()).await;
     drop(reader);
+    drop(ticker);
     r
 }
 
@@ -271,7 +383,8 @@ async fn stream_to_peer(
     peer: usize,
     wr: &mut (impl AsyncWrite + Unpin),
     (their_epoch, their_seq): (u64, u64),
-    dead: &Cell<bool>,
+    end: &LinkEnd,
+    wrote: &Cell<Instant>,
 ) -> io::Result<()> {
     let sh = shared(core);
     let link = sh.link(core.id, peer);
@@ -284,20 +397,27 @@ async fn stream_to_peer(
             link.state.store(LINK_SYNCING, Ordering::Release);
             link.resyncs.fetch_add(1, Ordering::Relaxed);
             let cursor = rc.backlog.borrow().last_seq();
-            send_snapshot(core, link, wr, dead).await?;
+            send_snapshot(core, link, wr, end).await?;
             let mut out = Vec::new();
             wire::frame(&mut out, wire::SNAP_END, &cursor.to_le_bytes());
-            wr.write_all(&out).await?;
+            end.guard(wr.write_all(&out)).await?;
             cursor
         }
     };
     link.acked.fetch_max(0, Ordering::Relaxed);
     link.state.store(LINK_LIVE, Ordering::Release);
     let mut out = Vec::new();
+    let heartbeat = sh.cfg.heartbeat;
     loop {
-        if dead.get() || core.stopping.get() {
-            return Err(err("link closed"));
+        if end.is_over() {
+            return Err(end.error());
         }
+        if core.stopping.get() {
+            return Err(err("shutting down"));
+        }
+        // Let the connections that are ready run first: their writes then
+        // go out in this batch instead of one small batch each.
+        futures_lite::future::yield_now().await;
         seal(core);
         out.clear();
         let mut items = 0u64;
@@ -314,10 +434,18 @@ async fn stream_to_peer(
             }
         }
         if out.is_empty() {
-            rc.wake[peer].wait().await;
+            if wrote.get().elapsed() >= heartbeat {
+                wire::heartbeat(&mut out, unix_ms());
+                end.guard(wr.write_all(&out)).await?;
+                wrote.set(Instant::now());
+            } else {
+                // New ops, the ticker (a heartbeat is due), or the link's end.
+                rc.wake[peer].wait().await;
+            }
             continue;
         }
-        wr.write_all(&out).await?;
+        end.guard(wr.write_all(&out)).await?;
+        wrote.set(Instant::now());
         link.items_sent.fetch_add(items, Ordering::Relaxed);
     }
 }
@@ -328,16 +456,16 @@ async fn send_snapshot(
     core: &Rc<Core>,
     link: &super::LinkShared,
     wr: &mut (impl AsyncWrite + Unpin),
-    dead: &Cell<bool>,
+    end: &LinkEnd,
 ) -> io::Result<()> {
     let mut out = Vec::new();
     wire::frame(&mut out, wire::SNAP_BEGIN, &[]);
-    wr.write_all(&out).await?;
+    end.guard(wr.write_all(&out)).await?;
     let mut cursor = Some(0u64);
     let mut last_tombs = false;
     while !last_tombs {
-        if dead.get() {
-            return Err(err("link closed during resync"));
+        if end.is_over() {
+            return Err(err(format!("{} (during a resync)", end.error())));
         }
         out.clear();
         let at = wire::begin_frame(&mut out, wire::BATCH);
@@ -368,7 +496,7 @@ async fn send_snapshot(
         }
         wire::end_frame(&mut out, at);
         if items > 0 {
-            wr.write_all(&out).await?;
+            end.guard(wr.write_all(&out)).await?;
             link.items_sent.fetch_add(items, Ordering::Relaxed);
         }
         glommio::yield_if_needed().await;
@@ -445,14 +573,38 @@ async fn serve_inbound(core: &Rc<Core>, stream: TcpStream) -> io::Result<()> {
 
     let wait = Rc::new(ConnWait::default());
     let mut syncing = false;
+    let (heartbeat, limit) = (cfg.heartbeat, cfg.silence_limit());
+    let mut last_write = Instant::now();
     let r: io::Result<()> = async {
         loop {
+            // Wait for a frame; while none comes, send heartbeats, and give
+            // up on a peer that sent no bytes for the silence limit.
+            let first = loop {
+                if last_write.elapsed() >= heartbeat {
+                    out.clear();
+                    wire::heartbeat(&mut out, unix_ms());
+                    write_within(&mut wr, &out, limit).await?;
+                    last_write = Instant::now();
+                }
+                match frames.next_within(&mut rd, heartbeat.saturating_sub(last_write.elapsed())).await {
+                    Some(f) => break f?,
+                    None if frames.progress.elapsed() >= limit => {
+                        return Err(err(format!(
+                            "no traffic from node {} for {} ms; dropping the link",
+                            hello.node,
+                            limit.as_millis()
+                        )));
+                    }
+                    None => {}
+                }
+            };
+            let Some(mut frame) = first else {
+                return Ok(());
+            };
             let mut ack = None;
             // Apply every frame already buffered, then acknowledge once.
             loop {
-                let Some((kind, p)) = frames.next(&mut rd).await? else {
-                    return Ok(());
-                };
+                let (kind, p) = frame;
                 match kind {
                     wire::BATCH => {
                         let mut r = Reader(&p);
@@ -479,6 +631,7 @@ async fn serve_inbound(core: &Rc<Core>, stream: TcpStream) -> io::Result<()> {
                         log::info!("full resync from node {} core {} done", hello.node, hello.core);
                         ack = Some(seq);
                     }
+                    wire::HEARTBEAT => {}
                     k => return Err(err(format!("unexpected frame type {k}"))),
                 }
                 if let Some(seq) = ack
@@ -489,11 +642,16 @@ async fn serve_inbound(core: &Rc<Core>, stream: TcpStream) -> io::Result<()> {
                 if !frames.has_frame() {
                     break;
                 }
+                match frames.next(&mut rd).await? {
+                    Some(f) => frame = f,
+                    None => return Ok(()),
+                }
             }
             if let Some(seq) = ack {
                 out.clear();
                 wire::frame(&mut out, wire::ACK, &seq.to_le_bytes());
-                wr.write_all(&out).await?;
+                write_within(&mut wr, &out, limit).await?;
+                last_write = Instant::now();
             }
         }
     }

@@ -35,6 +35,9 @@ use std::time::Duration;
 pub const DEFAULT_TIMEOUT_MS: u64 = 1000;
 pub const DEFAULT_BACKLOG_MB: usize = 64;
 pub const DEFAULT_TOMBSTONE_TTL_S: u64 = 60;
+pub const DEFAULT_HEARTBEAT_MS: u64 = 250;
+/// A link that brought nothing for this many heartbeat intervals is dead.
+pub const SILENT_INTERVALS: u32 = 4;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Mode {
@@ -66,6 +69,9 @@ pub struct ReplConfig {
     /// Backlog bytes per core (the flag's total split over the cores).
     pub backlog_bytes: usize,
     pub tombstone_ttl: Duration,
+    /// Each side of a link sends a HEARTBEAT after this long without
+    /// writing anything on it.
+    pub heartbeat: Duration,
 }
 
 impl ReplConfig {
@@ -75,6 +81,12 @@ impl ReplConfig {
     /// Peers (besides this node) whose acknowledgement a majority needs.
     pub fn majority_peers(&self) -> usize {
         (self.peers.len() + 1) / 2
+    }
+    /// How long a link may bring no bytes before it is dropped: a peer cut
+    /// off without a reset (a network split, a stopped process) is noticed
+    /// in this time instead of when TCP gives up.
+    pub fn silence_limit(&self) -> Duration {
+        self.heartbeat * SILENT_INTERVALS
     }
 }
 

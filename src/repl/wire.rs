@@ -12,6 +12,7 @@
 //! SNAP_END  = seq u64                   the snapshot covers every batch up to seq
 //! ACK       = seq u64                   every batch up to seq is applied
 //! REFUSE    = reason (UTF-8)
+//! HEARTBEAT = unix_ms u64               either way, after a heartbeat interval without writing
 //! op        = SET   1 | klen u8 | key | version u64 | flags u32 | exp u64 | vlen u32 | value
 //!           | DEL   2 | klen u8 | key | version u64
 //!           | FLUSH 3 | at u64 | version u64
@@ -36,6 +37,7 @@ pub const SNAP_BEGIN: u8 = 6;
 pub const SNAP_END: u8 = 7;
 pub const ACK: u8 = 8;
 pub const REFUSE: u8 = 9;
+pub const HEARTBEAT: u8 = 10;
 
 pub const OP_SET: u8 = 1;
 pub const OP_DEL: u8 = 2;
@@ -75,6 +77,11 @@ pub fn frame(out: &mut Vec<u8>, kind: u8, payload: &[u8]) {
     let at = begin_frame(out, kind);
     out.extend_from_slice(payload);
     end_frame(out, at);
+}
+
+/// A HEARTBEAT frame: the link is alive even when it has nothing to say.
+pub fn heartbeat(out: &mut Vec<u8>, now_ms: u64) {
+    frame(out, HEARTBEAT, &now_ms.to_le_bytes());
 }
 
 /// The first complete frame in `buf`: (type, payload range, bytes used),
