@@ -218,7 +218,10 @@ fn a_node_killed_mid_load_and_restarted_empty_resyncs() {
     assert_eq!(s["repl_items"], repl_stats(&mut c1)["repl_items"]);
     assert_eq!(s["repl_items"], (written.min(5000) + 1).to_string(), "{s:?}");
     assert!(s["peer0_resyncs_received"].parse::<u64>().unwrap() >= 1, "{s:?}");
-    assert_eq!(s["repl_state"], "ok");
+    // The digests can agree a moment before the last snapshot's end is
+    // processed: the state must reach ok soon after.
+    let ok = poll(Duration::from_secs(10), || repl_stats(&mut c2)["repl_state"] == "ok");
+    assert!(ok, "still {:?}", repl_stats(&mut c2)["repl_state"]);
 }
 
 #[test]
