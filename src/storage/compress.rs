@@ -95,6 +95,8 @@ pub struct Codec {
     dctx: std::cell::RefCell<DCtx<'static>>,
     /// Dictionary `id` is `dicts[id - 1]`.
     dicts: Vec<Dict>,
+    /// Trainings started (at most MAX_DICTS per core).
+    trainings: usize,
     /// A value has been compressed (the contexts have been used).
     used: bool,
     /// Items written with the newest dictionary (for retraining).
@@ -198,6 +200,7 @@ impl Codec {
             dctx: std::cell::RefCell::new(dctx),
             dicts: Vec::new(),
             used: false,
+            trainings: 0,
             since_training: 0,
             samples: Vec::new(),
             sample_sizes: Vec::new(),
@@ -245,6 +248,10 @@ impl Codec {
         let cdict: &'static CDict<'static> = Box::leak(Box::new(CDict::create(raw, self.cfg.level)));
         let ddict: &'static DDict<'static> = Box::leak(Box::new(DDict::create(raw)));
         let memory = cdict.sizeof() + ddict.sizeof();
+        // A compression that stopped early (the frame would not have saved
+        // a tenth) leaves the context mid-frame, where zstd refuses a new
+        // dictionary: start a new session first.
+        let _ = self.cctx.reset(zstd_safe::ResetDirective::SessionOnly);
         if self.cctx.ref_cdict(cdict).is_err() {
             log::error!("cannot use a trained zstd dictionary; compressing without");
             return;
@@ -268,7 +275,7 @@ impl Codec {
     }
 
     fn sample(&mut self, v: &[u8]) {
-        if !matches!(self.cfg.dict, DictMode::Auto) || self.training.is_some() || self.dicts.len() >= MAX_DICTS {
+        if !matches!(self.cfg.dict, DictMode::Auto) || self.training.is_some() || self.trainings >= MAX_DICTS {
             return;
         }
         if !self.dicts.is_empty() && self.since_training < RETRAIN_EVERY {
@@ -289,10 +296,18 @@ impl Codec {
                 if let Err(e) = &dict {
                     log::warn!("zstd dictionary training failed: {e}");
                 }
+                drop((samples, sizes));
+                // Training's workspace (several MiB) is freed but would stay
+                // with this thread's allocator arena: give it back.
+                // SAFETY: malloc_trim only releases free memory.
+                unsafe {
+                    libc::malloc_trim(0);
+                }
                 let _ = tx.send(dict.ok());
             });
             if spawned.is_ok() {
                 self.training = Some(rx);
+                self.trainings += 1;
             }
         }
     }
@@ -462,6 +477,27 @@ mod tests {
         gz.extend_from_slice(&text);
         assert!(round_trip(&mut c, &gz).is_none());
         assert_eq!(c.stats.skipped_compressed, 2);
+    }
+
+    /// zstd refuses a dictionary while a frame is unfinished, which is how
+    /// a compression that did not save a tenth leaves the context.
+    #[test]
+    fn a_dictionary_installs_after_a_failed_compression() {
+        let mut c = codec(64, DictMode::Auto);
+        let mut x = 7u64;
+        let noisy: Vec<u8> = (0..160)
+            .map(|_| {
+                x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                33 + ((x >> 33) % 94) as u8
+            })
+            .collect();
+        assert!(c.compress(&noisy).is_none());
+        assert_eq!(c.stats.skipped_incompressible, 1, "the attempt ran and failed");
+        let samples: Vec<Vec<u8>> = (0..2000).map(json).collect();
+        let dict = zstd::dict::from_samples(&samples, DICT_SIZE).unwrap();
+        c.install(&dict);
+        assert_eq!(c.dictionaries(), 1);
+        assert_eq!(c.compress(&json(5)), Some(1));
     }
 
     #[test]
