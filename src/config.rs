@@ -77,14 +77,14 @@ struct Args {
     #[arg(long = "compress", default_value = "on", value_parser = ["on", "off"])]
     compress: String,
     /// Smallest value, in bytes, that is compressed
-    #[arg(long = "compress-min", default_value_t = 128, value_name = "BYTES")]
+    #[arg(long = "compress-min", default_value_t = 64, value_name = "BYTES")]
     compress_min: usize,
     /// zstd level (negative: faster, 1-19: smaller)
     #[arg(long = "compress-level", default_value_t = 1, allow_negative_numbers = true)]
     compress_level: i32,
     /// Dictionary for small values: off, auto (trained per core from the values
     /// stored), or the path of a trained zstd dictionary
-    #[arg(long = "compress-dict", default_value = "off", value_name = "off|auto|FILE")]
+    #[arg(long = "compress-dict", default_value = "auto", value_name = "off|auto|FILE")]
     compress_dict: String,
     /// Replication: address this node accepts links from peers on
     #[arg(long = "repl-listen", value_name = "ADDR:PORT")]

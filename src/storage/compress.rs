@@ -35,6 +35,10 @@ const DICT_SIZE: usize = 16 * 1024;
 const RETRAIN_EVERY: u64 = 2_000_000;
 pub const MAX_DICTS: usize = 4;
 const WINDOW_LOG: u32 = 17;
+/// After this many failed attempts in a row, only one value in BACKOFF is
+/// tried (a failed attempt costs 2-3 µs for nothing).
+const FAIL_STREAK: u32 = 64;
+const BACKOFF: u32 = 16;
 /// Compression context size beyond which it is replaced by a fresh one.
 const KEEP_CONTEXT: usize = 256 * 1024;
 /// What enabled compression is charged for its contexts and frame buffer:
@@ -95,6 +99,10 @@ pub struct Codec {
     dctx: std::cell::RefCell<DCtx<'static>>,
     /// Dictionary `id` is `dicts[id - 1]`.
     dicts: Vec<Dict>,
+    /// Compression attempts that failed in a row, and attempts still to
+    /// skip because of them.
+    fail_streak: u32,
+    backoff: u32,
     /// Trainings started (at most MAX_DICTS per core).
     trainings: usize,
     /// A value has been compressed (the contexts have been used).
@@ -201,6 +209,8 @@ impl Codec {
             dicts: Vec::new(),
             used: false,
             trainings: 0,
+            fail_streak: 0,
+            backoff: 0,
             since_training: 0,
             samples: Vec::new(),
             sample_sizes: Vec::new(),
@@ -258,6 +268,7 @@ impl Codec {
         }
         self.dicts.push(Dict { cdict, ddict, memory });
         self.since_training = 0;
+        (self.fail_streak, self.backoff) = (0, 0);
     }
 
     /// Install a dictionary trained in the background, if one is ready.
@@ -323,6 +334,13 @@ impl Codec {
             return None;
         }
         self.sample(value);
+        if self.backoff > 0 {
+            // Long runs of values that do not compress (before a dictionary,
+            // or data that zstd cannot shrink) are tried one in BACKOFF.
+            self.backoff -= 1;
+            self.stats.skipped_incompressible += 1;
+            return None;
+        }
         // A frame that does not fit in nine tenths of the value is not kept:
         // zstd stops with "destination too small".
         let limit = value.len() - value.len() / MIN_SAVING_DIV;
@@ -341,8 +359,13 @@ impl Codec {
         }
         if !ok {
             self.stats.skipped_incompressible += 1;
+            self.fail_streak += 1;
+            if self.fail_streak >= FAIL_STREAK {
+                self.backoff = BACKOFF - 1;
+            }
             return None;
         }
+        self.fail_streak = 0;
         self.since_training += 1;
         Some(self.dicts.len() as u8)
     }
@@ -498,6 +521,34 @@ mod tests {
         c.install(&dict);
         assert_eq!(c.dictionaries(), 1);
         assert_eq!(c.compress(&json(5)), Some(1));
+    }
+
+    /// After a long run of values that do not compress, only one in
+    /// BACKOFF is tried, until one compresses again.
+    #[test]
+    fn long_runs_of_failures_back_off() {
+        let mut c = codec(64, DictMode::Off);
+        let mut x = 7u64;
+        let mut noisy = || -> Vec<u8> {
+            (0..160)
+                .map(|_| {
+                    x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                    33 + ((x >> 33) % 94) as u8
+                })
+                .collect()
+        };
+        for _ in 0..FAIL_STREAK {
+            assert!(c.compress(&noisy()).is_none());
+        }
+        let text = b"the quick brown fox jumps over the lazy dog ".repeat(4);
+        // Within the back-off even a compressible value is not tried...
+        assert!(c.compress(&text).is_none());
+        for _ in 0..BACKOFF - 2 {
+            c.compress(&noisy());
+        }
+        // ...the next one is, and success ends the back-off.
+        assert!(c.compress(&text).is_some());
+        assert!(c.compress(&text).is_some());
     }
 
     #[test]
