@@ -64,11 +64,13 @@ impl ReplShard {
             }
             // Peers get the value as clients see it: each node decides
             // for itself how to store it (its dictionaries are its own).
-            let Some(value) = item.read_value() else {
+            let mark = pending.len();
+            wire::encode_set(pending, key, version, item.flags, item.exp, item.value_len());
+            // Straight into the batch, without a copy of its own.
+            if !item.copy_value(pending) {
+                pending.truncate(mark);
                 return false;
-            };
-            wire::encode_set(pending, key, version, item.flags, item.exp, value.len());
-            pending.extend_from_slice(&value);
+            }
             true
         });
         match shipped {

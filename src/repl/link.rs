@@ -479,10 +479,12 @@ async fn send_snapshot(
                 Some(c) => {
                     cursor = shard.store.scan(c, now, |key, item| {
                         // A corrupt value is not sent (its next read drops it).
-                        if let Some(value) = item.read_value() {
-                            wire::encode_set(&mut out, key, item.version, item.flags, item.exp, value.len());
-                            out.extend_from_slice(&value);
+                        let mark = out.len();
+                        wire::encode_set(&mut out, key, item.version, item.flags, item.exp, item.value_len());
+                        if item.copy_value(&mut out) {
                             items += 1;
+                        } else {
+                            out.truncate(mark);
                         }
                     });
                 }
