@@ -12,7 +12,9 @@
 //!
 //! Runs for `MEMCORE_FUZZ_SECS` seconds per test (default 10);
 //! `MEMCORE_FUZZ_SEED` picks another seed. A failure prints the seed, the
-//! case number and the input.
+//! case number and the input; `MEMCORE_FUZZ_CASE=n` (with the same seed)
+//! replays that store case alone, and `MEMCORE_FUZZ_TRACE=1` prints each
+//! store operation with the engine's memory.
 
 #[path = "../fuzz/src/lib.rs"]
 mod harness;
@@ -58,6 +60,10 @@ fn budget() -> Duration {
 
 fn seed() -> u64 {
     std::env::var("MEMCORE_FUZZ_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(0x6d65_6d63_6f72_6521)
+}
+
+fn only_case() -> Option<u64> {
+    std::env::var("MEMCORE_FUZZ_CASE").ok().and_then(|s| s.parse().ok())
 }
 
 fn show(b: &[u8]) -> String {
@@ -503,8 +509,15 @@ fn store_property_fuzz() {
                 }
             }
         }
-        guarded(seed, case, &data, || total += harness::check_store(&data));
-        if Instant::now() >= deadline {
+        // MEMCORE_FUZZ_CASE=n replays only case n of this seed.
+        match only_case() {
+            Some(n) if n != case => {}
+            _ => guarded(seed, case, &data, || total += harness::check_store(&data)),
+        }
+        if only_case().is_some_and(|n| case >= n) {
+            return;
+        }
+        if only_case().is_none() && Instant::now() >= deadline {
             break;
         }
     }

@@ -218,7 +218,10 @@ fn a_node_killed_mid_load_and_restarted_empty_resyncs() {
     assert_eq!(s["repl_items"], repl_stats(&mut c1)["repl_items"]);
     assert_eq!(s["repl_items"], (written.min(5000) + 1).to_string(), "{s:?}");
     assert!(s["peer0_resyncs_received"].parse::<u64>().unwrap() >= 1, "{s:?}");
-    assert_eq!(s["repl_state"], "ok");
+    // The digests can agree a moment before the last snapshot's end is
+    // processed: the state must reach ok soon after.
+    let ok = poll(Duration::from_secs(10), || repl_stats(&mut c2)["repl_state"] == "ok");
+    assert!(ok, "still {:?}", repl_stats(&mut c2)["repl_state"]);
 }
 
 #[test]
@@ -310,9 +313,10 @@ fn majority_mode_reports_a_write_no_peer_could_take_and_keeps_it_locally() {
     assert_eq!(get(&mut cb, "m2"), [value("m2", 0, b"b"), b"END\r\n".to_vec()].concat());
 }
 
-/// Values the server stores compressed (one node with a trained-or-not
-/// dictionary, the other without compression) reach the peer as clients
-/// see them, and the digests agree however each node stores them.
+/// Values the sender stores compressed travel as they are stored (no
+/// decompression and recompression on the peer): a peer running with
+/// --compress off holds them compressed too, serves them as clients wrote
+/// them, and the digests agree.
 #[test]
 fn compressed_values_replicate_as_clients_see_them() {
     let ports: Vec<u16> = (0..2).map(|_| free_port()).collect();
@@ -338,7 +342,8 @@ fn compressed_values_replicate_as_clients_see_them() {
     assert!(converged(&nodes, Duration::from_secs(2)), "digests differ");
     let st = ca.stats("stats");
     assert!(stat_u64(&st, "compress_items") >= 10, "a stores them compressed");
-    assert_eq!(stat_u64(&cb.stats("stats"), "compress_items"), 0);
+    assert!(stat_u64(&cb.stats("stats"), "compress_items") >= 10, "b keeps the frames a sent");
+    assert_bytes!(cb.request(b"get doc5\r\n"), [value("doc5", 7, &json), b"END\r\n".to_vec()].concat());
 }
 
 /// A peer that stops answering without closing anything (SIGSTOP: its
@@ -477,7 +482,8 @@ fn the_acceptor_refuses_a_wrong_auth_answer_and_applies_nothing() {
         let key = format!("fake:{label}");
         let at = wire::begin_frame(&mut out, wire::BATCH);
         out.extend_from_slice(&1u64.to_le_bytes());
-        let op = wire::Op::Set { key: key.as_bytes(), version, flags: 0, exp: 0, value: label.as_bytes() };
+        let op =
+            wire::Op::Set { key: key.as_bytes(), version, flags: 0, exp: 0, value: label.as_bytes(), packed: None };
         wire::encode_op(&mut out, &op);
         wire::end_frame(&mut out, at);
         p.send(&out);

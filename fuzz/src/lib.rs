@@ -596,6 +596,17 @@ pub fn check_store(data: &[u8]) -> StoreRun {
                 }
             }
         }
+        if std::env::var("MEMCORE_FUZZ_TRACE").is_ok() {
+            let e = s.engine_stats(now);
+            eprintln!(
+                "{what}: mem {} seg {} idx {} large {} items {}",
+                s.memory_used(),
+                e.segments,
+                e.index_bytes,
+                e.large_bytes,
+                s.curr_items()
+            );
+        }
         // Memory and structure.
         assert!(s.memory_used() <= s.limit(), "{what}: {} bytes over limit {}", s.memory_used(), s.limit());
         let lru = s.live_keys();

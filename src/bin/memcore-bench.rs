@@ -10,6 +10,8 @@
 //! `--pipeline` requests in flight. Per-thread HdrHistograms (µs) are merged
 //! at the end.
 
+#[path = "memcore_bench/jsongen.rs"]
+mod jsongen;
 #[path = "memcore_bench/keygen.rs"]
 mod keygen;
 #[path = "memcore_bench/worker.rs"]
@@ -24,6 +26,7 @@ use std::time::Duration;
 
 use clap::Parser;
 
+use jsongen::{JsonGen, Kind};
 use keygen::{KeyPattern, Zipf};
 use worker::{Mode, Progress, Stats, Times, Worker, now_ns};
 
@@ -82,6 +85,21 @@ struct Args {
     /// Incompressible random values (default: compressible filler).
     #[arg(short = 'R', long = "random-data")]
     random_data: bool,
+    /// Realistic JSON records as values: user (profiles), product
+    /// (listings) or mix (half each), of exactly --data-size bytes (or a
+    /// length in --data-size-range fixed per key). A key's value depends
+    /// only on --data-seed, the key and the length.
+    #[arg(long = "data-json", value_name = "user|product|mix", conflicts_with_all = ["random_data", "verify_data"])]
+    data_json: Option<String>,
+    /// Seed of the --data-json values (fixed by default, so every run and
+    /// every server gets the same bytes for a key).
+    #[arg(long = "data-seed", default_value_t = 1)]
+    data_seed: u64,
+    /// Print the values of the first N keys from --key-minimum (one a line),
+    /// then how long generating 100,000 of them took on stderr, and exit
+    /// without connecting.
+    #[arg(long = "print-values", value_name = "N")]
+    print_values: Option<u64>,
     /// Keys per get request.
     #[arg(long = "multi-key-get", default_value_t = 1)]
     multi_key_get: usize,
@@ -151,6 +169,8 @@ pub struct Config {
     pub size_min: usize,
     pub size_max: usize,
     pub random_data: bool,
+    /// Realistic JSON values (--data-json).
+    pub json: Option<JsonGen>,
     pub multi_get: usize,
     pub limit: Limit,
     pub warmup: f64,
@@ -256,6 +276,10 @@ fn config_from(a: &Args) -> Result<Config, String> {
         size_min,
         size_max,
         random_data: a.random_data,
+        json: match &a.data_json {
+            Some(k) => Some(JsonGen::new(Kind::parse(k)?, a.data_seed)),
+            None => None,
+        },
         multi_get: a.multi_key_get.max(1),
         limit,
         warmup: a.warmup.max(0.0),
@@ -502,6 +526,38 @@ fn json_row(r: &Row) -> String {
     )
 }
 
+/// --print-values: the first `n` values, then the generation speed.
+fn print_values(cfg: &Config, n: u64) {
+    let mut out = std::io::stdout().lock();
+    let mut buf = Vec::new();
+    let values = worker::make_values(cfg);
+    let (lo, hi) = (cfg.size_min, cfg.size_max);
+    for key in cfg.key_min..cfg.key_min.saturating_add(n) {
+        buf.clear();
+        worker::write_value(&mut buf, cfg, &values, key, &mut keygen::Rng::new(key));
+        buf.push(b'\n');
+        if out.write_all(&buf).is_err() {
+            return;
+        }
+    }
+    let _ = out.flush();
+    let t0 = now_ns();
+    let (mut bytes, count) = (0usize, 100_000u64);
+    let mut rng = keygen::Rng::new(cfg.seed);
+    for key in 0..count {
+        buf.clear();
+        worker::write_value(&mut buf, cfg, &values, cfg.key_min + key, &mut rng);
+        bytes += buf.len();
+    }
+    let dt = (now_ns() - t0) as f64 / 1e9;
+    eprintln!(
+        "memcore-bench: {count} values of {lo}..{hi} bytes ({}) generated in {dt:.3} s: {:.0} values/s, {:.0} MB/s",
+        cfg.json.as_ref().map_or(if cfg.random_data { "random" } else { "filler" }, |j| j.kind.name()),
+        count as f64 / dt,
+        bytes as f64 / dt / 1e6
+    );
+}
+
 fn main() {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
     let args = Args::parse();
@@ -512,6 +568,10 @@ fn main() {
             std::process::exit(2);
         }
     };
+    if let Some(n) = args.print_values {
+        print_values(&cfg, n);
+        return;
+    }
     let values = Arc::new(worker::make_values(&cfg));
 
     let limit_desc = match cfg.limit {

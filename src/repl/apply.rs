@@ -62,15 +62,13 @@ impl ReplShard {
             if item.version != version {
                 return false;
             }
-            // Peers get the value as clients see it: each node decides
-            // for itself how to store it (its dictionaries are its own).
-            let mark = pending.len();
-            wire::encode_set(pending, key, version, item.flags, item.exp, item.value_len());
-            // Straight into the batch, without a copy of its own.
-            if !item.copy_value(pending) {
-                pending.truncate(mark);
+            // As stored when that is portable (a frame without a
+            // dictionary), else as clients see it.
+            let Some((value, packed)) = item.replication_form() else {
                 return false;
-            }
+            };
+            wire::encode_set(pending, key, version, item.flags, item.exp, value.len(), packed);
+            pending.extend_from_slice(&value);
             true
         });
         match shipped {
@@ -156,13 +154,13 @@ impl ReplShard {
     pub fn apply(&mut self, store: &mut Store, op: &Op<'_>, now: u64, now_ms: u64) {
         self.stats.received += 1;
         match *op {
-            Op::Set { key, version, flags, exp, value } => {
+            Op::Set { key, version, flags, exp, value, packed } => {
                 self.hlc.observe(version);
                 if self.tombstone(key).is_some_and(|t| t >= version) {
                     self.stats.conflicts += 1;
                     return;
                 }
-                match store.apply(key, flags, exp, value, version, now) {
+                match store.apply(key, flags, exp, value, packed.map(|n| n as usize), version, now) {
                     ApplyOutcome::Applied => self.stats.applied += 1,
                     ApplyOutcome::Older => self.stats.conflicts += 1,
                     ApplyOutcome::NoMemory => self.stats.no_memory += 1,

@@ -501,12 +501,10 @@ async fn send_snapshot(
                 Some(c) => {
                     cursor = shard.store.scan(c, now, |key, item| {
                         // A corrupt value is not sent (its next read drops it).
-                        let mark = out.len();
-                        wire::encode_set(&mut out, key, item.version, item.flags, item.exp, item.value_len());
-                        if item.copy_value(&mut out) {
+                        if let Some((value, packed)) = item.replication_form() {
+                            wire::encode_set(&mut out, key, item.version, item.flags, item.exp, value.len(), packed);
+                            out.extend_from_slice(&value);
                             items += 1;
-                        } else {
-                            out.truncate(mark);
                         }
                     });
                 }

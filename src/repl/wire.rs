@@ -42,6 +42,10 @@ pub const HEARTBEAT: u8 = 10;
 pub const OP_SET: u8 = 1;
 pub const OP_DEL: u8 = 2;
 pub const OP_FLUSH: u8 = 3;
+/// A SET whose value travels as the sender stores it: a zstd frame (see
+/// storage/compress.rs: magicless, checksummed, no dictionary), with the
+/// length clients see.
+pub const OP_SET_PACKED: u8 = 4;
 
 pub const NONCE_LEN: usize = 16;
 pub const PROOF_LEN: usize = 32;
@@ -189,9 +193,24 @@ pub const ROLE_LINKER: &[u8] = b"memcore-repl linker";
 /// One replicated operation, borrowed from a batch.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Op<'a> {
-    Set { key: &'a [u8], version: u64, flags: u32, exp: u64, value: &'a [u8] },
-    Del { key: &'a [u8], version: u64 },
-    Flush { at: u64, version: u64 },
+    /// `packed`: the value is a compressed frame of this many bytes
+    /// unpacked; None: the value as clients see it.
+    Set {
+        key: &'a [u8],
+        version: u64,
+        flags: u32,
+        exp: u64,
+        value: &'a [u8],
+        packed: Option<u32>,
+    },
+    Del {
+        key: &'a [u8],
+        version: u64,
+    },
+    Flush {
+        at: u64,
+        version: u64,
+    },
 }
 
 impl<'a> Op<'a> {
@@ -203,21 +222,25 @@ impl<'a> Op<'a> {
     }
 }
 
-/// Append a SET op whose value is written by `value` (in pieces).
-pub fn encode_set(out: &mut Vec<u8>, key: &[u8], version: u64, flags: u32, exp: u64, vlen: usize) {
-    out.push(OP_SET);
+/// Append a SET op whose value (`vlen` bytes, a frame when `packed`) the
+/// caller appends next.
+pub fn encode_set(out: &mut Vec<u8>, key: &[u8], version: u64, flags: u32, exp: u64, vlen: usize, packed: Option<u32>) {
+    out.push(if packed.is_some() { OP_SET_PACKED } else { OP_SET });
     out.push(key.len() as u8);
     out.extend_from_slice(key);
     out.extend_from_slice(&version.to_le_bytes());
     out.extend_from_slice(&flags.to_le_bytes());
     out.extend_from_slice(&exp.to_le_bytes());
+    if let Some(n) = packed {
+        out.extend_from_slice(&n.to_le_bytes());
+    }
     out.extend_from_slice(&(vlen as u32).to_le_bytes());
 }
 
 pub fn encode_op(out: &mut Vec<u8>, op: &Op<'_>) {
     match *op {
-        Op::Set { key, version, flags, exp, value } => {
-            encode_set(out, key, version, flags, exp, value.len());
+        Op::Set { key, version, flags, exp, value, packed } => {
+            encode_set(out, key, version, flags, exp, value.len(), packed);
             out.extend_from_slice(value);
         }
         Op::Del { key, version } => {
@@ -237,11 +260,12 @@ pub fn encode_op(out: &mut Vec<u8>, op: &Op<'_>) {
 /// Parse the next op; keys must be 1 to 250 bytes.
 pub fn next_op<'a>(r: &mut Reader<'a>) -> Result<Op<'a>, WireError> {
     match r.u8()? {
-        OP_SET => {
+        kind @ (OP_SET | OP_SET_PACKED) => {
             let key = key(r)?;
             let (version, flags, exp) = (r.u64()?, r.u32()?, r.u64()?);
+            let packed = if kind == OP_SET_PACKED { Some(r.u32()?) } else { None };
             let vlen = r.u32()? as usize;
-            Ok(Op::Set { key, version, flags, exp, value: r.bytes(vlen)? })
+            Ok(Op::Set { key, version, flags, exp, value: r.bytes(vlen)?, packed })
         }
         OP_DEL => {
             let key = key(r)?;
@@ -279,23 +303,24 @@ mod tests {
     #[test]
     fn ops_round_trip_and_truncation_is_malformed() {
         let ops = [
-            Op::Set { key: b"k1", version: 99, flags: 7, exp: 1_900_000_000, value: b"hello" },
+            Op::Set { key: b"k1", version: 99, flags: 7, exp: 1_900_000_000, value: b"hello", packed: None },
             Op::Del { key: b"k2", version: 100 },
             Op::Flush { at: 0, version: 101 },
-            Op::Set { key: b"k3", version: 1, flags: 0, exp: 0, value: b"" },
+            Op::Set { key: b"k3", version: 1, flags: 0, exp: 0, value: b"", packed: None },
+            Op::Set { key: b"k4", version: 2, flags: 1, exp: 0, value: b"frame", packed: Some(4000) },
         ];
         let mut b = Vec::new();
         for op in &ops {
             encode_op(&mut b, op);
         }
-        assert_eq!(validate_ops(&b), Ok(4));
+        assert_eq!(validate_ops(&b), Ok(5));
         let mut r = Reader(&b);
         for op in &ops {
             assert_eq!(next_op(&mut r).unwrap(), *op);
         }
         assert!(r.is_empty());
         for cut in 1..b.len() {
-            let whole_ops = [33, 33 + 12, 33 + 12 + 17];
+            let whole_ops = [33, 33 + 12, 33 + 12 + 17, 33 + 12 + 17 + 28];
             if !whole_ops.contains(&cut) {
                 assert!(validate_ops(&b[..cut]).is_err(), "cut at {cut}");
             }

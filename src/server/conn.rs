@@ -640,5 +640,15 @@ fn render_settings(core: &Core, out: &mut Vec<u8>) {
     encode_stat(out, "flush_enabled", if cfg.flush_enabled { "yes" } else { "no" });
     encode_stat(out, "memory_per_core", core.shard.borrow().store.limit());
     encode_stat(out, "cores", cfg.cpus.iter().map(|c| c.to_string()).collect::<Vec<_>>().join(","));
+    let z = &cfg.compress;
+    encode_stat(out, "compress", if z.enabled { "on" } else { "off" });
+    encode_stat(out, "compress_min", z.min_size);
+    encode_stat(out, "compress_level", z.level);
+    let dict = match z.dict {
+        crate::storage::DictMode::Off => "off",
+        crate::storage::DictMode::Auto => "auto",
+        crate::storage::DictMode::Loaded(_) => "file",
+    };
+    encode_stat(out, "compress_dict", dict);
     out.extend_from_slice(encode::END);
 }

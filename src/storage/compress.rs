@@ -37,6 +37,10 @@ pub const MAX_DICTS: usize = 4;
 const WINDOW_LOG: u32 = 17;
 /// Compression context size beyond which it is replaced by a fresh one.
 const KEEP_CONTEXT: usize = 256 * 1024;
+/// What enabled compression is charged for its contexts and frame buffer:
+/// a compression context up to KEEP_CONTEXT, a decompression one up to half
+/// of it, the frame buffer up to KEEP_FRAME.
+const CONTEXT_RESERVE: usize = KEEP_CONTEXT + KEEP_CONTEXT / 2 + KEEP_FRAME;
 /// Frame buffer capacity kept between compressions.
 const KEEP_FRAME: usize = 64 * 1024;
 /// Distinct byte values, in percent of the sample, above which it counts as
@@ -91,6 +95,8 @@ pub struct Codec {
     dctx: std::cell::RefCell<DCtx<'static>>,
     /// Dictionary `id` is `dicts[id - 1]`.
     dicts: Vec<Dict>,
+    /// A value has been compressed (the contexts have been used).
+    used: bool,
     /// Items written with the newest dictionary (for retraining).
     since_training: u64,
     samples: Vec<u8>,
@@ -145,6 +151,21 @@ fn looks_random(v: &[u8]) -> bool {
     distinct as usize * 100 > n * DISTINCT_PERCENT
 }
 
+/// The training thread inherits its core's CPU pinning: let it run on any
+/// CPU, at the lowest priority, so that it takes time from no executor.
+fn run_in_background() {
+    // SAFETY: plain system calls on the calling thread with an owned mask;
+    // failures leave the thread as it was.
+    unsafe {
+        let mut all: libc::cpu_set_t = std::mem::zeroed();
+        for cpu in 0..libc::CPU_SETSIZE as usize {
+            libc::CPU_SET(cpu, &mut all);
+        }
+        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &all);
+        libc::setpriority(libc::PRIO_PROCESS, 0, 19);
+    }
+}
+
 fn new_cctx(level: i32) -> CCtx<'static> {
     let mut c = CCtx::create();
     for p in [
@@ -176,6 +197,7 @@ impl Codec {
             cctx: new_cctx(cfg.level),
             dctx: std::cell::RefCell::new(dctx),
             dicts: Vec::new(),
+            used: false,
             since_training: 0,
             samples: Vec::new(),
             sample_sizes: Vec::new(),
@@ -195,13 +217,19 @@ impl Codec {
         self.cfg.enabled
     }
 
-    /// Bytes held by contexts, dictionaries and samples.
+    /// Bytes counted for contexts, buffers, dictionaries and samples. The
+    /// contexts' size moves with every value (zstd sizes its tables to the
+    /// input), and a read must not push a core over its limit, so enabled
+    /// compression is charged a fixed reserve that the contexts are kept
+    /// under (KEEP_CONTEXT, KEEP_FRAME), from its first compression on.
     pub fn memory(&self) -> usize {
-        self.cctx.sizeof()
-            + self.dctx.borrow().sizeof()
-            + self.dicts.iter().map(|d| d.memory).sum::<usize>()
-            + self.samples.capacity()
-            + self.out.capacity()
+        // Until the first value is compressed the contexts stay as created.
+        let contexts = if self.used {
+            CONTEXT_RESERVE
+        } else {
+            self.cctx.sizeof() + self.dctx.borrow().sizeof() + self.out.capacity()
+        };
+        contexts + self.dicts.iter().map(|d| d.memory).sum::<usize>() + self.samples.capacity()
     }
 
     pub fn dictionaries(&self) -> usize {
@@ -256,6 +284,7 @@ impl Codec {
             let sizes = std::mem::take(&mut self.sample_sizes);
             let (tx, rx) = std::sync::mpsc::channel();
             let spawned = std::thread::Builder::new().name("memcore-dict".into()).spawn(move || {
+                run_in_background();
                 let dict = zstd::dict::from_continuous(&samples, &sizes, DICT_SIZE);
                 if let Err(e) = &dict {
                     log::warn!("zstd dictionary training failed: {e}");
@@ -282,6 +311,7 @@ impl Codec {
         // A frame that does not fit in nine tenths of the value is not kept:
         // zstd stops with "destination too small".
         let limit = value.len() - value.len() / MIN_SAVING_DIV;
+        self.used = true;
         self.out.clear();
         self.out.reserve(limit);
         let ok = self.cctx.compress2(&mut self.out, value).is_ok_and(|n| n <= limit);

@@ -159,6 +159,18 @@ impl Index {
         t.find(tag, sel, eq).map(|(b, i)| &mut t.buckets[b].locs[i])
     }
 
+    /// Bytes the table would add to insert a key with this hash (when that
+    /// insert makes its part grow).
+    pub fn growth_on_insert(&self, hash: u64) -> usize {
+        let t = &self.parts[split(hash).0];
+        if (t.len + 1) * 20 > t.n() * WAYS * 19 {
+            let grown = (t.n() + t.n() / 4).max(MIN_BUCKETS);
+            (grown - t.n()) * std::mem::size_of::<Bucket>()
+        } else {
+            0
+        }
+    }
+
     /// Add a location for a key that has none; `rehash` gives the hash of
     /// any stored location's key when the table grows.
     pub fn insert_unique(&mut self, hash: u64, loc: u32, rehash: impl Fn(&u32) -> u64) {

@@ -268,6 +268,24 @@ impl ItemRef<'_> {
         self.copy_value(&mut v).then_some(v)
     }
 
+    /// The value for a peer: the stored frame as it is when it was
+    /// compressed without a dictionary (any node can read it), with the
+    /// length clients see; else the value as clients see it. None when
+    /// the stored frame is corrupt.
+    pub fn replication_form(&self) -> Option<(Vec<u8>, Option<u32>)> {
+        match self.compressed {
+            Some(z) if z.dict == 0 => {
+                let mut frame = Vec::with_capacity(z.stored_len);
+                match self.value {
+                    Value::Inline(v) => frame.extend_from_slice(v),
+                    Value::Large(l) => l.chunks().iter().for_each(|c| frame.extend_from_slice(c)),
+                }
+                Some((frame, Some(self.len as u32)))
+            }
+            _ => self.read_value().map(|v| (v, None)),
+        }
+    }
+
     /// The value as a new vector, empty when corrupt (tests).
     pub fn value_vec(&self) -> Vec<u8> {
         self.read_value().unwrap_or_default()
@@ -911,8 +929,19 @@ impl Store {
         if let Some(f) = frame {
             self.codec.give_back_frame(f);
         }
-        self.account_new(loc, len);
         let hash = index_hash(key);
+        // Without eviction, a new key must leave room for the index to grow
+        // (the record just written stays behind as dead bytes).
+        if !self.cfg.evict
+            && self.find(key).is_none()
+            && self.memory_used() + self.index.growth_on_insert(hash) > self.cfg.limit
+        {
+            if let Some(h) = handle {
+                self.free_large(h);
+            }
+            return false;
+        }
+        self.account_new(loc, len);
         let (segs, bits, shift) = (&self.segs, self.seg_bits(), self.unit_shift);
         let replaced = match self.index.find_mut(hash, |&l| key_of(record_at(segs, bits, shift, l)) == key) {
             Some(slot) => Some(std::mem::replace(slot, loc)),
@@ -1495,15 +1524,34 @@ impl Store {
     }
 
     /// Store a replicated item unless the store holds the same or a newer
-    /// version of the key. `exp` is absolute (0 = never).
-    pub fn apply(&mut self, key: &[u8], flags: u32, exp: u64, value: &[u8], version: u64, now: u64) -> ApplyOutcome {
+    /// version of the key. `exp` is absolute (0 = never). With `packed`,
+    /// `value` is a compressed frame (no dictionary) of that many bytes
+    /// unpacked, stored as it is.
+    #[allow(clippy::too_many_arguments)]
+    pub fn apply(
+        &mut self,
+        key: &[u8],
+        flags: u32,
+        exp: u64,
+        value: &[u8],
+        packed: Option<usize>,
+        version: u64,
+        now: u64,
+    ) -> ApplyOutcome {
         if let Ok((_, h)) = self.find_live(key, now)
             && h.version >= version
         {
             return ApplyOutcome::Older;
         }
-        let meta = Meta { flags, exp: self.rel_exp(exp), version, ..Default::default() };
-        if self.insert(key, meta, Body::Value(&[value]), now) {
+        let mut meta = Meta { flags, exp: self.rel_exp(exp), version, ..Default::default() };
+        let body = match packed {
+            Some(len) => {
+                meta.compressed = Some(Compressed { stored_len: value.len(), dict: 0 });
+                Body::Stored(value, len)
+            }
+            None => Body::Value(&[value]),
+        };
+        if self.insert(key, meta, body, now) {
             self.stats.total_items += 1;
             ApplyOutcome::Applied
         } else {

@@ -5,7 +5,7 @@
 //! sequential state.
 
 /// wyrand: tiny, fast, good-quality 64-bit PRNG (one per worker thread).
-#[derive(Clone)]
+#[derive(Clone, Default)]
 pub struct Rng {
     s: u64,
 }

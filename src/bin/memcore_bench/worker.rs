@@ -778,6 +778,14 @@ fn is_error_line(line: &[u8]) -> bool {
 
 #[inline]
 fn push_set(c: &mut Conn, cfg: &Config, values: &[u8], rng: &mut Rng, key: u64) {
+    if let Some(j) = &cfg.json {
+        let len = j.len_for(key, cfg.size_min, cfg.size_max);
+        let w = &mut c.wbuf;
+        set_header(w, cfg, key, len);
+        j.write(w, key, len);
+        w.extend_from_slice(b"\r\n");
+        return;
+    }
     let len = if cfg.size_max > cfg.size_min {
         cfg.size_min + rng.below((cfg.size_max - cfg.size_min + 1) as u64) as usize
     } else {
@@ -785,6 +793,24 @@ fn push_set(c: &mut Conn, cfg: &Config, values: &[u8], rng: &mut Rng, key: u64) 
     };
     let off = if cfg.random_data { rng.below(65536) as usize } else { filler_offset(key) };
     let w = &mut c.wbuf;
+    set_header(w, cfg, key, len);
+    w.extend_from_slice(&values[off..off + len]);
+    w.extend_from_slice(b"\r\n");
+}
+
+/// The value a set of `key` sends (for --print-values).
+pub fn write_value(out: &mut Vec<u8>, cfg: &Config, values: &[u8], key: u64, rng: &mut Rng) {
+    if let Some(j) = &cfg.json {
+        j.write(out, key, j.len_for(key, cfg.size_min, cfg.size_max));
+        return;
+    }
+    let len = cfg.size_min + rng.below((cfg.size_max - cfg.size_min + 1) as u64) as usize;
+    let off = if cfg.random_data { rng.below(65536) as usize } else { filler_offset(key) };
+    out.extend_from_slice(&values[off..off + len]);
+}
+
+#[inline]
+fn set_header(w: &mut Vec<u8>, cfg: &Config, key: u64, len: usize) {
     w.extend_from_slice(b"set ");
     w.extend_from_slice(&cfg.prefix);
     memcore::protocol::encode::encode_u64(w, key);
@@ -792,7 +818,5 @@ fn push_set(c: &mut Conn, cfg: &Config, values: &[u8], rng: &mut Rng, key: u64) 
     memcore::protocol::encode::encode_u64(w, cfg.expiry as u64);
     w.push(b' ');
     memcore::protocol::encode::encode_u64(w, len as u64);
-    w.extend_from_slice(b"\r\n");
-    w.extend_from_slice(&values[off..off + len]);
     w.extend_from_slice(b"\r\n");
 }
