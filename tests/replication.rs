@@ -667,6 +667,9 @@ fn a_ten_second_split_of_one_node_heals_and_all_converge() {
         lab.start(ns, port, &args);
     }
     let mut conns = [lab.conn(0, c1), lab.conn(0, c2), lab.conn(1, c3)];
+    // The nodes read it at start (their client ports answer): not needed
+    // any more, and not left behind if an assertion below fails.
+    let _ = std::fs::remove_file(&secret);
     let state = |c: &mut Conn, p: usize| repl_stats(c).get(&format!("peer{p}_state")).cloned().unwrap_or_default();
     let all_up = |conns: &mut [Conn; 3]| conns.iter_mut().all(|c| (0..2).all(|p| state(c, p) == "connected"));
     assert!(poll(Duration::from_secs(10), || all_up(&mut conns)), "links not up\n{}", lab.logs());
@@ -760,5 +763,4 @@ fn a_ten_second_split_of_one_node_heals_and_all_converge() {
     }
     let items: Vec<String> = conns.iter_mut().map(|c| repl_stats(c)["repl_items"].clone()).collect();
     assert!(items.iter().all(|x| *x == items[0]), "{items:?}");
-    let _ = std::fs::remove_file(secret);
 }
