@@ -80,7 +80,7 @@ impl ReplConfig {
     }
     /// Peers (besides this node) whose acknowledgement a majority needs.
     pub fn majority_peers(&self) -> usize {
-        (self.peers.len() + 1) / 2
+        self.peers.len().div_ceil(2)
     }
     /// How long a link may bring no bytes before it is dropped: a peer cut
     /// off without a reset (a network split, a stopped process) is noticed
@@ -214,7 +214,7 @@ pub fn render_stats(g: &crate::server::core::Global, f: &crate::exec::ReplFigure
         encode_stat(out, &format!("{name}_addr"), addr);
         encode_stat(out, &format!("{name}_node_id"), if node == 0 { "unknown".into() } else { (node - 1).to_string() });
         let recv =
-            (node > 0).then(|| inbound.get(&((node - 1) as u16)).copied().unwrap_or_default()).unwrap_or_default();
+            if node > 0 { inbound.get(&((node - 1) as u16)).copied().unwrap_or_default() } else { Default::default() };
         let st = if recv.syncing > 0 { "syncing" } else { link_state_name(state) };
         encode_stat(out, &format!("{name}_state"), st);
         let lag = links.iter().map(|l| l.lag_ms.load(Ordering::Relaxed)).max().unwrap_or(0);
