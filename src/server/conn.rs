@@ -640,7 +640,8 @@ fn render_settings(core: &Core, out: &mut Vec<u8>) {
     encode_stat(out, "flush_enabled", if cfg.flush_enabled { "yes" } else { "no" });
     encode_stat(out, "memory_per_core", core.shard.borrow().store.limit());
     encode_stat(out, "cores", cfg.cpus.iter().map(|c| c.to_string()).collect::<Vec<_>>().join(","));
-    let z = &cfg.compress;
+    // What the cores run with (small cores do not compress).
+    let z = &super::compress_for(cfg, 1);
     encode_stat(out, "compress", if z.enabled { "on" } else { "off" });
     encode_stat(out, "compress_min", z.min_size);
     encode_stat(out, "compress_level", z.level);

@@ -60,6 +60,22 @@ const CRAWL_BUDGET: usize = 5_000;
 const CRAWL_INTERVAL: Duration = Duration::from_millis(100);
 const CRAWL_BUSY_INTERVAL: Duration = Duration::from_millis(1);
 
+/// Compression's contexts take a few hundred KiB per core: a core with
+/// less than this much memory does not compress (it would lose more to the
+/// contexts than compression wins back).
+const COMPRESS_MIN_CORE_MEMORY: usize = 8 << 20;
+
+pub fn compress_for(cfg: &crate::config::Config, core: usize) -> crate::storage::CompressConfig {
+    let mut c = cfg.compress.clone();
+    if c.enabled && cfg.per_core_limit() < COMPRESS_MIN_CORE_MEMORY {
+        if core == 0 {
+            log::warn!("compression off: each core has less than {} MiB of memory", COMPRESS_MIN_CORE_MEMORY >> 20);
+        }
+        c.enabled = false;
+    }
+    c
+}
+
 pub fn unix_now() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
@@ -194,7 +210,7 @@ async fn core_main(
         cas_stride: n as u64,
         cas_offset: id as u64 + 1,
         started: global.started,
-        compress: global.cfg.compress.clone(),
+        compress: compress_for(&global.cfg, id),
         digest: global.repl.is_some(),
     });
     let mut shard = Shard::new(store);

@@ -24,8 +24,10 @@ use zstd::zstd_safe::{self, CCtx, CDict, CParameter, DCtx, DDict, DParameter, Fr
 
 /// Values kept compressed must shrink by at least a tenth.
 const MIN_SAVING_DIV: usize = 10;
-/// Sample at most this many bytes before training a dictionary.
+/// Sample at most this many bytes before training a dictionary (less in a
+/// small store: a sixteenth of its limit, at least TRAIN_BYTES_MIN).
 const TRAIN_BYTES: usize = 1 << 20;
+const TRAIN_BYTES_MIN: usize = 16 << 10;
 /// ... or this many values, whichever comes first.
 const TRAIN_SAMPLES: usize = 8_000;
 /// Values longer than this are not sampled (dictionaries help small ones).
@@ -103,6 +105,8 @@ pub struct Codec {
     /// skip because of them.
     fail_streak: u32,
     backoff: u32,
+    /// Sample bytes that start a training.
+    train_bytes: usize,
     /// Trainings started (at most MAX_DICTS per core).
     trainings: usize,
     /// A value has been compressed (the contexts have been used).
@@ -200,7 +204,9 @@ fn set_dparams(d: &mut DCtx<'static>) -> zstd_safe::SafeResult {
 }
 
 impl Codec {
-    pub fn new(cfg: CompressConfig) -> Codec {
+    /// `limit`: the store's memory limit, which the samples must fit well
+    /// within.
+    pub fn new(cfg: CompressConfig, limit: usize) -> Codec {
         let mut dctx = DCtx::create();
         set_dparams(&mut dctx).expect("zstd accepts its own parameters");
         let mut codec = Codec {
@@ -209,6 +215,7 @@ impl Codec {
             dicts: Vec::new(),
             used: false,
             trainings: 0,
+            train_bytes: (limit / 16).clamp(TRAIN_BYTES_MIN, TRAIN_BYTES),
             fail_streak: 0,
             backoff: 0,
             since_training: 0,
@@ -297,7 +304,7 @@ impl Codec {
         }
         self.samples.extend_from_slice(v);
         self.sample_sizes.push(v.len());
-        if self.samples.len() >= TRAIN_BYTES || self.sample_sizes.len() >= TRAIN_SAMPLES {
+        if self.samples.len() >= self.train_bytes || self.sample_sizes.len() >= TRAIN_SAMPLES {
             let samples = std::mem::take(&mut self.samples);
             let sizes = std::mem::take(&mut self.sample_sizes);
             let (tx, rx) = std::sync::mpsc::channel();
@@ -456,7 +463,7 @@ mod tests {
     use super::*;
 
     fn codec(min_size: usize, dict: DictMode) -> Codec {
-        Codec::new(CompressConfig { enabled: true, min_size, level: 1, dict })
+        Codec::new(CompressConfig { enabled: true, min_size, level: 1, dict }, 64 << 20)
     }
 
     fn json(i: usize) -> Vec<u8> {

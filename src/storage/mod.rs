@@ -449,7 +449,7 @@ impl Store {
             item_bytes: 0,
             kv_bytes: 0,
             sizes: [0; SIZE_BUCKETS],
-            codec: Codec::new(cfg.compress.clone()),
+            codec: Codec::new(cfg.compress.clone(), cfg.limit),
             compressed_items: 0,
             compressed_bytes_in: 0,
             compressed_bytes_out: 0,
