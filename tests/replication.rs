@@ -41,17 +41,8 @@ fn digest(n: &Node) -> String {
 }
 
 /// Poll every millisecond (the read-after-write bound is 100 ms).
-fn poll(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + limit;
-    loop {
-        if f() {
-            return true;
-        }
-        if Instant::now() > deadline {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(1));
-    }
+fn poll(limit: Duration, f: impl FnMut() -> bool) -> bool {
+    common::poll_every(limit, Duration::from_millis(1), f)
 }
 
 fn all_linked(nodes: &[Node]) {

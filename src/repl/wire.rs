@@ -166,25 +166,23 @@ pub fn parse_hello(kind: u8, p: &[u8]) -> Result<Hello, WireError> {
 }
 
 /// HMAC-SHA256 over a role label, both nonces and both node ids.
-pub fn proof(secret: &[u8], role: &[u8], first: &[u8], second: &[u8], nodes: (u16, u16)) -> [u8; PROOF_LEN] {
+fn mac(secret: &[u8], role: &[u8], first: &[u8], second: &[u8], nodes: (u16, u16)) -> Hmac<Sha256> {
     let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(secret).expect("HMAC takes keys of any length");
     mac.update(role);
     mac.update(first);
     mac.update(second);
     mac.update(&nodes.0.to_le_bytes());
     mac.update(&nodes.1.to_le_bytes());
-    mac.finalize().into_bytes().into()
+    mac
+}
+
+pub fn proof(secret: &[u8], role: &[u8], first: &[u8], second: &[u8], nodes: (u16, u16)) -> [u8; PROOF_LEN] {
+    mac(secret, role, first, second, nodes).finalize().into_bytes().into()
 }
 
 /// Compare a received proof with the expected one in constant time.
 pub fn proof_ok(secret: &[u8], role: &[u8], first: &[u8], second: &[u8], nodes: (u16, u16), got: &[u8]) -> bool {
-    let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(secret).expect("HMAC takes keys of any length");
-    mac.update(role);
-    mac.update(first);
-    mac.update(second);
-    mac.update(&nodes.0.to_le_bytes());
-    mac.update(&nodes.1.to_le_bytes());
-    mac.verify_slice(got).is_ok()
+    mac(secret, role, first, second, nodes).verify_slice(got).is_ok()
 }
 
 pub const ROLE_ACCEPTOR: &[u8] = b"memcore-repl acceptor";

@@ -243,23 +243,24 @@ impl ItemRef<'_> {
     /// stored compressed. False, with `out` unchanged, when the stored frame
     /// is corrupt.
     pub fn copy_value(&self, out: &mut Vec<u8>) -> bool {
-        match (self.value, self.compressed) {
-            (Value::Inline(v), None) => out.extend_from_slice(v),
-            (Value::Large(l), None) => {
-                out.reserve(l.len());
-                for c in l.chunks() {
-                    out.extend_from_slice(c);
-                }
+        match self.compressed {
+            None => {
+                out.reserve(self.len);
+                self.stored_pieces().for_each(|p| out.extend_from_slice(p));
+                true
             }
-            (Value::Inline(v), Some(z)) => {
-                return self.codec.decompress_into(z.dict, std::iter::once(v), self.len, out);
-            }
-            (Value::Large(l), Some(z)) => {
-                let chunks = l.chunks().iter().map(|c| &c[..]);
-                return self.codec.decompress_into(z.dict, chunks, self.len, out);
-            }
+            Some(z) => self.codec.decompress_into(z.dict, self.stored_pieces(), self.len, out),
         }
-        true
+    }
+
+    /// The value as stored (a compressed frame when it is one): one piece,
+    /// or a large value's chunks.
+    fn stored_pieces(&self) -> impl Iterator<Item = &[u8]> {
+        let (one, chunks) = match self.value {
+            Value::Inline(v) => (Some(v), &[][..]),
+            Value::Large(l) => (None, l.chunks()),
+        };
+        one.into_iter().chain(chunks.iter().map(|c| &c[..]))
     }
 
     /// The value as a new vector; None when its stored frame is corrupt.
@@ -276,10 +277,7 @@ impl ItemRef<'_> {
         match self.compressed {
             Some(z) if z.dict == 0 => {
                 let mut frame = Vec::with_capacity(z.stored_len);
-                match self.value {
-                    Value::Inline(v) => frame.extend_from_slice(v),
-                    Value::Large(l) => l.chunks().iter().for_each(|c| frame.extend_from_slice(c)),
-                }
+                self.stored_pieces().for_each(|p| frame.extend_from_slice(p));
                 Some((frame, Some(self.len as u32)))
             }
             _ => self.read_value().map(|v| (v, None)),
@@ -618,11 +616,7 @@ impl Store {
         let loc = self.find(key).ok_or(Miss::Absent)?;
         let h = self.header(loc);
         if let Some(miss) = self.dead(loc, &h, now) {
-            self.stats.reclaimed += 1;
-            if !h.fetched() {
-                self.stats.expired_unfetched += 1;
-            }
-            self.unlink(loc, &h, index_hash(key));
+            self.reclaim(loc, &h, index_hash(key), false);
             return Err(miss);
         }
         Ok((loc, h))
@@ -955,6 +949,9 @@ impl Store {
             self.account_gone(old, &h, true);
         }
         // The index or the compressor may have grown past the limit.
+        if self.memory_used() <= self.cfg.limit {
+            return true;
+        }
         while self.memory_used() > self.cfg.limit && self.evict_one(now, self.cfg.evict) {}
         let present = self.find(key);
         if self.memory_used() > self.cfg.limit {
@@ -1158,6 +1155,17 @@ impl Store {
         self.large_bytes -= LargeValue::charge(v.len());
     }
 
+    /// Drop an item found expired or flushed, counting it as memcached does.
+    fn reclaim(&mut self, loc: u32, h: &Header, hash: u64, by_crawler: bool) {
+        if by_crawler {
+            self.stats.crawler_reclaimed += 1;
+        } else {
+            self.stats.reclaimed += 1;
+        }
+        self.stats.expired_unfetched += u64::from(!h.fetched());
+        self.unlink(loc, h, hash);
+    }
+
     /// Remove a live item: index entry, accounting, large value.
     fn unlink(&mut self, loc: u32, h: &Header, hash: u64) {
         self.index.remove(hash, |&l| l == loc);
@@ -1221,15 +1229,13 @@ impl Store {
         let h = self.header(loc);
         let hash = index_hash(&self.rec(loc)[h.key_at..h.key_at + h.key_len]);
         debug_assert!(self.is_live(loc, hash), "a large value outlived its record");
-        let unfetched = u64::from(!h.fetched());
         if self.dead(loc, &h, now).is_some() {
-            self.stats.reclaimed += 1;
-            self.stats.expired_unfetched += unfetched;
+            self.reclaim(loc, &h, hash, false);
         } else {
             self.stats.evictions += 1;
-            self.stats.evicted_unfetched += unfetched;
+            self.stats.evicted_unfetched += u64::from(!h.fetched());
+            self.unlink(loc, &h, hash);
         }
-        self.unlink(loc, &h, hash);
     }
 
     /// Without eviction (`-M`), room comes only from dead items: free the
@@ -1306,11 +1312,7 @@ impl Store {
                 continue;
             }
             if self.dead(loc, &h, now).is_some() {
-                self.stats.reclaimed += 1;
-                if !h.fetched() {
-                    self.stats.expired_unfetched += 1;
-                }
-                self.unlink(loc, &h, hash);
+                self.reclaim(loc, &h, hash, false);
                 continue;
             }
             let freq = match (evict, from_small) {
@@ -1428,11 +1430,7 @@ impl Store {
                     continue;
                 }
                 if self.dead(loc, &h, now).is_some() {
-                    self.stats.crawler_reclaimed += 1;
-                    if !h.fetched() {
-                        self.stats.expired_unfetched += 1;
-                    }
-                    self.unlink(loc, &h, hash);
+                    self.reclaim(loc, &h, hash, true);
                     reclaimed += 1;
                 } else if h.exp != 0 && (self.crawl_min_exp == 0 || h.exp < self.crawl_min_exp) {
                     self.crawl_min_exp = h.exp;
@@ -1494,10 +1492,7 @@ impl Store {
         s.write_u64(item.value_len() as u64);
         // The value as clients see it: nodes may store it differently.
         match item.compressed {
-            None => match item.value {
-                Value::Inline(v) => s.write(v),
-                Value::Large(l) => l.chunks().iter().for_each(|c| s.write(c)),
-            },
+            None => item.stored_pieces().for_each(|p| s.write(p)),
             Some(_) => s.write(&item.read_value().unwrap_or_default()),
         }
         s.write_u32(item.flags);

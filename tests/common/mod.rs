@@ -556,7 +556,12 @@ pub fn store_cmd(cmd: &str, key: &str, flags: u32, exp: i64, data: &[u8]) -> Vec
 }
 
 /// Poll `f` until it returns true or `limit` passes.
-pub fn poll_until(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
+pub fn poll_until(limit: Duration, f: impl FnMut() -> bool) -> bool {
+    poll_every(limit, Duration::from_millis(50), f)
+}
+
+/// Poll `f` every `interval` until it returns true or `limit` passes.
+pub fn poll_every(limit: Duration, interval: Duration, mut f: impl FnMut() -> bool) -> bool {
     let deadline = Instant::now() + limit;
     loop {
         if f() {
@@ -565,7 +570,7 @@ pub fn poll_until(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
         if Instant::now() > deadline {
             return false;
         }
-        std::thread::sleep(Duration::from_millis(50));
+        std::thread::sleep(interval);
     }
 }
 
