@@ -412,3 +412,41 @@ fn sighup_is_ignored() {
     let st = s.wait_exit(Duration::from_secs(2)).expect("exit after SIGTERM");
     assert!(st.success());
 }
+
+/// utime + stime of all of `pid`'s threads, in clock ticks.
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("read /proc/PID/stat");
+    // Fields after the command name, which is in parentheses.
+    let rest = &stat[stat.rfind(')').expect("stat format") + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap()
+}
+
+#[test]
+fn idle_server_uses_no_cpu() {
+    // Busy polling is only allowed while there is work: after a burst that
+    // keeps both cores (and the forwarding between them) busy, an idle
+    // server with open connections must go to sleep.
+    if !memcore_only("idle_server_uses_no_cpu") {
+        return;
+    }
+    let server = Server::start(2, &[]);
+    let pid = server.pid().expect("own server");
+    let mut conns: Vec<Conn> = (0..8).map(|_| server.conn()).collect();
+    for round in 0..200 {
+        for (i, c) in conns.iter_mut().enumerate() {
+            c.send(format!("set k{round}-{i} 0 0 5\r\nhello\r\nget k{round}-{i} k{i}\r\n").as_bytes());
+        }
+        for c in conns.iter_mut() {
+            assert_eq!(c.read_line(), b"STORED\r\n");
+            c.read_until(b"END\r\n");
+        }
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let before = cpu_ticks(pid);
+    std::thread::sleep(Duration::from_secs(1));
+    let used = cpu_ticks(pid) - before;
+    // 100 ticks per second per core is a spinning core; allow timers.
+    assert!(used <= 5, "idle server used {used} clock ticks in 1 s");
+    drop(conns);
+}

@@ -526,6 +526,14 @@ impl Reactor {
         Ok(source)
     }
 
+    /// memcore patch: a completion-based socket read into `buf` when given
+    /// (recycled by the caller), else into a fresh buffer.
+    pub(crate) fn recv_into(&self, fd: RawFd, size: usize, buf: Option<DmaBuffer>) -> Source {
+        let source = self.new_source(fd, SourceType::SockRecv(buf), None);
+        self.sys.recv(&source, size, MsgFlags::empty());
+        source
+    }
+
     pub(crate) fn recv(&self, fd: RawFd, size: usize, flags: MsgFlags) -> Source {
         let source = self.new_source(fd, SourceType::SockRecv(None), None);
         self.sys.recv(&source, size, flags);

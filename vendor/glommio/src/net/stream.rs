@@ -5,7 +5,7 @@
 //
 use crate::{
     reactor::Reactor,
-    sys::{self, Source, SourceType},
+    sys::{self, DmaBuffer, Source, SourceType},
 };
 use futures_lite::ready;
 use nix::sys::socket::MsgFlags;
@@ -220,16 +220,88 @@ pub(crate) struct NonBufferedStream<S> {
     reactor: Weak<Reactor>,
     stream: S,
     source_tx: Option<Source>,
+    /// A readiness poll, or (memcore patch) a completion-based read.
     source_rx: Option<Source>,
+    /// memcore patch: the buffer of the last completion-based read, reused.
+    rx_spare: Option<DmaBuffer>,
+    /// memcore patch: bytes a completion-based read received beyond what the
+    /// caller's buffer took: (buffer, start, end).
+    rx_left: Option<(DmaBuffer, usize, usize)>,
     write_timeout: Timeout,
     read_timeout: Timeout,
 }
+
+/// memcore patch: size of the completion-based read armed once a read came
+/// back short (the peer sent one request and waits for its reply). The next
+/// bytes then arrive with the completion: no readiness poll followed by a
+/// recv syscall. Reads that fill the caller's buffer keep using recv
+/// directly into it.
+const EARLY_RECV: usize = 4096;
 
 impl<S: AsRawFd> NonBufferedStream<S> {
     fn init(&mut self) {
         let reactor = self.reactor.upgrade().unwrap();
         let stream_fd = self.stream.as_raw_fd();
-        self.source_rx = Some(reactor.poll_read_ready(stream_fd));
+        self.source_rx = Some(reactor.recv_into(stream_fd, EARLY_RECV, None));
+    }
+
+    fn arm_early_recv(&mut self, reactor: &Reactor) {
+        let buf = self.rx_spare.take();
+        self.source_rx = Some(reactor.recv_into(self.stream.as_raw_fd(), EARLY_RECV, buf));
+    }
+
+    /// memcore patch: copies out bytes a completion-based read received.
+    /// `None` when no such read is pending or done.
+    fn poll_completed_recv(
+        &mut self,
+        cx: &Context<'_>,
+        buf: &mut [u8],
+        reactor: &Reactor,
+    ) -> Option<Poll<io::Result<usize>>> {
+        if let Some((data, start, end)) = self.rx_left.as_mut() {
+            let n = (*end - *start).min(buf.len());
+            buf[..n].copy_from_slice(&data.as_bytes()[*start..*start + n]);
+            *start += n;
+            if *start == *end {
+                self.rx_spare = self.rx_left.take().map(|(data, _, _)| data);
+            }
+            return Some(Poll::Ready(Ok(n)));
+        }
+        let src = self.source_rx.as_ref()?;
+        if !matches!(&*src.source_type(), SourceType::SockRecv(_)) {
+            return None;
+        }
+        let Some(result) = src.result() else {
+            if let Err(e) = self.read_timeout.check(reactor) {
+                return Some(Poll::Ready(Err(e)));
+            }
+            src.add_waiter_single(cx.waker());
+            self.read_timeout.maybe_set_timer(reactor, cx.waker());
+            return Some(Poll::Pending);
+        };
+        let src = self.source_rx.take().unwrap();
+        self.read_timeout.cancel_timer(reactor);
+        let n = match result {
+            // The kernel may refuse to wait on a non-blocking socket: fall
+            // back to a readiness poll.
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return None,
+            Err(e) => return Some(Poll::Ready(Err(e))),
+            Ok(n) => n,
+        };
+        let SourceType::SockRecv(Some(data)) = src.extract_source_type() else {
+            unreachable!("a completed recv holds its buffer")
+        };
+        let c = n.min(buf.len());
+        buf[..c].copy_from_slice(&data.as_bytes()[..c]);
+        if c < n {
+            self.rx_left = Some((data, c, n));
+        } else {
+            self.rx_spare = Some(data);
+            if n > 0 && n < EARLY_RECV {
+                self.arm_early_recv(reactor);
+            }
+        }
+        Some(Poll::Ready(Ok(c)))
     }
 
     pub(crate) fn try_peek(&self, buf: &mut [u8]) -> Option<io::Result<usize>> {
@@ -261,6 +333,10 @@ impl<S: AsRawFd> NonBufferedStream<S> {
         let reactor = self.reactor.upgrade().unwrap();
         let reactor = reactor.as_ref();
 
+        if let Some(ready) = self.poll_completed_recv(cx, buf, reactor) {
+            return ready;
+        }
+
         let no_pending_poll = self
             .source_rx
             .as_ref()
@@ -276,10 +352,7 @@ impl<S: AsRawFd> NonBufferedStream<S> {
                 // the next time `poll_read` is called, it will be known immediately
                 // whether the underlying stream is ready for reading.
                 if result > 0 && result < buf.len() {
-                    self.source_rx = Some(reactor.poll_read_ready(self.stream.as_raw_fd()));
-                    // The `rush_dispatch`s here and after could be removed to
-                    // improve performance if #458 is handled appropriately.
-                    // reactor.rush_dispatch(self.source_rx.as_ref().unwrap());
+                    self.arm_early_recv(reactor);
                 }
                 return Poll::Ready(Ok(result));
             }
@@ -366,6 +439,8 @@ where
             stream: socket.into(),
             source_tx: None,
             source_rx: None,
+            rx_spare: None,
+            rx_left: None,
             write_timeout: Timeout::new(reactor.register_timer()),
             read_timeout: Timeout::new(reactor.register_timer()),
         };

@@ -219,10 +219,9 @@ pub(crate) fn light() {
 #[inline]
 #[allow(dead_code)]
 pub(crate) fn heavy() {
-    use self::Strategy::*;
-    match *STRATEGY {
-        Membarrier => syscall::barrier(),
-        Mprotect => mprotect::barrier(),
-        Fallback => atomic::fence(atomic::Ordering::SeqCst),
-    }
+    // memcore patch: a plain fence. The only caller is an executor about to
+    // sleep, and `SleepNotifier::notify` (the other side) now fences too.
+    // The membarrier syscall interrupted every other CPU running an
+    // executor each time one went to sleep: on a VM, an IPI per sleep.
+    atomic::fence(atomic::Ordering::SeqCst)
 }

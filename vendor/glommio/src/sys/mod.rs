@@ -306,6 +306,10 @@ impl SleepNotifier {
     }
 
     pub(crate) fn notify(&self, force: bool) {
+        // memcore patch: pairs with the fence in `membarrier::heavy` (the
+        // sleeper publishes `should_notify`, fences, then checks its
+        // channels; we published the message, fence, then check the flag).
+        std::sync::atomic::fence(Ordering::SeqCst);
         if self
             .should_notify
             .compare_exchange(true, false, Ordering::Relaxed, Ordering::Relaxed)
