@@ -165,12 +165,11 @@ fn stats_curr_items_is_sum_of_cores() {
     let cores = c.stats("stats cores");
     let mut per_core: HashMap<String, u64> = HashMap::new();
     for (k, v) in &cores {
-        if let Some(rest) = k.strip_prefix("core") {
-            if let Some((id, field)) = rest.split_once(':') {
-                if field == "curr_items" {
-                    per_core.insert(id.to_string(), v.parse().unwrap());
-                }
-            }
+        if let Some(rest) = k.strip_prefix("core")
+            && let Some((id, field)) = rest.split_once(':')
+            && field == "curr_items"
+        {
+            per_core.insert(id.to_string(), v.parse().unwrap());
         }
     }
     assert_eq!(per_core.len(), 2, "expected core0/core1 curr_items in `stats cores`: {cores:?}");

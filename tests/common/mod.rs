@@ -89,10 +89,7 @@ impl Server {
     /// running against an external server and no memcached binary is given.
     pub fn start_custom(threads: usize, extra_args: &[&str]) -> Option<Server> {
         if is_external() {
-            match memcached_bin() {
-                Some(bin) => Some(Self::spawn(&bin, Kind::Memcached, threads, extra_args)),
-                None => None,
-            }
+            memcached_bin().map(|bin| Self::spawn(&bin, Kind::Memcached, threads, extra_args))
         } else {
             Some(Self::spawn(memcore_bin(), Kind::Memcore, threads, extra_args))
         }
@@ -165,10 +162,10 @@ impl Server {
     fn wait_ready(&mut self, limit: Duration) -> Result<(), String> {
         let deadline = Instant::now() + limit;
         loop {
-            if let Some(child) = self.child.as_mut() {
-                if let Ok(Some(st)) = child.try_wait() {
-                    return Err(format!("server exited early with {st}"));
-                }
+            if let Some(child) = self.child.as_mut()
+                && let Ok(Some(st)) = child.try_wait()
+            {
+                return Err(format!("server exited early with {st}"));
             }
             if let Ok(s) = TcpStream::connect_timeout(&self.addr.parse().unwrap(), Duration::from_millis(500)) {
                 drop(s);

@@ -1019,8 +1019,8 @@ impl W<'_> {
                 self.b(b' ');
                 self.s(w);
             }
-            if i + 1 < words && x % 9 == 0 {
-                self.b(if (x >> 8) % 3 == 0 { b'.' } else { b',' });
+            if i + 1 < words && x.is_multiple_of(9) {
+                self.b(if (x >> 8).is_multiple_of(3) { b'.' } else { b',' });
             }
         }
         self.b(b'.');
