@@ -103,8 +103,10 @@ def test_hashclient_over_two_replica_groups_every_key_on_both_nodes_of_its_group
         for g in range(2):
             mine = [k for k in keys if owner[k] == g]
             replica = clients[g][1]
-            last = wait_until(lambda: replica.get_many(mine), timeout=5, interval=0.02)
-            assert last == {k: want[k] for k in mine}, f"group {g}: {len(last or {})} of {len(mine)} on its 2nd node"
+            expect_mine = {k: want[k] for k in mine}
+            wait_until(lambda: replica.get_many(mine) == expect_mine, timeout=5, interval=0.02)
+            last = replica.get_many(mine)
+            assert last == expect_mine, f"group {g}: {len(last)} of {len(mine)} on its 2nd node"
             others = [k for k in keys if owner[k] != g]
             for c in clients[g]:
                 assert c.get_many(others) == {}, f"group {g} holds keys of the other group"
