@@ -1829,12 +1829,23 @@ impl Reactor {
 
         // Schedule the throughput-based timeout immediately: it won't matter if we end
         // up sleeping.
-        self.throughput_preemption_timeout_src.replace(Some(
-            main_ring.prepare_throughput_preemption_timer(
-                self.ring_depth() as u32,
-                self.eventfd_src.raw(),
-            ),
-        ));
+        //
+        // memcore patch: one that has not fired is kept. It counts
+        // completions, not time, so keeping it only means it may preempt a
+        // task queue once early; re-arming it cost a timeout, a linked
+        // eventfd write and a cancellation per loop turn.
+        let throughput_timer = self.throughput_preemption_timeout_src.take();
+        if throughput_timer.as_ref().is_some_and(|t| t.result().is_none()) {
+            self.throughput_preemption_timeout_src.set(throughput_timer);
+        } else {
+            drop(throughput_timer);
+            self.throughput_preemption_timeout_src.set(Some(
+                main_ring.prepare_throughput_preemption_timer(
+                    self.ring_depth() as u32,
+                    self.eventfd_src.raw(),
+                ),
+            ));
+        }
 
         // This will only dispatch if we run out of sqes. Which means until
         // flush_rings! nothing is really send to the kernel...
