@@ -202,7 +202,10 @@ impl Conn {
             return Ok(false);
         }
         let core = self.core.clone();
-        let Some(waker) = core.conns.borrow().get(self.id).map(|c| c.waker.clone()) else { return Ok(false) };
+        let Some(waker) = core.conns.borrow().get(self.id).map(|c| c.waker.clone()) else {
+            log::warn!("core {}: connection {} is missing from the registry; closing it", core.id, self.id);
+            return Ok(false);
+        };
         let read = pin!(self.stream.read(&mut self.inbuf[self.end..]));
         let r = Interruptible { inner: read, stop: &core.stopping, waker: &waker }.await;
         match r {

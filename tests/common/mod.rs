@@ -232,8 +232,14 @@ impl Server {
 impl Drop for Server {
     fn drop(&mut self) {
         if let Some(mut c) = self.child.take() {
-            if let Ok(None) = c.try_wait() {
-                let _ = c.kill();
+            match c.try_wait() {
+                Ok(None) => {
+                    let _ = c.kill();
+                }
+                // A server that died under a test explains resets and
+                // missing replies better than the test's own message.
+                Ok(Some(st)) if std::thread::panicking() => eprintln!("the server had already exited: {st}"),
+                _ => {}
             }
             let _ = c.wait();
         }
