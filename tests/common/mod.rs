@@ -64,6 +64,22 @@ pub fn free_port() -> u16 {
     l.local_addr().unwrap().port()
 }
 
+/// The pid a server reports in `stats`, if it answers within 2 s.
+fn server_pid(mut s: TcpStream) -> Option<u32> {
+    s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    s.write_all(b"stats\r\n").ok()?;
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !got.ends_with(b"END\r\n") {
+        let n = s.read(&mut buf).ok()?;
+        if n == 0 {
+            return None;
+        }
+        got.extend_from_slice(&buf[..n]);
+    }
+    String::from_utf8_lossy(&got).lines().find_map(|l| l.strip_prefix("STAT pid ")?.trim().parse().ok())
+}
+
 fn log_file(port: u16) -> PathBuf {
     static N: AtomicU64 = AtomicU64::new(0);
     std::env::temp_dir().join(format!(
@@ -168,8 +184,13 @@ impl Server {
                 return Err(format!("server exited early with {st}"));
             }
             if let Ok(s) = TcpStream::connect_timeout(&self.addr.parse().unwrap(), Duration::from_millis(500)) {
-                drop(s);
-                return Ok(());
+                // Another test's server may hold the port free_port picked
+                // (ours then fails to bind): make sure it is ours.
+                let want = self.child.as_ref().map(|c| c.id());
+                return match server_pid(s) {
+                    Some(pid) if Some(pid) == want => Ok(()),
+                    other => Err(format!("port {} answered by pid {other:?}, not our server {want:?}", self.port)),
+                };
             }
             if Instant::now() > deadline {
                 return Err("not accepting connections after 10 s".into());

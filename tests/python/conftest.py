@@ -63,6 +63,25 @@ def can_connect(host: str, port: int) -> bool:
         return False
 
 
+def server_pid(host: str, port: int) -> Optional[int]:
+    """The pid the server on host:port reports in `stats`, or None."""
+    try:
+        with socket.create_connection((host, port), timeout=2) as s:
+            s.sendall(b"stats\r\n")
+            buf = b""
+            while not buf.endswith(b"END\r\n"):
+                chunk = s.recv(4096)
+                if not chunk:
+                    return None
+                buf += chunk
+    except OSError:
+        return None
+    for line in buf.split(b"\r\n"):
+        if line.startswith(b"STAT pid "):
+            return int(line.split()[2])
+    return None
+
+
 @dataclass
 class Server:
     host: str
@@ -132,7 +151,11 @@ def spawn_server(binary: str, threads: int, tmp_dir: Path, extra=(), tag="srv") 
             if proc.poll() is not None:
                 break
             if can_connect("127.0.0.1", port):
-                return srv
+                # Another process may hold the port free_port picked (ours
+                # then fails to bind): make sure it is ours.
+                if server_pid("127.0.0.1", port) == proc.pid:
+                    return srv
+                break
             time.sleep(0.02)
         code = srv.stop()
         last_err = (f"attempt {attempt + 1}: `{' '.join(argv)}` "
