@@ -10,15 +10,7 @@ use common::*;
 /// `size` incompressible bytes (memcore compresses values by default; these
 /// tests are about memory, so they must not shrink).
 fn payload(size: usize) -> Vec<u8> {
-    let mut x = 0x2545_F491_4F6C_DD1Du64 ^ size as u64;
-    (0..size)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
+    Rng::new(size as u64).bytes(size)
 }
 
 /// Write `n` items `prefix0..` of `size` bytes with noreply sets, in big

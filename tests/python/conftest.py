@@ -175,6 +175,18 @@ def finish(srv: Server) -> None:
         )
 
 
+def finish_all(servers: List[Server]) -> None:
+    """`finish` every server, even when one fails; then raise the first failure."""
+    errors = []
+    for srv in servers:
+        try:
+            finish(srv)
+        except BaseException as e:  # collect all, kill all
+            errors.append(e)
+    if errors:
+        raise errors[0]
+
+
 def flush(host: str, port: int) -> None:
     with socket.create_connection((host, port), timeout=CLIENT_TIMEOUT) as s:
         s.sendall(b"flush_all\r\n")
@@ -224,14 +236,7 @@ def three_servers(tmp_path) -> List[Server]:
             servers.append(spawn_server(binary, 2, tmp_path, tag=f"hash{i}"))
         yield servers
     finally:
-        errors = []
-        for srv in servers:
-            try:
-                finish(srv)
-            except BaseException as e:  # collect all, kill all
-                errors.append(e)
-        if errors:
-            raise errors[0]
+        finish_all(servers)
 
 
 @pytest.fixture

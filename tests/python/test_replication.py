@@ -15,7 +15,7 @@ import pytest
 from pymemcache.client.base import Client
 from pymemcache.client.hash import HashClient
 
-from conftest import EXTERNAL_ADDR, Server, finish, free_port, server_bin, spawn_server
+from conftest import EXTERNAL_ADDR, Server, finish_all, free_port, server_bin, spawn_server
 from mchelpers import CLIENT_TIMEOUT, Raw, wait_until
 
 NKEYS = 1000
@@ -65,14 +65,7 @@ def two_groups(tmp_path) -> List[List[Server]]:
             assert up, f"{srv.addr}: link not up: {repl_stats(srv)}\n{srv.stderr_tail()}"
         yield groups
     finally:
-        errors = []
-        for srv in started:
-            try:
-                finish(srv)
-            except BaseException as e:  # collect all, kill all
-                errors.append(e)
-        if errors:
-            raise errors[0]
+        finish_all(started)
 
 
 def test_hashclient_over_two_replica_groups_every_key_on_both_nodes_of_its_group(two_groups):

@@ -241,8 +241,7 @@ const EARLY_RECV: usize = 4096;
 impl<S: AsRawFd> NonBufferedStream<S> {
     fn init(&mut self) {
         let reactor = self.reactor.upgrade().unwrap();
-        let stream_fd = self.stream.as_raw_fd();
-        self.source_rx = Some(reactor.recv_into(stream_fd, EARLY_RECV, None));
+        self.arm_early_recv(&reactor);
     }
 
     fn arm_early_recv(&mut self, reactor: &Reactor) {
@@ -258,14 +257,8 @@ impl<S: AsRawFd> NonBufferedStream<S> {
         buf: &mut [u8],
         reactor: &Reactor,
     ) -> Option<Poll<io::Result<usize>>> {
-        if let Some((data, start, end)) = self.rx_left.as_mut() {
-            let n = (*end - *start).min(buf.len());
-            buf[..n].copy_from_slice(&data.as_bytes()[*start..*start + n]);
-            *start += n;
-            if *start == *end {
-                self.rx_spare = self.rx_left.take().map(|(data, _, _)| data);
-            }
-            return Some(Poll::Ready(Ok(n)));
+        if self.rx_left.is_some() {
+            return Some(Poll::Ready(Ok(self.take_left(buf))));
         }
         let src = self.source_rx.as_ref()?;
         if !matches!(&*src.source_type(), SourceType::SockRecv(_)) {
@@ -291,17 +284,25 @@ impl<S: AsRawFd> NonBufferedStream<S> {
         let SourceType::SockRecv(Some(data)) = src.extract_source_type() else {
             unreachable!("a completed recv holds its buffer")
         };
-        let c = n.min(buf.len());
-        buf[..c].copy_from_slice(&data.as_bytes()[..c]);
-        if c < n {
-            self.rx_left = Some((data, c, n));
-        } else {
-            self.rx_spare = Some(data);
-            if n > 0 && n < EARLY_RECV {
-                self.arm_early_recv(reactor);
-            }
+        self.rx_left = Some((data, 0, n));
+        let c = self.take_left(buf);
+        if self.rx_left.is_none() && n > 0 && n < EARLY_RECV {
+            self.arm_early_recv(reactor);
         }
         Some(Poll::Ready(Ok(c)))
+    }
+
+    /// Copies out what `rx_left` holds, as much as `buf` takes; a drained
+    /// buffer becomes the spare.
+    fn take_left(&mut self, buf: &mut [u8]) -> usize {
+        let Some((data, start, end)) = self.rx_left.as_mut() else { return 0 };
+        let n = (*end - *start).min(buf.len());
+        buf[..n].copy_from_slice(&data.as_bytes()[*start..*start + n]);
+        *start += n;
+        if *start == *end {
+            self.rx_spare = self.rx_left.take().map(|(data, _, _)| data);
+        }
+        n
     }
 
     pub(crate) fn try_peek(&self, buf: &mut [u8]) -> Option<io::Result<usize>> {
