@@ -69,6 +69,10 @@ struct Args {
     /// Requests handled per connection before yielding to others
     #[arg(short = 'R', long = "max-reqs-per-event", default_value_t = DEFAULT_REQS_PER_EVENT)]
     reqs_per_event: usize,
+    /// Memory client connections may hold for input and replies, in MB over
+    /// all cores (default: a tenth of -m, at least 16 MB and two items per core)
+    #[arg(long = "conn-memory", value_name = "MB")]
+    conn_memory: Option<u64>,
     /// Microseconds an idle core keeps polling before it sleeps (0: sleep at once).
     /// Cuts the cost of cross-core hops under load; an idle core still sleeps.
     #[arg(long = "spin-before-park", default_value_t = 0, value_name = "MICROSECONDS")]
@@ -117,7 +121,8 @@ struct Args {
     /// Verbose logging (-v, -vv, -vvv)
     #[arg(short = 'v', long = "verbose", action = ArgAction::Count)]
     verbose: u8,
-    /// memcached extended options (-o); accepted and ignored with a warning
+    /// memcached extended options (-o name=value,...): idle_timeout=SECONDS
+    /// is honoured; the others are accepted and ignored with a warning
     #[arg(short = 'o', long = "extended")]
     extended: Vec<String>,
     /// Print help
@@ -142,6 +147,11 @@ pub struct Config {
     pub flush_enabled: bool,
     pub evict: bool,
     pub reqs_per_event: usize,
+    /// Bytes client connections may hold over all cores (server/budget.rs).
+    pub conn_memory: usize,
+    /// `-o idle_timeout`: close a connection that sent nothing, or took
+    /// none of its replies, for this long.
+    pub idle_timeout: Option<std::time::Duration>,
     pub spin_before_park: std::time::Duration,
     pub compress: CompressConfig,
     pub verbosity: u8,
@@ -243,9 +253,33 @@ fn check(a: Args) -> Result<Config, String> {
             "item size limit {item_size_max} is larger than the {per_core} bytes each of the {threads} cores holds (-I, -m, -t, --memory-per-core)"
         ));
     }
-    for o in &a.extended {
-        warnings.push(format!("extended option -o {o} is not supported and was ignored"));
+    let mut idle_timeout = None;
+    for o in a.extended.iter().flat_map(|o| o.split(',')).map(str::trim).filter(|o| !o.is_empty()) {
+        let (name, value) = o.split_once('=').unwrap_or((o, ""));
+        match name {
+            "idle_timeout" => {
+                let secs: u64 =
+                    value.parse().map_err(|_| format!("bad -o idle_timeout={value}: a number of seconds"))?;
+                idle_timeout = (secs > 0).then(|| std::time::Duration::from_secs(secs));
+            }
+            _ => warnings.push(format!("extended option -o {o} is not supported and was ignored")),
+        }
     }
+    // A core's connections must be able to hold two of the largest items.
+    let conn_memory_floor = (16usize << 20).max(item_size_max.saturating_mul(2).saturating_mul(threads));
+    let conn_memory = match a.conn_memory {
+        Some(0) => return Err("--conn-memory must be at least 1 megabyte".into()),
+        Some(mb) => {
+            let bytes = (mb as usize).checked_mul(1 << 20).ok_or("--conn-memory too large")?;
+            if bytes / threads < item_size_max {
+                warnings.push(format!(
+                    "--conn-memory {mb} gives each core less than one item of -I {item_size_max} bytes: large items will be refused"
+                ));
+            }
+            bytes
+        }
+        None => (memory_limit / 10).max(conn_memory_floor),
+    };
     let listen = parse_listen(&a.listen, a.port)?;
     let level_range = zstd::compression_level_range();
     if !level_range.contains(&a.compress_level) {
@@ -285,6 +319,8 @@ fn check(a: Args) -> Result<Config, String> {
         flush_enabled: !a.disable_flush_all,
         evict: !a.disable_evictions,
         reqs_per_event: a.reqs_per_event,
+        conn_memory,
+        idle_timeout,
         spin_before_park: std::time::Duration::from_micros(a.spin_before_park),
         compress,
         verbosity: a.verbose,

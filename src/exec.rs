@@ -123,8 +123,11 @@ impl Shard {
     }
 
     /// One key of a get/gets/gat/gats: its VALUE block on a hit, nothing on
-    /// a miss. The caller writes the closing END.
-    pub fn get_one(&mut self, kind: GetKind, exptime: i64, key: &[u8], now: u64, out: &mut Vec<u8>) {
+    /// a miss. The caller writes the closing END. Returns false, leaving
+    /// `out` as it was, when the VALUE block would take `out` past `limit`
+    /// bytes: the caller answers `SERVER_ERROR out of memory writing get
+    /// response` instead of copying a value it cannot send.
+    pub fn get_one(&mut self, kind: GetKind, exptime: i64, key: &[u8], now: u64, out: &mut Vec<u8>, limit: usize) -> bool {
         let touch = kind.touches().then(|| self.expiry(exptime, now));
         let version = if touch.is_some() { self.begin_write() } else { 0 };
         let c = &mut self.counters;
@@ -135,8 +138,14 @@ impl Shard {
         }
         let use_cas = self.store.config().use_cas;
         let start = out.len();
+        let mut fits = true;
         // False when the stored value is corrupt; `out` is left as it was.
         let mut encode = |item: &ItemRef<'_>| {
+            // The VALUE line is at most the key and 64 bytes of numbers.
+            if start.saturating_add(key.len() + 64).saturating_add(item.value_len()) > limit {
+                fits = false;
+                return true;
+            }
             let cas = kind.with_cas().then_some(if use_cas { item.cas } else { 0 });
             encode_value_head(out, key, item.flags, item.value_len(), cas);
             let ok = item.copy_value(out);
@@ -182,6 +191,7 @@ impl Shard {
                 }
             }
         }
+        fits
     }
 
     /// Every keyed request but retrieval. Replies are suppressed for noreply.
@@ -194,7 +204,7 @@ impl Shard {
         match *req {
             Request::Get { kind, exptime, keys } => {
                 for key in keys.iter() {
-                    self.get_one(kind, exptime, key, now, out);
+                    self.get_one(kind, exptime, key, now, out, usize::MAX);
                 }
                 out.extend_from_slice(encode::END);
             }

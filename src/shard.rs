@@ -10,10 +10,16 @@
 //! ```
 //!
 //! A `Frame` carries everything one core has for another at that moment:
-//! requests (as the protocol bytes that were parsed, re-parsed on arrival),
-//! control commands, and replies to the peer's earlier requests. Replies come
-//! back in request order, so no ids travel: each core keeps a FIFO of who
-//! waits for the next replies from each peer.
+//! requests, control commands, and replies to the peer's earlier requests.
+//! A keyed write travels as the exact bytes that parsed on the sending core
+//! (same parser, same limits, so it parses the same); a retrieval travels
+//! typed (its kind and its keys), never rebuilt as a line the owner would
+//! have to parse again. Every request carries an id, and every reply names
+//! the id it answers and how many segments it has: replies come back in
+//! request order, and a reply whose id or segment count does not match the
+//! waiter at the head of the FIFO breaks only the connections involved
+//! (logged and counted as `forward_errors`), never shifts replies onto
+//! other connections.
 //!
 //! Deadlock freedom: receiver tasks never await anything but the next frame
 //! (they execute and append replies to the outbox), and only the sender task
@@ -28,6 +34,7 @@ use std::pin::Pin;
 use std::rc::Rc;
 use std::task::{Context, Poll, Waker};
 
+use crate::protocol::GetKind;
 use crate::storage::hash_key;
 
 const SHARD_SEED: u64 = 0x2545_F491_4F6C_DD1D;
@@ -45,12 +52,23 @@ pub fn owner(key: &[u8], ncores: usize) -> usize {
 /// Work one core asks of another, in the order it must happen.
 #[derive(Debug)]
 pub enum Cmd {
-    /// A request in protocol bytes (`arena[start..end]`). A retrieval gives
-    /// one reply segment per key, without END; anything else one segment.
+    /// A keyed write in the protocol bytes that parsed on the sending core
+    /// (`arena[start..end]`); replies one segment.
     Request {
         start: usize,
         end: usize,
-        segments: u32,
+    },
+    /// get/gets/gat/gats of `count` keys, each stored in `arena[start..end]`
+    /// as one length byte and the key; replies one segment per key (a VALUE
+    /// block or nothing), without END. Past `cap` bytes of reply, the rest
+    /// of the keys answer `GET_TOO_LARGE` once.
+    Get {
+        kind: GetKind,
+        exptime: i64,
+        start: usize,
+        end: usize,
+        count: u32,
+        cap: usize,
     },
     /// flush_all at an absolute Unix time (0 = now); replies one empty segment.
     Flush {
@@ -78,27 +96,56 @@ pub enum Cmd {
 impl Cmd {
     fn segments(&self) -> u32 {
         match self {
-            Cmd::Request { segments, .. } => *segments,
+            Cmd::Get { count, .. } => *count,
             _ => 1,
         }
     }
+}
+
+/// The keys of a `Cmd::Get` as stored in a frame's arena.
+pub fn get_keys(packed: &[u8]) -> impl Iterator<Item = &[u8]> {
+    let mut rest = packed;
+    std::iter::from_fn(move || {
+        let (&len, tail) = rest.split_first()?;
+        let key = tail.get(..len as usize)?;
+        rest = &tail[len as usize..];
+        Some(key)
+    })
+}
+
+/// A reply: the request it answers and how many segments it has.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ReplyHead {
+    pub id: u64,
+    pub segments: u32,
 }
 
 /// One message on the mesh.
 #[derive(Debug, Default)]
 pub struct Frame {
     pub arena: Vec<u8>,
-    pub cmds: Vec<Cmd>,
+    /// Requests with their ids, in the order they must run.
+    pub cmds: Vec<(u64, Cmd)>,
     pub reply_arena: Vec<u8>,
     /// End offset in `reply_arena` of each reply segment.
     pub reply_ends: Vec<usize>,
+    /// One head per reply, in order; its segments are the next ones in
+    /// `reply_ends`.
+    pub reply_heads: Vec<ReplyHead>,
     /// The sending core has drained its connections and sends no more work.
     pub done: bool,
 }
 
 impl Frame {
     fn is_empty(&self) -> bool {
-        self.cmds.is_empty() && self.reply_ends.is_empty() && !self.done
+        self.cmds.is_empty() && self.reply_heads.is_empty() && !self.done
+    }
+
+    /// Close the reply to request `id`, whose segments were pushed since
+    /// `reply_ends` had `first_segment` entries.
+    pub fn end_reply(&mut self, id: u64, first_segment: usize) {
+        let segments = (self.reply_ends.len() - first_segment) as u32;
+        self.reply_heads.push(ReplyHead { id, segments });
     }
 }
 
@@ -109,6 +156,8 @@ pub struct ConnWait {
     slots: RefCell<Vec<(usize, usize)>>,
     outstanding: Cell<usize>,
     waker: RefCell<Option<Waker>>,
+    /// A reply did not match its request: the connection must close.
+    broken: Cell<bool>,
 }
 
 impl ConnWait {
@@ -125,12 +174,43 @@ impl ConnWait {
         !self.slots.borrow().is_empty()
     }
 
+    /// True once a reply for this connection did not match its request.
+    pub fn is_broken(&self) -> bool {
+        self.broken.get()
+    }
+
+    /// Bytes of replies held.
+    pub fn held_bytes(&self) -> usize {
+        self.data.borrow().capacity()
+    }
+
     fn fill(&self, slot: usize, bytes: &[u8]) {
         let mut data = self.data.borrow_mut();
         let start = data.len();
         data.extend_from_slice(bytes);
         self.slots.borrow_mut()[slot] = (start, data.len());
-        let left = self.outstanding.get() - 1;
+        self.filled_one();
+    }
+
+    /// Give up on `count` slots from `first`: the connection is closed once
+    /// its batch ends, and these slots stay empty.
+    fn fail(&self, first: usize, count: u32) {
+        self.broken.set(true);
+        let data = self.data.borrow().len();
+        let mut slots = self.slots.borrow_mut();
+        for slot in first..first + count as usize {
+            if let Some(s) = slots.get_mut(slot) {
+                *s = (data, data);
+            }
+        }
+        drop(slots);
+        for _ in 0..count {
+            self.filled_one();
+        }
+    }
+
+    fn filled_one(&self) {
+        let left = self.outstanding.get().saturating_sub(1);
         self.outstanding.set(left);
         if left == 0
             && let Some(w) = self.waker.borrow_mut().take()
@@ -161,7 +241,7 @@ impl ConnWait {
     pub fn clear(&self) {
         let mut data = self.data.borrow_mut();
         data.clear();
-        if data.capacity() > 1 << 20 {
+        if data.capacity() > 64 << 10 {
             *data = Vec::new();
         }
         self.slots.borrow_mut().clear();
@@ -169,6 +249,7 @@ impl ConnWait {
 }
 
 struct Waiter {
+    id: u64,
     conn: Rc<ConnWait>,
     first_slot: usize,
     count: u32,
@@ -205,28 +286,60 @@ impl Notify {
 pub struct Peer {
     pub outbox: RefCell<Frame>,
     waiters: RefCell<VecDeque<Waiter>>,
+    next_id: Cell<u64>,
     pub wake_sender: Notify,
     pub done_received: Cell<bool>,
 }
 
 impl Peer {
-    /// Queue a request whose protocol bytes `write` appends to the arena.
-    /// Its `segments` replies land in `conn`'s slots from `first_slot` on.
-    pub fn forward(&self, conn: &Rc<ConnWait>, first_slot: usize, segments: u32, write: impl FnOnce(&mut Vec<u8>)) {
+    fn push(&self, conn: &Rc<ConnWait>, first_slot: usize, cmd: Cmd) {
+        let id = self.next_id.get();
+        self.next_id.set(id + 1);
+        let count = cmd.segments();
+        self.outbox.borrow_mut().cmds.push((id, cmd));
+        self.waiters.borrow_mut().push_back(Waiter { id, conn: conn.clone(), first_slot, count });
+    }
+
+    /// Queue a keyed write (the bytes that parsed); its reply lands in
+    /// `conn`'s `slot`.
+    pub fn forward(&self, conn: &Rc<ConnWait>, slot: usize, raw: &[u8]) {
         let mut f = self.outbox.borrow_mut();
         let start = f.arena.len();
-        write(&mut f.arena);
+        f.arena.extend_from_slice(raw);
         let end = f.arena.len();
-        f.cmds.push(Cmd::Request { start, end, segments });
         drop(f);
-        self.waiters.borrow_mut().push_back(Waiter { conn: conn.clone(), first_slot, count: segments });
+        self.push(conn, slot, Cmd::Request { start, end });
+    }
+
+    /// Queue a retrieval of `keys` (at most 255 bytes each, as the parser
+    /// allows); their replies land in `conn`'s slots from `first_slot` on.
+    pub fn forward_get<'k>(
+        &self,
+        conn: &Rc<ConnWait>,
+        first_slot: usize,
+        kind: GetKind,
+        exptime: i64,
+        cap: usize,
+        keys: impl Iterator<Item = &'k [u8]>,
+    ) {
+        let mut f = self.outbox.borrow_mut();
+        let start = f.arena.len();
+        let mut count = 0u32;
+        for key in keys {
+            // The parser refuses keys over 250 bytes, so nothing is cut.
+            let key = &key[..key.len().min(u8::MAX as usize)];
+            f.arena.push(key.len() as u8);
+            f.arena.extend_from_slice(key);
+            count += 1;
+        }
+        let end = f.arena.len();
+        drop(f);
+        self.push(conn, first_slot, Cmd::Get { kind, exptime, start, end, count, cap });
     }
 
     /// Queue a control command; its reply lands in `conn`'s `slot`.
     pub fn control(&self, conn: &Rc<ConnWait>, slot: usize, cmd: Cmd) {
-        let count = cmd.segments();
-        self.outbox.borrow_mut().cmds.push(cmd);
-        self.waiters.borrow_mut().push_back(Waiter { conn: conn.clone(), first_slot: slot, count });
+        self.push(conn, slot, cmd);
         self.wake_sender.notify();
     }
 
@@ -237,24 +350,57 @@ impl Peer {
     }
 
     /// Hand replies from the peer to the connections waiting for them.
-    pub fn deliver_replies(&self, frame: &Frame) {
+    /// Returns how many replies did not match their request: each breaks the
+    /// connections it concerns (the waiter, and a waiter whose reply never
+    /// came), and no other.
+    pub fn deliver_replies(&self, frame: &Frame) -> u64 {
         let mut waiters = self.waiters.borrow_mut();
+        let mut errors = 0;
+        let mut seg = 0usize;
         let mut start = 0usize;
-        for &end in &frame.reply_ends {
-            let Some(w) = waiters.front_mut() else {
-                log::error!("a peer sent more replies than were asked for; dropping the rest");
-                return;
-            };
-            let slot = w.first_slot;
-            w.first_slot += 1;
-            w.count -= 1;
-            let conn = w.conn.clone();
-            if w.count == 0 {
-                waiters.pop_front();
+        for head in &frame.reply_heads {
+            let ends = frame.reply_ends.get(seg..seg + head.segments as usize).unwrap_or(&[]);
+            seg += head.segments as usize;
+            let end_of = |ends: &[usize], start: usize| ends.last().copied().unwrap_or(start);
+            // Waiters older than this reply lost theirs.
+            while waiters.front().is_some_and(|w| w.id < head.id) {
+                let w = waiters.pop_front().expect("front exists");
+                log::error!("core mesh: no reply to forwarded request {}; closing its connection", w.id);
+                w.conn.fail(w.first_slot, w.count);
+                errors += 1;
             }
-            conn.fill(slot, &frame.reply_arena[start..end]);
-            start = end;
+            let matches = waiters.front().is_some_and(|w| w.id == head.id);
+            if !matches {
+                log::error!("core mesh: a reply to request {} that nobody waits for; dropped", head.id);
+                errors += 1;
+                start = end_of(ends, start);
+                continue;
+            }
+            let w = waiters.pop_front().expect("front exists");
+            if w.count != head.segments || ends.len() != head.segments as usize {
+                log::error!(
+                    "core mesh: request {} expected {} reply segments, got {}; closing its connection",
+                    w.id,
+                    w.count,
+                    head.segments
+                );
+                w.conn.fail(w.first_slot, w.count);
+                errors += 1;
+                start = end_of(ends, start);
+                continue;
+            }
+            for (i, &end) in ends.iter().enumerate() {
+                match frame.reply_arena.get(start..end) {
+                    Some(bytes) => w.conn.fill(w.first_slot + i, bytes),
+                    None => {
+                        w.conn.fail(w.first_slot + i, 1);
+                        errors += 1;
+                    }
+                }
+                start = end;
+            }
         }
+        errors
     }
 }
 
@@ -326,31 +472,72 @@ mod tests {
         assert!(counts[0] > total * 4 / 10 && counts[1] > total * 4 / 10, "{counts:?}");
     }
 
+    fn reply(heads: &[(u64, &[&[u8]])]) -> Frame {
+        let mut fr = Frame::default();
+        for (id, segs) in heads {
+            let first = fr.reply_ends.len();
+            for s in *segs {
+                fr.reply_arena.extend_from_slice(s);
+                fr.reply_ends.push(fr.reply_arena.len());
+            }
+            fr.end_reply(*id, first);
+        }
+        fr
+    }
+
     #[test]
     fn replies_reach_waiters_in_order_across_frames() {
         let peer = Peer::default();
         let a = Rc::new(ConnWait::default());
         let b = Rc::new(ConnWait::default());
         let sa = a.reserve(2);
-        peer.forward(&a, sa, 2, |arena| arena.extend_from_slice(b"get x y\r\n"));
+        peer.forward_get(&a, sa, GetKind::Get, 0, usize::MAX, [&b"x"[..], b"y"].into_iter());
         let sb = b.reserve(1);
-        peer.forward(&b, sb, 1, |arena| arena.extend_from_slice(b"delete z\r\n"));
+        peer.forward(&b, sb, b"delete z\r\n");
         let f = peer.take_outbox().unwrap();
         assert_eq!(f.cmds.len(), 2);
-        let reply = |segs: &[&[u8]]| {
-            let mut fr = Frame::default();
-            for s in segs {
-                fr.reply_arena.extend_from_slice(s);
-                fr.reply_ends.push(fr.reply_arena.len());
-            }
-            fr
-        };
-        peer.deliver_replies(&reply(&[b"VALUE x 0 1\r\n1\r\n"]));
-        assert_eq!(a.outstanding.get(), 1);
-        peer.deliver_replies(&reply(&[b"", b"DELETED\r\n"]));
+        let Cmd::Get { start, end, count: 2, .. } = f.cmds[0].1 else { panic!("{:?}", f.cmds[0]) };
+        assert_eq!(get_keys(&f.arena[start..end]).collect::<Vec<_>>(), [b"x", b"y"]);
+        assert_eq!(peer.deliver_replies(&reply(&[(0, &[b"VALUE x 0 1\r\n1\r\n", b""])])), 0);
+        assert_eq!(a.outstanding.get(), 0);
+        assert_eq!(peer.deliver_replies(&reply(&[(1, &[b"DELETED\r\n"])])), 0);
         assert_eq!((a.outstanding.get(), b.outstanding.get()), (0, 0));
         a.with_slot(0, |s| assert_eq!(s, b"VALUE x 0 1\r\n1\r\n"));
         a.with_slot(1, |s| assert!(s.is_empty()));
+        b.with_slot(0, |s| assert_eq!(s, b"DELETED\r\n"));
+        assert!(!a.is_broken() && !b.is_broken());
+    }
+
+    #[test]
+    fn a_short_reply_breaks_only_its_own_connection() {
+        let peer = Peer::default();
+        let conns: Vec<Rc<ConnWait>> = (0..3).map(|_| Rc::new(ConnWait::default())).collect();
+        let slot0 = conns[0].reserve(3);
+        peer.forward_get(&conns[0], slot0, GetKind::Get, 0, usize::MAX, [&b"a"[..], b"b", b"c"].into_iter());
+        for c in &conns[1..] {
+            let s = c.reserve(1);
+            peer.forward(c, s, b"delete k\r\n");
+        }
+        // The owner answered the get with one segment instead of three.
+        let errors = peer.deliver_replies(&reply(&[(0, &[b"x"]), (1, &[b"DELETED\r\n"]), (2, &[b"NOT_FOUND\r\n"])]));
+        assert_eq!(errors, 1);
+        assert!(conns[0].is_broken());
+        assert_eq!(conns[0].outstanding.get(), 0, "the broken connection's wait ends");
+        conns[1].with_slot(0, |s| assert_eq!(s, b"DELETED\r\n"));
+        conns[2].with_slot(0, |s| assert_eq!(s, b"NOT_FOUND\r\n"));
+        assert!(!conns[1].is_broken() && !conns[2].is_broken());
+    }
+
+    #[test]
+    fn a_missing_reply_breaks_its_waiter_and_the_next_replies_still_match() {
+        let peer = Peer::default();
+        let (a, b) = (Rc::new(ConnWait::default()), Rc::new(ConnWait::default()));
+        let sa = a.reserve(1);
+        peer.forward(&a, sa, b"delete x\r\n");
+        let sb = b.reserve(1);
+        peer.forward(&b, sb, b"delete y\r\n");
+        assert_eq!(peer.deliver_replies(&reply(&[(1, &[b"DELETED\r\n"]), (7, &[b"stray"])])), 2);
+        assert!(a.is_broken() && !b.is_broken());
         b.with_slot(0, |s| assert_eq!(s, b"DELETED\r\n"));
     }
 }

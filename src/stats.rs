@@ -51,8 +51,12 @@ counters! {
     cas_misses, cas_hits, cas_badval, touch_hits, touch_misses,
     store_too_large, store_no_memory,
     bytes_read, bytes_written,
-    curr_connections, total_connections, rejected_connections, conn_yields,
-    forwarded_out, forwarded_in,
+    curr_connections, total_connections, rejected_connections, conn_yields, idle_kicks,
+    forwarded_out, forwarded_in, forward_errors,
+    // Connection memory (server/budget.rs): bytes held now, the core's
+    // budget, batches cut short to drain replies first, and requests refused
+    // because the budget was spent.
+    conn_memory_bytes, conn_memory_limit, conn_memory_backpressure, conn_memory_refused,
     // Filled from the store when a snapshot is taken.
     curr_items, total_items, bytes, limit_maxbytes,
     evictions, evicted_unfetched, reclaimed, expired_unfetched, crawler_reclaimed,
@@ -78,6 +82,8 @@ impl Default for Sizes {
 /// Counters that `stats reset` leaves alone: they describe state, not events.
 const GAUGES: &[&str] = &[
     "curr_connections",
+    "conn_memory_bytes",
+    "conn_memory_limit",
     "curr_items",
     "bytes",
     "limit_maxbytes",
@@ -129,6 +135,8 @@ pub struct ServerInfo {
     pub max_connections: u64,
     pub threads: u64,
     pub listeners: u64,
+    /// `-o idle_timeout` is set: memcached then shows `idle_kicks`.
+    pub idle_timeout: bool,
 }
 
 /// The general-purpose `stats` reply, fields in memcached's order.
@@ -174,6 +182,9 @@ pub fn render_general(out: &mut Vec<u8>, info: &ServerInfo, c: &Counters) {
     }
     encode_stat(out, "auth_cmds", 0);
     encode_stat(out, "auth_errors", 0);
+    if info.idle_timeout {
+        encode_stat(out, "idle_kicks", c.idle_kicks);
+    }
     encode_stat(out, "bytes_read", c.bytes_read);
     encode_stat(out, "bytes_written", c.bytes_written);
     encode_stat(out, "limit_maxbytes", c.limit_maxbytes);
@@ -189,6 +200,9 @@ pub fn render_general(out: &mut Vec<u8>, info: &ServerInfo, c: &Counters) {
     encode_stat(out, "reclaimed", c.reclaimed);
     encode_stat(out, "crawler_reclaimed", c.crawler_reclaimed);
     encode_stat(out, "forwarded_requests", c.forwarded_out);
+    for name in ["forward_errors", "conn_memory_bytes", "conn_memory_limit", "conn_memory_backpressure", "conn_memory_refused"] {
+        encode_stat(out, name, c.get(name));
+    }
     encode_stat(out, "engine_memory", c.engine_memory);
     encode_stat(out, "engine_segments", c.engine_segments);
     encode_stat(out, "engine_index_bytes", c.engine_index_bytes);
@@ -230,6 +244,9 @@ pub fn render_cores(out: &mut Vec<u8>, per_core: &[Counters]) {
             "cmd_set",
             "forwarded_out",
             "forwarded_in",
+            "forward_errors",
+            "conn_memory_bytes",
+            "conn_memory_limit",
             "evictions",
         ] {
             encode_stat(out, &format!("core{i}:{name}"), c.get(name));

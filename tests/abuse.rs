@@ -192,3 +192,168 @@ fn a_client_that_never_reads_does_not_stall_others() {
     drop(hog);
     wait_for_connections(&s, 1);
 }
+
+/// Issue 17 #1: a get line of exactly the 1 MiB limit ending in a bare `\n`,
+/// most of whose keys another core owns, is answered in full, and every other
+/// connection still gets its own replies afterwards (replies are matched to
+/// requests by identity, and a forwarded get is never re-parsed as a line).
+#[test]
+fn a_get_line_at_the_limit_with_a_bare_newline_crosses_no_replies() {
+    if is_external() {
+        eprintln!("SKIP a_get_line_at_the_limit_with_a_bare_newline_crosses_no_replies: needs its own server");
+        return;
+    }
+    let s = Server::start(2, &["-m", "256"]);
+    let mut others: Vec<(String, Conn)> = (0..8).map(|i| (format!("{}{i}", uniq("own")), s.conn())).collect();
+    for (k, c) in others.iter_mut() {
+        assert_bytes!(c.request(&store_cmd("set", k, 0, 0, k.as_bytes())), b"STORED\r\n");
+    }
+    let mut c = s.conn();
+    for k in ["a", "zz"] {
+        assert_bytes!(c.request(&store_cmd("set", k, 3, 0, b"1")), b"STORED\r\n");
+    }
+    // "get" + 349,523 two-letter keys + two one-letter keys = 1,048,576 bytes.
+    let mut line = b"get".to_vec();
+    let mut keys: Vec<Vec<u8>> = Vec::new();
+    for i in 0..349_523usize {
+        keys.push(vec![b'a' + (i % 26) as u8, b'a' + (i / 26 % 26) as u8]);
+    }
+    keys.push(b"a".to_vec());
+    keys.push(b"b".to_vec());
+    for k in &keys {
+        line.push(b' ');
+        line.extend_from_slice(k);
+    }
+    assert_eq!(line.len(), 1 << 20);
+    let mut want = Vec::new();
+    for k in &keys {
+        if k == b"a" || k == b"zz" {
+            want.extend_from_slice(&value(std::str::from_utf8(k).unwrap(), 3, b"1"));
+        }
+    }
+    want.extend_from_slice(b"END\r\n");
+    line.push(b'\n');
+    c.send(&line);
+    assert_bytes!(c.read_until(b"END\r\n"), want);
+    for round in 0..3 {
+        for (k, o) in others.iter_mut() {
+            let got = o.request(format!("get {k}\r\n").as_bytes());
+            let mut want = value(k, 0, k.as_bytes());
+            want.extend_from_slice(b"END\r\n");
+            assert_bytes!(got, want, "connection of {k}, round {round}");
+        }
+    }
+    assert_eq!(stat_u64(&c.stats("stats"), "forward_errors"), 0);
+}
+
+fn rss_bytes(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .map_or(0, |kb| kb * 1024)
+}
+
+/// A client socket with a small receive buffer, so that what the server
+/// cannot send stays in the server (where the budget must hold it).
+fn small_window_conn(addr: &str) -> TcpStream {
+    let sa: std::net::SocketAddr = addr.parse().unwrap();
+    let sock = socket2::Socket::new(socket2::Domain::for_address(sa), socket2::Type::STREAM, None).unwrap();
+    sock.set_recv_buffer_size(16 * 1024).unwrap();
+    sock.connect(&sa.into()).unwrap();
+    sock.into()
+}
+
+/// Issue 17 #3: 200 connections each pipeline 20 gets naming one ~1 MB key
+/// 65 times and never read. Before, each could hold ~1.3 GiB of copied
+/// replies; now all of them together stay within the connection budget, the
+/// server stays within -m x 1.05 + that budget + 32 MiB, and others are served.
+#[test]
+fn clients_that_never_read_cannot_hold_more_than_the_connection_budget() {
+    if is_external() {
+        eprintln!("SKIP clients_that_never_read_cannot_hold_more_than_the_connection_budget: needs its own server");
+        return;
+    }
+    let s = Server::start(2, &["-m", "64", "-c", "400"]);
+    let pid = s.pid().expect("spawned");
+    let mut c = s.conn();
+    let budget = stat_u64(&c.stats("stats"), "conn_memory_limit");
+    assert!(budget > 0 && budget <= 32 << 20, "default budget {budget}");
+    let big = uniq("big");
+    let data = Rng::new(17).bytes(1_000_000);
+    assert_bytes!(c.request(&store_cmd("set", &big, 0, 0, &data)), b"STORED\r\n");
+    let line = format!("get {}\r\n", vec![big.as_str(); 65].join(" ")).repeat(20);
+    let mut hogs = Vec::new();
+    for _ in 0..200 {
+        let mut t = small_window_conn(&s.addr);
+        t.write_all(line.as_bytes()).unwrap();
+        hogs.push(t);
+    }
+    let limit = 64 * (1 << 20) * 105 / 100 + budget + (32 << 20);
+    let mut peak = 0;
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(3) {
+        peak = peak.max(rss_bytes(pid));
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let stats = c.stats("stats");
+    assert!(peak <= limit, "RSS {peak} over {limit} (conn_memory_bytes {})", stat_u64(&stats, "conn_memory_bytes"));
+    assert!(stat_u64(&stats, "conn_memory_bytes") <= budget, "charged past the budget");
+    assert!(stat_u64(&stats, "conn_memory_backpressure") > 0, "no connection was held back");
+    still_serves(&s);
+    // A client that reads gets whole replies or memcached's error, in sync.
+    let reply = c.request(format!("get {big}\r\n").as_bytes());
+    assert!(reply.starts_with(b"VALUE ") || reply == b"SERVER_ERROR out of memory writing get response\r\n");
+    drop(hogs);
+    wait_for_connections(&s, 1);
+    assert_eq!(stat_u64(&c.stats("stats"), "conn_memory_bytes"), 0, "closed connections released their charge");
+}
+
+/// An input buffer that would outgrow the connection budget ends the
+/// connection with memcached's error; the budget is then free again.
+#[test]
+fn input_past_the_connection_budget_is_refused_with_memcached_error() {
+    if is_external() {
+        eprintln!("SKIP input_past_the_connection_budget_is_refused_with_memcached_error: needs its own server");
+        return;
+    }
+    let s = Server::start(1, &["-m", "64", "-I", "4m", "--conn-memory", "1"]);
+    let mut c = s.conn();
+    c.send(format!("set {} 0 0 2000000\r\n", uniq("large")).as_bytes());
+    c.send(&vec![b'x'; 300_000]);
+    assert_bytes!(c.read_to_close(), b"SERVER_ERROR out of memory reading request\r\n");
+    let mut d = s.conn();
+    assert!(stat_u64(&d.stats("stats"), "conn_memory_refused") >= 1);
+    // Items that fit the budget still go through.
+    assert_bytes!(d.request(&store_cmd("set", &uniq("fits"), 0, 0, &[b'y'; 200_000])), b"STORED\r\n");
+    still_serves(&s);
+}
+
+/// `-o idle_timeout` as memcached: a client that sends nothing, or reads
+/// none of its replies, for that long is closed and counted in idle_kicks;
+/// an active one stays.
+#[test]
+fn idle_timeout_closes_silent_and_stuck_clients() {
+    if is_external() {
+        eprintln!("SKIP idle_timeout_closes_silent_and_stuck_clients: needs its own server");
+        return;
+    }
+    let s = Server::start(2, &["-o", "idle_timeout=1"]);
+    let mut silent = s.conn();
+    let mut active = s.conn();
+    let big = uniq("big");
+    assert_bytes!(active.request(&store_cmd("set", &big, 0, 0, &Rng::new(3).bytes(500_000))), b"STORED\r\n");
+    let mut stuck = small_window_conn(&s.addr);
+    stuck.write_all(format!("get {big}\r\n").repeat(50).as_bytes()).unwrap();
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_millis(2500) {
+        active.version_check();
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    assert_bytes!(silent.read_to_close(), b"");
+    assert!(poll_until(Duration::from_secs(5), || stat_u64(&active.stats("stats"), "idle_kicks") >= 2));
+    assert_eq!(s.conn().stats("stats settings").get("idle_timeout").map(String::as_str), Some("1"));
+    drop(stuck);
+    active.version_check();
+}

@@ -19,6 +19,7 @@ use crate::shard::{Cmd, ConnWait, Interruptible, owner};
 use crate::stats::{self, Counters, ServerInfo};
 use crate::storage::absolute_expiry;
 
+use super::budget::{Charge, FLUSH_AT, GET_FLOOR};
 use super::core::Core;
 use super::unix_now;
 
@@ -42,6 +43,8 @@ enum Stop {
     /// `sync`/`majority` replication: a write on core `owner` whose reply
     /// waits for the peers.
     SyncWrite { owner: usize, noreply: bool },
+    /// The batch owes enough: write it before taking more requests.
+    Drain,
 }
 
 pub struct Conn {
@@ -57,6 +60,8 @@ pub struct Conn {
     need: usize,
     batch: Batch,
     spliced: Vec<u8>,
+    /// What this connection holds, charged to its core's `ConnBudget`.
+    charge: Charge,
 }
 
 /// Replies of one batch of requests: local replies in `out`, forwarded ones
@@ -70,16 +75,20 @@ pub struct Batch {
     wait: Rc<ConnWait>,
     /// Scratch: owning core of each key of a multi-get.
     owners: Vec<usize>,
+    /// Bytes forwarded gets of this batch may still bring back.
+    reserved: usize,
 }
 
 /// A get whose keys are partly on other cores: its local bytes are
-/// `out[out_start..out_end]` and its forwarded replies `inserts[ins_start..ins_end]`.
+/// `out[out_start..out_end]` and its forwarded replies `inserts[ins_start..ins_end]`;
+/// together they may not exceed `cap` bytes.
 #[derive(Clone, Copy)]
 struct GetSpan {
     out_start: usize,
     out_end: usize,
     ins_start: usize,
     ins_end: usize,
+    cap: usize,
 }
 
 impl Conn {
@@ -100,12 +109,42 @@ impl Conn {
                 spans: Vec::new(),
                 wait: Rc::new(ConnWait::default()),
                 owners: Vec::with_capacity(ncores),
+                reserved: 0,
             },
             spliced: Vec::new(),
+            charge: Charge::default(),
         }
     }
 
     pub async fn run(mut self) -> io::Result<()> {
+        match self.serve().await {
+            Err(e) if e.kind() == io::ErrorKind::TimedOut => {
+                // `-o idle_timeout`: the client sent nothing, or took none of
+                // its replies, for that long.
+                log::debug!("core {}: connection {} idle; closed", self.core.id, self.id);
+                self.core.shard.borrow_mut().counters.idle_kicks += 1;
+                Ok(())
+            }
+            r => r,
+        }
+    }
+
+    /// Bytes this connection holds: buffers, replies owed and replies that
+    /// forwarded gets may still bring.
+    fn held(&self) -> usize {
+        self.inbuf.len()
+            + self.batch.out.capacity()
+            + self.spliced.capacity()
+            + self.batch.wait.held_bytes()
+            + self.batch.reserved
+    }
+
+    fn settle(&mut self) {
+        let held = self.held();
+        self.charge.settle(&self.core.budget, held);
+    }
+
+    async fn serve(&mut self) -> io::Result<()> {
         loop {
             let stop = self.process();
             crate::repl::link::kick(&self.core);
@@ -129,7 +168,7 @@ impl Conn {
                     self.finish_batch().await?;
                 }
                 Stop::Close => return Ok(()),
-                Stop::Boundary | Stop::SyncWrite { .. } => {}
+                Stop::Boundary | Stop::SyncWrite { .. } | Stop::Drain => {}
             }
         }
     }
@@ -138,12 +177,8 @@ impl Conn {
     /// peers applied it, or becomes a SERVER_ERROR after `--repl-timeout`
     /// (the write stays applied here; docs/replication.md).
     async fn finish_sync_write(&mut self, owner: usize, noreply: bool) -> io::Result<()> {
+        self.collect_forwarded().await?;
         let b = &mut self.batch;
-        if b.wait.has_pending() {
-            b.wait.all_filled().await;
-            b.splice_into(&mut self.spliced, self.core.get_reply_cap);
-            std::mem::swap(&mut b.out, &mut self.spliced);
-        }
         // Only a write that changed something was shipped.
         let changed = [&b"STORED"[..], b"DELETED", b"TOUCHED"].iter().any(|w| b.out.starts_with(w))
             || b.out.first().is_some_and(u8::is_ascii_digit);
@@ -191,9 +226,16 @@ impl Conn {
             self.end -= self.start;
             self.start = 0;
             if want > self.inbuf.len() {
+                let size = want.max(self.inbuf.len() * 2);
+                if !self.core.budget.may_grow(self.held(), size - self.inbuf.len()) {
+                    self.core.shard.borrow_mut().counters.conn_memory_refused += 1;
+                    encode_line(&mut self.batch.out, "SERVER_ERROR out of memory reading request");
+                    self.finish_batch().await?;
+                    return Ok(false);
+                }
                 // A fresh zeroed allocation is mapped lazily, so a large
                 // item's buffer costs memory only as its bytes arrive.
-                let mut grown = vec![0; want.max(self.inbuf.len() * 2)];
+                let mut grown = vec![0; size];
                 grown[..self.end].copy_from_slice(&self.inbuf[..self.end]);
                 self.inbuf = grown;
             }
@@ -242,6 +284,10 @@ impl Conn {
             }
             if handled >= core.cfg().reqs_per_event {
                 return Stop::Yield;
+            }
+            if handled > 0 && self.owes_enough() {
+                core.shard.borrow_mut().counters.conn_memory_backpressure += 1;
+                return Stop::Drain;
             }
             let avail = &self.inbuf[self.start..self.end];
             if avail.is_empty() {
@@ -311,22 +357,53 @@ impl Conn {
         }
     }
 
+    /// Should the batch be written before it takes another request? When it
+    /// owes `FLUSH_AT` bytes, or its core's connection budget is spent.
+    fn owes_enough(&mut self) -> bool {
+        let owed = self.batch.out.len() + self.batch.reserved;
+        if owed >= FLUSH_AT {
+            return true;
+        }
+        self.settle();
+        owed > 0 && self.core.budget.available() < GET_FLOOR
+    }
+
+    /// Wait for forwarded replies and splice them into the batch's output.
+    /// A reply that did not match its request ends this connection only.
+    async fn collect_forwarded(&mut self) -> io::Result<()> {
+        if self.batch.wait.has_pending() {
+            self.settle();
+            let b = &mut self.batch;
+            b.wait.all_filled().await;
+            if b.wait.is_broken() {
+                log::warn!("core {}: connection {} lost a forwarded reply; closing it", self.core.id, self.id);
+                return Err(io::Error::other("a forwarded reply did not match its request"));
+            }
+            b.splice_into(&mut self.spliced);
+            std::mem::swap(&mut b.out, &mut self.spliced);
+            b.reserved = 0;
+        }
+        Ok(())
+    }
+
     /// Wait for forwarded replies, splice them in, and write the batch.
     async fn finish_batch(&mut self) -> io::Result<()> {
+        self.collect_forwarded().await?;
+        self.settle();
         let b = &mut self.batch;
-        if b.wait.has_pending() {
-            b.wait.all_filled().await;
-            b.splice_into(&mut self.spliced, self.core.get_reply_cap);
-            std::mem::swap(&mut b.out, &mut self.spliced);
-        }
         if !b.out.is_empty() {
             self.stream.write_all(&b.out).await?;
             self.core.shard.borrow_mut().counters.bytes_written += b.out.len() as u64;
+            let b = &mut self.batch;
             b.out.clear();
             if b.out.capacity() > KEEP_BUFFER {
                 b.out = Vec::with_capacity(INITIAL_BUFFER);
+            }
+            // After a splice this holds the batch's local replies.
+            if self.spliced.capacity() > KEEP_BUFFER {
                 self.spliced = Vec::new();
             }
+            self.settle();
         }
         Ok(())
     }
@@ -355,6 +432,7 @@ impl Conn {
                             max_connections: core.cfg().conn_limit as u64,
                             threads: core.ncores as u64,
                             listeners: core.cfg().listen.len() as u64,
+                            idle_timeout: core.cfg().idle_timeout.is_some(),
                         };
                         stats::render_general(out, &info, &total);
                     }
@@ -448,7 +526,7 @@ fn dispatch(core: &Core, req: &Request<'_>, raw: &[u8], now: u64, batch: &mut Ba
                 let slot = wait.reserve(1);
                 inserts.push((out.len(), slot));
                 let peer = &core.peers[o];
-                peer.forward(wait, slot, 1, |arena| arena.extend_from_slice(raw));
+                peer.forward(wait, slot, raw);
                 peer.wake_sender.notify();
                 core.shard.borrow_mut().counters.forwarded_out += 1;
             }
@@ -510,8 +588,11 @@ fn dispatch(core: &Core, req: &Request<'_>, raw: &[u8], now: u64, batch: &mut Ba
 /// to their cores as one request per core, and their replies are spliced
 /// back in key order.
 fn get(core: &Core, kind: GetKind, exptime: i64, keys: Keys<'_>, now: u64, batch: &mut Batch) {
-    let Batch { out, inserts, spans, wait, owners } = batch;
+    let Batch { out, inserts, spans, wait, owners, reserved } = batch;
     let n = core.ncores;
+    // What this reply may grow to: the connection budget's share, counting
+    // what this batch already owes.
+    let cap = core.budget.get_cap(core.get_reply_cap).saturating_sub(out.len() + *reserved).max(GET_FLOOR);
     let out_start = out.len();
     owners.clear();
     let mut remote = 0;
@@ -520,15 +601,15 @@ fn get(core: &Core, kind: GetKind, exptime: i64, keys: Keys<'_>, now: u64, batch
         remote += (o != core.id) as usize;
         owners.push(o);
     }
+    let limit = out_start.saturating_add(cap);
     if remote == 0 {
         let mut shard = core.shard.borrow_mut();
         for key in keys.iter() {
-            if out.len() - out_start > core.get_reply_cap {
+            if !shard.get_one(kind, exptime, key, now, out, limit) {
                 out.truncate(out_start);
                 out.extend_from_slice(GET_TOO_LARGE);
                 return;
             }
-            shard.get_one(kind, exptime, key, now, out);
         }
         out.extend_from_slice(encode::END);
         return;
@@ -541,28 +622,21 @@ fn get(core: &Core, kind: GetKind, exptime: i64, keys: Keys<'_>, now: u64, batch
         if count > 0 {
             let first = wait.reserve(count);
             next_slot[id] = first;
-            core.peers[id].forward(wait, first, count as u32, |arena| {
-                arena.extend_from_slice(kind.name().as_bytes());
-                if kind.touches() {
-                    arena.push(b' ');
-                    arena.extend_from_slice(exptime.to_string().as_bytes());
-                }
-                for (key, _) in keys.iter().zip(owners.iter()).filter(|(_, o)| **o == id) {
-                    arena.push(b' ');
-                    arena.extend_from_slice(key);
-                }
-                arena.extend_from_slice(b"\r\n");
-            });
+            let theirs = keys.iter().zip(owners.iter()).filter(|(_, o)| **o == id).map(|(k, _)| k);
+            core.peers[id].forward_get(wait, first, kind, exptime, cap, theirs);
             core.peers[id].wake_sender.notify();
+            // Each key's reply is at most an item and its VALUE line.
+            *reserved += cap.min(count.saturating_mul(core.cfg().item_size_max + 512));
             core.shard.borrow_mut().counters.forwarded_out += 1;
         }
     }
     let mut shard = core.shard.borrow_mut();
+    let mut over = false;
     for (key, &o) in keys.iter().zip(owners.iter()) {
         if o == core.id {
             // Past the cap the span is replaced by an error when spliced.
-            if out.len() - out_start <= core.get_reply_cap {
-                shard.get_one(kind, exptime, key, now, out);
+            if !over && !shard.get_one(kind, exptime, key, now, out, limit) {
+                over = true;
             }
         } else {
             inserts.push((out.len(), next_slot[o]));
@@ -570,14 +644,17 @@ fn get(core: &Core, kind: GetKind, exptime: i64, keys: Keys<'_>, now: u64, batch
         }
     }
     out.extend_from_slice(encode::END);
-    spans.push(GetSpan { out_start, out_end: out.len(), ins_start, ins_end: inserts.len() });
+    // An overflow leaves the local bytes short of a key, so the span's
+    // length alone may not show it: mark it past the cap.
+    let cap = if over { 0 } else { cap };
+    spans.push(GetSpan { out_start, out_end: out.len(), ins_start, ins_end: inserts.len(), cap });
 }
 
 impl Batch {
     /// Build the batch's output in request order from local bytes and
     /// forwarded replies; a get whose reply outgrew `cap` becomes memcached's
     /// out-of-memory error.
-    fn splice_into(&mut self, dst: &mut Vec<u8>, cap: usize) {
+    fn splice_into(&mut self, dst: &mut Vec<u8>) {
         dst.clear();
         let mut prev = 0;
         let mut ins = 0;
@@ -597,7 +674,7 @@ impl Batch {
                 (span.ins_start..span.ins_end).map(|i| self.wait.with_slot(self.inserts[i].1, |b| b.len())).sum();
             let overflow =
                 (span.ins_start..span.ins_end).any(|i| self.wait.with_slot(self.inserts[i].1, |b| b == GET_TOO_LARGE));
-            if overflow || span.out_end - span.out_start + remote > cap {
+            if overflow || span.out_end - span.out_start + remote > span.cap {
                 dst.extend_from_slice(GET_TOO_LARGE);
                 prev = span.out_end;
                 ins = span.ins_end;
@@ -641,6 +718,8 @@ fn render_settings(core: &Core, out: &mut Vec<u8>) {
     encode_stat(out, "tcp_backlog", cfg.backlog);
     encode_stat(out, "item_size_max", cfg.item_size_max);
     encode_stat(out, "flush_enabled", if cfg.flush_enabled { "yes" } else { "no" });
+    encode_stat(out, "idle_timeout", cfg.idle_timeout.map_or(0, |t| t.as_secs()));
+    encode_stat(out, "conn_memory", cfg.conn_memory);
     encode_stat(out, "memory_per_core", core.shard.borrow().store.limit());
     encode_stat(out, "cores", cfg.cpus.iter().map(|c| c.to_string()).collect::<Vec<_>>().join(","));
     // What the cores run with (small cores do not compress).
@@ -655,4 +734,10 @@ fn render_settings(core: &Core, out: &mut Vec<u8>) {
     };
     encode_stat(out, "compress_dict", dict);
     out.extend_from_slice(encode::END);
+}
+
+impl Drop for Conn {
+    fn drop(&mut self) {
+        self.charge.release(&self.core.budget);
+    }
 }

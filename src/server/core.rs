@@ -13,8 +13,8 @@ use slab::Slab;
 
 use crate::config::Config;
 use crate::exec::Shard;
-use crate::protocol::{Limits, Parsed, Request, parse};
-use crate::shard::{Cmd, Frame, Notify, Peer};
+use crate::protocol::{Limits, Parsed, parse};
+use crate::shard::{Cmd, Frame, Notify, Peer, get_keys};
 use crate::stats::Counters;
 
 use super::signal::Shutdown;
@@ -51,6 +51,8 @@ pub struct Core {
     pub global: Arc<Global>,
     pub limits: Limits,
     pub shard: RefCell<Shard>,
+    /// What this core's client connections may hold.
+    pub budget: super::budget::ConnBudget,
     /// Link to each other core, indexed by core id (own slot unused).
     pub peers: Vec<Peer>,
     pub conns: RefCell<Slab<ConnInfo>>,
@@ -70,6 +72,7 @@ pub struct Core {
 impl Core {
     pub fn new(id: usize, ncores: usize, global: Arc<Global>, shard: Shard) -> Self {
         let limits = Limits { item_size_max: global.cfg.item_size_max };
+        let budget = super::budget::ConnBudget::new(global.cfg.conn_memory / ncores.max(1));
         Core {
             get_reply_cap: (64 << 20).max(2 * global.cfg.item_size_max),
             id,
@@ -77,6 +80,7 @@ impl Core {
             global,
             limits,
             shard: RefCell::new(shard),
+            budget,
             peers: (0..ncores).map(|_| Peer::default()).collect(),
             conns: RefCell::new(Slab::new()),
             stopping: Cell::new(false),
@@ -101,35 +105,43 @@ impl Core {
         let mut back = self.peers[from].outbox.borrow_mut();
         let back = &mut *back;
         let mut shard = self.shard.borrow_mut();
-        for cmd in &frame.cmds {
-            // Every command answers one reply segment, except a retrieval,
-            // which answers one per key.
+        for (id, cmd) in &frame.cmds {
+            let first_segment = back.reply_ends.len();
             match *cmd {
-                Cmd::Request { start, end, .. } => {
+                Cmd::Get { kind, exptime, start, end, cap, .. } => {
+                    shard.counters.forwarded_in += 1;
+                    let limit = back.reply_arena.len().saturating_add(cap);
+                    let mut over = false;
+                    for key in get_keys(&frame.arena[start..end]) {
+                        if !over && !shard.get_one(kind, exptime, key, now, &mut back.reply_arena, limit) {
+                            over = true;
+                            back.reply_arena.extend_from_slice(GET_TOO_LARGE);
+                        }
+                        back.reply_ends.push(back.reply_arena.len());
+                    }
+                    back.end_reply(*id, first_segment);
+                    continue;
+                }
+                Cmd::Request { start, end } => {
                     shard.counters.forwarded_in += 1;
                     match parse(&frame.arena[start..end], &self.limits) {
-                        Parsed::Request { req: Request::Get { kind, exptime, keys }, .. } => {
-                            let start = back.reply_arena.len();
-                            let mut over = false;
-                            for key in keys.iter() {
-                                if !over && back.reply_arena.len() - start > self.get_reply_cap {
-                                    over = true;
-                                    back.reply_arena.extend_from_slice(GET_TOO_LARGE);
-                                } else if !over {
-                                    shard.get_one(kind, exptime, key, now, &mut back.reply_arena);
-                                }
-                                back.reply_ends.push(back.reply_arena.len());
-                            }
+                        Parsed::Request { req, .. } if req.key().is_some() => {
+                            shard.execute(&req, now, &mut back.reply_arena)
+                        }
+                        // The sender parsed these very bytes with the same
+                        // limits; if that ever differs, no segment goes
+                        // back and the sender closes only that connection.
+                        other => {
+                            log::error!("forwarded request did not parse as a keyed request: {other:?}");
+                            shard.counters.forward_errors += 1;
+                            back.end_reply(*id, first_segment);
                             continue;
                         }
-                        Parsed::Request { req, .. } => shard.execute(&req, now, &mut back.reply_arena),
-                        // Only requests that parsed on the sending core travel.
-                        other => log::error!("forwarded request did not parse: {other:?}"),
                     }
                 }
                 Cmd::Flush { at } => shard.store.flush(at, now),
                 Cmd::MemLimit { bytes } => shard.store.set_limit(bytes as usize, now),
-                Cmd::Stats => shard.snapshot(now).encode(&mut back.reply_arena),
+                Cmd::Stats => self.counters_of(&shard, now).encode(&mut back.reply_arena),
                 Cmd::StatsReset => shard.reset_stats(),
                 Cmd::Conns => self.render_conns(now, &mut back.reply_arena),
                 Cmd::Apply { start, end } => {
@@ -141,6 +153,7 @@ impl Core {
                 Cmd::ReplStats => shard.repl_figures().encode(&mut back.reply_arena),
             }
             back.reply_ends.push(back.reply_arena.len());
+            back.end_reply(*id, first_segment);
         }
         drop(shard);
         crate::repl::link::kick(self);
@@ -171,7 +184,14 @@ impl Core {
     }
 
     pub fn snapshot(&self) -> Counters {
-        self.shard.borrow().snapshot(self.clock.get())
+        self.counters_of(&self.shard.borrow(), self.clock.get())
+    }
+
+    fn counters_of(&self, shard: &Shard, now: u64) -> Counters {
+        let mut c = shard.snapshot(now);
+        c.conn_memory_bytes = self.budget.used() as u64;
+        c.conn_memory_limit = self.budget.limit() as u64;
+        c
     }
 }
 
@@ -197,7 +217,10 @@ pub async fn receiver_task(core: Rc<Core>, receivers: Rc<Receivers<Frame>>, peer
             _ => return,
         };
         let p = &core.peers[peer];
-        p.deliver_replies(&frame);
+        let errors = p.deliver_replies(&frame);
+        if errors > 0 {
+            core.shard.borrow_mut().counters.forward_errors += errors;
+        }
         if !frame.cmds.is_empty() {
             core.serve_frame(peer, &frame, core.clock.get());
             p.wake_sender.notify();

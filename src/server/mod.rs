@@ -19,6 +19,7 @@
 //! accepting, let every connection finish its batch, tell the other cores,
 //! wait for theirs, exit.
 
+pub mod budget;
 pub mod conn;
 pub mod core;
 pub mod listener;
@@ -301,6 +302,10 @@ async fn accept_loop(core: Rc<Core>, listener: TcpListener, gate: Rc<glommio::sy
             }
         };
         let _ = stream.set_nodelay(true);
+        if let Some(t) = core.cfg().idle_timeout {
+            let _ = stream.set_read_timeout(Some(t));
+            let _ = stream.set_write_timeout(Some(t));
+        }
         let global = &core.global;
         if global.conns.fetch_add(1, Ordering::Relaxed) >= global.cfg.conn_limit {
             global.conns.fetch_sub(1, Ordering::Relaxed);

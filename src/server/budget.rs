@@ -1,0 +1,111 @@
+//! The memory one core's connections may hold: their input buffers and the
+//! replies they owe. memcore copies values into replies (memcached sends
+//! references to its items), so without a bound a client that never reads
+//! could make the server copy gigabytes (a pipeline of gets naming one large
+//! key many times, on many connections).
+//!
+//! Each connection holds `FREE_PER_CONN` bytes without charge, so a small
+//! request always makes progress; beyond that, every byte of input buffer,
+//! reply and reply still to come from another core is charged to its core's
+//! budget (`--conn-memory`, split over the cores). What happens when the
+//! budget is spent is decided in one place each:
+//! - a get's reply may grow to `get_cap` (at least `GET_FLOOR`): past it the
+//!   get answers `SERVER_ERROR out of memory writing get response`;
+//! - a batch stops taking requests and writes what it owes first
+//!   (`conn_memory_backpressure`), so a connection that does not read its
+//!   replies stops being read;
+//! - an input buffer that would have to grow past the budget ends the
+//!   connection with `SERVER_ERROR out of memory reading request`
+//!   (`conn_memory_refused`), as memcached does when it cannot grow one.
+
+use std::cell::Cell;
+
+/// Bytes a connection holds without being charged: its initial buffers.
+pub const FREE_PER_CONN: usize = 64 * 1024;
+/// A get may always reply this much, whatever the budget says.
+pub const GET_FLOOR: usize = 64 * 1024;
+/// A batch owing more than this writes it out before taking more requests.
+pub const FLUSH_AT: usize = 1 << 20;
+
+pub struct ConnBudget {
+    used: Cell<usize>,
+    limit: usize,
+}
+
+impl ConnBudget {
+    pub fn new(limit: usize) -> Self {
+        ConnBudget { used: Cell::new(0), limit }
+    }
+
+    pub fn used(&self) -> usize {
+        self.used.get()
+    }
+
+    pub fn limit(&self) -> usize {
+        self.limit
+    }
+
+    pub fn available(&self) -> usize {
+        self.limit.saturating_sub(self.used.get())
+    }
+
+    /// The most a get may reply now, capped at `max`.
+    pub fn get_cap(&self, max: usize) -> usize {
+        self.available().max(GET_FLOOR).min(max)
+    }
+
+    /// May a connection holding `held` bytes grow to `held + more`?
+    pub fn may_grow(&self, held: usize, more: usize) -> bool {
+        held + more <= FREE_PER_CONN || more <= self.available()
+    }
+}
+
+/// One connection's charge against its core's budget.
+#[derive(Default)]
+pub struct Charge {
+    charged: usize,
+}
+
+impl Charge {
+    /// Charge for `held` bytes held (and replies reserved), replacing the
+    /// previous charge.
+    pub fn settle(&mut self, budget: &ConnBudget, held: usize) {
+        let now = held.saturating_sub(FREE_PER_CONN);
+        budget.used.set(budget.used.get() - self.charged + now);
+        self.charged = now;
+    }
+
+    pub fn release(&mut self, budget: &ConnBudget) {
+        self.settle(budget, 0);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn charges_replace_each_other_and_release_returns_everything() {
+        let b = ConnBudget::new(1 << 20);
+        let (mut x, mut y) = (Charge::default(), Charge::default());
+        x.settle(&b, FREE_PER_CONN + 100);
+        y.settle(&b, FREE_PER_CONN + 50);
+        assert_eq!(b.used(), 150);
+        x.settle(&b, FREE_PER_CONN + 10);
+        assert_eq!(b.used(), 60);
+        x.release(&b);
+        y.release(&b);
+        assert_eq!(b.used(), 0);
+    }
+
+    #[test]
+    fn a_spent_budget_still_lets_small_requests_through() {
+        let b = ConnBudget::new(1000);
+        let mut hog = Charge::default();
+        hog.settle(&b, FREE_PER_CONN + 5000);
+        assert_eq!(b.available(), 0);
+        assert_eq!(b.get_cap(64 << 20), GET_FLOOR);
+        assert!(b.may_grow(16 * 1024, 16 * 1024));
+        assert!(!b.may_grow(FREE_PER_CONN, 1));
+    }
+}
