@@ -70,7 +70,7 @@ struct Args {
     #[arg(short = 'R', long = "max-reqs-per-event", default_value_t = DEFAULT_REQS_PER_EVENT)]
     reqs_per_event: usize,
     /// Memory client connections may hold for input and replies, in MB over
-    /// all cores (default: a tenth of -m, at least 16 MB and two items per core)
+    /// all cores (default: a tenth of -m, at least 32 MB and two items per core)
     #[arg(long = "conn-memory", value_name = "MB")]
     conn_memory: Option<u64>,
     /// Microseconds an idle core keeps polling before it sleeps (0: sleep at once).
@@ -266,7 +266,7 @@ fn check(a: Args) -> Result<Config, String> {
         }
     }
     // A core's connections must be able to hold two of the largest items.
-    let conn_memory_floor = (16usize << 20).max(item_size_max.saturating_mul(2).saturating_mul(threads));
+    let conn_memory_floor = (32usize << 20).max(item_size_max.saturating_mul(2).saturating_mul(threads));
     let conn_memory = match a.conn_memory {
         Some(0) => return Err("--conn-memory must be at least 1 megabyte".into()),
         Some(mb) => {

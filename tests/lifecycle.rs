@@ -197,6 +197,41 @@ fn pidfile_written() {
     assert!(ok, "pid file {ps} holds {content:?}, want {}", s.pid().unwrap());
 }
 
+/// Issue 17 #7: the pid file replaces a symlink planted at its path instead
+/// of writing through it, and a start that fails leaves no pid file behind.
+#[test]
+fn pidfile_replaces_a_planted_symlink_and_a_failed_start_leaves_none() {
+    if !memcore_only("pidfile_replaces_a_planted_symlink_and_a_failed_start_leaves_none") {
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("memcore-pid-{}-{}", std::process::id(), free_port()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let victim = dir.join("victim");
+    std::fs::write(&victim, "precious\n").unwrap();
+    let path = dir.join("memcore.pid");
+    std::os::unix::fs::symlink(&victim, &path).unwrap();
+    let ps = path.to_str().unwrap().to_string();
+    {
+        let s = Server::start(1, &["-P", &ps]);
+        let pid = s.pid().unwrap().to_string();
+        assert!(poll_until(Duration::from_secs(5), || {
+            std::fs::read_to_string(&path).is_ok_and(|t| t.trim() == pid)
+        }));
+        assert!(!std::fs::symlink_metadata(&path).unwrap().file_type().is_symlink());
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious\n");
+    }
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } == 0 {
+        // The harness kills its server, which leaves the file behind.
+        let _ = std::fs::remove_file(&path);
+        let port = free_port().to_string();
+        let o = run(memcore_bin(), &["-p", &port, "-u", "no-such-user-here", "-P", &ps], Duration::from_secs(10));
+        assert_eq!(o.status.code(), Some(71), "stderr: {}", o.stderr);
+        assert!(!path.exists(), "a failed start left its pid file");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 #[test]
 fn max_connections() {
     // memcached reserves descriptors for itself: with -t 1, -c 16 leaves room

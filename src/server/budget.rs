@@ -7,34 +7,45 @@
 //! Each connection holds `FREE_PER_CONN` bytes without charge, so a small
 //! request always makes progress; beyond that, every byte of input buffer,
 //! reply and reply still to come from another core is charged to its core's
-//! budget (`--conn-memory`, split over the cores). What happens when the
-//! budget is spent is decided in one place each:
-//! - a get's reply may grow to `get_cap` (at least `GET_FLOOR`): past it the
-//!   get answers `SERVER_ERROR out of memory writing get response`;
-//! - a batch stops taking requests and writes what it owes first
-//!   (`conn_memory_backpressure`), so a connection that does not read its
-//!   replies stops being read;
-//! - an input buffer that would have to grow past the budget ends the
+//! budget (`--conn-memory`, split over the cores). When the budget is
+//! spent (server/conn.rs):
+//! - a get whose reply does not fit in what is left is not run yet: its
+//!   batch writes what it owes first (a connection that does not read its
+//!   replies therefore stops being read), or, owing nothing, waits up to
+//!   `BUDGET_WAIT` for others to free room; then it runs with what there is
+//!   (at least `GET_FLOOR`), and a reply past that answers `SERVER_ERROR out
+//!   of memory writing get response`. Counted in `conn_memory_backpressure`;
+//! - an input buffer that must grow waits the same way, then ends the
 //!   connection with `SERVER_ERROR out of memory reading request`
 //!   (`conn_memory_refused`), as memcached does when it cannot grow one.
 
 use std::cell::Cell;
 
-/// Bytes a connection holds without being charged: its initial buffers.
-pub const FREE_PER_CONN: usize = 64 * 1024;
+/// Bytes a connection holds without being charged: its buffers at rest.
+pub const FREE_PER_CONN: usize = 128 * 1024;
 /// A get may always reply this much, whatever the budget says.
 pub const GET_FLOOR: usize = 64 * 1024;
 /// A batch owing more than this writes it out before taking more requests.
 pub const FLUSH_AT: usize = 1 << 20;
+/// How long a request waits for room before it runs with what there is.
+pub const BUDGET_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
 
 pub struct ConnBudget {
     used: Cell<usize>,
     limit: usize,
+    /// Room a get whose reply did not fit waits for: one of the largest
+    /// items, or half the budget when that is less.
+    admit: usize,
 }
 
 impl ConnBudget {
-    pub fn new(limit: usize) -> Self {
-        ConnBudget { used: Cell::new(0), limit }
+    pub fn new(limit: usize, item_size_max: usize) -> Self {
+        let admit = (item_size_max + 4096).min(limit / 2).max(GET_FLOOR);
+        ConnBudget { used: Cell::new(0), limit, admit }
+    }
+
+    pub fn admit(&self) -> usize {
+        self.admit
     }
 
     pub fn used(&self) -> usize {
@@ -86,7 +97,7 @@ mod tests {
 
     #[test]
     fn charges_replace_each_other_and_release_returns_everything() {
-        let b = ConnBudget::new(1 << 20);
+        let b = ConnBudget::new(1 << 20, 1 << 20);
         let (mut x, mut y) = (Charge::default(), Charge::default());
         x.settle(&b, FREE_PER_CONN + 100);
         y.settle(&b, FREE_PER_CONN + 50);
@@ -100,7 +111,7 @@ mod tests {
 
     #[test]
     fn a_spent_budget_still_lets_small_requests_through() {
-        let b = ConnBudget::new(1000);
+        let b = ConnBudget::new(1000, 1 << 20);
         let mut hog = Charge::default();
         hog.settle(&b, FREE_PER_CONN + 5000);
         assert_eq!(b.available(), 0);

@@ -19,7 +19,7 @@ use crate::shard::{Cmd, ConnWait, Interruptible, owner};
 use crate::stats::{self, Counters, ServerInfo};
 use crate::storage::absolute_expiry;
 
-use super::budget::{Charge, FLUSH_AT, GET_FLOOR};
+use super::budget::{BUDGET_WAIT, Charge, FLUSH_AT};
 use super::core::Core;
 use super::unix_now;
 
@@ -43,8 +43,12 @@ enum Stop {
     /// `sync`/`majority` replication: a write on core `owner` whose reply
     /// waits for the peers.
     SyncWrite { owner: usize, noreply: bool },
-    /// The batch owes enough: write it before taking more requests.
+    /// The batch owes enough, or the next request needs room in the
+    /// connection budget: write the batch before taking more requests.
     Drain,
+    /// The next request needs room in the connection budget, and the batch
+    /// owes nothing: wait for other connections to free some.
+    WaitBudget,
 }
 
 pub struct Conn {
@@ -56,6 +60,9 @@ pub struct Conn {
     end: usize,
     /// Bytes still to discard (the data of a refused item).
     skip: usize,
+    /// The next request already waited for the connection budget once; it
+    /// runs with whatever room there is now.
+    budget_waited: bool,
     /// Buffer length that completes the pending request, when known.
     need: usize,
     batch: Batch,
@@ -102,6 +109,7 @@ impl Conn {
             start: 0,
             end: 0,
             skip: 0,
+            budget_waited: false,
             need: 0,
             batch: Batch {
                 out: Vec::with_capacity(INITIAL_BUFFER),
@@ -139,6 +147,14 @@ impl Conn {
             + self.batch.reserved
     }
 
+    /// Buffers larger than this are given back once drained: `KEEP_BUFFER`,
+    /// or the initial size while the core's connection budget runs short
+    /// (so that idle connections do not sit on it).
+    fn keep(&self) -> usize {
+        let b = &self.core.budget;
+        if b.available() < b.limit() / 4 { INITIAL_BUFFER } else { KEEP_BUFFER }
+    }
+
     fn settle(&mut self) {
         let held = self.held();
         self.charge.settle(&self.core.budget, held);
@@ -168,6 +184,10 @@ impl Conn {
                     self.finish_batch().await?;
                 }
                 Stop::Close => return Ok(()),
+                Stop::WaitBudget => {
+                    self.wait_for_budget(self.core.budget.admit()).await;
+                    self.budget_waited = true;
+                }
                 Stop::Boundary | Stop::SyncWrite { .. } | Stop::Drain => {}
             }
         }
@@ -215,7 +235,7 @@ impl Conn {
         if self.start == self.end {
             self.start = 0;
             self.end = 0;
-            if self.inbuf.len() > KEEP_BUFFER {
+            if self.inbuf.len() > self.keep() {
                 self.inbuf = vec![0; INITIAL_BUFFER];
             }
         }
@@ -227,7 +247,12 @@ impl Conn {
             self.start = 0;
             if want > self.inbuf.len() {
                 let size = want.max(self.inbuf.len() * 2);
-                if !self.core.budget.may_grow(self.held(), size - self.inbuf.len()) {
+                let more = size - self.inbuf.len();
+                if !self.core.budget.may_grow(self.held(), more) {
+                    self.core.shard.borrow_mut().counters.conn_memory_backpressure += 1;
+                    self.wait_for_budget(more).await;
+                }
+                if !self.core.budget.may_grow(self.held(), more) {
                     self.core.shard.borrow_mut().counters.conn_memory_refused += 1;
                     encode_line(&mut self.batch.out, "SERVER_ERROR out of memory reading request");
                     self.finish_batch().await?;
@@ -285,8 +310,7 @@ impl Conn {
             if handled >= core.cfg().reqs_per_event {
                 return Stop::Yield;
             }
-            if handled > 0 && self.owes_enough() {
-                core.shard.borrow_mut().counters.conn_memory_backpressure += 1;
+            if handled > 0 && self.batch.out.len() + self.batch.reserved >= FLUSH_AT {
                 return Stop::Drain;
             }
             let avail = &self.inbuf[self.start..self.end];
@@ -347,8 +371,21 @@ impl Conn {
                             self.start += consumed;
                             return Stop::Stats(args);
                         }
+                        Request::Get { kind, exptime, keys } => {
+                            let held = self.held();
+                            self.charge.settle(&core.budget, held);
+                            if !get(&core, kind, exptime, keys, now, &mut self.batch, !self.budget_waited) {
+                                // Not run: the budget had no room for its
+                                // reply. Write what the batch owes (that
+                                // frees room), or wait for others to.
+                                core.shard.borrow_mut().counters.conn_memory_backpressure += 1;
+                                let owes = !self.batch.out.is_empty() || self.batch.wait.has_pending();
+                                return if owes { Stop::Drain } else { Stop::WaitBudget };
+                            }
+                        }
                         _ => dispatch(&core, &req, raw, now, &mut self.batch),
                     }
+                    self.budget_waited = false;
                     self.start += consumed;
                     self.skip = swallow;
                 }
@@ -357,15 +394,15 @@ impl Conn {
         }
     }
 
-    /// Should the batch be written before it takes another request? When it
-    /// owes `FLUSH_AT` bytes, or its core's connection budget is spent.
-    fn owes_enough(&mut self) -> bool {
-        let owed = self.batch.out.len() + self.batch.reserved;
-        if owed >= FLUSH_AT {
-            return true;
-        }
+    /// Wait until the core's connection budget has `room` bytes, or
+    /// `BUDGET_WAIT` passed. Other connections free theirs as their clients
+    /// read; a client that never reads must not hold this one forever.
+    async fn wait_for_budget(&mut self, room: usize) {
         self.settle();
-        owed > 0 && self.core.budget.available() < GET_FLOOR
+        let deadline = std::time::Instant::now() + BUDGET_WAIT;
+        while self.core.budget.available() < room && std::time::Instant::now() < deadline && !self.core.stopping.get() {
+            glommio::timer::sleep(std::time::Duration::from_millis(1)).await;
+        }
     }
 
     /// Wait for forwarded replies and splice them into the batch's output.
@@ -396,11 +433,13 @@ impl Conn {
             self.core.shard.borrow_mut().counters.bytes_written += b.out.len() as u64;
             let b = &mut self.batch;
             b.out.clear();
-            if b.out.capacity() > KEEP_BUFFER {
+            let keep = self.keep();
+            let b = &mut self.batch;
+            if b.out.capacity() > keep {
                 b.out = Vec::with_capacity(INITIAL_BUFFER);
             }
             // After a splice this holds the batch's local replies.
-            if self.spliced.capacity() > KEEP_BUFFER {
+            if self.spliced.capacity() > keep {
                 self.spliced = Vec::new();
             }
             self.settle();
@@ -512,7 +551,9 @@ impl Conn {
 fn dispatch(core: &Core, req: &Request<'_>, raw: &[u8], now: u64, batch: &mut Batch) {
     let Batch { out, inserts, wait, .. } = batch;
     match *req {
-        Request::Get { kind, exptime, keys } => get(core, kind, exptime, keys, now, batch),
+        Request::Get { kind, exptime, keys } => {
+            get(core, kind, exptime, keys, now, batch, false);
+        }
         Request::Store { .. }
         | Request::TooLarge { .. }
         | Request::Delete { .. }
@@ -586,14 +627,19 @@ fn dispatch(core: &Core, req: &Request<'_>, raw: &[u8], now: u64, batch: &mut Ba
 
 /// get/gets/gat/gats: keys owned here are answered at once; the others go
 /// to their cores as one request per core, and their replies are spliced
-/// back in key order.
-fn get(core: &Core, kind: GetKind, exptime: i64, keys: Keys<'_>, now: u64, batch: &mut Batch) {
+/// back in key order. Returns false, having changed nothing, when
+/// `may_wait` and the reply outgrew what the connection budget leaves now
+/// (the caller makes room and runs it again); otherwise a reply past its
+/// cap is memcached's out-of-memory error.
+fn get(core: &Core, kind: GetKind, exptime: i64, keys: Keys<'_>, now: u64, batch: &mut Batch, may_wait: bool) -> bool {
     let Batch { out, inserts, spans, wait, owners, reserved } = batch;
     let n = core.ncores;
-    // What this reply may grow to: the connection budget's share, counting
-    // what this batch already owes.
-    let cap = core.budget.get_cap(core.get_reply_cap).saturating_sub(out.len() + *reserved).max(GET_FLOOR);
     let out_start = out.len();
+    // What this reply may grow to: what the connection budget leaves (the
+    // caller settled this connection's charge, what the batch owes included).
+    let cap = core.budget.get_cap(core.get_reply_cap);
+    let may_wait = may_wait && cap < core.get_reply_cap;
+    let limit = out_start.saturating_add(cap);
     owners.clear();
     let mut remote = 0;
     for key in keys.iter() {
@@ -601,21 +647,42 @@ fn get(core: &Core, kind: GetKind, exptime: i64, keys: Keys<'_>, now: u64, batch
         remote += (o != core.id) as usize;
         owners.push(o);
     }
-    let limit = out_start.saturating_add(cap);
-    if remote == 0 {
+    // Replies from other cores are only known once they arrive, and what
+    // does not fit then is an error: wait for room for one large item first.
+    if remote > 0 && may_wait && core.budget.available() < core.budget.admit() {
+        return false;
+    }
+    // Local keys first, leaving an insert point (its slot comes later) at
+    // each remote key's place; nothing leaves this core until the local
+    // part is known to fit.
+    let ins_start = inserts.len();
+    let mut over = false;
+    {
         let mut shard = core.shard.borrow_mut();
-        for key in keys.iter() {
-            if !shard.get_one(kind, exptime, key, now, out, limit) {
-                out.truncate(out_start);
-                out.extend_from_slice(GET_TOO_LARGE);
-                return;
+        for (key, &o) in keys.iter().zip(owners.iter()) {
+            if o != core.id {
+                inserts.push((out.len(), usize::MAX));
+            } else if !shard.get_one(kind, exptime, key, now, out, limit) {
+                over = true;
+                break;
             }
         }
-        out.extend_from_slice(encode::END);
-        return;
     }
-    let ins_start = inserts.len();
+    if over {
+        out.truncate(out_start);
+        inserts.truncate(ins_start);
+        if may_wait {
+            return false;
+        }
+        out.extend_from_slice(GET_TOO_LARGE);
+        return true;
+    }
+    out.extend_from_slice(encode::END);
+    if remote == 0 {
+        return true;
+    }
     // Contiguous reply slots per remote core, in key order within each.
+    let remote_cap = cap.saturating_sub(out.len() - out_start);
     let mut next_slot = vec![usize::MAX; n];
     for id in core.remote_ids() {
         let count = owners.iter().filter(|&&o| o == id).count();
@@ -623,31 +690,20 @@ fn get(core: &Core, kind: GetKind, exptime: i64, keys: Keys<'_>, now: u64, batch
             let first = wait.reserve(count);
             next_slot[id] = first;
             let theirs = keys.iter().zip(owners.iter()).filter(|(_, o)| **o == id).map(|(k, _)| k);
-            core.peers[id].forward_get(wait, first, kind, exptime, cap, theirs);
+            core.peers[id].forward_get(wait, first, kind, exptime, remote_cap, theirs);
             core.peers[id].wake_sender.notify();
-            // Each key's reply is at most an item and its VALUE line.
-            *reserved += cap.min(count.saturating_mul(core.cfg().item_size_max + 512));
             core.shard.borrow_mut().counters.forwarded_out += 1;
+            // Each key's reply is at most an item and its VALUE line.
+            *reserved += remote_cap.min(count.saturating_mul(core.cfg().item_size_max + 512));
         }
     }
-    let mut shard = core.shard.borrow_mut();
-    let mut over = false;
-    for (key, &o) in keys.iter().zip(owners.iter()) {
-        if o == core.id {
-            // Past the cap the span is replaced by an error when spliced.
-            if !over && !shard.get_one(kind, exptime, key, now, out, limit) {
-                over = true;
-            }
-        } else {
-            inserts.push((out.len(), next_slot[o]));
-            next_slot[o] += 1;
-        }
+    let remote_owners = owners.iter().filter(|&&o| o != core.id);
+    for (insert, &o) in inserts[ins_start..].iter_mut().zip(remote_owners) {
+        insert.1 = next_slot[o];
+        next_slot[o] += 1;
     }
-    out.extend_from_slice(encode::END);
-    // An overflow leaves the local bytes short of a key, so the span's
-    // length alone may not show it: mark it past the cap.
-    let cap = if over { 0 } else { cap };
     spans.push(GetSpan { out_start, out_end: out.len(), ins_start, ins_end: inserts.len(), cap });
+    true
 }
 
 impl Batch {

@@ -72,7 +72,7 @@ pub struct Core {
 impl Core {
     pub fn new(id: usize, ncores: usize, global: Arc<Global>, shard: Shard) -> Self {
         let limits = Limits { item_size_max: global.cfg.item_size_max };
-        let budget = super::budget::ConnBudget::new(global.cfg.conn_memory / ncores.max(1));
+        let budget = super::budget::ConnBudget::new(global.cfg.conn_memory / ncores.max(1), global.cfg.item_size_max);
         Core {
             get_reply_cap: (64 << 20).max(2 * global.cfg.item_size_max),
             id,

@@ -105,12 +105,11 @@ pub fn run(cfg: Config) -> Result<(), String> {
             .collect(),
         None => vec![None; n],
     };
-    if let Some(path) = &cfg.pidfile {
-        std::fs::write(path, format!("{}\n", std::process::id()))
-            .map_err(|e| format!("cannot write pid file {path}: {e}"))?;
-    }
     raise_fd_limit(cfg.conn_limit);
     drop_privileges(cfg.user.as_deref())?;
+    // As memcached: written by the user the server runs as. Removed on every
+    // way out of this function, so a failed start leaves none behind.
+    let _pidfile = cfg.pidfile.as_deref().map(PidFile::write).transpose()?;
     for w in &cfg.warnings {
         log::warn!("{w}");
     }
@@ -132,7 +131,6 @@ pub fn run(cfg: Config) -> Result<(), String> {
             if r.peers.is_empty() { "(none)".to_string() } else { r.peers.join(",") }
         );
     }
-    let pidfile = cfg.pidfile.clone();
     let repl = cfg.repl.clone().map(|r| crate::repl::ReplShared::new(r, n));
     let global = Arc::new(Global {
         repl,
@@ -181,9 +179,6 @@ pub fn run(cfg: Config) -> Result<(), String> {
             global.shutdown.trigger();
             failure.get_or_insert(e);
         }
-    }
-    if let Some(path) = pidfile {
-        let _ = std::fs::remove_file(path);
     }
     failure.map_or(Ok(()), Err)
 }
@@ -371,6 +366,40 @@ async fn crawl_task(core: Rc<Core>) {
         let mut shard = core.shard.borrow_mut();
         shard.store.crawl(now, CRAWL_BUDGET);
         busy = shard.store.crawl_busy();
+    }
+}
+
+/// The `-P` file. Written to a new file beside it and renamed into place:
+/// the path is never opened for writing, so a symlink planted there (or a
+/// file someone else owns) is replaced, not followed or truncated.
+struct PidFile(std::path::PathBuf);
+
+impl PidFile {
+    fn write(path: &str) -> Result<PidFile, String> {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        let path = std::path::PathBuf::from(path);
+        let name = path.file_name().ok_or_else(|| format!("cannot write pid file {}: not a file name", path.display()))?;
+        let tmp = path.with_file_name(format!(".{}.{}.tmp", name.to_string_lossy(), std::process::id()));
+        let written = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o644)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+            .open(&tmp)
+            .and_then(|mut f| f.write_all(format!("{}\n", std::process::id()).as_bytes()))
+            .and_then(|()| std::fs::rename(&tmp, &path));
+        if let Err(e) = written {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(format!("cannot write pid file {}: {e}", path.display()));
+        }
+        Ok(PidFile(path))
+    }
+}
+
+impl Drop for PidFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
     }
 }
 
