@@ -144,7 +144,7 @@ def group(args, mode: str | None, log_dir: Path, threads=(1, 1, 1), cpus=("0", "
     for i in range(n):
         peers = ",".join(f"127.0.0.1:{p}" for j, p in enumerate(ports) if j != i)
         repl = ["--repl-listen", f"127.0.0.1:{ports[i]}", "--peers", peers, "--node-id", str(i + 1),
-                "--repl-mode", mode, *extra]
+                "--repl-insecure", "--repl-mode", mode, *extra]
         nodes.append(Node(args.bin_dir, cpus[i], threads[i], mem_mb, repl, log_dir, f"{mode}{i}"))
     wait_linked(nodes)
     return nodes
@@ -304,7 +304,7 @@ def resync(args, log_dir: Path):
 
     def node(i: int) -> Node:
         repl = ["--repl-listen", f"127.0.0.1:{ports[i]}", "--peers", f"127.0.0.1:{ports[1 - i]}",
-                "--node-id", str(i + 1)]
+                "--node-id", str(i + 1), "--repl-insecure"]
         return Node(args.bin_dir, "0,1", 2, mem, repl, log_dir, f"resync{i}")
 
     a = node(0)
