@@ -6,7 +6,9 @@
 //! version is too far ahead of the local clock (hlc.rs) or whose value
 //! claims more than `-I` unpacked is refused and counted, and tombstones
 //! are charged to the store's limit (`Store::set_external`), at most
-//! `TOMB_SHARE` of it; past that the oldest are forgotten early.
+//! `1/TOMB_SHARE` of it and never more than is free without eviction;
+//! past that the oldest are forgotten early (a late, older write of such
+//! a key may then come back: the price of bounded memory).
 
 use std::collections::{HashMap, VecDeque};
 
@@ -164,13 +166,16 @@ impl ReplShard {
     /// charge what they cost to it.
     pub fn charge(&mut self, store: &mut Store, now: u64) {
         let budget = store.limit() / TOMB_SHARE;
-        while self.tomb_bytes > budget {
-            if self.pop_oldest().is_none() {
-                break;
-            }
+        while self.tomb_bytes > budget && self.pop_oldest().is_some() {
             self.stats.tombs_dropped += 1;
         }
         store.set_external(self.tomb_bytes, now);
+        // Without eviction (-M) items cannot make room: tombstones get
+        // only what is free.
+        while store.memory_used() > store.limit() && self.pop_oldest().is_some() {
+            self.stats.tombs_dropped += 1;
+            store.set_external(self.tomb_bytes, now);
+        }
     }
 
     /// The version that deleted `key`, while its tombstone lasts.
