@@ -521,9 +521,16 @@ mod tests {
     #[test]
     fn replication_flags_are_checked() {
         assert!(run(&[]).unwrap().repl.is_none());
-        let c =
-            run(&["--repl-listen", "127.0.0.1:7000", "--peers", "127.0.0.1:7001, 127.0.0.1:7002", "--node-id", "3", "--repl-insecure"])
-                .unwrap();
+        let c = run(&[
+            "--repl-listen",
+            "127.0.0.1:7000",
+            "--peers",
+            "127.0.0.1:7001, 127.0.0.1:7002",
+            "--node-id",
+            "3",
+            "--repl-insecure",
+        ])
+        .unwrap();
         let r = c.repl.unwrap();
         assert_eq!((r.node_id, r.peers.len(), r.mode.name()), (3, 2, "async"));
         assert_eq!(r.majority_peers(), 1);

@@ -451,7 +451,10 @@ impl FakePeer {
                 && self.buf.len() >= used + tag
             {
                 if let Some(rx) = &mut self.rx {
-                    assert!(rx.open(&self.buf[..used], &self.buf[used..used + tag]), "a frame from memcore fails its tag");
+                    assert!(
+                        rx.open(&self.buf[..used], &self.buf[used..used + tag]),
+                        "a frame from memcore fails its tag"
+                    );
                 }
                 let p = self.buf[range].to_vec();
                 self.buf.drain(..used + tag);
@@ -664,7 +667,14 @@ fn a_version_from_the_future_and_an_oversize_unpacked_value_are_refused() {
     let a = start_node(0, &ports, 2, &["-I", "1m"]);
     let mut p = FakePeer::linked(a.repl_port, b"");
     let drift = memcore::repl::hlc::MAX_DRIFT_MS;
-    let big = wire::Op::Set { key: b"f:big", version: fake_version(0), flags: 0, exp: 0, value: b"x", packed: Some(u32::MAX) };
+    let big = wire::Op::Set {
+        key: b"f:big",
+        version: fake_version(0),
+        flags: 0,
+        exp: 0,
+        value: b"x",
+        packed: Some(u32::MAX),
+    };
     let just_over = wire::Op::Set {
         key: b"f:over",
         version: fake_version(0),
@@ -754,8 +764,19 @@ fn many_half_open_replication_connections_do_not_stop_clients() {
     std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
     let ports = [free_port(), free_port()];
     let (listen, peer) = (format!("127.0.0.1:{}", ports[0]), format!("127.0.0.1:{}", ports[1]));
-    let args =
-        ["--repl-listen", &listen, "--peers", &peer, "--node-id", "1", "--repl-insecure", "-c", "40", "--repl-max-links", "8"];
+    let args = [
+        "--repl-listen",
+        &listen,
+        "--peers",
+        &peer,
+        "--node-id",
+        "1",
+        "--repl-insecure",
+        "-c",
+        "40",
+        "--repl-max-links",
+        "8",
+    ];
     let srv = common::Server::spawn(wrapper.to_str().unwrap(), common::Kind::Memcore, 2, &args);
     let strangers: Vec<std::net::TcpStream> =
         (0..300).filter_map(|_| std::net::TcpStream::connect(("127.0.0.1", ports[0])).ok()).collect();
@@ -772,15 +793,35 @@ fn many_half_open_replication_connections_do_not_stop_clients() {
     let _ = std::fs::remove_file(wrapper);
 }
 
+/// A peer given by name is resolved off the core (on a helper thread) and
+/// links like one given by address.
+#[test]
+fn a_peer_given_by_name_links() {
+    let ports = [free_port(), free_port()];
+    let named = |p: u16| format!("localhost:{p}");
+    let nodes: Vec<Node> = (0..2)
+        .map(|i| {
+            let (listen, peer, id) = (format!("127.0.0.1:{}", ports[i]), named(ports[1 - i]), (i + 1).to_string());
+            let args = ["--repl-listen", &listen, "--peers", &peer, "--node-id", &id, "--repl-insecure"];
+            Node {
+                srv: common::Server::spawn(common::memcore_bin(), common::Kind::Memcore, 1, &args),
+                repl_port: ports[i],
+            }
+        })
+        .collect();
+    all_linked(&nodes);
+    assert_eq!(nodes[0].srv.conn().request(&store_cmd("set", "n", 0, 0, b"v")), b"STORED\r\n");
+    let mut c = nodes[1].srv.conn();
+    assert!(poll(Duration::from_secs(2), || get(&mut c, "n") != b"END\r\n"));
+}
+
 /// Replication without a secret must be asked for: `--peers` or
 /// `--repl-listen` alone is a bad command line (exit status 64, one line
 /// on stderr), and `--repl-insecure` starts with a warning.
 #[test]
 fn replication_without_a_secret_refuses_to_start() {
-    for args in [
-        &["--peers", "127.0.0.1:1", "--node-id", "1"][..],
-        &["--repl-listen", "127.0.0.1:1", "--node-id", "1"],
-    ] {
+    for args in [&["--peers", "127.0.0.1:1", "--node-id", "1"][..], &["--repl-listen", "127.0.0.1:1", "--node-id", "1"]]
+    {
         let out = std::process::Command::new(common::memcore_bin()).args(args).output().unwrap();
         let err = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(64), "{args:?}: {err}");
@@ -810,9 +851,8 @@ fn tombstones_are_bounded_by_memory_and_reclaimed_by_the_crawler() {
         p.batch(n as u64 + 1, &ops);
     }
     assert_eq!(p.frame_of(wire::ACK).map(|b| b.len()), Some(8));
-    let applied = poll(Duration::from_secs(10), || {
-        repl_stats(&mut c)["repl_items_received"].parse::<u64>().unwrap() >= 40_000
-    });
+    let applied =
+        poll(Duration::from_secs(10), || repl_stats(&mut c)["repl_items_received"].parse::<u64>().unwrap() >= 40_000);
     assert!(applied, "{:?}", repl_stats(&mut c));
     let tombs: u64 = repl_stats(&mut c)["repl_tombstones"].parse().unwrap();
     // 8 MiB / 4 over ~500 bytes each: about 4,000 of the 40,000.

@@ -797,4 +797,3 @@ fn split_all(stream: &[u8], max: usize, step: usize) -> Vec<Frame> {
     }
     out
 }
-

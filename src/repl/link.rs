@@ -214,9 +214,8 @@ impl FrameReader {
         }
     }
 
-    /// The whole next frame with its tag, when buffered: (type, payload
-    /// range, frame length, bytes used).
-    fn split(&self) -> io::Result<Option<(u8, std::ops::Range<usize>, usize, usize)>> {
+    /// The whole next frame with its tag, when buffered.
+    fn split(&self) -> io::Result<Option<Buffered>> {
         let avail = &self.buf[self.start..self.end];
         match wire::split_frame(avail, self.max) {
             Err(e) => Err(err(format!("bad frame: {e:?}"))),
@@ -272,6 +271,10 @@ impl FrameReader {
         matches!(self.split(), Ok(Some(_)))
     }
 }
+
+/// A whole frame in the reader's buffer: (type, payload range, the frame's
+/// length, the bytes it takes with its tag).
+type Buffered = (u8, std::ops::Range<usize>, usize, usize);
 
 /// The sending side of a link: tags each frame for the session (once it
 /// is keyed) and remembers the last batch seq handed to the socket, which
@@ -410,9 +413,10 @@ async fn run_link(core: &Rc<Core>, peer: usize) -> io::Result<()> {
     let mut wr = Sealed::new(wr);
     // Until the handshake passes, accept nothing bigger than its frames.
     let mut frames = FrameReader::new(wire::HELLO_LEN + 1);
-    let (their_epoch, their_seq) = with_timeout(HANDSHAKE_TIMEOUT, handshake_out(core, peer, &mut frames, &mut rd, &mut wr))
-        .await
-        .unwrap_or_else(|| Err(err(format!("no handshake within {} ms", HANDSHAKE_TIMEOUT.as_millis()))))?;
+    let (their_epoch, their_seq) =
+        with_timeout(HANDSHAKE_TIMEOUT, handshake_out(core, peer, &mut frames, &mut rd, &mut wr))
+            .await
+            .unwrap_or_else(|| Err(err(format!("no handshake within {} ms", HANDSHAKE_TIMEOUT.as_millis()))))?;
 
     // ACKs and heartbeats arrive on their own task; it ends the link (and
     // wakes the writer) when the peer closes. A ticker (no timer per frame
@@ -454,7 +458,10 @@ async fn run_link(core: &Rc<Core>, peer: usize) -> io::Result<()> {
                         // Acknowledging what was never sent would let sync
                         // and majority writes return before any peer has them.
                         if seq > sent.get() {
-                            break format!("the peer acknowledged seq {seq}, past the {} sent; protocol error", sent.get());
+                            break format!(
+                                "the peer acknowledged seq {seq}, past the {} sent; protocol error",
+                                sent.get()
+                            );
                         }
                         link.acked.fetch_max(seq, Ordering::AcqRel);
                         let b = core.repl.as_ref().expect("repl core").backlog.borrow();
@@ -689,10 +696,7 @@ pub async fn accept_loop(core: Rc<Core>, listener: TcpListener) {
             sh.links_refused.fetch_add(1, Ordering::Relaxed);
             if last_cap_log.is_none_or(|t| t.elapsed() >= Duration::from_secs(10)) {
                 last_cap_log = Some(Instant::now());
-                log::warn!(
-                    "replication connection refused: {} open already (--repl-max-links)",
-                    sh.cfg.max_links
-                );
+                log::warn!("replication connection refused: {} open already (--repl-max-links)", sh.cfg.max_links);
             }
             drop(stream);
             continue;

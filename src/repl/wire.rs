@@ -479,7 +479,8 @@ mod tests {
             let mut bad = sent[0].clone();
             bad[i] ^= 0x40;
             let mut rx = Session::keyed(&la);
-            let ok = split_frame(&bad, 1000).ok().flatten().is_some_and(|(_, _, used)| rx.open(&bad[..used], &bad[used..]));
+            let ok =
+                split_frame(&bad, 1000).ok().flatten().is_some_and(|(_, _, used)| rx.open(&bad[..used], &bad[used..]));
             assert!(!ok, "a flipped bit at {i} fails");
         }
         let (other, _) = session_keys(b"s3cret", &[1; 16], &[3; 16], (1, 2));
