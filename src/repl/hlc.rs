@@ -111,7 +111,9 @@ mod tests {
         assert!(h.observe(Hlc::new(2).tick(1_000 + MAX_DRIFT_MS), 1_000));
         assert!(h.tick(1_000) > before, "refused versions leave the clock alone");
         let mut h = Hlc::new(7);
-        let top = h.tick(u64::MAX);
+        let first = h.tick(u64::MAX);
+        let top = (0..1 << LOGICAL_BITS).map(|_| h.tick(u64::MAX)).last().unwrap();
+        assert!(top > first);
         assert_eq!(h.tick(u64::MAX), top, "saturates instead of wrapping");
         assert_eq!(h.tick(0), top);
         assert!(top > Hlc::new(7).tick(1_800_000_000_000));
