@@ -789,6 +789,13 @@ fn many_half_open_replication_connections_do_not_stop_clients() {
     let s = repl_stats(&mut clients[0]);
     assert!(s["repl_links_refused"].parse::<u64>().unwrap() > 0, "{s:?}");
     assert!(srv.log().contains("--repl-max-links"), "{}", srv.log());
+    // The ones let in must finish a handshake within 2 s, or be closed.
+    let mut first = &strangers[0];
+    first.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let t = Instant::now();
+    use std::io::Read;
+    assert_eq!(first.read(&mut [0u8; 16]).unwrap_or(0), 0, "a silent connection was answered");
+    assert!(t.elapsed() < Duration::from_secs(3), "a silent connection held for {:?}", t.elapsed());
     drop(strangers);
     let _ = std::fs::remove_file(wrapper);
 }

@@ -370,4 +370,24 @@ mod tests {
         assert_eq!(a.digest(), b.digest());
         assert_eq!(b.peek(b"n", NOW, |i| i.exp), Some(NOW + 500));
     }
+
+    #[test]
+    fn tombstones_are_charged_to_the_store_and_kept_within_their_share() {
+        let mut s = Store::new(StoreConfig { started: NOW - 10, limit: 8 << 20, ..Default::default() });
+        let mut r = ReplShard::new(1, 1_000, 1 << 20);
+        let empty = s.memory_used();
+        let keys: Vec<Vec<u8>> = (0..40_000u32).map(|i| format!("{i:0>200}").into_bytes()).collect();
+        for k in &keys {
+            r.apply(&mut s, &Op::Del { key: k, version: 5 }, NOW, 2_000);
+        }
+        r.charge(&mut s, NOW);
+        assert!(r.tomb_bytes() <= s.limit() / TOMB_SHARE, "{} of {}", r.tomb_bytes(), s.limit());
+        assert!(r.tombstones() > 1_000 && r.stats.tombs_dropped > 30_000, "{} kept", r.tombstones());
+        assert_eq!(s.memory_used(), empty + r.tomb_bytes(), "charged to the store");
+        assert_eq!(r.tombstone(&keys[0]), None, "the oldest were forgotten first");
+        assert_eq!(r.tombstone(&keys[39_999]), Some(5));
+        r.collect(3_000);
+        r.charge(&mut s, NOW);
+        assert_eq!((r.tombstones(), r.tomb_bytes(), s.memory_used()), (0, 0, empty), "collected after the TTL");
+    }
 }
