@@ -715,6 +715,25 @@ fn a_version_from_the_future_and_an_oversize_unpacked_value_are_refused() {
     assert!(log.contains("ahead of this node's clock"), "{log}");
 }
 
+/// A snapshot end without its beginning, or a snapshot inside a
+/// snapshot, is a protocol error: the link drops and the node's resync
+/// count stays whole.
+#[test]
+fn an_unpaired_snapshot_frame_drops_the_link() {
+    let ports = [free_port(), free_port()];
+    let a = start_node(0, &ports, 1, &[]);
+    let mut p = FakePeer::linked(a.repl_port, b"");
+    p.send_frame(wire::SNAP_END, &0u64.to_le_bytes());
+    assert!(p.closed(), "an unpaired snapshot end was taken");
+    let mut p = FakePeer::linked(a.repl_port, b"");
+    p.send_frame(wire::SNAP_BEGIN, &[]);
+    p.send_frame(wire::SNAP_BEGIN, &[]);
+    assert!(p.closed(), "a snapshot inside a snapshot was taken");
+    let log = a.srv.log();
+    assert!(log.contains("a snapshot end without its beginning"), "{log}");
+    assert!(poll(Duration::from_secs(5), || repl_stats(&mut a.srv.conn())["repl_state"] == "ok"));
+}
+
 /// A node that links to a fake acceptor streams to it; an ACK for a batch
 /// it never sent drops the link with a protocol error in the log.
 #[test]

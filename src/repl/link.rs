@@ -389,7 +389,7 @@ pub async fn link_task(core: Rc<Core>, peer: usize) {
             }
             last_error = e;
         }
-        if unix_ms() - started > 2 * BACKOFF_MAX_MS {
+        if unix_ms().saturating_sub(started) > 2 * BACKOFF_MAX_MS {
             attempt = 0;
         }
         let ceiling = (BACKOFF_MIN_MS << attempt.min(6)).min(BACKOFF_MAX_MS);
@@ -830,6 +830,9 @@ async fn serve_inbound(core: &Rc<Core>, stream: TcpStream) -> io::Result<()> {
                         }
                     }
                     wire::SNAP_BEGIN => {
+                        if syncing {
+                            return Err(err("a snapshot began inside a snapshot"));
+                        }
                         syncing = true;
                         sh.inbound_update(hello.node, |i| {
                             i.syncing += 1;
@@ -839,6 +842,9 @@ async fn serve_inbound(core: &Rc<Core>, stream: TcpStream) -> io::Result<()> {
                     }
                     wire::SNAP_END => {
                         let seq = Reader(&p).u64().map_err(|_| err("short snapshot end"))?;
+                        if !syncing {
+                            return Err(err("a snapshot end without its beginning"));
+                        }
                         syncing = false;
                         sh.inbound_update(hello.node, |i| i.syncing -= 1);
                         log::info!("full resync from node {} core {} done", hello.node, hello.core);
