@@ -102,6 +102,14 @@ struct Args {
     /// Replication: file holding the group's shared secret
     #[arg(long = "repl-secret", value_name = "FILE")]
     repl_secret: Option<String>,
+    /// Replication without a secret: anyone who reaches the replication
+    /// port, or sits between two nodes, can read and write this cache
+    #[arg(long = "repl-insecure")]
+    repl_insecure: bool,
+    /// Replication: most inbound replication connections at once (over all
+    /// cores; handshakes in progress count), apart from -c
+    #[arg(long = "repl-max-links", default_value_t = crate::repl::DEFAULT_MAX_LINKS, value_name = "N")]
+    repl_max_links: usize,
     /// Replication: when a write is acknowledged (async, sync, majority)
     #[arg(long = "repl-mode", default_value = "async")]
     repl_mode: String,
@@ -341,8 +349,8 @@ fn check_repl(a: &Args, threads: usize, warnings: &mut Vec<String>) -> Result<Op
         .map(String::from)
         .collect();
     if a.repl_listen.is_none() && peers.is_empty() {
-        if a.node_id.is_some() || a.repl_secret.is_some() {
-            return Err("--node-id and --repl-secret need --repl-listen or --peers".into());
+        if a.node_id.is_some() || a.repl_secret.is_some() || a.repl_insecure {
+            return Err("--node-id, --repl-secret and --repl-insecure need --repl-listen or --peers".into());
         }
         return Ok(None);
     }
@@ -379,11 +387,19 @@ fn check_repl(a: &Args, threads: usize, warnings: &mut Vec<String>) -> Result<Op
             Some(s)
         }
     };
-    if secret.is_none() && listen.is_some_and(|l| !l.ip().is_loopback()) {
-        warnings.push(format!(
-            "replication listens on {} without --repl-secret: anyone who can reach it can write to this cache",
-            listen.map_or(String::new(), |l| l.to_string())
-        ));
+    match (&secret, a.repl_insecure) {
+        (None, false) => {
+            return Err("replication needs --repl-secret FILE (or --repl-insecure to run without one)".into());
+        }
+        (Some(_), true) => return Err("--repl-secret and --repl-insecure exclude each other".into()),
+        (None, true) => warnings.push(
+            "replication runs without a secret (--repl-insecure): anyone who can reach the replication port can write to this cache"
+                .into(),
+        ),
+        (Some(_), false) => {}
+    }
+    if !(1..=65_536).contains(&a.repl_max_links) {
+        return Err("--repl-max-links must be 1 to 65536".into());
     }
     if a.repl_timeout == 0 {
         return Err("--repl-timeout must be at least 1 ms".into());
@@ -402,6 +418,7 @@ fn check_repl(a: &Args, threads: usize, warnings: &mut Vec<String>) -> Result<Op
         backlog_bytes: (backlog / threads).max(64 * 1024),
         tombstone_ttl: std::time::Duration::from_secs(a.repl_tombstone_ttl),
         heartbeat: std::time::Duration::from_millis(a.repl_heartbeat),
+        max_links: a.repl_max_links,
     }))
 }
 
@@ -540,9 +557,16 @@ mod tests {
     #[test]
     fn replication_flags_are_checked() {
         assert!(run(&[]).unwrap().repl.is_none());
-        let c =
-            run(&["--repl-listen", "127.0.0.1:7000", "--peers", "127.0.0.1:7001, 127.0.0.1:7002", "--node-id", "3"])
-                .unwrap();
+        let c = run(&[
+            "--repl-listen",
+            "127.0.0.1:7000",
+            "--peers",
+            "127.0.0.1:7001, 127.0.0.1:7002",
+            "--node-id",
+            "3",
+            "--repl-insecure",
+        ])
+        .unwrap();
         let r = c.repl.unwrap();
         assert_eq!((r.node_id, r.peers.len(), r.mode.name()), (3, 2, "async"));
         assert_eq!(r.majority_peers(), 1);
@@ -555,7 +579,10 @@ mod tests {
             &["--peers", "127.0.0.1:7001", "--node-id", "1", "--repl-mode", "quorum"],
             &["--node-id", "1"],
             &["--peers", "127.0.0.1:7001", "--node-id", "1", "--repl-secret", "/nonexistent/secret"],
-            &["--peers", "127.0.0.1:7001", "--node-id", "1", "--repl-heartbeat", "0"],
+            &["--peers", "127.0.0.1:7001", "--node-id", "1", "--repl-insecure", "--repl-heartbeat", "0"],
+            &["--peers", "127.0.0.1:7001", "--node-id", "1", "--repl-insecure", "--repl-max-links", "0"],
+            &["--repl-listen", "127.0.0.1:7000", "--node-id", "1"],
+            &["--repl-insecure"],
         ] {
             let e = run(bad).unwrap_err();
             assert!(!e.contains('\n') && !e.is_empty(), "{bad:?}: {e}");

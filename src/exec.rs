@@ -35,17 +35,28 @@ pub struct ReplFigures {
     pub conflicts: u64,
     pub tombstones: u64,
     pub shipped: u64,
+    /// Peer ops refused (a version too far ahead, a value over -I).
+    pub refused: u64,
 }
 
 impl ReplFigures {
     pub fn encode(&self, out: &mut Vec<u8>) {
-        for v in [self.digest, self.items, self.received, self.applied, self.conflicts, self.tombstones, self.shipped] {
+        for v in [
+            self.digest,
+            self.items,
+            self.received,
+            self.applied,
+            self.conflicts,
+            self.tombstones,
+            self.shipped,
+            self.refused,
+        ] {
             out.extend_from_slice(&v.to_le_bytes());
         }
     }
     pub fn decode(b: &[u8]) -> Self {
         let mut r = crate::repl::wire::Reader(b);
-        let mut v = [0u64; 7];
+        let mut v = [0u64; 8];
         for x in v.iter_mut() {
             *x = r.u64().unwrap_or(0);
         }
@@ -57,6 +68,7 @@ impl ReplFigures {
             conflicts: v[4],
             tombstones: v[5],
             shipped: v[6],
+            refused: v[7],
         }
     }
     /// Digests combine by XOR (order-free), counts by sum.
@@ -68,6 +80,7 @@ impl ReplFigures {
         self.conflicts += o.conflicts;
         self.tombstones += o.tombstones;
         self.shipped += o.shipped;
+        self.refused += o.refused;
     }
 }
 
@@ -92,9 +105,10 @@ impl Shard {
         }
     }
 
-    fn ship_delete(&mut self, key: &[u8], version: u64) {
+    fn ship_delete(&mut self, key: &[u8], version: u64, now: u64) {
         if let Some(r) = self.repl.as_mut() {
             r.ship_delete(key, version, (self.clock_ms)());
+            r.charge(&mut self.store, now);
         }
     }
 
@@ -114,6 +128,7 @@ impl Shard {
             f.conflicts = r.stats.conflicts;
             f.tombstones = r.tombstones() as u64;
             f.shipped = r.shipped;
+            f.refused = r.stats.refused;
         }
         f
     }
@@ -215,7 +230,13 @@ impl Shard {
                 match outcome {
                     StoreOutcome::Stored => self.ship_item(key, version, now),
                     // A set that could not be stored removed the old item.
-                    StoreOutcome::NoMemory if mode == StoreMode::Set => self.ship_delete(key, version),
+                    // A set that could not be stored removed the old item;
+                    // peers drop theirs, but a refusal leaves no tombstone.
+                    StoreOutcome::NoMemory if mode == StoreMode::Set => {
+                        if let Some(r) = self.repl.as_mut() {
+                            r.ship_delete_untombed(key, version);
+                        }
+                    }
                     _ => {}
                 }
                 let c = &mut self.counters;
@@ -248,7 +269,7 @@ impl Shard {
                 if mode == StoreMode::Set {
                     let version = self.begin_write();
                     if self.store.delete(key, now) {
-                        self.ship_delete(key, version);
+                        self.ship_delete(key, version, now);
                     }
                 }
                 reply(out, noreply, encode::TOO_LARGE);
@@ -256,7 +277,7 @@ impl Shard {
             Request::Delete { key, noreply } => {
                 let version = self.begin_write();
                 if self.store.delete(key, now) {
-                    self.ship_delete(key, version);
+                    self.ship_delete(key, version, now);
                     self.counters.delete_hits += 1;
                     reply(out, noreply, encode::DELETED);
                 } else {

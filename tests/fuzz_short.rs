@@ -527,6 +527,79 @@ fn store_property_fuzz() {
     assert!(total.hits > 0 && total.misses > 0 && total.evictions > 0 && total.no_memory > 0, "{total:?}");
 }
 
+/// A peer's stream: valid batches of ops (versions now, a little ahead,
+/// far ahead or u64::MAX; values plain or claiming any unpacked size;
+/// deletes and flushes), other frames, then mutated.
+fn repl_stream(rng: &mut Rng) -> Vec<u8> {
+    use memcore::repl::wire::{self, Op};
+    let now = harness::REPL_NOW_MS;
+    let drift = memcore::repl::hlc::MAX_DRIFT_MS;
+    let mut out = vec![rng.next() as u8, rng.next() as u8];
+    for seq in 0..rng.range(1, 5) as u64 {
+        if rng.chance(6) {
+            let kind = *rng.pick(&[wire::ACK, wire::HEARTBEAT, wire::SNAP_BEGIN, wire::SNAP_END, 0, 200]);
+            wire::frame(&mut out, kind, &rng.next().to_le_bytes());
+            continue;
+        }
+        let mut payload = seq.to_le_bytes().to_vec();
+        let keys: Vec<Vec<u8>> = (0..8).map(|_| key(rng)).collect();
+        for _ in 0..rng.range(1, 200) {
+            let k = rng.pick(&keys);
+            let ms = match rng.below(8) {
+                0 => now + drift + 1 + rng.below(1 << 40),
+                1 => u64::MAX >> 20,
+                2 => now + drift,
+                _ => now - rng.below(100_000),
+            };
+            let version = if rng.chance(12) { u64::MAX } else { (ms << 12 | rng.below(4096)) << 8 | rng.below(256) };
+            let most = if rng.chance(10) { 70_000 } else { 300 };
+            let len = rng.range(0, most);
+            let value: Vec<u8> = (0..len).map(|_| rng.next() as u8).collect();
+            let packed = Some(if rng.chance(2) { u32::MAX } else { rng.below(200_000) as u32 });
+            let op = match rng.below(10) {
+                0..=4 => Op::Set { key: k, version, flags: rng.next() as u32, exp: 0, value: &value, packed: None },
+                5 => Op::Set { key: k, version, flags: 0, exp: 0, value: &value, packed },
+                6..=8 => Op::Del { key: k, version },
+                _ => Op::Flush { at: 0, version },
+            };
+            wire::encode_op(&mut payload, &op);
+        }
+        wire::frame(&mut out, wire::BATCH, &payload);
+    }
+    if rng.chance(3) {
+        let mut body = out.split_off(2);
+        mutate(rng, &mut body);
+        out.extend_from_slice(&body);
+    }
+    out
+}
+
+#[test]
+fn replication_input_property_fuzz() {
+    let seed = seed() ^ 0x4e91;
+    let mut rng = Rng::new(seed);
+    let deadline = Instant::now() + budget();
+    let mut case = 0u64;
+    let mut total = harness::ReplRun::default();
+    loop {
+        case += 1;
+        let data = if rng.chance(8) { random_bytes(&mut rng) } else { repl_stream(&mut rng) };
+        match only_case() {
+            Some(n) if n != case => {}
+            _ => guarded(seed, case, &data, || total += harness::check_repl(&data)),
+        }
+        if only_case().is_some_and(|n| case >= n) {
+            return;
+        }
+        if only_case().is_none() && Instant::now() >= deadline {
+            break;
+        }
+    }
+    println!("replication fuzz: {case} cases, seed {seed}: {total:?}");
+    // The generator must reach what the checks are about.
+    assert!(total.applied > 0 && total.refused > 0, "{total:?}");
+}
+
 /// The checks can fail: a parser that lied about a key must be caught.
 #[test]
 #[should_panic(expected = "key of 251 bytes")]

@@ -28,6 +28,9 @@ fn start_node(i: usize, ports: &[u16], threads: usize, extra: &[&str]) -> Node {
     let id = (i + 1).to_string();
     let peers = peers.join(",");
     let mut args = vec!["--repl-listen", &listen, "--peers", &peers, "--node-id", &id];
+    if !extra.contains(&"--repl-secret") {
+        args.push("--repl-insecure");
+    }
     args.extend_from_slice(extra);
     Node { srv: Server::spawn(common::memcore_bin(), common::Kind::Memcore, threads, &args), repl_port: ports[i] }
 }
@@ -234,8 +237,8 @@ fn wrong_secret_and_garbage_are_refused_and_nothing_is_applied() {
     g.write_all(b"get intruder\r\nset x 0 0 1\r\nx\r\n").unwrap();
     let mut buf = [0u8; 64];
     assert_eq!(g.read(&mut buf).unwrap_or(0), 0, "garbage gets no answer");
-    // Each side proves the secret; the linker checks the acceptor's proof
-    // first, so with different secrets both refuse and log it.
+    // Each side proves the secret, the linker first: with different
+    // secrets each node, as the acceptor, refuses the other and logs it.
     let refused = poll(Duration::from_secs(5), || {
         let log = a.srv.log();
         log.contains("failed the secret check") && log.contains("not a memcore replication link")
@@ -391,97 +394,203 @@ fn a_silent_peer_is_dropped_within_seconds_and_sync_writes_stop_waiting_for_it()
     }
 }
 
-/// A minimal linking peer that speaks the handshake from
-/// docs/replication.md with a proof of our choosing.
+/// A fake peer that speaks the replication wire from docs/replication.md
+/// in raw bytes: the handshake either way, with proofs of our choosing,
+/// then frames tagged under the session's keys (when it has a secret).
 struct FakePeer {
     s: std::net::TcpStream,
     buf: Vec<u8>,
+    tx: Option<wire::Session>,
+    rx: Option<wire::Session>,
 }
+
+use memcore::repl::wire;
+
+const FAKE_NODE: u16 = 9;
 
 impl FakePeer {
     fn connect(port: u16) -> FakePeer {
         let s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        FakePeer::over(s)
+    }
+
+    fn over(s: std::net::TcpStream) -> FakePeer {
         s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-        FakePeer { s, buf: Vec::new() }
+        FakePeer { s, buf: Vec::new(), tx: None, rx: None }
     }
 
     fn send(&mut self, b: &[u8]) {
         use std::io::Write;
-        // The acceptor may already have closed: that is an answer too.
+        // The other side may already have closed: that is an answer too.
         let _ = self.s.write_all(b);
     }
 
-    /// The next frame, or None at the end of the stream.
+    /// One frame, tagged when the session is keyed.
+    fn sealed(&mut self, kind: u8, payload: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        wire::frame(&mut out, kind, payload);
+        if let Some(tx) = &mut self.tx {
+            let f = out.clone();
+            tx.seal(&f, &mut out);
+        }
+        out
+    }
+
+    fn send_frame(&mut self, kind: u8, payload: &[u8]) {
+        let b = self.sealed(kind, payload);
+        self.send(&b);
+    }
+
+    /// The next frame (its tag checked when keyed), or None at the end of
+    /// the stream.
     fn frame(&mut self) -> Option<(u8, Vec<u8>)> {
         use std::io::Read;
         loop {
-            if let Some((kind, range, used)) = memcore::repl::wire::split_frame(&self.buf, 1 << 20).unwrap() {
+            let tag = self.rx.as_ref().map_or(0, wire::Session::tag_len);
+            if let Some((kind, range, used)) = wire::split_frame(&self.buf, 64 << 20).unwrap()
+                && self.buf.len() >= used + tag
+            {
+                if let Some(rx) = &mut self.rx {
+                    assert!(
+                        rx.open(&self.buf[..used], &self.buf[used..used + tag]),
+                        "a frame from memcore fails its tag"
+                    );
+                }
                 let p = self.buf[range].to_vec();
-                self.buf.drain(..used);
+                self.buf.drain(..used + tag);
                 return Some((kind, p));
             }
-            let mut chunk = [0u8; 4096];
+            let mut chunk = [0u8; 65536];
             match self.s.read(&mut chunk) {
                 Ok(0) | Err(_) => return None,
                 Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
             }
         }
     }
+
+    /// Frames until one of `kind` (heartbeats and others skipped).
+    fn frame_of(&mut self, kind: u8) -> Option<Vec<u8>> {
+        loop {
+            match self.frame()? {
+                (k, p) if k == kind => return Some(p),
+                _ => {}
+            }
+        }
+    }
+
+    /// Until the other side closes, skipping its frames: true if it does
+    /// within 5 s.
+    fn closed(&mut self) -> bool {
+        let t = Instant::now();
+        while t.elapsed() < Duration::from_secs(5) {
+            if self.frame().is_none() {
+                return true;
+            }
+        }
+        false
+    }
+
+    /// Link to node `port` as node 9 with `secret` (empty: none) and
+    /// expect the resume point.
+    fn linked(port: u16, secret: &[u8]) -> FakePeer {
+        let mut p = FakePeer::connect(port);
+        let nonce_l = memcore::repl::random_bytes::<{ wire::NONCE_LEN }>();
+        let mut out = Vec::new();
+        wire::encode_hello(&mut out, &wire::Hello { node: FAKE_NODE, core: 0, epoch: 0xfeed, nonce: nonce_l });
+        p.send(&out);
+        let (kind, ch) = p.frame().expect("a challenge");
+        assert_eq!((kind, ch.len()), (wire::CHALLENGE, 2 + wire::NONCE_LEN));
+        let (their, nonce_a) = (u16::from_le_bytes([ch[0], ch[1]]), &ch[2..]);
+        let nodes = (FAKE_NODE, their);
+        p.send_frame(wire::AUTH, &wire::proof(secret, wire::ROLE_LINKER, nonce_a, &nonce_l, nodes));
+        let (kind, proof) = p.frame().expect("the acceptor's proof");
+        assert_eq!(kind, wire::AUTH);
+        assert!(wire::proof_ok(secret, wire::ROLE_ACCEPTOR, &nonce_l, nonce_a, nodes, &proof));
+        let (to_acceptor, to_linker) = wire::session_keys(secret, &nonce_l, nonce_a, nodes);
+        p.tx = Some(wire::Session::for_secret(secret, &to_acceptor));
+        p.rx = Some(wire::Session::for_secret(secret, &to_linker));
+        assert_eq!(p.frame().map(|f| f.0), Some(wire::RESUME));
+        p
+    }
+
+    /// Send one batch of `ops` as seq `seq`; returns the bytes sent.
+    fn batch(&mut self, seq: u64, ops: &[wire::Op<'_>]) -> Vec<u8> {
+        let mut payload = seq.to_le_bytes().to_vec();
+        for op in ops {
+            wire::encode_op(&mut payload, op);
+        }
+        let b = self.sealed(wire::BATCH, &payload);
+        self.send(&b);
+        b
+    }
 }
 
-/// The accepting side checks the linker's AUTH: a proof made with another
-/// secret, the acceptor's own proof sent back, a proof over the nonces in
-/// the wrong order, or a truncated one are refused and logged, and a batch
-/// sent after it is not applied; the same fake peer with the right proof
-/// gets a resume point and its batch is applied (so the refusals are about
-/// the proof alone).
+fn secret_file(label: &str, secret: &[u8]) -> std::path::PathBuf {
+    let path = std::env::temp_dir().join(format!("memcore-secret-{}-{label}", std::process::id()));
+    std::fs::write(&path, [secret, b"\n"].concat()).unwrap();
+    path
+}
+
+fn fake_version(ahead_ms: u64) -> u64 {
+    ((memcore::repl::unix_ms() + ahead_ms) << 12) << 8 | u64::from(FAKE_NODE)
+}
+
+fn set_op<'a>(key: &'a str, value: &'a [u8], version: u64) -> wire::Op<'a> {
+    wire::Op::Set { key: key.as_bytes(), version, flags: 0, exp: 0, value, packed: None }
+}
+
+/// The accepting side checks the linker's AUTH before it proves anything
+/// itself (its CHALLENGE holds only a nonce): a proof made with another
+/// secret, with the acceptor's role, over the nonces in the wrong order,
+/// or a truncated one are refused and logged, and a batch sent after it is
+/// not applied; the same fake peer with the right proof gets the
+/// acceptor's proof and a resume point, and its batch is applied (so the
+/// refusals are about the proof alone).
 #[test]
 fn the_acceptor_refuses_a_wrong_auth_answer_and_applies_nothing() {
-    use memcore::repl::wire;
     let secret = b"correct horse";
-    let path = std::env::temp_dir().join(format!("memcore-secret-{}-auth", std::process::id()));
-    std::fs::write(&path, b"correct horse\n").unwrap();
+    let path = secret_file("auth", secret);
     let ports = [free_port(), free_port()];
     let a = start_node(0, &ports, 2, &["--repl-secret", path.to_str().unwrap()]);
-    let fake_node = 9u16;
-    let version = (memcore::repl::unix_ms() << 12) << 8 | u64::from(fake_node);
-    // (secret, nonce_c, nonce_s, the acceptor's proof) → the AUTH payload.
-    type MakeAuth = fn(&[u8], &[u8], &[u8], &[u8]) -> Vec<u8>;
+    let version = fake_version(0);
+    // (secret, nonce_l, nonce_a) → the AUTH payload.
+    type MakeAuth = fn(&[u8], &[u8], &[u8]) -> Vec<u8>;
     let cases: [(&str, MakeAuth); 5] = [
-        ("other-secret", |_, nc, ns, _| wire::proof(b"battery staple", wire::ROLE_LINKER, ns, nc, (9, 1)).to_vec()),
-        ("reflected", |_, _, _, acceptor_proof| acceptor_proof.to_vec()),
-        ("nonces-swapped", |s, nc, ns, _| wire::proof(s, wire::ROLE_LINKER, nc, ns, (9, 1)).to_vec()),
-        ("truncated", |s, nc, ns, _| wire::proof(s, wire::ROLE_LINKER, ns, nc, (9, 1))[..31].to_vec()),
-        ("right", |s, nc, ns, _| wire::proof(s, wire::ROLE_LINKER, ns, nc, (9, 1)).to_vec()),
+        ("other-secret", |_, nl, na| wire::proof(b"battery staple", wire::ROLE_LINKER, na, nl, (9, 1)).to_vec()),
+        ("acceptor-role", |s, nl, na| wire::proof(s, wire::ROLE_ACCEPTOR, nl, na, (9, 1)).to_vec()),
+        ("nonces-swapped", |s, nl, na| wire::proof(s, wire::ROLE_LINKER, nl, na, (9, 1)).to_vec()),
+        ("truncated", |s, nl, na| wire::proof(s, wire::ROLE_LINKER, na, nl, (9, 1))[..31].to_vec()),
+        ("right", |s, nl, na| wire::proof(s, wire::ROLE_LINKER, na, nl, (9, 1)).to_vec()),
     ];
     for (label, make_auth) in cases {
         let mut p = FakePeer::connect(a.repl_port);
-        let nonce_c = [label.len() as u8; wire::NONCE_LEN];
+        let nonce_l = [label.len() as u8; wire::NONCE_LEN];
         let mut out = Vec::new();
         let epoch = 0xfeed_0000 + label.len() as u64;
-        wire::encode_hello(&mut out, &wire::Hello { node: fake_node, core: 0, epoch, nonce: nonce_c });
+        wire::encode_hello(&mut out, &wire::Hello { node: FAKE_NODE, core: 0, epoch, nonce: nonce_l });
         p.send(&out);
         let (kind, ch) = p.frame().expect("a challenge");
         assert_eq!(kind, wire::CHALLENGE, "{label}");
-        assert_eq!(ch.len(), 2 + wire::NONCE_LEN + wire::PROOF_LEN);
+        assert_eq!(ch.len(), 2 + wire::NONCE_LEN, "{label}: no proof before the linker's");
         assert_eq!(u16::from_le_bytes([ch[0], ch[1]]), 1, "the acceptor's node id");
-        let (nonce_s, proof_s) = (&ch[2..2 + wire::NONCE_LEN], &ch[2 + wire::NONCE_LEN..]);
-        assert!(wire::proof_ok(secret, wire::ROLE_ACCEPTOR, &nonce_c, nonce_s, (9, 1), proof_s), "acceptor's proof");
+        let nonce_a = &ch[2..];
+        let (to_acceptor, to_linker) = wire::session_keys(secret, &nonce_l, nonce_a, (9, 1));
         out.clear();
-        wire::frame(&mut out, wire::AUTH, &make_auth(secret, &nonce_c, nonce_s, proof_s));
-        // A batch right behind the answer, as an intruder would send it.
+        wire::frame(&mut out, wire::AUTH, &make_auth(secret, &nonce_l, nonce_a));
+        // A batch right behind the answer, as an intruder would send it
+        // (tagged as the right session would tag it).
         let key = format!("fake:{label}");
-        let at = wire::begin_frame(&mut out, wire::BATCH);
-        out.extend_from_slice(&1u64.to_le_bytes());
-        let op =
-            wire::Op::Set { key: key.as_bytes(), version, flags: 0, exp: 0, value: label.as_bytes(), packed: None };
-        wire::encode_op(&mut out, &op);
-        wire::end_frame(&mut out, at);
         p.send(&out);
+        p.tx = Some(wire::Session::keyed(&to_acceptor));
+        p.batch(1, &[set_op(&key, label.as_bytes(), version)]);
         let mut conn = a.srv.conn();
         if label == "right" {
+            let (kind, proof) = p.frame().expect("the acceptor's proof");
+            assert_eq!(kind, wire::AUTH);
+            assert!(wire::proof_ok(secret, wire::ROLE_ACCEPTOR, &nonce_l, nonce_a, (9, 1), &proof));
+            p.rx = Some(wire::Session::keyed(&to_linker));
             assert_eq!(p.frame().map(|f| f.0), Some(wire::RESUME), "{label}");
-            assert_eq!(p.frame(), Some((wire::ACK, 1u64.to_le_bytes().to_vec())), "{label}");
+            assert_eq!(p.frame_of(wire::ACK), Some(1u64.to_le_bytes().to_vec()), "{label}");
             assert_eq!(get(&mut conn, &key), [value(&key, 0, label.as_bytes()), b"END\r\n".to_vec()].concat());
         } else {
             assert_eq!(p.frame(), Some((wire::REFUSE, b"wrong secret".to_vec())), "{label}");
@@ -494,6 +603,299 @@ fn the_acceptor_refuses_a_wrong_auth_answer_and_applies_nothing() {
     let s = repl_stats(&mut a.srv.conn());
     assert_eq!((s["repl_items"].as_str(), s["repl_items_received"].as_str()), ("1", "1"), "{s:?}");
     let _ = std::fs::remove_file(path);
+}
+
+/// After the handshake every frame is tagged for its session and its
+/// place in it: a frame with one byte changed, the same frame sent twice,
+/// frames out of order, or a frame recorded from an earlier session each
+/// drop the link, and none of them is applied.
+#[test]
+fn a_tampered_replayed_reordered_or_foreign_frame_drops_the_link() {
+    let secret = b"tag every frame";
+    let path = secret_file("tags", secret);
+    let ports = [free_port(), free_port()];
+    let a = start_node(0, &ports, 1, &["--repl-secret", path.to_str().unwrap()]);
+    let mut conn = a.srv.conn();
+    let v = fake_version(0);
+    let has = |conn: &mut Conn, key: &str| get(conn, key) != b"END\r\n";
+
+    let mut p = FakePeer::linked(a.repl_port, secret);
+    let first = p.batch(1, &[set_op("t:first", b"1", v)]);
+    assert_eq!(p.frame_of(wire::ACK), Some(1u64.to_le_bytes().to_vec()));
+    assert!(has(&mut conn, "t:first"), "a well-tagged batch is applied");
+    p.send(&first);
+    assert!(p.closed(), "a replayed frame drops the link");
+
+    let mut p = FakePeer::linked(a.repl_port, secret);
+    let mut b = p.sealed(wire::BATCH, &[&2u64.to_le_bytes()[..], &op_bytes(&set_op("t:tampered", b"2", v))].concat());
+    let at = b.len() - wire::TAG_LEN - 1;
+    b[at] ^= 1;
+    p.send(&b);
+    assert!(p.closed(), "a changed byte drops the link");
+
+    let mut p = FakePeer::linked(a.repl_port, secret);
+    let one = p.sealed(wire::BATCH, &[&3u64.to_le_bytes()[..], &op_bytes(&set_op("t:one", b"3", v))].concat());
+    let two = p.sealed(wire::BATCH, &[&4u64.to_le_bytes()[..], &op_bytes(&set_op("t:two", b"4", v))].concat());
+    p.send(&two);
+    p.send(&one);
+    assert!(p.closed(), "frames out of order drop the link");
+
+    let mut p = FakePeer::linked(a.repl_port, secret);
+    p.send(&first);
+    assert!(p.closed(), "a frame from an earlier session drops the link");
+
+    for key in ["t:tampered", "t:one", "t:two"] {
+        assert!(!has(&mut conn, key), "{key} applied");
+    }
+    assert_eq!(a.srv.log().matches("failed its tag check").count(), 4, "{}", a.srv.log());
+    let _ = std::fs::remove_file(path);
+}
+
+fn op_bytes(op: &wire::Op<'_>) -> Vec<u8> {
+    let mut b = Vec::new();
+    wire::encode_op(&mut b, op);
+    b
+}
+
+/// A peer's version more than the allowed drift ahead of this node's
+/// clock is refused and logged (u64::MAX would pin the key forever and
+/// wrap the clock), and so is a value that claims to unpack to more than
+/// `-I`; ops beside them are applied, and local writes keep winning.
+#[test]
+fn a_version_from_the_future_and_an_oversize_unpacked_value_are_refused() {
+    let ports = [free_port(), free_port()];
+    let a = start_node(0, &ports, 2, &["-I", "1m"]);
+    let mut p = FakePeer::linked(a.repl_port, b"");
+    let drift = memcore::repl::hlc::MAX_DRIFT_MS;
+    let big = wire::Op::Set {
+        key: b"f:big",
+        version: fake_version(0),
+        flags: 0,
+        exp: 0,
+        value: b"x",
+        packed: Some(u32::MAX),
+    };
+    let just_over = wire::Op::Set {
+        key: b"f:over",
+        version: fake_version(0),
+        flags: 0,
+        exp: 0,
+        value: b"x",
+        packed: Some((1 << 20) + 1),
+    };
+    p.batch(
+        1,
+        &[
+            set_op("f:max", b"pinned", u64::MAX),
+            set_op("f:ahead", b"late", fake_version(drift + 600_000)),
+            wire::Op::Del { key: b"f:del", version: u64::MAX },
+            big,
+            just_over,
+            set_op("f:ok", b"fine", fake_version(0)),
+        ],
+    );
+    assert_eq!(p.frame_of(wire::ACK), Some(1u64.to_le_bytes().to_vec()));
+    let mut c = a.srv.conn();
+    assert_eq!(get(&mut c, "f:ok"), [value("f:ok", 0, b"fine"), b"END\r\n".to_vec()].concat());
+    for key in ["f:max", "f:ahead", "f:big", "f:over"] {
+        assert_eq!(get(&mut c, key), b"END\r\n", "{key}");
+    }
+    let s = repl_stats(&mut c);
+    assert_eq!(s["repl_ops_refused"], "5", "{s:?}");
+    assert_eq!(s["repl_tombstones"], "0", "the refused delete left no tombstone");
+    // The clock was not dragged: a local write, then a peer's write
+    // stamped now, and the later one wins.
+    assert_eq!(c.request(&store_cmd("set", "f:max", 0, 0, b"local")), b"STORED\r\n");
+    assert_eq!(get(&mut c, "f:max"), [value("f:max", 0, b"local"), b"END\r\n".to_vec()].concat());
+    std::thread::sleep(Duration::from_millis(5));
+    p.batch(2, &[set_op("f:max", b"newer", fake_version(0))]);
+    assert_eq!(p.frame_of(wire::ACK), Some(2u64.to_le_bytes().to_vec()));
+    assert_eq!(get(&mut c, "f:max"), [value("f:max", 0, b"newer"), b"END\r\n".to_vec()].concat());
+    let log = a.srv.log();
+    assert!(log.contains("ahead of this node's clock"), "{log}");
+}
+
+/// A snapshot end without its beginning, or a snapshot inside a
+/// snapshot, is a protocol error: the link drops and the node's resync
+/// count stays whole.
+#[test]
+fn an_unpaired_snapshot_frame_drops_the_link() {
+    let ports = [free_port(), free_port()];
+    let a = start_node(0, &ports, 1, &[]);
+    let mut p = FakePeer::linked(a.repl_port, b"");
+    p.send_frame(wire::SNAP_END, &0u64.to_le_bytes());
+    assert!(p.closed(), "an unpaired snapshot end was taken");
+    let mut p = FakePeer::linked(a.repl_port, b"");
+    p.send_frame(wire::SNAP_BEGIN, &[]);
+    p.send_frame(wire::SNAP_BEGIN, &[]);
+    assert!(p.closed(), "a snapshot inside a snapshot was taken");
+    let log = a.srv.log();
+    assert!(log.contains("a snapshot end without its beginning"), "{log}");
+    assert!(poll(Duration::from_secs(5), || repl_stats(&mut a.srv.conn())["repl_state"] == "ok"));
+}
+
+/// A node that links to a fake acceptor streams to it; an ACK for a batch
+/// it never sent drops the link with a protocol error in the log.
+#[test]
+fn an_ack_beyond_what_was_sent_drops_the_link() {
+    let fake = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let fake_port = fake.local_addr().unwrap().port();
+    let ports = [free_port(), fake_port];
+    let a = start_node(0, &ports, 1, &[]);
+    let (s, _) = fake.accept().unwrap();
+    let mut p = FakePeer::over(s);
+    let (kind, hello) = p.frame().expect("a hello");
+    let hello = wire::parse_hello(kind, &hello).unwrap();
+    let nonce_a = [7u8; wire::NONCE_LEN];
+    let nodes = (hello.node, FAKE_NODE);
+    p.send_frame(wire::CHALLENGE, &[&FAKE_NODE.to_le_bytes()[..], &nonce_a].concat());
+    let (kind, proof) = p.frame().expect("the linker's proof");
+    assert_eq!(kind, wire::AUTH);
+    assert!(wire::proof_ok(b"", wire::ROLE_LINKER, &nonce_a, &hello.nonce, nodes, &proof));
+    p.send_frame(wire::AUTH, &wire::proof(b"", wire::ROLE_ACCEPTOR, &hello.nonce, &nonce_a, nodes));
+    p.send_frame(wire::RESUME, &[0u8; 16]);
+    // A full resync of the empty node, then a write goes out as a batch.
+    p.frame_of(wire::SNAP_END).expect("the snapshot's end");
+    let mut c = a.srv.conn();
+    assert_eq!(c.request(&store_cmd("set", "k", 0, 0, b"v")), b"STORED\r\n");
+    let seq = loop {
+        let (kind, b) = p.frame().expect("a batch");
+        if kind == wire::BATCH && b[..8] != [0; 8] {
+            break u64::from_le_bytes(b[..8].try_into().unwrap());
+        }
+    };
+    p.send_frame(wire::ACK, &(seq + 1).to_le_bytes());
+    assert!(p.closed(), "the link stays up after an ACK past what was sent");
+    let want = format!("the peer acknowledged seq {}, past the {seq} sent", seq + 1);
+    assert!(poll(Duration::from_secs(5), || a.srv.log().contains(&want)), "{}", a.srv.log());
+}
+
+/// Strangers holding many replication connections open without a word
+/// neither keep clients out nor hold descriptors for long: inbound links
+/// are capped apart from `-c`, and each must finish its handshake in time.
+/// The server starts with a soft open-files limit of 64, so without the
+/// cap the half-open connections would take every descriptor.
+#[test]
+fn many_half_open_replication_connections_do_not_stop_clients() {
+    let wrapper = std::env::temp_dir().join(format!("memcore-lowfd-{}.sh", std::process::id()));
+    std::fs::write(&wrapper, format!("#!/bin/sh\nulimit -S -n 64\nexec {} \"$@\"\n", common::memcore_bin())).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let ports = [free_port(), free_port()];
+    let (listen, peer) = (format!("127.0.0.1:{}", ports[0]), format!("127.0.0.1:{}", ports[1]));
+    let args = [
+        "--repl-listen",
+        &listen,
+        "--peers",
+        &peer,
+        "--node-id",
+        "1",
+        "--repl-insecure",
+        "-c",
+        "40",
+        "--repl-max-links",
+        "8",
+    ];
+    let srv = common::Server::spawn(wrapper.to_str().unwrap(), common::Kind::Memcore, 2, &args);
+    let strangers: Vec<std::net::TcpStream> =
+        (0..300).filter_map(|_| std::net::TcpStream::connect(("127.0.0.1", ports[0])).ok()).collect();
+    assert!(strangers.len() >= 100, "only {} connections", strangers.len());
+    let mut clients: Vec<Conn> = (0..30).map(|_| srv.conn()).collect();
+    for (i, c) in clients.iter_mut().enumerate() {
+        let key = format!("c{i}");
+        assert_eq!(c.request(&store_cmd("set", &key, 0, 0, b"v")), b"STORED\r\n", "client {i}");
+    }
+    let s = repl_stats(&mut clients[0]);
+    assert!(s["repl_links_refused"].parse::<u64>().unwrap() > 0, "{s:?}");
+    assert!(srv.log().contains("--repl-max-links"), "{}", srv.log());
+    // The ones let in must finish a handshake within 2 s, or be closed.
+    let mut first = &strangers[0];
+    first.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let t = Instant::now();
+    use std::io::Read;
+    assert_eq!(first.read(&mut [0u8; 16]).unwrap_or(0), 0, "a silent connection was answered");
+    assert!(t.elapsed() < Duration::from_secs(3), "a silent connection held for {:?}", t.elapsed());
+    drop(strangers);
+    let _ = std::fs::remove_file(wrapper);
+}
+
+/// A peer given by name is resolved off the core (on a helper thread) and
+/// links like one given by address.
+#[test]
+fn a_peer_given_by_name_links() {
+    let ports = [free_port(), free_port()];
+    let named = |p: u16| format!("localhost:{p}");
+    let nodes: Vec<Node> = (0..2)
+        .map(|i| {
+            let (listen, peer, id) = (format!("127.0.0.1:{}", ports[i]), named(ports[1 - i]), (i + 1).to_string());
+            let args = ["--repl-listen", &listen, "--peers", &peer, "--node-id", &id, "--repl-insecure"];
+            Node {
+                srv: common::Server::spawn(common::memcore_bin(), common::Kind::Memcore, 1, &args),
+                repl_port: ports[i],
+            }
+        })
+        .collect();
+    all_linked(&nodes);
+    assert_eq!(nodes[0].srv.conn().request(&store_cmd("set", "n", 0, 0, b"v")), b"STORED\r\n");
+    let mut c = nodes[1].srv.conn();
+    assert!(poll(Duration::from_secs(2), || get(&mut c, "n") != b"END\r\n"));
+}
+
+/// Replication without a secret must be asked for: `--peers` or
+/// `--repl-listen` alone is a bad command line (exit status 64, one line
+/// on stderr), and `--repl-insecure` starts with a warning.
+#[test]
+fn replication_without_a_secret_refuses_to_start() {
+    for args in [&["--peers", "127.0.0.1:1", "--node-id", "1"][..], &["--repl-listen", "127.0.0.1:1", "--node-id", "1"]]
+    {
+        let out = std::process::Command::new(common::memcore_bin()).args(args).output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(64), "{args:?}: {err}");
+        assert_eq!(err.lines().count(), 1, "{err}");
+        assert!(err.contains("--repl-secret") && err.contains("--repl-insecure"), "{err}");
+    }
+    let ports = [free_port(), free_port()];
+    let n = start_node(0, &ports, 1, &[]);
+    assert!(n.srv.log().contains("without a secret (--repl-insecure)"), "{}", n.srv.log());
+}
+
+/// Tombstones count against the core's memory: a peer's flood of deletes
+/// takes at most a share of `-m` (the oldest are forgotten early past
+/// it), the crawler drops them after their TTL with no write coming by,
+/// and a set refused under `-M` leaves none.
+#[test]
+fn tombstones_are_bounded_by_memory_and_reclaimed_by_the_crawler() {
+    let ports = [free_port(), free_port()];
+    let a = start_node(0, &ports, 1, &["-m", "8", "-I", "1m", "--repl-tombstone-ttl", "2", "-M", "--compress", "off"]);
+    let mut c = a.srv.conn();
+    let mut p = FakePeer::linked(a.repl_port, b"");
+    let key_of = |i: usize| format!("{i:0>200}");
+    let keys: Vec<String> = (0..40_000).map(key_of).collect();
+    let v = fake_version(0);
+    for (n, chunk) in keys.chunks(2_000).enumerate() {
+        let ops: Vec<wire::Op<'_>> = chunk.iter().map(|k| wire::Op::Del { key: k.as_bytes(), version: v }).collect();
+        p.batch(n as u64 + 1, &ops);
+    }
+    assert_eq!(p.frame_of(wire::ACK).map(|b| b.len()), Some(8));
+    let applied =
+        poll(Duration::from_secs(10), || repl_stats(&mut c)["repl_items_received"].parse::<u64>().unwrap() >= 40_000);
+    assert!(applied, "{:?}", repl_stats(&mut c));
+    let tombs: u64 = repl_stats(&mut c)["repl_tombstones"].parse().unwrap();
+    // 8 MiB / 4 over ~500 bytes each: about 4,000 of the 40,000.
+    assert!(tombs > 1_000 && tombs < 10_000, "{tombs} tombstones");
+    let gone = poll(Duration::from_secs(10), || repl_stats(&mut c)["repl_tombstones"] == "0");
+    assert!(gone, "tombstones outlive their TTL without writes: {:?}", repl_stats(&mut c));
+    // Under -M, fill the core, then a refused set leaves no tombstone.
+    let big = vec![b'x'; 500_000];
+    let mut refused = 0;
+    for i in 0..40 {
+        let r = c.request(&store_cmd("set", &format!("big{i}"), 0, 0, &big));
+        if r.starts_with(b"SERVER_ERROR out of memory") {
+            refused += 1;
+        }
+    }
+    assert!(refused > 0, "no set was refused");
+    assert_eq!(repl_stats(&mut c)["repl_tombstones"], "0");
 }
 
 // ---- a network split, with network namespaces made by the test ---------

@@ -21,7 +21,7 @@ fresh processes. The resync runs both nodes with -t 2.
 Usage:
   bench/replication/bench.py [--rounds 3] [--time 5] [--lag-time 10]
                              [--resync-mib 1024] [--only throughput,lag,resync]
-                             [--bin-dir target/release] [--memtier]
+                             [--bin-dir target/release] [--memtier] [--secret]
 
 Every process it starts is killed by its PID at the end (also on errors).
 """
@@ -44,6 +44,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 TICK = os.sysconf("SC_CLK_TCK")
 STARTED: list[subprocess.Popen] = []
+# How the nodes authenticate each other: --repl-insecure, or --repl-secret
+# FILE with --secret (then every replication frame carries a tag).
+REPL_AUTH: list[str] = ["--repl-insecure"]
 
 
 def free_port() -> int:
@@ -144,7 +147,7 @@ def group(args, mode: str | None, log_dir: Path, threads=(1, 1, 1), cpus=("0", "
     for i in range(n):
         peers = ",".join(f"127.0.0.1:{p}" for j, p in enumerate(ports) if j != i)
         repl = ["--repl-listen", f"127.0.0.1:{ports[i]}", "--peers", peers, "--node-id", str(i + 1),
-                "--repl-mode", mode, *extra]
+                *REPL_AUTH, "--repl-mode", mode, *extra]
         nodes.append(Node(args.bin_dir, cpus[i], threads[i], mem_mb, repl, log_dir, f"{mode}{i}"))
     wait_linked(nodes)
     return nodes
@@ -304,7 +307,7 @@ def resync(args, log_dir: Path):
 
     def node(i: int) -> Node:
         repl = ["--repl-listen", f"127.0.0.1:{ports[i]}", "--peers", f"127.0.0.1:{ports[1 - i]}",
-                "--node-id", str(i + 1)]
+                "--node-id", str(i + 1), *REPL_AUTH]
         return Node(args.bin_dir, "0,1", 2, mem, repl, log_dir, f"resync{i}")
 
     a = node(0)
@@ -359,12 +362,18 @@ def main():
     p.add_argument("--bin-dir", type=Path, default=Path(os.environ.get("MEMCORE_BIN_DIR", REPO / "target/release")))
     p.add_argument("--memtier", nargs="?", const=shutil.which("memtier_benchmark"), default=None,
                    help="use memtier_benchmark (from PATH, or this path) as the load generator")
+    p.add_argument("--secret", action="store_true",
+                   help="link the nodes with --repl-secret (tagged frames) instead of --repl-insecure")
     args = p.parse_args()
     if os.cpu_count() and os.cpu_count() < 2:
         sys.exit("needs 2 CPUs (node on CPU 0, generator and peers on CPU 1)")
     parts = args.only.split(",")
     with tempfile.TemporaryDirectory(prefix="memcore-replbench-") as d:
         log_dir = Path(d)
+        if args.secret:
+            secret = log_dir / "secret"
+            secret.write_text("bench secret\n")
+            REPL_AUTH[:] = ["--repl-secret", str(secret)]
         try:
             print(f"binaries: {args.bin_dir}; generator: {args.memtier or 'memcore-bench'}", flush=True)
             if "throughput" in parts:

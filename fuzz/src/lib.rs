@@ -10,6 +10,13 @@
 //! * [`check_store`]: run a byte-coded sequence of operations on a small
 //!   `memcore::storage::Store` next to a model of the last value written per
 //!   key, and check memory accounting, LRU and replies against the model.
+//! * [`check_repl`]: a peer's byte stream (replication frames) cut into
+//!   frames whole and a byte at a time, each frame's ops decoded,
+//!   re-encoded and applied to a small store: no panic, the same frames
+//!   either way, nothing from further ahead than the allowed drift or over
+//!   the size limit applied, memory (tombstones included) within the
+//!   limit, the local clock never dragged past the drift, and a session
+//!   tag that fails on any changed byte.
 
 #![allow(dead_code)]
 
@@ -646,4 +653,147 @@ pub fn check_store(data: &[u8]) -> StoreRun {
     run.ops = ops;
     run.evictions = s.stats.evictions;
     run
+}
+
+// ---------------------------------------------------------------------------
+// Replication: what a peer sends
+// ---------------------------------------------------------------------------
+
+/// What a replication run reached (so the generator can be checked).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ReplRun {
+    pub frames: u64,
+    pub ops: u64,
+    pub applied: u64,
+    pub refused: u64,
+}
+
+impl std::ops::AddAssign for ReplRun {
+    fn add_assign(&mut self, o: ReplRun) {
+        self.frames += o.frames;
+        self.ops += o.ops;
+        self.applied += o.applied;
+        self.refused += o.refused;
+    }
+}
+
+/// The wall clock of a replication run, in ms.
+pub const REPL_NOW_MS: u64 = START * 1000;
+
+/// `data`: a header byte pair (limit, -I) then the peer's bytes.
+pub fn check_repl(data: &[u8]) -> ReplRun {
+    use memcore::repl::apply::ReplShard;
+    use memcore::repl::hlc::MAX_DRIFT_MS;
+    use memcore::repl::wire;
+    let mut run = ReplRun::default();
+    let (head, stream) = data.split_at(data.len().min(2));
+    let limit = MIN_LIMIT + head.first().map_or(0, |&b| b as usize) * 16 * 1024;
+    let value_max = 1024 + head.get(1).map_or(0, |&b| b as usize) * 512;
+    let max_frame = value_max + 4096;
+    let cfg = StoreConfig {
+        limit,
+        evict: head.first().is_some_and(|b| b & 1 == 0),
+        started: START - 100,
+        digest: true,
+        ..Default::default()
+    };
+    let mut store = Store::new(cfg);
+    let mut repl = ReplShard::new(1, 60_000, value_max);
+
+    // Frames whole, then a byte at a time as a socket may deliver them.
+    let frames = split_all(stream, max_frame, usize::MAX);
+    assert_eq!(frames, split_all(stream, max_frame, 1), "frames differ when the bytes come one at a time");
+    let limit_version = ((REPL_NOW_MS + MAX_DRIFT_MS) << 12 | 0xfff) << 8 | 0xff;
+    for (kind, payload) in frames.iter().filter_map(|f| f.as_ref().ok()) {
+        run.frames += 1;
+        if *kind != wire::BATCH {
+            continue;
+        }
+        let mut r = wire::Reader(payload);
+        if r.u64().is_err() {
+            continue;
+        }
+        let ops = r.0;
+        let Ok(n) = wire::validate_ops(ops) else { continue };
+        // Decoding and re-encoding gives back the same bytes.
+        let mut again = Vec::new();
+        let mut rd = wire::Reader(ops);
+        while !rd.is_empty() {
+            let op = wire::next_op(&mut rd).expect("validated ops decode");
+            wire::encode_op(&mut again, &op);
+        }
+        assert_eq!(again, ops, "ops do not re-encode to their bytes");
+        run.ops += n as u64;
+        let before = repl.stats;
+        repl.apply_ops(&mut store, ops, START, REPL_NOW_MS);
+        assert_eq!(repl.stats.received - before.received, n as u64);
+        assert!(store.memory_used() <= store.limit(), "{} bytes over limit {}", store.memory_used(), store.limit());
+        assert!(repl.tomb_bytes() <= store.limit() / 4, "tombstones take {} of {}", repl.tomb_bytes(), store.limit());
+        let mut rd = wire::Reader(ops);
+        while !rd.is_empty() {
+            let op = wire::next_op(&mut rd).expect("validated ops decode");
+            if let Some(key) = op.key()
+                && let Some(v) = store.version_of(key, START)
+            {
+                assert!(v <= limit_version, "version {v:#x} from the future stored");
+            }
+            if let Some(t) = op.key().and_then(|k| repl.tombstone(k)) {
+                assert!(t <= limit_version, "tombstone {t:#x} from the future kept");
+            }
+        }
+    }
+    let stats = repl.stats;
+    run.applied = stats.applied;
+    run.refused = stats.refused;
+    // The clock went no further than the drift allows.
+    let next = repl.stamp(REPL_NOW_MS);
+    assert!(next <= limit_version + 0x100, "the local clock was dragged to {next:#x}");
+
+    // A session tag fails on any changed byte of its frame.
+    if let Some(Ok((kind, payload))) = frames.first() {
+        let mut f = Vec::new();
+        wire::frame(&mut f, *kind, payload);
+        let key = [head.first().copied().unwrap_or(0); 32];
+        let mut tagged = f.clone();
+        wire::Session::keyed(&key).seal(&f, &mut tagged);
+        assert!(wire::Session::keyed(&key).open(&f, &tagged[f.len()..]));
+        let at = stream.len() % tagged.len();
+        tagged[at] ^= 1 << (stream.len() % 8);
+        let (frame, tag) = tagged.split_at(f.len());
+        assert!(!wire::Session::keyed(&key).open(frame, tag), "a changed byte at {at} passed the tag check");
+    }
+    run
+}
+
+type Frame = Result<(u8, Vec<u8>), memcore::repl::wire::WireError>;
+
+/// Cut `stream` into frames as a receiver does, `step` bytes arriving at a
+/// time; stops at the first error (the link would be dropped).
+fn split_all(stream: &[u8], max: usize, step: usize) -> Vec<Frame> {
+    use memcore::repl::wire::split_frame;
+    let mut out = Vec::new();
+    let (mut have, mut start) = (0usize, 0usize);
+    loop {
+        loop {
+            let avail = &stream[start..have];
+            match split_frame(avail, max) {
+                Err(e) => {
+                    out.push(Err(e));
+                    return out;
+                }
+                Ok(None) => break,
+                Ok(Some((kind, range, used))) => {
+                    assert!(used <= avail.len() && range.end <= used && range.start == 5 && used >= 5);
+                    assert_eq!(kind, avail[4]);
+                    out.push(Ok((kind, avail[range].to_vec())));
+                    start += used;
+                }
+            }
+        }
+        if have == stream.len() {
+            break;
+        }
+        have = have.saturating_add(step).min(stream.len());
+    }
+    out
 }

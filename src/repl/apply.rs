@@ -1,6 +1,14 @@
 //! One core's replication state beside its store: the clock that versions
 //! its writes, the ops waiting to be shipped, the tombstones of deletes, and
 //! applying what peers send. Runtime-free: the caller passes the time.
+//!
+//! Peers are not trusted with this core's memory or clock: an op whose
+//! version is too far ahead of the local clock (hlc.rs) or whose value
+//! claims more than `-I` unpacked is refused and counted, and tombstones
+//! are charged to the store's limit (`Store::set_external`), at most
+//! `1/TOMB_SHARE` of it and never more than is free without eviction;
+//! past that the oldest are forgotten early (a late, older write of such
+//! a key may then come back: the price of bounded memory).
 
 use std::collections::{HashMap, VecDeque};
 
@@ -16,7 +24,19 @@ pub struct ApplyStats {
     /// Ops that lost to a newer version already here (or a tombstone).
     pub conflicts: u64,
     pub no_memory: u64,
+    /// Ops refused: a version too far ahead, or a value over `-I`.
+    pub refused: u64,
+    /// Tombstones forgotten before their TTL to stay within their share.
+    pub tombs_dropped: u64,
 }
+
+/// Tombstones may take at most this fraction (1/n) of the core's limit.
+const TOMB_SHARE: usize = 4;
+/// What one tombstone costs beside its key, twice over (the map and the
+/// expiry queue each hold the key): boxes, the map's slot, the queue's.
+const TOMB_OVERHEAD: usize = 96;
+/// A refusal is logged at most this often per core.
+const REFUSAL_LOG_MS: u64 = 10_000;
 
 pub struct ReplShard {
     pub hlc: Hlc,
@@ -27,13 +47,21 @@ pub struct ReplShard {
     tombs: HashMap<Box<[u8]>, (u64, u64)>,
     tomb_order: VecDeque<(u64, Box<[u8]>)>,
     tomb_ttl_ms: u64,
+    /// What the tombstones cost, as charged to the store.
+    tomb_bytes: usize,
+    /// Largest value a peer may send (`-I`), unpacked.
+    value_max: usize,
+    last_refusal_log_ms: u64,
     pub stats: ApplyStats,
     pub shipped: u64,
 }
 
 impl ReplShard {
-    pub fn new(node: u8, tomb_ttl_ms: u64) -> Self {
+    pub fn new(node: u8, tomb_ttl_ms: u64, value_max: usize) -> Self {
         ReplShard {
+            tomb_bytes: 0,
+            value_max,
+            last_refusal_log_ms: 0,
             hlc: Hlc::new(node),
             pending: Vec::new(),
             pending_ops: 0,
@@ -54,8 +82,8 @@ impl ReplShard {
     /// `version` (the write stored it). A local write also ends the key's
     /// tombstone.
     pub fn ship_item(&mut self, store: &mut Store, key: &[u8], version: u64, now: u64) {
-        if !self.tombs.is_empty() {
-            self.tombs.remove(key);
+        if !self.tombs.is_empty() && self.tombs.remove(key).is_some() {
+            self.tomb_bytes -= key.len() + TOMB_OVERHEAD / 2;
         }
         let pending = &mut self.pending;
         let shipped = store.peek(key, now, |item| {
@@ -84,10 +112,17 @@ impl ReplShard {
 
     /// Queue a delete of `key` at `version` and keep its tombstone.
     pub fn ship_delete(&mut self, key: &[u8], version: u64, now_ms: u64) {
+        self.ship_delete_untombed(key, version);
+        self.tomb(key, version, now_ms);
+    }
+
+    /// Queue a delete without keeping a tombstone here: for a write this
+    /// node refused (a set under `-M` that did not fit), which must not
+    /// turn into memory held outside the limit.
+    pub fn ship_delete_untombed(&mut self, key: &[u8], version: u64) {
         wire::encode_op(&mut self.pending, &Op::Del { key, version });
         self.pending_ops += 1;
         self.shipped += 1;
-        self.tomb(key, version, now_ms);
     }
 
     pub fn ship_flush(&mut self, at: u64, version: u64) {
@@ -97,15 +132,50 @@ impl ReplShard {
     }
 
     fn tomb(&mut self, key: &[u8], version: u64, now_ms: u64) {
-        let deadline = now_ms + self.tomb_ttl_ms;
+        let deadline = now_ms.saturating_add(self.tomb_ttl_ms);
         match self.tombs.get_mut(key) {
             Some(t) if t.0 >= version => return,
             Some(t) => *t = (version, deadline),
             None => {
                 self.tombs.insert(key.into(), (version, deadline));
+                self.tomb_bytes += key.len() + TOMB_OVERHEAD / 2;
             }
         }
         self.tomb_order.push_back((deadline, key.into()));
+        self.tomb_bytes += key.len() + TOMB_OVERHEAD / 2;
+    }
+
+    /// What the tombstones cost now.
+    pub fn tomb_bytes(&self) -> usize {
+        self.tomb_bytes
+    }
+
+    /// Forget the oldest entry of the expiry queue (and its tombstone,
+    /// unless a newer delete renewed it).
+    fn pop_oldest(&mut self) -> Option<u64> {
+        let (deadline, key) = self.tomb_order.pop_front()?;
+        self.tomb_bytes -= key.len() + TOMB_OVERHEAD / 2;
+        if self.tombs.get(&key).is_some_and(|t| t.1 == deadline) {
+            self.tombs.remove(&key);
+            self.tomb_bytes -= key.len() + TOMB_OVERHEAD / 2;
+        }
+        Some(deadline)
+    }
+
+    /// Keep the tombstones within their share of the store's limit and
+    /// charge what they cost to it.
+    pub fn charge(&mut self, store: &mut Store, now: u64) {
+        let budget = store.limit() / TOMB_SHARE;
+        while self.tomb_bytes > budget && self.pop_oldest().is_some() {
+            self.stats.tombs_dropped += 1;
+        }
+        store.set_external(self.tomb_bytes, now);
+        // Without eviction (-M) items cannot make room: tombstones get
+        // only what is free.
+        while store.memory_used() > store.limit() && self.pop_oldest().is_some() {
+            self.stats.tombs_dropped += 1;
+            store.set_external(self.tomb_bytes, now);
+        }
     }
 
     /// The version that deleted `key`, while its tombstone lasts.
@@ -119,14 +189,8 @@ impl ReplShard {
 
     /// Drop tombstones older than the TTL.
     pub fn collect(&mut self, now_ms: u64) {
-        while let Some((deadline, _)) = self.tomb_order.front() {
-            if *deadline > now_ms {
-                break;
-            }
-            let (deadline, key) = self.tomb_order.pop_front().expect("front exists");
-            if self.tombs.get(&key).is_some_and(|t| t.1 == deadline) {
-                self.tombs.remove(&key);
-            }
+        while self.tomb_order.front().is_some_and(|(deadline, _)| *deadline <= now_ms) {
+            self.pop_oldest();
         }
     }
 
@@ -145,17 +209,47 @@ impl ReplShard {
         while !r.is_empty() {
             let Ok(op) = wire::next_op(&mut r) else {
                 log::error!("replicated ops did not parse");
-                return;
+                break;
             };
             self.apply(store, &op, now, now_ms);
         }
+        self.charge(store, now);
+    }
+
+    /// Why a peer's op is refused, if it is.
+    fn refusal(&self, op: &Op<'_>, now_ms: u64) -> Option<String> {
+        let version = match *op {
+            Op::Set { version, .. } | Op::Del { version, .. } | Op::Flush { version, .. } => version,
+        };
+        if super::hlc::version_ms(version) > now_ms.saturating_add(super::hlc::MAX_DRIFT_MS) {
+            return Some(format!(
+                "version {version:#x} is {} ms ahead of this node's clock (at most {} allowed)",
+                super::hlc::version_ms(version) - now_ms,
+                super::hlc::MAX_DRIFT_MS
+            ));
+        }
+        if let Op::Set { value, packed, .. } = *op {
+            let len = packed.map_or(value.len(), |n| n as usize);
+            if len > self.value_max || value.len() > self.value_max {
+                return Some(format!("a value of {len} bytes is over -I ({} bytes)", self.value_max));
+            }
+        }
+        None
     }
 
     pub fn apply(&mut self, store: &mut Store, op: &Op<'_>, now: u64, now_ms: u64) {
         self.stats.received += 1;
+        if let Some(why) = self.refusal(op, now_ms) {
+            self.stats.refused += 1;
+            if now_ms.saturating_sub(self.last_refusal_log_ms) >= REFUSAL_LOG_MS || self.last_refusal_log_ms == 0 {
+                self.last_refusal_log_ms = now_ms;
+                log::warn!("refused an op from a peer: {why} ({} refused so far on this core)", self.stats.refused);
+            }
+            return;
+        }
         match *op {
             Op::Set { key, version, flags, exp, value, packed } => {
-                self.hlc.observe(version);
+                let _ = self.hlc.observe(version, now_ms);
                 if self.tombstone(key).is_some_and(|t| t >= version) {
                     self.stats.conflicts += 1;
                     return;
@@ -167,7 +261,7 @@ impl ReplShard {
                 }
             }
             Op::Del { key, version } => {
-                self.hlc.observe(version);
+                let _ = self.hlc.observe(version, now_ms);
                 if store.delete_older(key, version, now) {
                     self.stats.applied += 1;
                 } else if store.version_of(key, now).is_some() {
@@ -176,7 +270,7 @@ impl ReplShard {
                 self.tomb(key, version, now_ms);
             }
             Op::Flush { at, version } => {
-                self.hlc.observe(version);
+                let _ = self.hlc.observe(version, now_ms);
                 store.flush(at, now);
                 self.stats.applied += 1;
             }
@@ -211,7 +305,7 @@ mod tests {
     #[test]
     fn conflicting_writes_converge_whatever_the_order_of_arrival() {
         let (mut a, mut b) = (store(), store());
-        let (mut ra, mut rb) = (ReplShard::new(1, 60_000), ReplShard::new(2, 60_000));
+        let (mut ra, mut rb) = (ReplShard::new(1, 60_000, 1 << 20), ReplShard::new(2, 60_000, 1 << 20));
         set(&mut a, &mut ra, b"k", b"from-a", 5_000);
         set(&mut b, &mut rb, b"k", b"from-b", 5_000);
         set(&mut b, &mut rb, b"other", b"x", 5_001);
@@ -231,7 +325,7 @@ mod tests {
     #[test]
     fn a_delete_beats_an_older_set_that_arrives_after_it() {
         let (mut a, mut b) = (store(), store());
-        let (mut ra, mut rb) = (ReplShard::new(1, 1_000), ReplShard::new(2, 1_000));
+        let (mut ra, mut rb) = (ReplShard::new(1, 1_000, 1 << 20), ReplShard::new(2, 1_000, 1 << 20));
         set(&mut a, &mut ra, b"k", b"old", 1_000);
         let old_set = std::mem::take(&mut ra.pending);
         a.stamp = ra.stamp(2_000);
@@ -249,7 +343,7 @@ mod tests {
         rb.collect(2_000 + 1_000);
         assert_eq!(rb.tombstones(), 0, "collected after the TTL");
         // A newer set after the delete wins.
-        let mut rc = ReplShard::new(3, 1_000);
+        let mut rc = ReplShard::new(3, 1_000, 1 << 20);
         let mut c = store();
         set(&mut c, &mut rc, b"k", b"new", 3_000);
         rb.apply_ops(&mut b, &rc.pending, NOW, 3_000);
@@ -259,7 +353,7 @@ mod tests {
     #[test]
     fn touch_and_incr_ship_new_versions_and_digests_follow() {
         let (mut a, mut b) = (store(), store());
-        let (mut ra, mut rb) = (ReplShard::new(1, 1_000), ReplShard::new(2, 1_000));
+        let (mut ra, mut rb) = (ReplShard::new(1, 1_000, 1 << 20), ReplShard::new(2, 1_000, 1 << 20));
         set(&mut a, &mut ra, b"n", b"41", 1_000);
         a.stamp = ra.stamp(1_001);
         assert_eq!(a.arith(b"n", true, 1, NOW), crate::storage::ArithOutcome::Value(42));
@@ -275,5 +369,25 @@ mod tests {
         assert_eq!(value(&mut b, b"n").as_deref(), Some(&b"42"[..]));
         assert_eq!(a.digest(), b.digest());
         assert_eq!(b.peek(b"n", NOW, |i| i.exp), Some(NOW + 500));
+    }
+
+    #[test]
+    fn tombstones_are_charged_to_the_store_and_kept_within_their_share() {
+        let mut s = Store::new(StoreConfig { started: NOW - 10, limit: 8 << 20, ..Default::default() });
+        let mut r = ReplShard::new(1, 1_000, 1 << 20);
+        let empty = s.memory_used();
+        let keys: Vec<Vec<u8>> = (0..40_000u32).map(|i| format!("{i:0>200}").into_bytes()).collect();
+        for k in &keys {
+            r.apply(&mut s, &Op::Del { key: k, version: 5 }, NOW, 2_000);
+        }
+        r.charge(&mut s, NOW);
+        assert!(r.tomb_bytes() <= s.limit() / TOMB_SHARE, "{} of {}", r.tomb_bytes(), s.limit());
+        assert!(r.tombstones() > 1_000 && r.stats.tombs_dropped > 30_000, "{} kept", r.tombstones());
+        assert_eq!(s.memory_used(), empty + r.tomb_bytes(), "charged to the store");
+        assert_eq!(r.tombstone(&keys[0]), None, "the oldest were forgotten first");
+        assert_eq!(r.tombstone(&keys[39_999]), Some(5));
+        r.collect(3_000);
+        r.charge(&mut s, NOW);
+        assert_eq!((r.tombstones(), r.tomb_bytes(), s.memory_used()), (0, 0, empty), "collected after the TTL");
     }
 }

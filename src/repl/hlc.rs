@@ -12,10 +12,21 @@
 //! versions as integers compares the timestamps first and breaks ties by
 //! node id, so every node picks the same winner. No I/O, no clock: the
 //! caller passes the time.
+//!
+//! A peer's version may be at most `MAX_DRIFT_MS` ahead of the local wall
+//! clock: one from further ahead is refused (`observe` says so), or a
+//! single bad or hostile peer could pin a key forever and drag every
+//! later local write behind it. The timestamp saturates at its 56 bits
+//! instead of wrapping.
 
 pub const NODE_BITS: u32 = 8;
 pub const LOGICAL_BITS: u32 = 12;
 pub const MAX_NODE_ID: u32 = (1 << NODE_BITS) - 1;
+/// How far ahead of this node's wall clock a peer's version may be: room
+/// for clocks kept by NTP, and for a peer's clock stepped a little ahead.
+pub const MAX_DRIFT_MS: u64 = 60_000;
+/// The largest timestamp (the version without its node id).
+const MAX_TIMESTAMP: u64 = u64::MAX >> NODE_BITS;
 
 #[derive(Clone, Copy, Debug)]
 pub struct Hlc {
@@ -31,13 +42,21 @@ impl Hlc {
 
     /// A new version for a local write at wall-clock `now_ms`.
     pub fn tick(&mut self, now_ms: u64) -> u64 {
-        self.last = (self.last + 1).max(now_ms << LOGICAL_BITS);
+        let wall = now_ms.min(MAX_TIMESTAMP >> LOGICAL_BITS) << LOGICAL_BITS;
+        self.last = self.last.saturating_add(1).max(wall).min(MAX_TIMESTAMP);
         (self.last << NODE_BITS) | u64::from(self.node)
     }
 
-    /// Account for a version written elsewhere.
-    pub fn observe(&mut self, version: u64) {
+    /// Account for a version written elsewhere, unless it is more than
+    /// `MAX_DRIFT_MS` ahead of `now_ms`: false then, and the caller must
+    /// refuse the op that carries it.
+    #[must_use]
+    pub fn observe(&mut self, version: u64, now_ms: u64) -> bool {
+        if version_ms(version) > now_ms.saturating_add(MAX_DRIFT_MS) {
+            return false;
+        }
         self.last = self.last.max(version >> NODE_BITS);
+        true
     }
 }
 
@@ -70,7 +89,7 @@ mod tests {
         let mut fast = Hlc::new(1);
         let mut slow = Hlc::new(2);
         let remote = fast.tick(50_000);
-        slow.observe(remote);
+        assert!(slow.observe(remote, 10_000 + MAX_DRIFT_MS));
         let local = slow.tick(10_000);
         assert!(local > remote);
     }
@@ -81,5 +100,22 @@ mod tests {
         let b = Hlc::new(2).tick(7);
         assert!(b > a);
         assert_eq!(a >> NODE_BITS, b >> NODE_BITS);
+    }
+
+    #[test]
+    fn a_version_from_far_ahead_is_refused_and_the_clock_never_wraps() {
+        let mut h = Hlc::new(1);
+        let before = h.tick(1_000);
+        assert!(!h.observe(u64::MAX, 1_000));
+        assert!(!h.observe(Hlc::new(2).tick(1_000 + MAX_DRIFT_MS + 1), 1_000));
+        assert!(h.observe(Hlc::new(2).tick(1_000 + MAX_DRIFT_MS), 1_000));
+        assert!(h.tick(1_000) > before, "refused versions leave the clock alone");
+        let mut h = Hlc::new(7);
+        let first = h.tick(u64::MAX);
+        let top = (0..1 << LOGICAL_BITS).map(|_| h.tick(u64::MAX)).last().unwrap();
+        assert!(top > first);
+        assert_eq!(h.tick(u64::MAX), top, "saturates instead of wrapping");
+        assert_eq!(h.tick(0), top);
+        assert!(top > Hlc::new(7).tick(1_800_000_000_000));
     }
 }

@@ -2,8 +2,11 @@
 //! peer), the inbound accept loop on every core, and routing received ops
 //! to their owner cores over the mesh.
 //!
-//! Outgoing link life: connect (exponential backoff with jitter between
-//! tries) → HELLO / CHALLENGE / AUTH → the peer's RESUME point → either
+//! Outgoing link life: resolve the peer's name (on a helper thread: DNS
+//! may block) and connect (exponential backoff with jitter between tries)
+//! → HELLO / CHALLENGE / AUTH both ways, within `HANDSHAKE_TIMEOUT` → the
+//! session tags every frame from here on (wire.rs) → the peer's RESUME
+//! point → either
 //! the backlog after it, or a full resync (SNAP_BEGIN, the store a segment
 //! at a time, tombstones, SNAP_END) → the live stream. A second task reads
 //! the ACKs. Any error drops the link and starts over.
@@ -16,6 +19,12 @@
 //! without a reset (a network split, a stopped process) is noticed within
 //! about a second: its link goes down, `sync` writes stop waiting for it,
 //! and the link task reconnects with backoff once the peer answers again.
+//!
+//! Inbound connections are capped (`--repl-max-links`, over all cores,
+//! apart from the clients' `-c`) and each must finish its handshake within
+//! `HANDSHAKE_TIMEOUT`, so strangers at the replication port can hold
+//! only a bounded number of descriptors, briefly. An ACK for a batch this
+//! side never sent is a protocol error that drops the link.
 
 use std::cell::{Cell, RefCell};
 use std::io;
@@ -27,13 +36,16 @@ use futures_lite::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use glommio::net::{TcpListener, TcpStream};
 
 use super::backlog::{Backlog, Resume};
-use super::wire::{self, Hello, NONCE_LEN, PROOF_LEN, Reader};
+use super::wire::{self, Hello, NONCE_LEN, Reader};
 use super::{LINK_CONNECTING, LINK_DOWN, LINK_LIVE, LINK_SYNCING, ReplShared, random_bytes, unix_ms};
 use crate::server::core::Core;
 use crate::shard::{Cmd, ConnWait, Notify, owner};
 
 const CONNECT_TIMEOUT: Duration = Duration::from_millis(1000);
+/// The whole handshake, from accept (or connect) to the session's start.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_millis(2000);
+/// How long a peer's name may take to resolve.
+const RESOLVE_TIMEOUT: Duration = Duration::from_millis(2000);
 const BACKOFF_MIN_MS: u64 = 50;
 const BACKOFF_MAX_MS: u64 = 2000;
 /// Pending ops are sealed into a batch at once past this size, even with
@@ -119,7 +131,7 @@ fn err(msg: impl Into<String>) -> io::Error {
 
 /// Write all of `buf`, or fail when the peer takes none of it for `limit`
 /// (a peer that stopped reading must not hold a task forever).
-async fn write_within(wr: &mut (impl AsyncWrite + Unpin), buf: &[u8], limit: Duration) -> io::Result<()> {
+async fn write_within(wr: &mut Sealed<impl AsyncWrite + Unpin>, buf: &[u8], limit: Duration) -> io::Result<()> {
     with_timeout(limit, wr.write_all(buf))
         .await
         .unwrap_or_else(|| Err(err(format!("peer took no bytes for {} ms", limit.as_millis()))))
@@ -176,33 +188,55 @@ impl LinkEnd {
     }
 }
 
-/// Reads whole frames off a stream. `next` is cancel-safe (bytes are
-/// kept in the reader between calls), so it can be raced with a timer.
+/// Reads whole frames off a stream, and checks each one's tag once the
+/// session is keyed. `next` is cancel-safe (bytes are kept in the reader
+/// between calls), so it can be raced with a timer.
 struct FrameReader {
     buf: Vec<u8>,
     start: usize,
     end: usize,
     max: usize,
+    /// The receiving direction of the session (plain until the handshake).
+    open: wire::Session,
     /// When bytes last arrived (or the reader was made).
     progress: Instant,
 }
 
 impl FrameReader {
     fn new(max: usize) -> Self {
-        FrameReader { buf: vec![0; 64 * 1024], start: 0, end: 0, max, progress: Instant::now() }
+        FrameReader {
+            buf: vec![0; 4 * 1024],
+            start: 0,
+            end: 0,
+            max,
+            open: wire::Session::plain(),
+            progress: Instant::now(),
+        }
+    }
+
+    /// The whole next frame with its tag, when buffered.
+    fn split(&self) -> io::Result<Option<Buffered>> {
+        let avail = &self.buf[self.start..self.end];
+        match wire::split_frame(avail, self.max) {
+            Err(e) => Err(err(format!("bad frame: {e:?}"))),
+            Ok(Some((kind, range, used))) if avail.len() >= used + self.open.tag_len() => {
+                Ok(Some((kind, range, used, used + self.open.tag_len())))
+            }
+            Ok(_) => Ok(None),
+        }
     }
 
     /// The next frame: (type, payload). None at a clean end of stream.
     async fn next(&mut self, s: &mut (impl AsyncRead + Unpin)) -> io::Result<Option<(u8, Vec<u8>)>> {
         loop {
-            match wire::split_frame(&self.buf[self.start..self.end], self.max) {
-                Err(e) => return Err(err(format!("bad frame: {e:?}"))),
-                Ok(Some((kind, range, used))) => {
-                    let p = self.buf[self.start + range.start..self.start + range.end].to_vec();
-                    self.start += used;
-                    return Ok(Some((kind, p)));
+            if let Some((kind, range, len, used)) = self.split()? {
+                let frame = &self.buf[self.start..self.start + len];
+                if !self.open.open(frame, &self.buf[self.start + len..self.start + used]) {
+                    return Err(err("a frame failed its tag check (changed, replayed, reordered or foreign)"));
                 }
-                Ok(None) => {}
+                let p = self.buf[self.start + range.start..self.start + range.end].to_vec();
+                self.start += used;
+                return Ok(Some((kind, p)));
             }
             if self.start > 0 {
                 self.buf.copy_within(self.start..self.end, 0);
@@ -210,7 +244,7 @@ impl FrameReader {
                 self.start = 0;
             }
             if self.end == self.buf.len() {
-                let want = (self.buf.len() * 2).min(self.max + 8).max(self.end + 1);
+                let want = (self.buf.len() * 2).min(self.max + 8 + wire::TAG_LEN).max(self.end + 1);
                 self.buf.resize(want, 0);
             }
             let n = s.read(&mut self.buf[self.end..]).await?;
@@ -234,7 +268,86 @@ impl FrameReader {
 
     /// Is a whole frame already buffered?
     fn has_frame(&self) -> bool {
-        matches!(wire::split_frame(&self.buf[self.start..self.end], self.max), Ok(Some(_)))
+        matches!(self.split(), Ok(Some(_)))
+    }
+}
+
+/// A whole frame in the reader's buffer: (type, payload range, the frame's
+/// length, the bytes it takes with its tag).
+type Buffered = (u8, std::ops::Range<usize>, usize, usize);
+
+/// The sending side of a link: tags each frame for the session (once it
+/// is keyed) and remembers the last batch seq handed to the socket, which
+/// bounds the ACKs the peer may send.
+struct Sealed<W> {
+    inner: W,
+    seal: wire::Session,
+    buf: Vec<u8>,
+    sent: Rc<Cell<u64>>,
+}
+
+impl<W: AsyncWrite + Unpin> Sealed<W> {
+    fn new(inner: W) -> Self {
+        Sealed { inner, seal: wire::Session::plain(), buf: Vec::new(), sent: Rc::default() }
+    }
+
+    /// Write `frames`: whole frames, one after another.
+    async fn write_all(&mut self, frames: &[u8]) -> io::Result<()> {
+        let tagged = self.seal.tag_len() > 0;
+        self.buf.clear();
+        let mut rest = frames;
+        while !rest.is_empty() {
+            let Ok(Some((kind, range, used))) = wire::split_frame(rest, usize::MAX) else {
+                return Err(err("internal: a write that is not whole frames"));
+            };
+            if kind == wire::BATCH || kind == wire::SNAP_END {
+                let seq = wire::Reader(&rest[range]).u64().unwrap_or(0);
+                self.sent.set(self.sent.get().max(seq));
+            }
+            if tagged {
+                self.buf.extend_from_slice(&rest[..used]);
+                self.seal.seal(&rest[..used], &mut self.buf);
+            }
+            rest = &rest[used..];
+        }
+        if tagged { self.inner.write_all(&self.buf).await } else { self.inner.write_all(frames).await }
+    }
+
+    async fn close(&mut self) -> io::Result<()> {
+        self.inner.close().await
+    }
+}
+
+/// The peer's address: a literal at once, a name on a helper thread
+/// (getaddrinfo blocks, and a core must not), given up after
+/// `RESOLVE_TIMEOUT` (the thread then ends on its own).
+async fn resolve(spec: &str) -> io::Result<std::net::SocketAddr> {
+    if let Ok(a) = spec.parse() {
+        return Ok(a);
+    }
+    let slot: std::sync::Arc<std::sync::Mutex<Option<io::Result<std::net::SocketAddr>>>> = Default::default();
+    let (out, name) = (slot.clone(), spec.to_string());
+    std::thread::Builder::new()
+        .name("memcore-resolve".into())
+        .spawn(move || {
+            let r = std::net::ToSocketAddrs::to_socket_addrs(name.as_str())
+                .and_then(|mut a| a.next().ok_or_else(|| err(format!("no address for {name}"))));
+            if let Ok(mut s) = out.lock() {
+                *s = Some(r);
+            }
+        })
+        .map_err(|e| err(format!("cannot start a resolver thread: {e}")))?;
+    let started = Instant::now();
+    let mut pause = Duration::from_millis(1);
+    loop {
+        if let Some(r) = slot.lock().ok().and_then(|mut s| s.take()) {
+            return r.map_err(|e| err(format!("cannot resolve {spec}: {e}")));
+        }
+        if started.elapsed() >= RESOLVE_TIMEOUT {
+            return Err(err(format!("resolving {spec} took over {} ms", RESOLVE_TIMEOUT.as_millis())));
+        }
+        glommio::timer::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_millis(50));
     }
 }
 
@@ -244,13 +357,12 @@ async fn expect_frame(
     kind: u8,
     what: &str,
 ) -> io::Result<Vec<u8>> {
-    match with_timeout(HANDSHAKE_TIMEOUT, r.next(s)).await {
-        None => Err(err(format!("no {what} within {HANDSHAKE_TIMEOUT:?}"))),
-        Some(Ok(Some((k, p)))) if k == kind => Ok(p),
-        Some(Ok(Some((wire::REFUSE, p)))) => Err(err(format!("refused: {}", String::from_utf8_lossy(&p)))),
-        Some(Ok(Some((k, _)))) => Err(err(format!("expected {what}, got frame type {k}"))),
-        Some(Ok(None)) => Err(err(format!("closed before {what}"))),
-        Some(Err(e)) => Err(e),
+    match r.next(s).await {
+        Ok(Some((k, p))) if k == kind => Ok(p),
+        Ok(Some((wire::REFUSE, p))) => Err(err(format!("refused: {}", String::from_utf8_lossy(&p)))),
+        Ok(Some((k, _))) => Err(err(format!("expected {what}, got frame type {k}"))),
+        Ok(None) => Err(err(format!("closed before {what}"))),
+        Err(e) => Err(e),
     }
 }
 
@@ -277,7 +389,7 @@ pub async fn link_task(core: Rc<Core>, peer: usize) {
             }
             last_error = e;
         }
-        if unix_ms() - started > 2 * BACKOFF_MAX_MS {
+        if unix_ms().saturating_sub(started) > 2 * BACKOFF_MAX_MS {
             attempt = 0;
         }
         let ceiling = (BACKOFF_MIN_MS << attempt.min(6)).min(BACKOFF_MAX_MS);
@@ -291,42 +403,20 @@ async fn run_link(core: &Rc<Core>, peer: usize) -> io::Result<()> {
     let sh = shared(core);
     let cfg = &sh.cfg;
     let spec = &cfg.peers[peer];
-    let addr = std::net::ToSocketAddrs::to_socket_addrs(spec.as_str())
-        .map_err(|e| err(format!("cannot resolve {spec}: {e}")))?
-        .next()
-        .ok_or_else(|| err(format!("no address for {spec}")))?;
+    let addr = resolve(spec).await?;
     let stream = with_timeout(CONNECT_TIMEOUT, TcpStream::connect(addr))
         .await
         .ok_or_else(|| err("connect timed out"))?
         .map_err(|e| err(format!("connect: {e}")))?;
     let _ = stream.set_nodelay(true);
-    let (mut rd, mut wr) = futures_lite::io::split(stream);
-    let mut frames = FrameReader::new(core.cfg().item_size_max + wire::FRAME_SLACK);
-    let me = u16::from(cfg.node_id);
-    let epoch = core.repl.as_ref().expect("repl core").backlog.borrow().epoch;
-    let nonce_c = random_bytes::<NONCE_LEN>();
-    let mut out = Vec::new();
-    wire::encode_hello(&mut out, &Hello { node: me, core: core.id as u16, epoch, nonce: nonce_c });
-    wr.write_all(&out).await?;
-    let p = expect_frame(&mut frames, &mut rd, wire::CHALLENGE, "challenge").await?;
-    let mut r = Reader(&p);
-    let (their, nonce_s, proof_s) =
-        (|| Ok::<_, wire::WireError>((r.u16()?, r.bytes(NONCE_LEN)?, r.bytes(PROOF_LEN)?)))()
-            .map_err(|_| err("malformed challenge"))?;
-    if their == me {
-        return Err(err(format!("peer claims our node id {me}; not linking")));
-    }
-    if !wire::proof_ok(cfg.secret(), wire::ROLE_ACCEPTOR, &nonce_c, nonce_s, (me, their), proof_s) {
-        return Err(err("peer failed the secret check"));
-    }
-    sh.link(core.id, peer).peer_node.store(u64::from(their) + 1, Ordering::Release);
-    out.clear();
-    wire::frame(&mut out, wire::AUTH, &wire::proof(cfg.secret(), wire::ROLE_LINKER, nonce_s, &nonce_c, (me, their)));
-    wr.write_all(&out).await?;
-    let p = expect_frame(&mut frames, &mut rd, wire::RESUME, "resume point").await?;
-    let mut r = Reader(&p);
-    let (their_epoch, their_seq) = (r.u64(), r.u64());
-    let (their_epoch, their_seq) = (their_epoch.unwrap_or(0), their_seq.unwrap_or(0));
+    let (mut rd, wr) = futures_lite::io::split(stream);
+    let mut wr = Sealed::new(wr);
+    // Until the handshake passes, accept nothing bigger than its frames.
+    let mut frames = FrameReader::new(wire::HELLO_LEN + 1);
+    let (their_epoch, their_seq) =
+        with_timeout(HANDSHAKE_TIMEOUT, handshake_out(core, peer, &mut frames, &mut rd, &mut wr))
+            .await
+            .unwrap_or_else(|| Err(err(format!("no handshake within {} ms", HANDSHAKE_TIMEOUT.as_millis()))))?;
 
     // ACKs and heartbeats arrive on their own task; it ends the link (and
     // wakes the writer) when the peer closes. A ticker (no timer per frame
@@ -355,7 +445,7 @@ async fn run_link(core: &Rc<Core>, peer: usize) -> io::Result<()> {
         })
     };
     let reader = {
-        let (core, end, heard) = (core.clone(), end.clone(), heard.clone());
+        let (core, end, heard, sent) = (core.clone(), end.clone(), heard.clone(), wr.sent.clone());
         glommio::spawn_local(async move {
             let sh = shared(&core);
             let link = sh.link(core.id, peer);
@@ -365,6 +455,14 @@ async fn run_link(core: &Rc<Core>, peer: usize) -> io::Result<()> {
                 match f {
                     Ok(Some((wire::ACK, p))) if p.len() == 8 => {
                         let seq = Reader(&p).u64().unwrap_or(0);
+                        // Acknowledging what was never sent would let sync
+                        // and majority writes return before any peer has them.
+                        if seq > sent.get() {
+                            break format!(
+                                "the peer acknowledged seq {seq}, past the {} sent; protocol error",
+                                sent.get()
+                            );
+                        }
                         link.acked.fetch_max(seq, Ordering::AcqRel);
                         let b = core.repl.as_ref().expect("repl core").backlog.borrow();
                         if let Some(ms) = b.sealed_ms(seq) {
@@ -391,10 +489,54 @@ async fn run_link(core: &Rc<Core>, peer: usize) -> io::Result<()> {
     r
 }
 
+/// The linking side's handshake: HELLO, the peer's CHALLENGE, our proof,
+/// then the peer's; the session starts keyed; the peer's RESUME point.
+async fn handshake_out(
+    core: &Rc<Core>,
+    peer: usize,
+    frames: &mut FrameReader,
+    rd: &mut (impl AsyncRead + Unpin),
+    wr: &mut Sealed<impl AsyncWrite + Unpin>,
+) -> io::Result<(u64, u64)> {
+    let sh = shared(core);
+    let cfg = &sh.cfg;
+    let me = u16::from(cfg.node_id);
+    let epoch = core.repl.as_ref().expect("repl core").backlog.borrow().epoch;
+    let nonce_l = random_bytes::<NONCE_LEN>();
+    let mut out = Vec::new();
+    wire::encode_hello(&mut out, &Hello { node: me, core: core.id as u16, epoch, nonce: nonce_l });
+    wr.write_all(&out).await?;
+    let p = expect_frame(frames, rd, wire::CHALLENGE, "challenge").await?;
+    let mut r = Reader(&p);
+    let (their, nonce_a) = (|| Ok::<_, wire::WireError>((r.u16()?, r.bytes(NONCE_LEN)?)))()
+        .ok()
+        .filter(|_| r.is_empty())
+        .ok_or_else(|| err("malformed challenge"))?;
+    if their == me {
+        return Err(err(format!("peer claims our node id {me}; not linking")));
+    }
+    let nodes = (me, their);
+    out.clear();
+    wire::frame(&mut out, wire::AUTH, &wire::proof(cfg.secret(), wire::ROLE_LINKER, nonce_a, &nonce_l, nodes));
+    wr.write_all(&out).await?;
+    let p = expect_frame(frames, rd, wire::AUTH, "the peer's proof").await?;
+    if !wire::proof_ok(cfg.secret(), wire::ROLE_ACCEPTOR, &nonce_l, nonce_a, nodes, &p) {
+        return Err(err("peer failed the secret check"));
+    }
+    let (to_acceptor, to_linker) = wire::session_keys(cfg.secret(), &nonce_l, nonce_a, nodes);
+    wr.seal = wire::Session::for_secret(cfg.secret(), &to_acceptor);
+    frames.open = wire::Session::for_secret(cfg.secret(), &to_linker);
+    frames.max = wire::FRAME_SLACK;
+    let p = expect_frame(frames, rd, wire::RESUME, "resume point").await?;
+    sh.link(core.id, peer).peer_node.store(u64::from(their) + 1, Ordering::Release);
+    let mut r = Reader(&p);
+    Ok((r.u64().unwrap_or(0), r.u64().unwrap_or(0)))
+}
+
 async fn stream_to_peer(
     core: &Rc<Core>,
     peer: usize,
-    wr: &mut (impl AsyncWrite + Unpin),
+    wr: &mut Sealed<impl AsyncWrite + Unpin>,
     (their_epoch, their_seq): (u64, u64),
     end: &LinkEnd,
     wrote: &Cell<Instant>,
@@ -477,7 +619,7 @@ async fn stream_to_peer(
 async fn send_snapshot(
     core: &Rc<Core>,
     link: &super::LinkShared,
-    wr: &mut (impl AsyncWrite + Unpin),
+    wr: &mut Sealed<impl AsyncWrite + Unpin>,
     end: &LinkEnd,
 ) -> io::Result<()> {
     let mut out = Vec::new();
@@ -528,7 +670,17 @@ async fn send_snapshot(
 
 // ---- inbound ----------------------------------------------------------------
 
+/// Gives back an inbound link's place under `--repl-max-links`.
+struct InboundSlot<'a>(&'a ReplShared);
+
+impl Drop for InboundSlot<'_> {
+    fn drop(&mut self) {
+        self.0.inbound_links.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
 pub async fn accept_loop(core: Rc<Core>, listener: TcpListener) {
+    let mut last_cap_log: Option<Instant> = None;
     loop {
         let stream = match listener.accept().await {
             Ok(s) => s,
@@ -538,9 +690,21 @@ pub async fn accept_loop(core: Rc<Core>, listener: TcpListener) {
                 continue;
             }
         };
+        let sh = shared(&core);
+        if sh.inbound_links.fetch_add(1, Ordering::AcqRel) >= sh.cfg.max_links {
+            sh.inbound_links.fetch_sub(1, Ordering::AcqRel);
+            sh.links_refused.fetch_add(1, Ordering::Relaxed);
+            if last_cap_log.is_none_or(|t| t.elapsed() >= Duration::from_secs(10)) {
+                last_cap_log = Some(Instant::now());
+                log::warn!("replication connection refused: {} open already (--repl-max-links)", sh.cfg.max_links);
+            }
+            drop(stream);
+            continue;
+        }
         let _ = stream.set_nodelay(true);
         let c = core.clone();
         glommio::spawn_local(async move {
+            let _slot = InboundSlot(shared(&c));
             let peer = stream.peer_addr().map_or_else(|_| "?".to_string(), |a| a.to_string());
             if let Err(e) = serve_inbound(&c, stream).await {
                 log::warn!("replication link from {peer} refused or closed: {e}");
@@ -550,15 +714,20 @@ pub async fn accept_loop(core: Rc<Core>, listener: TcpListener) {
     }
 }
 
-async fn serve_inbound(core: &Rc<Core>, stream: TcpStream) -> io::Result<()> {
+/// The accepting side's handshake: the peer's HELLO, our CHALLENGE, the
+/// peer's proof (checked before we prove anything), ours; the session
+/// starts keyed. On a bad proof the peer gets REFUSE and the link ends.
+async fn handshake_in(
+    core: &Rc<Core>,
+    frames: &mut FrameReader,
+    rd: &mut (impl AsyncRead + Unpin),
+    wr: &mut Sealed<impl AsyncWrite + Unpin>,
+) -> io::Result<Hello> {
     let sh = shared(core);
     let cfg = &sh.cfg;
     let me = u16::from(cfg.node_id);
-    let (mut rd, mut wr) = futures_lite::io::split(stream);
-    // Until the handshake passes, accept nothing bigger than a HELLO.
-    let mut frames = FrameReader::new(wire::HELLO_LEN + 1);
-    let hello = match with_timeout(HANDSHAKE_TIMEOUT, frames.next(&mut rd)).await {
-        Some(Ok(Some((kind, p)))) => wire::parse_hello(kind, &p).ok(),
+    let hello = match frames.next(rd).await {
+        Ok(Some((kind, p))) => wire::parse_hello(kind, &p).ok(),
         _ => None,
     }
     .ok_or_else(|| err("not a memcore replication link (no valid HELLO)"))?;
@@ -568,24 +737,46 @@ async fn serve_inbound(core: &Rc<Core>, stream: TcpStream) -> io::Result<()> {
         let _ = wr.write_all(&out).await;
         return Err(err(format!("peer claims our node id {me}")));
     }
-    let nonce_s = random_bytes::<NONCE_LEN>();
+    let nodes = (hello.node, me);
+    let nonce_a = random_bytes::<NONCE_LEN>();
     let at = wire::begin_frame(&mut out, wire::CHALLENGE);
     out.extend_from_slice(&me.to_le_bytes());
-    out.extend_from_slice(&nonce_s);
-    out.extend_from_slice(&wire::proof(cfg.secret(), wire::ROLE_ACCEPTOR, &hello.nonce, &nonce_s, (hello.node, me)));
+    out.extend_from_slice(&nonce_a);
     wire::end_frame(&mut out, at);
     wr.write_all(&out).await?;
-    let p = expect_frame(&mut frames, &mut rd, wire::AUTH, "auth").await?;
-    if !wire::proof_ok(cfg.secret(), wire::ROLE_LINKER, &nonce_s, &hello.nonce, (hello.node, me), &p) {
+    let p = expect_frame(frames, rd, wire::AUTH, "auth").await?;
+    if !wire::proof_ok(cfg.secret(), wire::ROLE_LINKER, &nonce_a, &hello.nonce, nodes, &p) {
         out.clear();
         wire::frame(&mut out, wire::REFUSE, b"wrong secret");
         let _ = wr.write_all(&out).await;
         return Err(err(format!("node {} failed the secret check", hello.node)));
     }
+    out.clear();
+    wire::frame(&mut out, wire::AUTH, &wire::proof(cfg.secret(), wire::ROLE_ACCEPTOR, &hello.nonce, &nonce_a, nodes));
+    wr.write_all(&out).await?;
+    let (to_acceptor, to_linker) = wire::session_keys(cfg.secret(), &hello.nonce, &nonce_a, nodes);
+    wr.seal = wire::Session::for_secret(cfg.secret(), &to_linker);
+    frames.open = wire::Session::for_secret(cfg.secret(), &to_acceptor);
+    Ok(hello)
+}
+
+async fn serve_inbound(core: &Rc<Core>, stream: TcpStream) -> io::Result<()> {
+    let sh = shared(core);
+    let cfg = &sh.cfg;
+    let (mut rd, wr) = futures_lite::io::split(stream);
+    let mut wr = Sealed::new(wr);
+    // Until the handshake passes, accept nothing bigger than a HELLO.
+    let mut frames = FrameReader::new(wire::HELLO_LEN + 1);
+    let hello = with_timeout(HANDSHAKE_TIMEOUT, handshake_in(core, &mut frames, &mut rd, &mut wr))
+        .await
+        .unwrap_or_else(|| Err(err(format!("no handshake within {} ms", HANDSHAKE_TIMEOUT.as_millis()))))
+        .inspect_err(|_| {
+            sh.links_refused.fetch_add(1, Ordering::Relaxed);
+        })?;
     frames.max = core.cfg().item_size_max + wire::FRAME_SLACK;
     let stream_id = (hello.node, hello.core);
     let (epoch, seq) = sh.streams.lock().ok().and_then(|m| m.get(&stream_id).copied()).unwrap_or((0, 0));
-    out.clear();
+    let mut out = Vec::new();
     let at = wire::begin_frame(&mut out, wire::RESUME);
     out.extend_from_slice(&epoch.to_le_bytes());
     out.extend_from_slice(&seq.to_le_bytes());
@@ -639,6 +830,9 @@ async fn serve_inbound(core: &Rc<Core>, stream: TcpStream) -> io::Result<()> {
                         }
                     }
                     wire::SNAP_BEGIN => {
+                        if syncing {
+                            return Err(err("a snapshot began inside a snapshot"));
+                        }
                         syncing = true;
                         sh.inbound_update(hello.node, |i| {
                             i.syncing += 1;
@@ -648,6 +842,9 @@ async fn serve_inbound(core: &Rc<Core>, stream: TcpStream) -> io::Result<()> {
                     }
                     wire::SNAP_END => {
                         let seq = Reader(&p).u64().map_err(|_| err("short snapshot end"))?;
+                        if !syncing {
+                            return Err(err("a snapshot end without its beginning"));
+                        }
                         syncing = false;
                         sh.inbound_update(hello.node, |i| i.syncing -= 1);
                         log::info!("full resync from node {} core {} done", hello.node, hello.core);

@@ -29,7 +29,7 @@ pub mod wire;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 pub const DEFAULT_TIMEOUT_MS: u64 = 1000;
@@ -38,6 +38,9 @@ pub const DEFAULT_TOMBSTONE_TTL_S: u64 = 60;
 pub const DEFAULT_HEARTBEAT_MS: u64 = 250;
 /// A link that brought nothing for this many heartbeat intervals is dead.
 pub const SILENT_INTERVALS: u32 = 4;
+/// Inbound replication connections at once, over all cores: a group of
+/// 16 nodes of 16 cores each, with room for reconnects.
+pub const DEFAULT_MAX_LINKS: usize = 512;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Mode {
@@ -72,9 +75,16 @@ pub struct ReplConfig {
     /// Each side of a link sends a HEARTBEAT after this long without
     /// writing anything on it.
     pub heartbeat: Duration,
+    /// Inbound replication connections at once (handshakes included).
+    pub max_links: usize,
 }
 
 impl ReplConfig {
+    /// File descriptors replication may hold: inbound links (capped) and
+    /// one outgoing link per core and peer. Kept apart from `-c`.
+    pub fn fd_budget(&self, cores: usize) -> usize {
+        self.max_links + cores * self.peers.len()
+    }
     pub fn secret(&self) -> &[u8] {
         self.secret.as_deref().unwrap_or(b"")
     }
@@ -138,6 +148,12 @@ pub struct ReplShared {
     pub inbound: Mutex<HashMap<u16, Inbound>>,
     /// sync/majority writes that got SERVER_ERROR.
     pub timeouts: AtomicU64,
+    /// Inbound replication connections open now, over all cores
+    /// (handshakes included), against `cfg.max_links`.
+    pub inbound_links: AtomicUsize,
+    /// Inbound connections closed at once: over the cap, or the handshake
+    /// failed or took too long.
+    pub links_refused: AtomicU64,
 }
 
 impl ReplShared {
@@ -150,6 +166,8 @@ impl ReplShared {
             streams: Mutex::new(HashMap::new()),
             inbound: Mutex::new(HashMap::new()),
             timeouts: AtomicU64::new(0),
+            inbound_links: AtomicUsize::new(0),
+            links_refused: AtomicU64::new(0),
             cfg,
         }
     }
@@ -204,6 +222,8 @@ pub fn render_stats(g: &crate::server::core::Global, f: &crate::exec::ReplFigure
     encode_stat(out, "repl_items_applied", f.applied);
     encode_stat(out, "repl_conflicts_resolved", f.conflicts);
     encode_stat(out, "repl_tombstones", f.tombstones);
+    encode_stat(out, "repl_ops_refused", f.refused);
+    encode_stat(out, "repl_links_refused", sh.links_refused.load(Ordering::Relaxed));
     encode_stat(out, "repl_write_timeouts", sh.timeouts.load(Ordering::Relaxed));
     for (p, addr) in sh.cfg.peers.iter().enumerate() {
         let links: Vec<&LinkShared> = (0..sh.ncores).map(|c| sh.link(c, p)).collect();
@@ -233,24 +253,29 @@ pub fn unix_ms() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
 
-/// Bytes from the kernel's random source.
+/// Bytes from the kernel's random source. Nonces and session keys rest
+/// on them, so there is no weaker fallback: a kernel that cannot give
+/// random bytes (before Linux 3.17, or a seccomp filter) stops the process.
 pub fn random_bytes<const N: usize>() -> [u8; N] {
     let mut b = [0u8; N];
     let mut got = 0;
     while got < N {
         // SAFETY: getrandom writes at most the given length into our buffer.
         let r = unsafe { libc::getrandom(b[got..].as_mut_ptr().cast(), N - got, 0) };
+        if r < 0 && io_interrupted() {
+            continue;
+        }
         if r <= 0 {
-            // Should never happen on Linux >= 3.17; fall back to the clock.
-            let t = unix_ms() ^ u64::from(std::process::id()) << 32;
-            for (i, x) in b.iter_mut().enumerate().skip(got) {
-                *x = (t >> ((i % 8) * 8)) as u8 ^ i as u8;
-            }
-            break;
+            log::error!("getrandom failed ({}); cannot make nonces, aborting", std::io::Error::last_os_error());
+            std::process::abort();
         }
         got += r as usize;
     }
     b
+}
+
+fn io_interrupted() -> bool {
+    std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted
 }
 
 pub fn random_u64() -> u64 {

@@ -1,17 +1,19 @@
-//! The replication protocol's bytes: frames, the handshake, and the
-//! operations a batch carries. Pure functions over byte slices, no I/O.
+//! The replication protocol's bytes: frames, the handshake, the session
+//! tags, and the operations a batch carries. Pure functions over byte
+//! slices, no I/O.
 //!
 //! ```text
-//! frame     = len u32 (type + payload) | type u8 | payload
-//! HELLO     = magic "MCREPL01" | node u16 | core u16 | epoch u64 | nonce [16]   (linking node)
-//! CHALLENGE = node u16 | nonce [16] | proof [32]                              (accepting node)
-//! AUTH      = proof [32]                                                      (linking node)
+//! frame     = len u32 (type + payload) | type u8 | payload [| tag [16] once the session is keyed]
+//! HELLO     = magic "MCREPL02" | node u16 | core u16 | epoch u64 | nonce [16]   (linking node)
+//! CHALLENGE = node u16 | nonce [16]                                           (accepting node)
+//! AUTH      = proof [32]          the linking node first, then the accepting node
+//! -- every frame from here on carries a tag (with a secret) --
 //! RESUME    = epoch u64 | seq u64       last batch applied from this stream (0 0: none)
 //! BATCH     = seq u64 | op*             seq 0: part of a snapshot, not acked
 //! SNAP_BEGIN                            a full resync starts
 //! SNAP_END  = seq u64                   the snapshot covers every batch up to seq
 //! ACK       = seq u64                   every batch up to seq is applied
-//! REFUSE    = reason (UTF-8)
+//! REFUSE    = reason (UTF-8)            (untagged, only during the handshake)
 //! HEARTBEAT = unix_ms u64               either way, after a heartbeat interval without writing
 //! op        = SET   1 | klen u8 | key | version u64 | flags u32 | exp u64 | vlen u32 | value
 //!           | DEL   2 | klen u8 | key | version u64
@@ -19,15 +21,27 @@
 //! ```
 //!
 //! All integers are little-endian; `exp` and `at` are absolute Unix
-//! seconds (0: never / now). Proofs are HMAC-SHA256 under the shared
-//! secret (an empty key without `--repl-secret`), each side proving it
-//! knows the secret over both nonces, so neither a replayed nor a
-//! reflected answer passes.
+//! seconds (0: never / now).
+//!
+//! Handshake: proofs are HMAC-SHA256 under the shared secret over a role
+//! label, both nonces and both node ids. The linking node proves first and
+//! the accepting node answers with its own proof only after checking it,
+//! so neither side hands a proof to someone who has not shown the secret,
+//! and neither a replayed nor a reflected answer passes. Both then derive
+//! one session key per direction from the secret and both nonces
+//! (`session_keys`), and every later frame ends with a 16-byte tag:
+//! HMAC-SHA256(direction key, seq u64 | the frame's bytes), truncated, where
+//! seq counts the frames sent that way in this session. A changed, dropped,
+//! replayed or reordered frame, or one from another session, fails its
+//! check, and the link is dropped. Frames are authenticated, not encrypted.
+//!
+//! Without a secret (`--repl-insecure`) the proofs use an empty key and
+//! frames carry no tag at all.
 
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
-pub const MAGIC: &[u8; 8] = b"MCREPL01";
+pub const MAGIC: &[u8; 8] = b"MCREPL02";
 pub const HELLO: u8 = 1;
 pub const CHALLENGE: u8 = 2;
 pub const AUTH: u8 = 3;
@@ -49,6 +63,8 @@ pub const OP_SET_PACKED: u8 = 4;
 
 pub const NONCE_LEN: usize = 16;
 pub const PROOF_LEN: usize = 32;
+/// The truncated HMAC-SHA256 that ends every frame of a keyed session.
+pub const TAG_LEN: usize = 16;
 pub const HELLO_LEN: usize = 8 + 2 + 2 + 8 + NONCE_LEN;
 /// Frames are at most this much larger than the largest item.
 pub const FRAME_SLACK: usize = 1 << 20;
@@ -187,6 +203,74 @@ pub fn proof_ok(secret: &[u8], role: &[u8], first: &[u8], second: &[u8], nodes: 
 
 pub const ROLE_ACCEPTOR: &[u8] = b"memcore-repl acceptor";
 pub const ROLE_LINKER: &[u8] = b"memcore-repl linker";
+const SESSION_LABEL: &[u8] = b"memcore-repl session";
+const TO_ACCEPTOR: &[u8] = b"memcore-repl linker to acceptor";
+const TO_LINKER: &[u8] = b"memcore-repl acceptor to linker";
+
+/// The two directions' keys of the session that a handshake over these
+/// nonces opened: (linker → acceptor, acceptor → linker). An
+/// HKDF-style extract (under the secret) then expand (per direction).
+pub fn session_keys(secret: &[u8], nonce_l: &[u8], nonce_a: &[u8], nodes: (u16, u16)) -> ([u8; 32], [u8; 32]) {
+    let prk: [u8; 32] = mac(secret, SESSION_LABEL, nonce_l, nonce_a, nodes).finalize().into_bytes().into();
+    let expand = |label: &[u8]| -> [u8; 32] {
+        let mut m = <Hmac<Sha256> as Mac>::new_from_slice(&prk).expect("HMAC takes keys of any length");
+        m.update(label);
+        m.finalize().into_bytes().into()
+    };
+    (expand(TO_ACCEPTOR), expand(TO_LINKER))
+}
+
+/// One direction of a session: tags the frames sent (or checks those
+/// received) in order. Without a key, frames carry no tag.
+#[derive(Clone)]
+pub struct Session {
+    mac: Option<Hmac<Sha256>>,
+    seq: u64,
+}
+
+impl Session {
+    /// No tags (before the handshake, and with `--repl-insecure`).
+    pub fn plain() -> Self {
+        Session { mac: None, seq: 0 }
+    }
+
+    pub fn keyed(key: &[u8; 32]) -> Self {
+        Session { mac: Some(<Hmac<Sha256> as Mac>::new_from_slice(key).expect("32-byte key")), seq: 0 }
+    }
+
+    /// With a secret, keyed; without one, plain.
+    pub fn for_secret(secret: &[u8], key: &[u8; 32]) -> Self {
+        if secret.is_empty() { Session::plain() } else { Session::keyed(key) }
+    }
+
+    pub fn tag_len(&self) -> usize {
+        if self.mac.is_some() { TAG_LEN } else { 0 }
+    }
+
+    fn next(&mut self, frame: &[u8]) -> Option<Hmac<Sha256>> {
+        let mut m = self.mac.clone()?;
+        m.update(&self.seq.to_le_bytes());
+        m.update(frame);
+        self.seq += 1;
+        Some(m)
+    }
+
+    /// Append the tag of `frame` (one whole frame, as sent) to `out`.
+    pub fn seal(&mut self, frame: &[u8], out: &mut Vec<u8>) {
+        if let Some(m) = self.next(frame) {
+            out.extend_from_slice(&m.finalize().into_bytes()[..TAG_LEN]);
+        }
+    }
+
+    /// Is `tag` the tag of `frame`, the next frame of this direction?
+    /// Constant-time in the tag's bytes.
+    pub fn open(&mut self, frame: &[u8], tag: &[u8]) -> bool {
+        match self.next(frame) {
+            None => tag.is_empty(),
+            Some(m) => tag.len() == TAG_LEN && m.verify_truncated_left(tag).is_ok(),
+        }
+    }
+}
 
 /// One replicated operation, borrowed from a batch.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -357,5 +441,53 @@ mod tests {
         assert!(!proof_ok(b"other", ROLE_ACCEPTOR, &[1; 16], &[2; 16], (1, 2), &p));
         assert!(!proof_ok(b"s3cret", ROLE_LINKER, &[1; 16], &[2; 16], (1, 2), &p), "a reflected proof fails");
         assert!(!proof_ok(b"s3cret", ROLE_ACCEPTOR, &[2; 16], &[1; 16], (1, 2), &p));
+    }
+
+    fn sealed(s: &mut Session, frames: &[(u8, &[u8])]) -> Vec<Vec<u8>> {
+        frames
+            .iter()
+            .map(|&(kind, p)| {
+                let mut b = Vec::new();
+                frame(&mut b, kind, p);
+                let f = b.clone();
+                s.seal(&f, &mut b);
+                b
+            })
+            .collect()
+    }
+
+    fn opens(s: &mut Session, sealed: &[u8]) -> bool {
+        let (_, _, used) = split_frame(sealed, 1000).unwrap().unwrap();
+        s.open(&sealed[..used], &sealed[used..])
+    }
+
+    #[test]
+    fn session_tags_refuse_tampered_replayed_reordered_and_foreign_frames() {
+        let (la, al) = session_keys(b"s3cret", &[1; 16], &[2; 16], (1, 2));
+        assert_ne!(la, al, "each direction has its own key");
+        let msgs: [(u8, &[u8]); 3] = [(BATCH, b"one"), (ACK, b"two"), (HEARTBEAT, b"three")];
+        let sent = sealed(&mut Session::keyed(&la), &msgs);
+        assert!(sent.iter().all(|f| f.len() == 5 + 3 + TAG_LEN || f.len() == 5 + 5 + TAG_LEN));
+        let mut rx = Session::keyed(&la);
+        assert!(sent.iter().all(|f| opens(&mut rx, f)), "in order, untouched: all pass");
+        let mut rx = Session::keyed(&la);
+        assert!(opens(&mut rx, &sent[0]));
+        assert!(!opens(&mut rx, &sent[0]), "a replay fails");
+        let mut rx = Session::keyed(&la);
+        assert!(!opens(&mut rx, &sent[1]), "a frame out of order fails");
+        for i in 0..sent[0].len() {
+            let mut bad = sent[0].clone();
+            bad[i] ^= 0x40;
+            let mut rx = Session::keyed(&la);
+            let ok =
+                split_frame(&bad, 1000).ok().flatten().is_some_and(|(_, _, used)| rx.open(&bad[..used], &bad[used..]));
+            assert!(!ok, "a flipped bit at {i} fails");
+        }
+        let (other, _) = session_keys(b"s3cret", &[1; 16], &[3; 16], (1, 2));
+        assert!(!opens(&mut Session::keyed(&other), &sent[0]), "a frame from another session fails");
+        assert!(!opens(&mut Session::keyed(&al), &sent[0]), "a frame reflected back fails");
+        let plain = sealed(&mut Session::plain(), &msgs);
+        assert_eq!(plain[0].len(), 5 + 3, "no tag without a secret");
+        assert!(opens(&mut Session::plain(), &plain[0]));
     }
 }

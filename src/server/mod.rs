@@ -105,7 +105,9 @@ pub fn run(cfg: Config) -> Result<(), String> {
             .collect(),
         None => vec![None; n],
     };
-    raise_fd_limit(cfg.conn_limit);
+    // Replication's descriptors come on top of the clients' budget, so
+    // peers (or strangers at the replication port) cannot use up `-c`.
+    raise_fd_limit(cfg.conn_limit + cfg.repl.as_ref().map_or(0, |r| r.fd_budget(n)));
     drop_privileges(cfg.user.as_deref())?;
     // As memcached: written by the user the server runs as. Removed on every
     // way out of this function, so a failed start leaves none behind.
@@ -212,7 +214,8 @@ async fn core_main(
     let mut shard = Shard::new(store);
     let mut core = Core::new(id, n, global.clone(), Shard::new(Store::new(StoreConfig::default())));
     if let Some(r) = &global.repl {
-        shard.repl = Some(crate::repl::apply::ReplShard::new(r.cfg.node_id, r.cfg.tombstone_ttl.as_millis() as u64));
+        let ttl_ms = r.cfg.tombstone_ttl.as_millis() as u64;
+        shard.repl = Some(crate::repl::apply::ReplShard::new(r.cfg.node_id, ttl_ms, global.cfg.item_size_max));
         core.repl = Some(crate::repl::link::ReplCore::new(r.cfg.peers.len(), r.cfg.backlog_bytes));
     }
     core.shard = std::cell::RefCell::new(shard);
@@ -364,8 +367,15 @@ async fn crawl_task(core: Rc<Core>) {
         let now = unix_now();
         core.clock.set(now);
         let mut shard = core.shard.borrow_mut();
+        let shard = &mut *shard;
         shard.store.crawl(now, CRAWL_BUDGET);
         busy = shard.store.crawl_busy();
+        // Tombstones past their TTL go here too, not only when a write
+        // comes by.
+        if let Some(r) = shard.repl.as_mut() {
+            r.collect(crate::repl::unix_ms());
+            r.charge(&mut shard.store, now);
+        }
     }
 }
 

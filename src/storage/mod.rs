@@ -313,6 +313,9 @@ pub struct Store {
     large_fifo: VecDeque<(u32, u64)>,
     large_next_id: u64,
     large_bytes: usize,
+    /// Bytes a layer above keeps for this core outside the store, charged
+    /// against the same limit (`set_external`).
+    external: usize,
     /// Records being moved out of an evicted segment (reused).
     move_list: Vec<(u64, u32, usize, usize)>,
     /// Segments whose `seq` is below this were written before a flush_all.
@@ -436,6 +439,7 @@ impl Store {
             large_fifo: VecDeque::new(),
             large_next_id: 0,
             large_bytes: 0,
+            external: 0,
             move_list: Vec::new(),
             flush_seq: 0,
             flush_at: 0,
@@ -478,7 +482,19 @@ impl Store {
     /// Everything counted against the limit. (The buffer that evicted
     /// items move through exists only while a segment is being evicted.)
     pub fn memory_used(&self) -> usize {
-        self.blocks * SEG_SIZE + self.large_bytes + self.index.allocation_size() + self.codec.memory()
+        self.blocks * SEG_SIZE + self.large_bytes + self.index.allocation_size() + self.codec.memory() + self.external
+    }
+
+    /// Count `bytes` that the caller keeps beside this store (replication's
+    /// tombstones, say) against the limit: items make room for them as for
+    /// any write (evicted, or with eviction off, only expired ones go).
+    /// The caller bounds them well below the limit.
+    pub fn set_external(&mut self, bytes: usize, now: u64) {
+        let grew = bytes > self.external;
+        self.external = bytes;
+        if grew {
+            while self.memory_used() > self.cfg.limit && self.evict_one(now, self.cfg.evict) {}
+        }
     }
 
     /// Compression counters (stats).

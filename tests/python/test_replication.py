@@ -55,7 +55,7 @@ def two_groups(tmp_path) -> List[List[Server]]:
             nodes = []
             for i in range(2):
                 extra = ["--repl-listen", f"127.0.0.1:{ports[i]}", "--peers", f"127.0.0.1:{ports[1 - i]}",
-                         "--node-id", str(i + 1)]
+                         "--node-id", str(i + 1), "--repl-insecure"]
                 srv = spawn_server(binary, 2, tmp_path, extra=extra, tag=f"group{g}-node{i}")
                 started.append(srv)
                 nodes.append(srv)
