@@ -26,9 +26,8 @@ use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
 use std::rc::Rc;
-use std::task::{Context, Poll, Waker};
-
 use std::sync::OnceLock;
+use std::task::{Context, Poll, Waker};
 
 use crate::storage::HashKey;
 
