@@ -25,7 +25,13 @@ use std::sync::Barrier;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use memcore::shard::owner;
+use memcore::shard::{owner, set_owner_key};
+use memcore::storage::HashKey;
+
+/// A fixed key-to-core hash key, given to the server with the hidden
+/// `--hash-key` flag, so that `owner` here agrees with the server's split.
+const HASH_KEY_HEX: &str = "0123456789abcdeffedcba9876543210";
+const HASH_KEY: HashKey = HashKey::new(0x0123_4567_89ab_cdef, 0xfedc_ba98_7654_3210);
 
 fn env_num<T: std::str::FromStr>(name: &str, default: T) -> T {
     match std::env::var(name) {
@@ -64,6 +70,8 @@ impl Server {
             let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
             let mut child = Command::new(bin)
                 .args(["-p", &port.to_string(), "-l", "127.0.0.1", "-U", "0", "-t", "2", "-u", "root", "-m", "1024"])
+                // The bench must know which core owns a key (see `owner` below).
+                .args(["--hash-key", HASH_KEY_HEX])
                 .stdin(Stdio::null())
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
@@ -402,6 +410,7 @@ fn main() {
     drop(others);
 
     // Keys by owner.
+    assert!(set_owner_key(HASH_KEY), "the key-to-core hash was used before its key was set");
     let (mut local, mut remote) = (Vec::new(), Vec::new());
     let mut i = 0u64;
     while local.len() < nkeys || remote.len() < nkeys {

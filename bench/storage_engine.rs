@@ -1,11 +1,12 @@
 //! The storage engine alone, no network: nanoseconds per get and per set of
-//! 100-byte values in a full, evicting 64 MiB store (one core's engine).
+//! 100-byte values in a full, evicting 64 MiB store (one core's engine), and
+//! the index's keyed hash alone.
 //!
 //! `cargo bench --bench storage_engine`
 
 use criterion::{BatchSize, Criterion, Throughput, black_box, criterion_group, criterion_main};
 use memcore::protocol::StoreMode;
-use memcore::storage::{Store, StoreConfig};
+use memcore::storage::{HashKey, Store, StoreConfig};
 
 const NOW: u64 = 1_700_000_000;
 const LIMIT: usize = 64 << 20;
@@ -67,6 +68,14 @@ fn engine(c: &mut Criterion) {
             BatchSize::SmallInput,
         )
     });
+    g.finish();
+    // The keyed hash alone (SipHash-1-3): one per get, about three per set.
+    let mut g = c.benchmark_group("index_hash");
+    let hk = HashKey::new(rand(), rand());
+    for len in [16usize, 64] {
+        let k = vec![b'k'; len];
+        g.bench_function(format!("siphash13_{len}B_key"), |b| b.iter(|| hk.hash(black_box(&k))));
+    }
     g.finish();
 }
 

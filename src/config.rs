@@ -77,6 +77,11 @@ struct Args {
     /// Cuts the cost of cross-core hops under load; an idle core still sleeps.
     #[arg(long = "spin-before-park", default_value_t = 0, value_name = "MICROSECONDS")]
     spin_before_park: u64,
+    /// Fixed key (32 hex digits) for the key-to-core and index hashes instead
+    /// of random ones, for benchmarks that must know which core owns a key.
+    /// Whoever knows it can flood the index: never in production.
+    #[arg(long = "hash-key", hide = true, value_name = "HEX")]
+    hash_key: Option<String>,
     /// Compress values with zstd inside the server (clients see none of it)
     #[arg(long = "compress", default_value = "on", value_parser = ["on", "off"])]
     compress: String,
@@ -148,6 +153,8 @@ pub struct Config {
     /// CPUs the executors are pinned to, one per executor.
     pub cpus: Vec<usize>,
     pub item_size_max: usize,
+    /// `--hash-key`: None (the default) draws random keys at start.
+    pub hash_key: Option<crate::storage::HashKey>,
     pub backlog: i32,
     pub user: Option<String>,
     pub pidfile: Option<String>,
@@ -320,6 +327,7 @@ fn check(a: Args) -> Result<Config, String> {
         threads,
         cpus: cpus[..threads].to_vec(),
         item_size_max,
+        hash_key: a.hash_key.as_deref().map(parse_hash_key).transpose()?,
         backlog: a.backlog,
         user: a.user,
         pidfile: a.pidfile,
@@ -335,6 +343,15 @@ fn check(a: Args) -> Result<Config, String> {
         warnings,
         repl,
     })
+}
+
+fn parse_hash_key(hex: &str) -> Result<crate::storage::HashKey, String> {
+    let bad = || format!("bad --hash-key {hex:?}: 32 hex digits");
+    if hex.len() != 32 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(bad());
+    }
+    let half = |h: &str| u64::from_str_radix(h, 16).map_err(|_| bad());
+    Ok(crate::storage::HashKey::new(half(&hex[..16])?, half(&hex[16..])?))
 }
 
 fn check_repl(a: &Args, threads: usize, warnings: &mut Vec<String>) -> Result<Option<crate::repl::ReplConfig>, String> {
@@ -501,6 +518,17 @@ mod tests {
         assert_eq!(c.conn_limit, 1024);
         assert_eq!(c.item_size_max, 1 << 20);
         assert!(c.use_cas && c.flush_enabled && c.evict);
+    }
+
+    #[test]
+    fn hash_keys_are_random_unless_fixed_by_the_hidden_flag() {
+        assert!(run(&[]).unwrap().hash_key.is_none());
+        let key = run(&["--hash-key", "0123456789abcdeffedcba9876543210"]).unwrap().hash_key;
+        assert_eq!(key, Some(crate::storage::HashKey::new(0x0123_4567_89ab_cdef, 0xfedc_ba98_7654_3210)));
+        let multibyte = "é".repeat(16);
+        for bad in ["0123", "0123456789abcdeffedcba987654321g", "+123456789abcdeffedcba9876543210", &multibyte] {
+            assert!(run(&["--hash-key", bad]).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -32,21 +32,41 @@ use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
 use std::rc::Rc;
+use std::sync::OnceLock;
 use std::task::{Context, Poll, Waker};
 
 use crate::protocol::GetKind;
-use crate::storage::hash_key;
+use crate::storage::HashKey;
 
-const SHARD_SEED: u64 = 0x2545_F491_4F6C_DD1D;
+/// Key of the key-to-core hash: one per process, so that every core agrees
+/// on a key's owner, and secret, so that no client can pick keys that all
+/// land on one core.
+static OWNER_KEY: OnceLock<HashKey> = OnceLock::new();
 
-/// The core that owns `key`. Uses its own seeded hash, so the choice is
-/// independent of the ketama or crc32 hashing that clients use to pick a
-/// server (which would otherwise put all of a server's keys on few cores).
+/// Choose the key-to-core hash's key; the server does it before any core
+/// starts. False when a key was already in use.
+pub fn set_owner_key(key: HashKey) -> bool {
+    OWNER_KEY.set(key).is_ok()
+}
+
+/// Without a key from the server (unit tests, benchmarks), std's random
+/// SipHash keys, drawn from the OS once per process.
+fn os_random_key() -> HashKey {
+    use std::hash::BuildHasher;
+    let s = std::collections::hash_map::RandomState::new();
+    HashKey::new(s.hash_one(1u64), s.hash_one(2u64))
+}
+
+/// The core that owns `key`, by a keyed hash (see `OWNER_KEY`) of its own:
+/// the choice is independent of the index's hash and of the ketama or
+/// crc32 hashing that clients use to pick a server (which would otherwise
+/// put all of a server's keys on few cores).
 pub fn owner(key: &[u8], ncores: usize) -> usize {
     if ncores <= 1 {
         return 0;
     }
-    (((hash_key(key, SHARD_SEED) >> 32) * ncores as u64) >> 32) as usize
+    let k = OWNER_KEY.get_or_init(os_random_key);
+    (((k.hash(key) >> 32) * ncores as u64) >> 32) as usize
 }
 
 /// Work one core asks of another, in the order it must happen.

@@ -361,6 +361,9 @@ pub fn check_store(data: &[u8]) -> StoreRun {
         // Half the runs compress every value of 16 bytes or more.
         compress: CompressConfig { enabled: mode & 0x40 != 0, min_size: 16, ..Default::default() },
         digest: mode & 0x80 != 0,
+        index_key: Default::default(),
+        // -I at half the memory: big values and append chains cross it.
+        item_size_max: limit / 2,
     };
     let mut s = Store::new(cfg.clone());
     let mut m = Model { map: HashMap::new(), flushes: Vec::new() };
@@ -438,13 +441,22 @@ pub fn check_store(data: &[u8]) -> StoreRun {
                             },
                             _ => Entry { value, flags, exp, written: now, cas: None },
                         };
+                        if matches!(mode, StoreMode::Append | StoreMode::Prepend) {
+                            let size = memcore::protocol::item_total_size(key.len(), e.flags, e.value.len());
+                            assert!(size <= cfg.item_size_max, "{what}: built an item of {size} bytes, past -I");
+                        }
                         m.map.insert(key.clone(), e);
                         assert!(s.live_keys().contains(&key), "{what}: new item is not there");
                     }
                     StoreOutcome::NotStored => match mode {
                         StoreMode::Add => assert!(before.contains(&key), "{what}: add refused with no item"),
-                        StoreMode::Replace | StoreMode::Append | StoreMode::Prepend => {
-                            assert!(!live, "{what}: refused over a live item")
+                        StoreMode::Replace => assert!(!live, "{what}: refused over a live item"),
+                        StoreMode::Append | StoreMode::Prepend => {
+                            let (old_len, old_flags) = m.map.get(&key).map_or((0, 0), |e| (e.value.len(), e.flags));
+                            let too_big =
+                                memcore::protocol::item_total_size(key.len(), old_flags, old_len + value.len())
+                                    > cfg.item_size_max;
+                            assert!(!live || too_big, "{what}: refused over a live item")
                         }
                         _ => panic!("{what}"),
                     },

@@ -39,7 +39,7 @@ use crate::config::Config;
 use crate::exec::Shard;
 use crate::protocol::encode;
 use crate::shard::{Frame, Interruptible};
-use crate::storage::{Store, StoreConfig};
+use crate::storage::{HashKey, Store, StoreConfig};
 
 use self::core::{ConnInfo, Core, Global, receiver_task, sender_task};
 use self::signal::Shutdown;
@@ -133,6 +133,10 @@ pub fn run(cfg: Config) -> Result<(), String> {
             if r.peers.is_empty() { "(none)".to_string() } else { r.peers.join(",") }
         );
     }
+    // Before any core starts: every core must see the same key-to-core hash.
+    if !crate::shard::set_owner_key(cfg.hash_key.unwrap_or_else(random_hash_key)) {
+        log::warn!("the key-to-core hash key was chosen before the server started; --hash-key may not apply");
+    }
     let repl = cfg.repl.clone().map(|r| crate::repl::ReplShared::new(r, n));
     let global = Arc::new(Global {
         repl,
@@ -185,6 +189,13 @@ pub fn run(cfg: Config) -> Result<(), String> {
     failure.map_or(Ok(()), Err)
 }
 
+/// A secret key for a hash over client keys (see `storage::HashKey`).
+fn random_hash_key() -> HashKey {
+    let b = crate::repl::random_bytes::<16>();
+    let half = |h: &[u8]| u64::from_le_bytes(h.try_into().unwrap_or_default());
+    HashKey::new(half(&b[..8]), half(&b[8..]))
+}
+
 async fn core_main(
     global: Arc<Global>,
     mesh: MeshBuilder<Frame, glommio::channels::channel_mesh::Full>,
@@ -210,6 +221,10 @@ async fn core_main(
         started: global.started,
         compress: compress_for(&global.cfg, id),
         digest: global.repl.is_some(),
+        // Each core its own index key: a key learnt from one core's timing
+        // says nothing about another's.
+        index_key: global.cfg.hash_key.unwrap_or_else(random_hash_key),
+        item_size_max: global.cfg.item_size_max,
     });
     let mut shard = Shard::new(store);
     let mut core = Core::new(id, n, global.clone(), Shard::new(Store::new(StoreConfig::default())));

@@ -11,13 +11,25 @@
 //! means reading it from its segment; the index is split into `PARTS`
 //! tables that grow separately, so each pause is a fraction as long.
 //!
+//! Growth is bounded by the keys held, whatever keys are sent: a failed
+//! walk grows the table only while it has at most `MAX_SLOTS_PER_KEY`
+//! slots per key; past that the key is refused (keys whose hashes are
+//! equal share both buckets at every size, so growing cannot help). The
+//! hash is keyed and secret (`HashKey`), so such keys cannot be chosen;
+//! this bound is what holds if they are.
+//!
 //! Keys are compared by the caller (`eq`), in the segment.
 
 const PARTS: usize = 8;
 const WAYS: usize = 8;
-/// Cuckoo moves tried before a table grows instead.
+/// Cuckoo moves tried before an insert gives up.
 const MAX_KICKS: usize = 256;
 const MIN_BUCKETS: usize = 8;
+/// A table grows for a failed walk only while it has at most this many
+/// slots per key (5 bytes each) ...
+const MAX_SLOTS_PER_KEY: usize = 4;
+/// ... or is this small (2.3 KiB).
+const FLOOR_BUCKETS: usize = 64;
 
 #[derive(Clone, Copy, Default)]
 #[repr(C)]
@@ -88,9 +100,9 @@ impl Table {
         self.buckets[b].tags.iter().position(|&t| t == 0)
     }
 
-    /// Place an entry whose primary bucket is `b1`; false when the cuckoo
-    /// walk gives up (the entry then displaced is handed back in `spill`).
-    fn place(&mut self, tag: u8, sel: u32, loc: u32, rng: &mut u64, spill: &mut Option<(u8, usize, u32)>) -> bool {
+    /// Place an entry whose primary bucket is `b1`; false, with the table
+    /// as it was, when the cuckoo walk finds no free slot.
+    fn place(&mut self, tag: u8, sel: u32, loc: u32, rng: &mut u64) -> bool {
         let b1 = self.primary(sel);
         let b2 = self.alt(b1, tag);
         for b in [b1, b2] {
@@ -100,13 +112,16 @@ impl Table {
                 return true;
             }
         }
-        // Random walk: evict a slot's entry to its other bucket.
+        // Random walk: evict a slot's entry to its other bucket, remembering
+        // each slot so that a walk that gives up can be undone.
+        let mut path = [(0usize, 0u8); MAX_KICKS];
         let (mut tag, mut loc, mut b) = (tag, loc, b1);
-        for _ in 0..MAX_KICKS {
+        for step in path.iter_mut() {
             *rng ^= *rng << 13;
             *rng ^= *rng >> 7;
             *rng ^= *rng << 17;
             let i = (*rng % WAYS as u64) as usize;
+            *step = (b, i as u8);
             let slot = &mut self.buckets[b];
             std::mem::swap(&mut slot.tags[i], &mut tag);
             std::mem::swap(&mut slot.locs[i], &mut loc);
@@ -117,32 +132,70 @@ impl Table {
                 return true;
             }
         }
-        *spill = Some((tag, b, loc));
+        // Swapping back in reverse order restores every slot and leaves the
+        // new entry in hand, unplaced.
+        for &(b, i) in path.iter().rev() {
+            let slot = &mut self.buckets[b];
+            std::mem::swap(&mut slot.tags[i as usize], &mut tag);
+            std::mem::swap(&mut slot.locs[i as usize], &mut loc);
+        }
         false
     }
 
     fn entries(&self) -> Vec<u32> {
-        let mut out = Vec::with_capacity(self.len + 1);
+        let mut out = Vec::with_capacity(self.len);
         for bucket in &self.buckets {
             out.extend((0..WAYS).filter(|&i| bucket.tags[i] != 0).map(|i| bucket.locs[i]));
         }
         out
     }
 
-    /// Rebuild with at least `n` buckets holding `locs`; `rehash` gives an
-    /// entry's hash (from its key). Grows further if a walk gives up.
-    fn rebuild(&mut self, locs: &[u32], mut n: usize, rng: &mut u64, rehash: &impl Fn(&u32) -> u64) {
-        'grow: loop {
-            self.buckets = vec![Bucket::default(); n.max(MIN_BUCKETS)];
-            for &loc in locs {
+    /// Load at which a table grows before an insert: 95%.
+    fn full(&self, len: usize) -> bool {
+        len * 20 > self.n() * WAYS * 19
+    }
+
+    /// The next size up: a quarter larger.
+    fn grown(&self) -> usize {
+        (self.n() + self.n() / 4).max(MIN_BUCKETS)
+    }
+
+    /// May the table grow a step while holding `len` keys? Up to
+    /// `FLOOR_BUCKETS` always (small tables fail walks by chance), beyond
+    /// only to `MAX_SLOTS_PER_KEY` slots per key: the bound that ties the
+    /// index to the items stored, and so to the memory limit, whatever keys
+    /// are sent. (Growing never separates keys whose hashes are equal.)
+    fn may_grow(&self, len: usize) -> bool {
+        let n = self.grown();
+        n <= FLOOR_BUCKETS || n * WAYS <= MAX_SLOTS_PER_KEY * len
+    }
+
+    /// Rebuild larger, a quarter at a time, until every entry has a place
+    /// or `may_grow` says stop; entries still homeless then are appended to
+    /// `dropped` (the caller evicts them). It used to grow until every
+    /// entry fitted: keys with one hash never fit, and it grew until the
+    /// process ran out of memory.
+    fn grow(&mut self, rng: &mut u64, rehash: &impl Fn(&u32) -> u64, dropped: &mut Vec<u32>) {
+        let locs = self.entries();
+        let mut homeless = Vec::new();
+        loop {
+            let n = self.grown();
+            // The old table goes first: the peak is the new one plus `locs`.
+            self.buckets = Vec::new();
+            self.buckets = vec![Bucket::default(); n];
+            homeless.clear();
+            for &loc in &locs {
                 let (_, tag, sel) = split(rehash(&loc));
-                if !self.place(tag, sel, loc, rng, &mut None) {
-                    n += n / 4;
-                    continue 'grow;
+                if !self.place(tag, sel, loc, rng) {
+                    homeless.push(loc);
                 }
             }
-            return;
+            if homeless.is_empty() || !self.may_grow(self.len) {
+                break;
+            }
         }
+        self.len -= homeless.len();
+        dropped.extend_from_slice(&homeless);
     }
 }
 
@@ -163,7 +216,7 @@ impl Index {
     /// insert makes its part grow).
     pub fn growth_on_insert(&self, hash: u64) -> usize {
         let t = &self.parts[split(hash).0];
-        if (t.len + 1) * 20 > t.n() * WAYS * 19 {
+        if t.full(t.len + 1) {
             let grown = (t.n() + t.n() / 4).max(MIN_BUCKETS);
             (grown - t.n()) * std::mem::size_of::<Bucket>()
         } else {
@@ -172,24 +225,28 @@ impl Index {
     }
 
     /// Add a location for a key that has none; `rehash` gives the hash of
-    /// any stored location's key when the table grows.
-    pub fn insert_unique(&mut self, hash: u64, loc: u32, rehash: impl Fn(&u32) -> u64) {
+    /// any stored location's key when the table grows. False when the key
+    /// cannot be placed: its buckets are full of keys whose hashes collide
+    /// with its own, and growing would not separate them. A growth may
+    /// leave entries homeless; their locations are appended to `dropped`.
+    pub fn insert_unique(&mut self, hash: u64, loc: u32, rehash: impl Fn(&u32) -> u64, dropped: &mut Vec<u32>) -> bool {
         let (p, tag, sel) = split(hash);
         let rng = &mut self.rng;
         let t = &mut self.parts[p];
-        let grown = (t.n() + t.n() / 4).max(MIN_BUCKETS);
-        if (t.len + 1) * 20 > t.n() * WAYS * 19 {
-            let locs = t.entries();
-            t.rebuild(&locs, grown, rng, &rehash);
+        if t.full(t.len + 1) {
+            t.grow(rng, &rehash, dropped);
         }
-        let mut spill = None;
-        if !t.place(tag, sel, loc, rng, &mut spill) {
-            // The walk left some entry homeless: rebuild larger with it.
-            let mut locs = t.entries();
-            locs.extend(spill.map(|(_, _, l)| l));
-            t.rebuild(&locs, grown, rng, &rehash);
+        // A walk fails now and then in a small or well filled table, and
+        // growing is the cure; when the key's buckets are full of keys that
+        // collide with it, growing does not help and `may_grow` stops it.
+        while !t.place(tag, sel, loc, rng) {
+            if !t.may_grow(t.len + 1) {
+                return false;
+            }
+            t.grow(rng, &rehash, dropped);
         }
         t.len += 1;
+        true
     }
 
     /// Remove the entry `eq` picks; false when there is none.
@@ -232,7 +289,7 @@ mod tests {
     fn finds_what_was_inserted_and_forgets_what_was_removed() {
         let mut idx = Index::default();
         for i in 0..200_000u32 {
-            idx.insert_unique(hash(i), i, |&l| hash(l));
+            assert!(idx.insert_unique(hash(i), i, |&l| hash(l), &mut Vec::new()));
         }
         assert_eq!(idx.len(), 200_000);
         for i in 0..200_000u32 {
@@ -254,7 +311,7 @@ mod tests {
         let mut idx = Index::default();
         let mut worst: f64 = 0.0;
         for i in 0..600_000u32 {
-            idx.insert_unique(hash(i), i, |&l| hash(l));
+            assert!(idx.insert_unique(hash(i), i, |&l| hash(l), &mut Vec::new()));
             if i >= 20_000 && i % 5_000 == 0 {
                 worst = worst.max(idx.allocation_size() as f64 / i as f64);
             }
@@ -265,8 +322,80 @@ mod tests {
         for i in 600_000..2_000_000u32 {
             let old = i - 600_000;
             assert!(idx.remove(hash(old), |&l| l == old));
-            idx.insert_unique(hash(i), i, |&l| hash(l));
+            assert!(idx.insert_unique(hash(i), i, |&l| hash(l), &mut Vec::new()));
         }
         assert_eq!(idx.allocation_size(), size, "churn at a constant size does not grow the table");
+    }
+
+    #[test]
+    fn keys_with_one_hash_are_refused_once_their_buckets_are_full_and_the_table_stays_small() {
+        // What an attacker who can predict the hash sends: every key with
+        // the same 64 bits. Two buckets of 8 slots hold 16 of them.
+        let mut idx = Index::default();
+        let same = 0xDEAD_BEEF_0BAD_F00D;
+        let mut dropped = Vec::new();
+        let placed = (0..10_000u32).filter(|&i| idx.insert_unique(same, i, |_| same, &mut dropped)).count();
+        assert_eq!(placed, 2 * WAYS);
+        assert!(dropped.is_empty());
+        assert_eq!(idx.len(), 2 * WAYS);
+        let floor = FLOOR_BUCKETS * std::mem::size_of::<Bucket>();
+        assert!(idx.allocation_size() <= floor, "{} bytes for 16 keys", idx.allocation_size());
+    }
+
+    #[test]
+    fn colliding_keys_in_a_loaded_table_never_grow_it_past_what_its_keys_fill() {
+        let mut idx = Index::default();
+        let mut dropped = Vec::new();
+        for i in 0..100_000u32 {
+            assert!(idx.insert_unique(hash(i), i, |&l| hash(l), &mut dropped));
+        }
+        let size = idx.allocation_size();
+        // Colliding keys among ordinary ones: a flood keyed to one hash, each
+        // refused once its buckets are full.
+        let same = hash(7) ^ 0x5555;
+        let rehash = |&l: &u32| if l >= 1 << 30 { same } else { hash(l) };
+        let mut refused = 0;
+        for i in 0..100_000u32 {
+            if !idx.insert_unique(same, (1 << 30) + i, rehash, &mut dropped) {
+                refused += 1;
+            }
+        }
+        assert!(refused >= 100_000 - 2 * WAYS, "{refused} refused");
+        assert!(dropped.is_empty());
+        // Ordinary keys still go in; the table grows only as they fill it.
+        for i in 100_000..200_000u32 {
+            assert!(idx.insert_unique(hash(i), i, rehash, &mut dropped));
+        }
+        let slots = idx.allocation_size() / std::mem::size_of::<Bucket>() * WAYS;
+        assert!(slots <= MAX_SLOTS_PER_KEY * (idx.len() + dropped.len()), "{slots} slots for {} keys", idx.len());
+        assert!(idx.allocation_size() < size * 3, "grew from {size} to {}", idx.allocation_size());
+        for &l in &dropped {
+            assert!(idx.find(rehash(&l), |&x| x == l).is_none());
+        }
+    }
+
+    #[test]
+    fn a_walk_that_gives_up_leaves_every_entry_where_it_was() {
+        let mut idx = Index::default();
+        let mut dropped = Vec::new();
+        let same = 0x0123_4567_89AB_CDEF;
+        // Fill one pair of buckets with colliding keys, surround them with
+        // ordinary ones, then fail an insert: nothing already in moves out.
+        for i in 0..2 * WAYS as u32 {
+            assert!(idx.insert_unique(same, 1_000_000 + i, |_| same, &mut dropped));
+        }
+        let rehash = |&l: &u32| if l >= 1_000_000 { same } else { hash(l) };
+        for i in 0..50u32 {
+            assert!(idx.insert_unique(hash(i), i, rehash, &mut dropped));
+        }
+        assert!(!idx.insert_unique(same, 2_000_000, rehash, &mut dropped));
+        for i in 0..2 * WAYS as u32 {
+            assert!(idx.find(same, |&l| l == 1_000_000 + i).is_some());
+        }
+        for i in 0..50u32 {
+            assert!(idx.find(hash(i), |&l| l == i).is_some());
+        }
+        assert!(idx.find(same, |&l| l == 2_000_000).is_none());
+        assert_eq!(idx.len(), 2 * WAYS + 50 - dropped.len());
     }
 }

@@ -161,6 +161,13 @@ pub struct StoreConfig {
     /// Keep `digest()` up to date (replication turns it on): every item
     /// stored or removed is hashed once more.
     pub digest: bool,
+    /// Key of the index's hash (see `HashKey`): the server gives each store
+    /// a random one.
+    pub index_key: HashKey,
+    /// `-I`: an append or prepend whose result would be larger (counted as
+    /// `protocol::item_total_size`) is refused, as memcached does; a set is
+    /// checked by the parser before its value is read.
+    pub item_size_max: usize,
 }
 
 impl Default for StoreConfig {
@@ -174,6 +181,8 @@ impl Default for StoreConfig {
             started: 0,
             compress: CompressConfig::default(),
             digest: false,
+            index_key: HashKey::default(),
+            item_size_max: 1 << 20,
         }
     }
 }
@@ -275,10 +284,12 @@ impl ItemRef<'_> {
     /// the stored frame is corrupt.
     pub fn replication_form(&self) -> Option<(Vec<u8>, Option<u32>)> {
         match self.compressed {
-            Some(z) if z.dict == 0 => {
+            // The wire's u32 length holds any value -I allows (1 GiB at
+            // most); a longer one is sent as clients see it.
+            Some(z) if z.dict == 0 && u32::try_from(self.len).is_ok() => {
                 let mut frame = Vec::with_capacity(z.stored_len);
                 self.stored_pieces().for_each(|p| frame.extend_from_slice(p));
-                Some((frame, Some(self.len as u32)))
+                Some((frame, u32::try_from(self.len).ok()))
             }
             _ => self.read_value().map(|v| (v, None)),
         }
@@ -352,35 +363,37 @@ pub enum ApplyOutcome {
     NoMemory,
 }
 
-/// Seeded 64-bit hash of a key. The seed keeps the index's hash independent
-/// of the one that picks the core (else every key on a core would share the
-/// low bits the table uses) and of the clients' ketama/crc32 node choice.
-pub fn hash_key(key: &[u8], seed: u64) -> u64 {
-    const K: u64 = 0x9E37_79B9_7F4A_7C15;
-    let mut h = seed ^ (key.len() as u64).wrapping_mul(K);
-    let mut chunks = key.chunks_exact(8);
-    for c in &mut chunks {
-        let v = u64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]);
-        h = (h ^ v).wrapping_mul(K).rotate_left(29);
-    }
-    let rest = chunks.remainder();
-    if !rest.is_empty() {
-        let mut w = [0u8; 8];
-        w[..rest.len()].copy_from_slice(rest);
-        h = (h ^ u64::from_le_bytes(w)).wrapping_mul(K).rotate_left(29);
-    }
-    // murmur3's finalizer spreads every input bit over the output.
-    h ^= h >> 33;
-    h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
-    h ^= h >> 33;
-    h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
-    h ^ (h >> 33)
+/// A secret key for SipHash-1-3 over item keys. Who can predict a key's
+/// hash can pick keys that all land in one place (hash flooding), so the
+/// server chooses one at random per process: one shared by every core for
+/// the choice of core, and one per core for its index. Storage itself reads
+/// no randomness; `Default` is a fixed key for tests and benchmarks only.
+#[derive(Clone, Copy, PartialEq, Eq, Default)]
+pub struct HashKey {
+    k0: u64,
+    k1: u64,
 }
 
-const INDEX_SEED: u64 = 0x5851_F42D_4C95_7F2D;
+impl HashKey {
+    pub const fn new(k0: u64, k1: u64) -> Self {
+        HashKey { k0, k1 }
+    }
 
-fn index_hash(key: &[u8]) -> u64 {
-    hash_key(key, INDEX_SEED)
+    /// SipHash-1-3 of `key` (the variant std's HashMap uses, a keyed PRF
+    /// designed against flooding); ~15 ns for a 16-byte key.
+    pub fn hash(&self, key: &[u8]) -> u64 {
+        use std::hash::Hasher;
+        let mut h = siphasher::sip::SipHasher13::new_with_keys(self.k0, self.k1);
+        h.write(key);
+        h.finish()
+    }
+}
+
+/// The key stays out of logs and panics.
+impl std::fmt::Debug for HashKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("HashKey(..)")
+    }
 }
 
 /// Turn a protocol exptime into an absolute Unix time (0 = never):
@@ -606,9 +619,13 @@ impl Store {
 
     // ---- lookups ----------------------------------------------------------
 
+    fn index_hash(&self, key: &[u8]) -> u64 {
+        self.cfg.index_key.hash(key)
+    }
+
     fn find(&self, key: &[u8]) -> Option<u32> {
         let (segs, bits, shift) = (&self.segs, self.seg_bits(), self.unit_shift);
-        self.index.find(index_hash(key), |&l| key_of(record_at(segs, bits, shift, l)) == key).copied()
+        self.index.find(self.index_hash(key), |&l| key_of(record_at(segs, bits, shift, l)) == key).copied()
     }
 
     /// Is the record at `loc` the one the index points to for its key?
@@ -632,7 +649,7 @@ impl Store {
         let loc = self.find(key).ok_or(Miss::Absent)?;
         let h = self.header(loc);
         if let Some(miss) = self.dead(loc, &h, now) {
-            self.reclaim(loc, &h, index_hash(key), false);
+            self.reclaim(loc, &h, self.index_hash(key), false);
             return Err(miss);
         }
         Ok((loc, h))
@@ -686,7 +703,7 @@ impl Store {
         let exp = self.rel_exp(exptime);
         if exp != 0 && exp <= self.now_rel(now) {
             let r = f(&self.item_ref(loc, &h));
-            self.unlink(loc, &h, index_hash(key));
+            self.unlink(loc, &h, self.index_hash(key));
             return Ok(r);
         }
         // Writing it again may have moved or (in a tiny cache) evicted it.
@@ -711,7 +728,7 @@ impl Store {
     pub fn delete(&mut self, key: &[u8], now: u64) -> bool {
         match self.find_live(key, now) {
             Ok((loc, h)) => {
-                self.unlink(loc, &h, index_hash(key));
+                self.unlink(loc, &h, self.index_hash(key));
                 true
             }
             Err(_) => false,
@@ -750,6 +767,14 @@ impl Store {
         }
         let stored = match (mode, old) {
             (StoreMode::Append | StoreMode::Prepend, Some((loc, h))) => {
+                // -I bounds the item that results, not only the chunk sent:
+                // else a chain of appends builds a value of any size (with
+                // compression, for a few bytes of -m each). memcached 1.6.18
+                // answers NOT_STORED and keeps the item as it was.
+                let total = h.value_len.saturating_add(data.len());
+                if crate::protocol::item_total_size(key.len(), h.flags, total) > self.cfg.item_size_max {
+                    return StoreOutcome::NotStored;
+                }
                 let Some(old_value) = self.item_ref(loc, &h).read_value() else {
                     self.drop_corrupt(key);
                     return StoreOutcome::NotStored;
@@ -772,7 +797,7 @@ impl Store {
             && let Some(loc) = self.find(key)
         {
             let h = self.header(loc);
-            self.unlink(loc, &h, index_hash(key));
+            self.unlink(loc, &h, self.index_hash(key));
         }
         StoreOutcome::NoMemory
     }
@@ -939,7 +964,7 @@ impl Store {
         if let Some(f) = frame {
             self.codec.give_back_frame(f);
         }
-        let hash = index_hash(key);
+        let hash = self.index_hash(key);
         // Without eviction, a new key must leave room for the index to grow
         // (the record just written stays behind as dead bytes).
         if !self.cfg.evict
@@ -951,15 +976,32 @@ impl Store {
             }
             return false;
         }
-        self.account_new(loc, len);
-        let (segs, bits, shift) = (&self.segs, self.seg_bits(), self.unit_shift);
+        let (segs, bits, shift, ik) = (&self.segs, self.seg_bits(), self.unit_shift, self.cfg.index_key);
+        let mut dropped = Vec::new();
         let replaced = match self.index.find_mut(hash, |&l| key_of(record_at(segs, bits, shift, l)) == key) {
             Some(slot) => Some(std::mem::replace(slot, loc)),
             None => {
-                self.index.insert_unique(hash, loc, |&l| index_hash(key_of(record_at(segs, bits, shift, l))));
+                let placed = self.index.insert_unique(
+                    hash,
+                    loc,
+                    |&l| ik.hash(key_of(record_at(segs, bits, shift, l))),
+                    &mut dropped,
+                );
+                if !placed {
+                    // Its buckets are full of keys that collide with it: the
+                    // write is refused rather than the table grown for them
+                    // (the record stays behind as dead bytes).
+                    self.evict_dropped(&dropped);
+                    if let Some(h) = handle {
+                        self.free_large(h);
+                    }
+                    return false;
+                }
                 None
             }
         };
+        self.evict_dropped(&dropped);
+        self.account_new(loc, len);
         if let Some(old) = replaced {
             let h = self.header(old);
             self.account_gone(old, &h, true);
@@ -1016,7 +1058,7 @@ impl Store {
         }
         if exp != 0 && exp <= self.now_rel(now) {
             // Already past: gone, as memcached would find it next time.
-            self.unlink(loc, &h, index_hash(key));
+            self.unlink(loc, &h, self.index_hash(key));
             return true;
         }
         // Only inline records lack the field (see record::has_exp). Writing
@@ -1162,13 +1204,24 @@ impl Store {
         self.codec.stats.corrupt += 1;
         if let Some(loc) = self.find(key) {
             let h = self.header(loc);
-            self.unlink(loc, &h, index_hash(key));
+            self.unlink(loc, &h, self.index_hash(key));
         }
     }
 
     fn free_large(&mut self, handle: u32) {
         let v = self.large.remove(handle as usize);
         self.large_bytes -= LargeValue::charge(v.len());
+    }
+
+    /// Account for items a growing index could not place (it no longer
+    /// points at them): they are evicted.
+    fn evict_dropped(&mut self, dropped: &[u32]) {
+        for &loc in dropped {
+            let h = self.header(loc);
+            self.stats.evictions += 1;
+            self.stats.evicted_unfetched += u64::from(!h.fetched());
+            self.account_gone(loc, &h, true);
+        }
     }
 
     /// Drop an item found expired or flushed, counting it as memcached does.
@@ -1194,7 +1247,7 @@ impl Store {
     fn walk(&self, id: u32, off: usize) -> (u32, Header, u64, bool, usize) {
         let loc = self.loc(id, off);
         let h = self.header(loc);
-        let hash = index_hash(&self.rec(loc)[h.key_at..h.key_at + h.key_len]);
+        let hash = self.index_hash(&self.rec(loc)[h.key_at..h.key_at + h.key_len]);
         (loc, h, hash, self.is_live(loc, hash), off + self.align(h.len()))
     }
 
@@ -1243,7 +1296,7 @@ impl Store {
         self.large_fifo.pop_front();
         let loc = self.large[handle as usize].head;
         let h = self.header(loc);
-        let hash = index_hash(&self.rec(loc)[h.key_at..h.key_at + h.key_len]);
+        let hash = self.index_hash(&self.rec(loc)[h.key_at..h.key_at + h.key_len]);
         debug_assert!(self.is_live(loc, hash), "a large value outlived its record");
         if self.dead(loc, &h, now).is_some() {
             self.reclaim(loc, &h, hash, false);
@@ -1575,7 +1628,7 @@ impl Store {
     pub fn delete_older(&mut self, key: &[u8], version: u64, now: u64) -> bool {
         match self.find_live(key, now) {
             Ok((loc, h)) if h.version < version => {
-                self.unlink(loc, &h, index_hash(key));
+                self.unlink(loc, &h, self.index_hash(key));
                 true
             }
             _ => false,

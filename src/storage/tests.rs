@@ -3,13 +3,16 @@ use std::collections::HashMap;
 
 const NOW: u64 = 1_700_000_000;
 
+/// Items up to 16 MiB (-I 16m), for the tests of large values.
+const ITEM_MAX: usize = 16 << 20;
+
 fn store(limit: usize) -> Store {
-    Store::new(StoreConfig { limit, started: NOW - 100, ..Default::default() })
+    Store::new(StoreConfig { limit, started: NOW - 100, item_size_max: ITEM_MAX, ..Default::default() })
 }
 
 fn compressing_store(limit: usize, min_size: usize) -> Store {
     let compress = CompressConfig { enabled: true, min_size, ..Default::default() };
-    Store::new(StoreConfig { limit, started: NOW - 100, compress, ..Default::default() })
+    Store::new(StoreConfig { limit, started: NOW - 100, compress, item_size_max: ITEM_MAX, ..Default::default() })
 }
 
 fn get(s: &mut Store, k: &str, now: u64) -> Option<Vec<u8>> {
@@ -641,4 +644,63 @@ fn a_corrupt_frame_reads_as_a_miss() {
     assert!(s.get(b"k", NOW).is_err());
     assert_eq!(s.compress_stats().corrupt, 1);
     check(&s);
+}
+
+#[test]
+fn append_and_prepend_past_the_item_size_limit_are_not_stored_and_keep_the_item() {
+    for compress in [false, true] {
+        let mut s = Store::new(StoreConfig {
+            started: NOW - 100,
+            item_size_max: 1024,
+            compress: CompressConfig { enabled: compress, min_size: 1, ..Default::default() },
+            ..Default::default()
+        });
+        // The longest value of key "k" that -I 1k admits, as the parser counts.
+        let max = (0..1024).rev().find(|&n| crate::protocol::item_total_size(1, 7, n) <= 1024).unwrap();
+        let v = vec![b'0'; max - 10];
+        assert_eq!(s.store(StoreMode::Set, b"k", 7, 0, &v, 0, NOW), StoreOutcome::Stored);
+        assert_eq!(s.store(StoreMode::Append, b"k", 0, 0, &[b'a'; 5], 0, NOW), StoreOutcome::Stored);
+        assert_eq!(s.store(StoreMode::Prepend, b"k", 0, 0, &[b'p'; 5], 0, NOW), StoreOutcome::Stored);
+        assert_eq!(s.get(b"k", NOW).unwrap().value_len(), max, "compress {compress}: exactly at the limit");
+        assert_eq!(s.store(StoreMode::Append, b"k", 0, 0, b"a", 0, NOW), StoreOutcome::NotStored);
+        assert_eq!(s.store(StoreMode::Prepend, b"k", 0, 0, b"p", 0, NOW), StoreOutcome::NotStored);
+        let item = s.get(b"k", NOW).unwrap();
+        assert_eq!((item.value_len(), item.flags), (max, 7), "compress {compress}: the item is kept as it was");
+    }
+}
+
+#[test]
+fn an_append_chain_of_compressible_chunks_stops_at_the_item_size_limit() {
+    // Zeros compress a thousandfold: without a check on the result, 100
+    // appends of 64 KiB would build a 6.4 MB value costing a few KiB of -m.
+    let mut s = Store::new(StoreConfig {
+        started: NOW - 100,
+        item_size_max: 1 << 20,
+        compress: CompressConfig { enabled: true, ..Default::default() },
+        ..Default::default()
+    });
+    let chunk = vec![0u8; 64 << 10];
+    assert_eq!(s.store(StoreMode::Set, b"zeros", 0, 0, &chunk, 0, NOW), StoreOutcome::Stored);
+    let refused = (0..100)
+        .filter(|_| s.store(StoreMode::Append, b"zeros", 0, 0, &chunk, 0, NOW) == StoreOutcome::NotStored)
+        .count();
+    let len = s.get(b"zeros", NOW).unwrap().value_len();
+    assert!(crate::protocol::item_total_size(5, 0, len) <= 1 << 20, "{len} bytes");
+    assert_eq!(len, 15 * chunk.len(), "every append that fits is stored");
+    assert_eq!(refused, 100 - 14);
+}
+
+#[test]
+fn digests_agree_across_stores_whose_index_keys_differ() {
+    // Nodes draw their index keys at random; what they compare must not
+    // depend on them.
+    let mut stores = [HashKey::new(1, 2), HashKey::new(0xDEAD, 0xBEEF)]
+        .map(|index_key| Store::new(StoreConfig { started: NOW - 100, digest: true, index_key, ..Default::default() }));
+    for s in &mut stores {
+        for i in 0..1000 {
+            s.store(StoreMode::Set, format!("k{i}").as_bytes(), i, 0, format!("v{i}").as_bytes(), 0, NOW);
+        }
+    }
+    assert_ne!(stores[0].digest(), 0);
+    assert_eq!(stores[0].digest(), stores[1].digest());
 }
