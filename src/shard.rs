@@ -152,6 +152,9 @@ pub struct Frame {
     /// One head per reply, in order; its segments are the next ones in
     /// `reply_ends`.
     pub reply_heads: Vec<ReplyHead>,
+    /// Bytes of get replies in `reply_arena` that the replying core charged
+    /// to the asking core's connection budget (server/budget.rs).
+    pub charged: usize,
     /// The sending core has drained its connections and sends no more work.
     pub done: bool,
 }

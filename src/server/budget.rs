@@ -5,9 +5,10 @@
 //! key many times, on many connections).
 //!
 //! Each connection holds `FREE_PER_CONN` bytes without charge, so a small
-//! request always makes progress; beyond that, every byte of input buffer,
-//! reply and reply still to come from another core is charged to its core's
-//! budget (`--conn-memory`, split over the cores). When the budget is
+//! request always makes progress; beyond that, every byte of input buffer and
+//! reply is charged to its core's budget, and so is every byte another core
+//! builds in reply to its forwarded gets (the owner caps those replies by
+//! what the budget leaves, and charges them until they are delivered) (`--conn-memory`, split over the cores). When the budget is
 //! spent (server/conn.rs):
 //! - a get whose reply does not fit in what is left is not run yet: its
 //!   batch writes what it owes first (a connection that does not read its
@@ -19,7 +20,7 @@
 //!   connection with `SERVER_ERROR out of memory reading request`
 //!   (`conn_memory_refused`), as memcached does when it cannot grow one.
 
-use std::cell::Cell;
+use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 
 /// Bytes a connection holds without being charged: its buffers at rest.
 pub const FREE_PER_CONN: usize = 128 * 1024;
@@ -30,8 +31,12 @@ pub const FLUSH_AT: usize = 1 << 20;
 /// How long a request waits for room before it runs with what there is.
 pub const BUDGET_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
 
+/// One core's budget. Shared with the other cores (in `Global`): a core
+/// that builds replies to this core's forwarded gets charges them here, so
+/// replies on their way count too. Relaxed atomics: the figure steers
+/// decisions, it orders nothing.
 pub struct ConnBudget {
-    used: Cell<usize>,
+    used: AtomicUsize,
     limit: usize,
     /// Room a get whose reply did not fit waits for: one of the largest
     /// items, or half the budget when that is less.
@@ -41,7 +46,7 @@ pub struct ConnBudget {
 impl ConnBudget {
     pub fn new(limit: usize, item_size_max: usize) -> Self {
         let admit = (item_size_max + 4096).min(limit / 2).max(GET_FLOOR);
-        ConnBudget { used: Cell::new(0), limit, admit }
+        ConnBudget { used: AtomicUsize::new(0), limit, admit }
     }
 
     pub fn admit(&self) -> usize {
@@ -49,7 +54,17 @@ impl ConnBudget {
     }
 
     pub fn used(&self) -> usize {
-        self.used.get()
+        self.used.load(Relaxed)
+    }
+
+    /// Replies built on another core for this core's connections, until
+    /// they are delivered here (`uncharge`) and their connections hold them.
+    pub fn charge(&self, bytes: usize) {
+        self.used.fetch_add(bytes, Relaxed);
+    }
+
+    pub fn uncharge(&self, bytes: usize) {
+        let _ = self.used.fetch_update(Relaxed, Relaxed, |u| Some(u.saturating_sub(bytes)));
     }
 
     pub fn limit(&self) -> usize {
@@ -57,7 +72,7 @@ impl ConnBudget {
     }
 
     pub fn available(&self) -> usize {
-        self.limit.saturating_sub(self.used.get())
+        self.limit.saturating_sub(self.used())
     }
 
     /// The most a get may reply now, capped at `max`.
@@ -82,7 +97,11 @@ impl Charge {
     /// previous charge.
     pub fn settle(&mut self, budget: &ConnBudget, held: usize) {
         let now = held.saturating_sub(FREE_PER_CONN);
-        budget.used.set(budget.used.get() - self.charged + now);
+        if now > self.charged {
+            budget.charge(now - self.charged);
+        } else {
+            budget.uncharge(self.charged - now);
+        }
         self.charged = now;
     }
 

@@ -82,8 +82,6 @@ pub struct Batch {
     wait: Rc<ConnWait>,
     /// Scratch: owning core of each key of a multi-get.
     owners: Vec<usize>,
-    /// Bytes forwarded gets of this batch may still bring back.
-    reserved: usize,
 }
 
 /// A get whose keys are partly on other cores: its local bytes are
@@ -117,7 +115,6 @@ impl Conn {
                 spans: Vec::new(),
                 wait: Rc::new(ConnWait::default()),
                 owners: Vec::with_capacity(ncores),
-                reserved: 0,
             },
             spliced: Vec::new(),
             charge: Charge::default(),
@@ -137,27 +134,23 @@ impl Conn {
         }
     }
 
-    /// Bytes this connection holds: buffers, replies owed and replies that
-    /// forwarded gets may still bring.
+    /// Bytes this connection holds: buffers and replies owed (replies still
+    /// on their way from other cores are charged by the core building them).
     fn held(&self) -> usize {
-        self.inbuf.len()
-            + self.batch.out.capacity()
-            + self.spliced.capacity()
-            + self.batch.wait.held_bytes()
-            + self.batch.reserved
+        self.inbuf.len() + self.batch.out.capacity() + self.spliced.capacity() + self.batch.wait.held_bytes()
     }
 
     /// Buffers larger than this are given back once drained: `KEEP_BUFFER`,
     /// or the initial size while the core's connection budget runs short
     /// (so that idle connections do not sit on it).
     fn keep(&self) -> usize {
-        let b = &self.core.budget;
+        let b = self.core.budget();
         if b.available() < b.limit() / 4 { INITIAL_BUFFER } else { KEEP_BUFFER }
     }
 
     fn settle(&mut self) {
         let held = self.held();
-        self.charge.settle(&self.core.budget, held);
+        self.charge.settle(self.core.budget(), held);
     }
 
     async fn serve(&mut self) -> io::Result<()> {
@@ -185,7 +178,7 @@ impl Conn {
                 }
                 Stop::Close => return Ok(()),
                 Stop::WaitBudget => {
-                    self.wait_for_budget(self.core.budget.admit()).await;
+                    self.wait_for_budget(self.core.budget().admit()).await;
                     self.budget_waited = true;
                 }
                 Stop::Boundary | Stop::SyncWrite { .. } | Stop::Drain => {}
@@ -248,11 +241,11 @@ impl Conn {
             if want > self.inbuf.len() {
                 let size = want.max(self.inbuf.len() * 2);
                 let more = size - self.inbuf.len();
-                if !self.core.budget.may_grow(self.held(), more) {
+                if !self.core.budget().may_grow(self.held(), more) {
                     self.core.shard.borrow_mut().counters.conn_memory_backpressure += 1;
                     self.wait_for_budget(more).await;
                 }
-                if !self.core.budget.may_grow(self.held(), more) {
+                if !self.core.budget().may_grow(self.held(), more) {
                     self.core.shard.borrow_mut().counters.conn_memory_refused += 1;
                     encode_line(&mut self.batch.out, "SERVER_ERROR out of memory reading request");
                     self.finish_batch().await?;
@@ -310,7 +303,7 @@ impl Conn {
             if handled >= core.cfg().reqs_per_event {
                 return Stop::Yield;
             }
-            if handled > 0 && self.batch.out.len() + self.batch.reserved >= FLUSH_AT {
+            if handled > 0 && self.batch.out.len() >= FLUSH_AT {
                 return Stop::Drain;
             }
             let avail = &self.inbuf[self.start..self.end];
@@ -373,7 +366,7 @@ impl Conn {
                         }
                         Request::Get { kind, exptime, keys } => {
                             let held = self.held();
-                            self.charge.settle(&core.budget, held);
+                            self.charge.settle(core.budget(), held);
                             if !get(&core, kind, exptime, keys, now, &mut self.batch, !self.budget_waited) {
                                 // Not run: the budget had no room for its
                                 // reply. Write what the batch owes (that
@@ -400,7 +393,7 @@ impl Conn {
     async fn wait_for_budget(&mut self, room: usize) {
         self.settle();
         let deadline = std::time::Instant::now() + BUDGET_WAIT;
-        while self.core.budget.available() < room && std::time::Instant::now() < deadline && !self.core.stopping.get() {
+        while self.core.budget().available() < room && std::time::Instant::now() < deadline && !self.core.stopping.get() {
             glommio::timer::sleep(std::time::Duration::from_millis(1)).await;
         }
     }
@@ -418,7 +411,6 @@ impl Conn {
             }
             b.splice_into(&mut self.spliced);
             std::mem::swap(&mut b.out, &mut self.spliced);
-            b.reserved = 0;
         }
         Ok(())
     }
@@ -632,12 +624,12 @@ fn dispatch(core: &Core, req: &Request<'_>, raw: &[u8], now: u64, batch: &mut Ba
 /// (the caller makes room and runs it again); otherwise a reply past its
 /// cap is memcached's out-of-memory error.
 fn get(core: &Core, kind: GetKind, exptime: i64, keys: Keys<'_>, now: u64, batch: &mut Batch, may_wait: bool) -> bool {
-    let Batch { out, inserts, spans, wait, owners, reserved } = batch;
+    let Batch { out, inserts, spans, wait, owners } = batch;
     let n = core.ncores;
     let out_start = out.len();
     // What this reply may grow to: what the connection budget leaves (the
     // caller settled this connection's charge, what the batch owes included).
-    let cap = core.budget.get_cap(core.get_reply_cap);
+    let cap = core.budget().get_cap(core.get_reply_cap);
     let may_wait = may_wait && cap < core.get_reply_cap;
     let limit = out_start.saturating_add(cap);
     owners.clear();
@@ -649,7 +641,7 @@ fn get(core: &Core, kind: GetKind, exptime: i64, keys: Keys<'_>, now: u64, batch
     }
     // Replies from other cores are only known once they arrive, and what
     // does not fit then is an error: wait for room for one large item first.
-    if remote > 0 && may_wait && core.budget.available() < core.budget.admit() {
+    if remote > 0 && may_wait && core.budget().available() < core.budget().admit() {
         return false;
     }
     // Local keys first, leaving an insert point (its slot comes later) at
@@ -693,8 +685,6 @@ fn get(core: &Core, kind: GetKind, exptime: i64, keys: Keys<'_>, now: u64, batch
             core.peers[id].forward_get(wait, first, kind, exptime, remote_cap, theirs);
             core.peers[id].wake_sender.notify();
             core.shard.borrow_mut().counters.forwarded_out += 1;
-            // Each key's reply is at most an item and its VALUE line.
-            *reserved += remote_cap.min(count.saturating_mul(core.cfg().item_size_max + 512));
         }
     }
     let remote_owners = owners.iter().filter(|&&o| o != core.id);
@@ -794,6 +784,6 @@ fn render_settings(core: &Core, out: &mut Vec<u8>) {
 
 impl Drop for Conn {
     fn drop(&mut self) {
-        self.charge.release(&self.core.budget);
+        self.charge.release(self.core.budget());
     }
 }

@@ -17,6 +17,7 @@ use crate::protocol::{Limits, Parsed, parse};
 use crate::shard::{Cmd, Frame, Notify, Peer, get_keys};
 use crate::stats::Counters;
 
+use super::budget::ConnBudget;
 use super::signal::Shutdown;
 
 /// What every core shares: set once at start, atomics only off the request path.
@@ -28,6 +29,8 @@ pub struct Global {
     pub pid: u32,
     pub shutdown: Shutdown,
     pub repl: Option<crate::repl::ReplShared>,
+    /// Each core's connection budget, by core id.
+    pub budgets: Vec<ConnBudget>,
 }
 
 pub struct ConnInfo {
@@ -51,8 +54,6 @@ pub struct Core {
     pub global: Arc<Global>,
     pub limits: Limits,
     pub shard: RefCell<Shard>,
-    /// What this core's client connections may hold.
-    pub budget: super::budget::ConnBudget,
     /// Link to each other core, indexed by core id (own slot unused).
     pub peers: Vec<Peer>,
     pub conns: RefCell<Slab<ConnInfo>>,
@@ -72,7 +73,6 @@ pub struct Core {
 impl Core {
     pub fn new(id: usize, ncores: usize, global: Arc<Global>, shard: Shard) -> Self {
         let limits = Limits { item_size_max: global.cfg.item_size_max };
-        let budget = super::budget::ConnBudget::new(global.cfg.conn_memory / ncores.max(1), global.cfg.item_size_max);
         Core {
             get_reply_cap: (64 << 20).max(2 * global.cfg.item_size_max),
             id,
@@ -80,7 +80,6 @@ impl Core {
             global,
             limits,
             shard: RefCell::new(shard),
-            budget,
             peers: (0..ncores).map(|_| Peer::default()).collect(),
             conns: RefCell::new(Slab::new()),
             stopping: Cell::new(false),
@@ -89,6 +88,11 @@ impl Core {
             peer_done: Notify::default(),
             repl: None,
         }
+    }
+
+    /// What this core's client connections may hold.
+    pub fn budget(&self) -> &ConnBudget {
+        &self.global.budgets[self.id]
     }
 
     pub fn cfg(&self) -> &Config {
@@ -110,7 +114,12 @@ impl Core {
             match *cmd {
                 Cmd::Get { kind, exptime, start, end, cap, .. } => {
                     shard.counters.forwarded_in += 1;
-                    let limit = back.reply_arena.len().saturating_add(cap);
+                    // The asking core's budget, as it is now, caps the reply
+                    // and carries its bytes until they are delivered there.
+                    let budget = &self.global.budgets[from];
+                    let cap = budget.get_cap(cap);
+                    let reply_start = back.reply_arena.len();
+                    let limit = reply_start.saturating_add(cap);
                     let mut over = false;
                     for key in get_keys(&frame.arena[start..end]) {
                         if !over && !shard.get_one(kind, exptime, key, now, &mut back.reply_arena, limit) {
@@ -119,6 +128,9 @@ impl Core {
                         }
                         back.reply_ends.push(back.reply_arena.len());
                     }
+                    let built = back.reply_arena.len() - reply_start;
+                    budget.charge(built);
+                    back.charged += built;
                     back.end_reply(*id, first_segment);
                     continue;
                 }
@@ -189,8 +201,8 @@ impl Core {
 
     fn counters_of(&self, shard: &Shard, now: u64) -> Counters {
         let mut c = shard.snapshot(now);
-        c.conn_memory_bytes = self.budget.used() as u64;
-        c.conn_memory_limit = self.budget.limit() as u64;
+        c.conn_memory_bytes = self.budget().used() as u64;
+        c.conn_memory_limit = self.budget().limit() as u64;
         c
     }
 }
@@ -218,6 +230,8 @@ pub async fn receiver_task(core: Rc<Core>, receivers: Rc<Receivers<Frame>>, peer
         };
         let p = &core.peers[peer];
         let errors = p.deliver_replies(&frame);
+        // The connections hold these bytes now and charge them themselves.
+        core.budget().uncharge(frame.charged);
         if errors > 0 {
             core.shard.borrow_mut().counters.forward_errors += errors;
         }

@@ -138,6 +138,7 @@ pub fn run(cfg: Config) -> Result<(), String> {
         log::warn!("the key-to-core hash key was chosen before the server started; --hash-key may not apply");
     }
     let repl = cfg.repl.clone().map(|r| crate::repl::ReplShared::new(r, n));
+    let budgets = (0..n).map(|_| budget::ConnBudget::new(cfg.conn_memory / n, cfg.item_size_max)).collect();
     let global = Arc::new(Global {
         repl,
         cfg,
@@ -145,6 +146,7 @@ pub fn run(cfg: Config) -> Result<(), String> {
         started: unix_now(),
         pid: std::process::id(),
         shutdown: Shutdown::default(),
+        budgets,
     });
     let mesh = MeshBuilder::<Frame, _>::full(n, MESH_CAPACITY);
     let mut handles = Vec::new();
