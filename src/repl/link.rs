@@ -79,8 +79,8 @@ pub fn seal(core: &Core) {
         return;
     }
     let mut b = rc.backlog.borrow_mut();
-    let count = std::mem::take(&mut r.pending_ops);
-    b.seal(&mut r.pending, count, unix_ms());
+    r.pending_ops = 0;
+    b.seal(&mut r.pending, unix_ms());
     shared(core).pending_seq[core.id].store(b.last_seq() + 1, Ordering::Release);
 }
 
@@ -266,7 +266,9 @@ pub async fn link_task(core: Rc<Core>, peer: usize) {
             return;
         }
         sh.link(core.id, peer).state.store(LINK_CONNECTING, Ordering::Release);
-        let started = unix_ms();
+        // Monotonic: a wall clock stepped back must not look like a link
+        // that lasted for ages (or underflow).
+        let started = Instant::now();
         let r = run_link(&core, peer).await;
         sh.link(core.id, peer).state.store(LINK_DOWN, Ordering::Release);
         if let Err(e) = r {
@@ -277,7 +279,7 @@ pub async fn link_task(core: Rc<Core>, peer: usize) {
             }
             last_error = e;
         }
-        if unix_ms() - started > 2 * BACKOFF_MAX_MS {
+        if started.elapsed() > Duration::from_millis(2 * BACKOFF_MAX_MS) {
             attempt = 0;
         }
         let ceiling = (BACKOFF_MIN_MS << attempt.min(6)).min(BACKOFF_MAX_MS);
@@ -301,7 +303,7 @@ async fn run_link(core: &Rc<Core>, peer: usize) -> io::Result<()> {
         .map_err(|e| err(format!("connect: {e}")))?;
     let _ = stream.set_nodelay(true);
     let (mut rd, mut wr) = futures_lite::io::split(stream);
-    let mut frames = FrameReader::new(core.cfg().item_size_max + wire::FRAME_SLACK);
+    let mut frames = FrameReader::new(wire::MAX_FRAME);
     let me = u16::from(cfg.node_id);
     let epoch = core.repl.as_ref().expect("repl core").backlog.borrow().epoch;
     let nonce_c = random_bytes::<NONCE_LEN>();
@@ -473,7 +475,11 @@ async fn stream_to_peer(
 }
 
 /// Stream every live item and tombstone of this core, one segment per
-/// slice, so the core's clients wait at most one slice.
+/// slice, so the core's clients wait at most one slice. Every frame is at
+/// most `wire::MAX_FRAME`: a slice's ops are cut into batches, a value
+/// longer than a `CHUNK` goes in PARTs, and the long values a segment
+/// refers to are sent one at a time after it, so the memory a resync holds
+/// is one segment's items (decompressed) plus one value.
 async fn send_snapshot(
     core: &Rc<Core>,
     link: &super::LinkShared,
@@ -483,16 +489,20 @@ async fn send_snapshot(
     let mut out = Vec::new();
     wire::frame(&mut out, wire::SNAP_BEGIN, &[]);
     end.guard(wr.write_all(&out)).await?;
+    let mut ops = Vec::new();
+    // The newest flush_all first: a peer that missed it (it fell out of
+    // the backlog) drops what it flushed before taking the items, which
+    // are all newer; one that took it already ignores it.
+    if let Some((at, version)) = shared(core).flush_mark.newest() {
+        wire::encode_op(&mut ops, &wire::Op::Flush { at, version });
+    }
+    let mut long_keys: Vec<Box<[u8]>> = Vec::new();
     let mut cursor = Some(0u64);
     let mut last_tombs = false;
     while !last_tombs {
         if end.is_over() {
             return Err(err(format!("{} (during a resync)", end.error())));
         }
-        out.clear();
-        let at = wire::begin_frame(&mut out, wire::BATCH);
-        out.extend_from_slice(&0u64.to_le_bytes());
-        let mut items = 0u64;
         {
             let now = core.clock.get();
             let mut shard = core.shard.borrow_mut();
@@ -500,28 +510,66 @@ async fn send_snapshot(
             match cursor {
                 Some(c) => {
                     cursor = shard.store.scan(c, now, |key, item| {
-                        // A corrupt value is not sent (its next read drops it).
-                        if let Some((value, packed)) = item.replication_form() {
-                            wire::encode_set(&mut out, key, item.version, item.flags, item.exp, value.len(), packed);
-                            out.extend_from_slice(&value);
-                            items += 1;
+                        if item.value_len() > wire::CHUNK {
+                            long_keys.push(key.into());
+                        } else if let Some((value, packed)) = item.replication_form() {
+                            // A corrupt value is not sent (its next read drops it).
+                            wire::encode_value(&mut ops, key, item.version, item.flags, item.exp, &value, packed);
                         }
                     });
                 }
                 None => {
                     if let Some(r) = shard.repl.as_ref() {
-                        items += r.encode_tombstones(&mut out) as u64;
+                        r.encode_tombstones(&mut ops);
                     }
                     last_tombs = true;
                 }
             }
         }
-        wire::end_frame(&mut out, at);
-        if items > 0 {
-            end.guard(wr.write_all(&out)).await?;
-            link.items_sent.fetch_add(items, Ordering::Relaxed);
+        send_snapshot_ops(link, wr, end, &mut ops, &mut out).await?;
+        // Each long value on its own, read again now: a newer version
+        // written meanwhile is as good (the live stream has it too), a
+        // deleted one is skipped (its tombstone follows).
+        for key in long_keys.drain(..) {
+            {
+                let now = core.clock.get();
+                let mut shard = core.shard.borrow_mut();
+                shard.store.peek(&key, now, |item| {
+                    if let Some((value, packed)) = item.replication_form() {
+                        wire::encode_value(&mut ops, &key, item.version, item.flags, item.exp, &value, packed);
+                    }
+                });
+            }
+            send_snapshot_ops(link, wr, end, &mut ops, &mut out).await?;
         }
         glommio::yield_if_needed().await;
+    }
+    Ok(())
+}
+
+/// Send `ops` as snapshot batches (seq 0) of at most `BATCH_MAX` bytes of
+/// ops each, and empty it.
+async fn send_snapshot_ops(
+    link: &super::LinkShared,
+    wr: &mut (impl AsyncWrite + Unpin),
+    end: &LinkEnd,
+    ops: &mut Vec<u8>,
+    out: &mut Vec<u8>,
+) -> io::Result<()> {
+    let mut items = 0u64;
+    for (range, n) in wire::split_ops(ops, wire::BATCH_MAX) {
+        out.clear();
+        let at = wire::begin_frame(out, wire::BATCH);
+        out.extend_from_slice(&0u64.to_le_bytes());
+        out.extend_from_slice(&ops[range]);
+        wire::try_end_frame(out, at).map_err(|e| err(format!("snapshot batch not framed: {e:?}")))?;
+        end.guard(wr.write_all(out)).await?;
+        items += u64::from(n);
+    }
+    link.items_sent.fetch_add(items, Ordering::Relaxed);
+    ops.clear();
+    if ops.capacity() > 4 * wire::BATCH_MAX {
+        *ops = Vec::new();
     }
     Ok(())
 }
@@ -582,7 +630,7 @@ async fn serve_inbound(core: &Rc<Core>, stream: TcpStream) -> io::Result<()> {
         let _ = wr.write_all(&out).await;
         return Err(err(format!("node {} failed the secret check", hello.node)));
     }
-    frames.max = core.cfg().item_size_max + wire::FRAME_SLACK;
+    frames.max = wire::MAX_FRAME;
     let stream_id = (hello.node, hello.core);
     let (epoch, seq) = sh.streams.lock().ok().and_then(|m| m.get(&stream_id).copied()).unwrap_or((0, 0));
     out.clear();
@@ -595,6 +643,8 @@ async fn serve_inbound(core: &Rc<Core>, stream: TcpStream) -> io::Result<()> {
 
     let wait = Rc::new(ConnWait::default());
     let mut syncing = false;
+    let mut values = super::apply::Reassembly::new(core.cfg().item_size_max);
+    let mut whole = Vec::new();
     let (heartbeat, limit) = (cfg.heartbeat, cfg.silence_limit());
     let mut last_write = Instant::now();
     let r: io::Result<()> = async {
@@ -631,14 +681,32 @@ async fn serve_inbound(core: &Rc<Core>, stream: TcpStream) -> io::Result<()> {
                     wire::BATCH => {
                         let mut r = Reader(&p);
                         let seq = r.u64().map_err(|_| err("short batch"))?;
-                        let n = wire::validate_ops(r.0).map_err(|_| err("malformed ops"))?;
-                        apply_routed(core, r.0, &wait).await;
-                        sh.inbound_update(hello.node, |i| i.items_received += n as u64);
-                        if seq != 0 {
+                        whole.clear();
+                        let fed = values.feed(r.0, &mut whole).map_err(|_| err("malformed ops"))?;
+                        if fed.skipped > 0 {
+                            log::warn!(
+                                "node {} sent {} value(s) longer than this node's item size limit; not stored",
+                                hello.node,
+                                fed.skipped
+                            );
+                        }
+                        if !whole.is_empty() {
+                            apply_routed(core, &whole, &wait).await;
+                        }
+                        if whole.capacity() > 4 * wire::BATCH_MAX {
+                            whole = Vec::new();
+                        }
+                        sh.inbound_update(hello.node, |i| i.items_received += fed.items as u64);
+                        // Only between values: a stream resumed after this
+                        // batch must not start inside one.
+                        if seq != 0 && values.is_idle() {
                             ack = Some(seq);
                         }
                     }
                     wire::SNAP_BEGIN => {
+                        if syncing || !values.is_idle() {
+                            return Err(err("snapshot begun inside a snapshot or a value"));
+                        }
                         syncing = true;
                         sh.inbound_update(hello.node, |i| {
                             i.syncing += 1;
@@ -648,6 +716,10 @@ async fn serve_inbound(core: &Rc<Core>, stream: TcpStream) -> io::Result<()> {
                     }
                     wire::SNAP_END => {
                         let seq = Reader(&p).u64().map_err(|_| err("short snapshot end"))?;
+                        // Unpaired, it would take another stream's count down.
+                        if !syncing || !values.is_idle() {
+                            return Err(err("snapshot end without its begin, or inside a value"));
+                        }
                         syncing = false;
                         sh.inbound_update(hello.node, |i| i.syncing -= 1);
                         log::info!("full resync from node {} core {} done", hello.node, hello.core);

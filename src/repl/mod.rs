@@ -28,8 +28,8 @@ pub mod wire;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 pub const DEFAULT_TIMEOUT_MS: u64 = 1000;
@@ -138,6 +138,8 @@ pub struct ReplShared {
     pub inbound: Mutex<HashMap<u16, Inbound>>,
     /// sync/majority writes that got SERVER_ERROR.
     pub timeouts: AtomicU64,
+    /// The newest flush_all this node took, shared by its cores' `ReplShard`s.
+    pub flush_mark: Arc<apply::FlushMark>,
 }
 
 impl ReplShared {
@@ -150,6 +152,7 @@ impl ReplShared {
             streams: Mutex::new(HashMap::new()),
             inbound: Mutex::new(HashMap::new()),
             timeouts: AtomicU64::new(0),
+            flush_mark: Arc::default(),
             cfg,
         }
     }

@@ -216,7 +216,11 @@ async fn core_main(
     let mut shard = Shard::new(store);
     let mut core = Core::new(id, n, global.clone(), Shard::new(Store::new(StoreConfig::default())));
     if let Some(r) = &global.repl {
-        shard.repl = Some(crate::repl::apply::ReplShard::new(r.cfg.node_id, r.cfg.tombstone_ttl.as_millis() as u64));
+        shard.repl = Some(crate::repl::apply::ReplShard::new(
+            r.cfg.node_id,
+            r.cfg.tombstone_ttl.as_millis() as u64,
+            r.flush_mark.clone(),
+        ));
         core.repl = Some(crate::repl::link::ReplCore::new(r.cfg.peers.len(), r.cfg.backlog_bytes));
     }
     core.shard = std::cell::RefCell::new(shard);
