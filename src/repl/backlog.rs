@@ -46,11 +46,14 @@ impl Backlog {
     /// Turn the pending ops into the next batches, each at most
     /// `wire::BATCH_MAX` bytes of ops, so a frame never grows with the
     /// values or the number of writes. Old batches beyond the byte budget
-    /// are dropped (the newest is always kept). The last seq sealed.
+    /// are dropped, but never those of this seal: a value larger than the
+    /// budget stays until the next seal, for the links to send it. The
+    /// last seq sealed.
     pub fn seal(&mut self, ops: &mut Vec<u8>, now_ms: u64) -> Option<u64> {
         if ops.is_empty() {
             return None;
         }
+        let first_new = self.next_seq;
         for (range, count) in wire::split_ops(ops, wire::BATCH_MAX) {
             let mut frame = Vec::with_capacity(range.len() + 13);
             let at = wire::begin_frame(&mut frame, wire::BATCH);
@@ -69,7 +72,7 @@ impl Backlog {
         if ops.capacity() > 1 << 20 {
             *ops = Vec::new();
         }
-        while self.bytes > self.cap && self.batches.len() > 1 {
+        while self.bytes > self.cap && self.batches.front().is_some_and(|b| b.seq < first_new) {
             let b = self.batches.pop_front().expect("not empty");
             self.bytes -= b.frame.len();
         }
@@ -174,5 +177,16 @@ mod tests {
         }
         assert_eq!(items, 3 + 20_000);
         assert_eq!(bytes, b.bytes());
+        // Far over a 1 MB budget, yet kept until the next seal.
+        let mut small = Backlog::new(1, 1 << 20);
+        let mut ops = Vec::new();
+        wire::encode_value(&mut ops, b"big", 1, 0, 0, &value.repeat(3), None);
+        let last = small.seal(&mut ops, 0).unwrap();
+        assert_eq!(small.resume(1, 0), Resume::From(0), "every batch of the value is kept");
+        wire::encode_op(&mut ops, &wire::Op::Del { key: b"k", version: 2 });
+        small.seal(&mut ops, 0);
+        assert!(small.bytes() <= 1 << 20);
+        assert_eq!(small.resume(1, last), Resume::From(last));
+        assert_eq!(small.resume(1, 0), Resume::Resync);
     }
 }
