@@ -287,6 +287,14 @@ impl Reassembly {
         Reassembly { limit, state: None }
     }
 
+    /// Bytes held for a value being received.
+    pub fn held(&self) -> usize {
+        match &self.state {
+            Some(Building::Keep { op, .. }) => op.capacity(),
+            _ => 0,
+        }
+    }
+
     /// No value half-received: a batch that ends here is a safe point to
     /// acknowledge and to resume after.
     pub fn is_idle(&self) -> bool {
@@ -306,7 +314,14 @@ impl Reassembly {
             let raw = &before[..before.len() - r.0.len()];
             match (op, &mut self.state) {
                 (Op::Part { bytes }, Some(Building::Keep { op, left })) => {
+                    let full = op.len() + *left as usize;
                     *left = left.checked_sub(bytes.len() as u64).ok_or(wire::WireError::Malformed)?;
+                    if op.len() + bytes.len() > op.capacity() {
+                        // Doubling, but never past the whole op: the buffer
+                        // stays within `limit` plus a SET's fields.
+                        let cap = (2 * op.capacity()).max(op.len() + bytes.len()).min(full);
+                        op.reserve_exact(cap - op.len());
+                    }
                     op.extend_from_slice(bytes);
                     if *left == 0 {
                         if out.is_empty() {
@@ -526,5 +541,54 @@ mod tests {
         set(&mut a2, &mut ra2, b"after", b"z", 4_000);
         ra2.apply_ops(&mut a2, &flush, NOW, 4_001);
         assert_eq!(value(&mut a2, b"after").as_deref(), Some(&b"z"[..]));
+    }
+
+    /// Peer input is hostile: valid streams cut, spliced and flipped at
+    /// random never panic, and a value being rebuilt never holds more than
+    /// the limit plus a SET's fields.
+    #[test]
+    fn mangled_op_streams_are_refused_or_applied_within_the_limit() {
+        let limit = 3 * wire::CHUNK;
+        let mut ops = Vec::new();
+        wire::encode_op(&mut ops, &Op::Del { key: b"d", version: 1 });
+        ops.extend_from_slice(&chunked(b"big", &vec![5; 2 * wire::CHUNK + 3], 2));
+        ops.extend_from_slice(&chunked(b"huge", &vec![6; 4 * wire::CHUNK], 3));
+        wire::encode_op(&mut ops, &Op::Flush { at: 0, version: 4 });
+        let mut x = 0x9E37_79B9_7F4A_7C15u64;
+        let mut rand = |n: usize| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x % n as u64) as usize
+        };
+        for _ in 0..300 {
+            let mut m = ops.clone();
+            for _ in 0..1 + rand(4) {
+                match rand(3) {
+                    0 => {
+                        let at = rand(m.len());
+                        m[at] ^= 1 << rand(8);
+                    }
+                    1 => m.truncate(rand(m.len())),
+                    _ => {
+                        let (a, b) = (rand(m.len()), rand(m.len()));
+                        let piece = m[a.min(b)..a.max(b)].to_vec();
+                        let at = rand(m.len());
+                        m.splice(at..at, piece);
+                    }
+                }
+            }
+            let mut re = Reassembly::new(limit);
+            let mut whole = Vec::new();
+            for piece in m.chunks(1 + rand(wire::CHUNK + 100)) {
+                whole.clear();
+                if re.feed(piece, &mut whole).is_err() {
+                    break;
+                }
+                assert!(re.held() <= limit + 300, "{} held", re.held());
+                let (mut s, mut r) = (store(), ReplShard::new(1, 1_000, Default::default()));
+                r.apply_ops(&mut s, &whole, NOW, 1_000);
+            }
+        }
     }
 }

@@ -294,6 +294,7 @@ pub fn encode_value(
     packed: Option<u32>,
 ) {
     if value.len() <= CHUNK {
+        // At most CHUNK: fits the u32.
         encode_set(out, key, version, flags, exp, value.len() as u32, packed);
         out.extend_from_slice(value);
         return;
@@ -323,9 +324,9 @@ pub fn encode_set(out: &mut Vec<u8>, key: &[u8], version: u64, flags: u32, exp: 
 
 pub fn encode_op(out: &mut Vec<u8>, op: &Op<'_>) {
     match *op {
+        // As it travels: in parts when longer than a chunk.
         Op::Set { key, version, flags, exp, value, packed } => {
-            encode_set(out, key, version, flags, exp, value.len() as u32, packed);
-            out.extend_from_slice(value);
+            encode_value(out, key, version, flags, exp, value, packed)
         }
         Op::Del { key, version } => {
             out.push(OP_DEL);
