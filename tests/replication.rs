@@ -776,47 +776,82 @@ fn wait_stopped(n: &Node) {
 }
 
 /// Frames are bounded whatever the values (docs/replication.md, wire
-/// format): three pipelined 1 MiB sets and a 100 MiB one are acknowledged
-/// in `sync` mode, so they are on the peer when STORED comes back; then
-/// the node holding them is killed with SIGKILL, restarted empty, and gets
-/// them all back through a full resync.
+/// format). With the default `-I 1m`, three pipelined sets of 1,000,000
+/// bytes are acknowledged in `sync` mode (so they are on the peer when
+/// STORED comes back), and with ten more such values the peer, killed
+/// with SIGKILL and restarted empty, gets them all back through a full
+/// resync.
 #[test]
-fn values_of_a_mebibyte_and_of_100_mib_replicate_in_sync_mode_and_through_a_resync() {
+fn megabyte_values_replicate_in_sync_mode_and_through_a_resync_with_the_default_item_size() {
     let ports = [free_port(), free_port()];
-    let extra = ["-I", "128m", "-m", "1024", "--repl-mode", "sync", "--repl-timeout", "30000", "--repl-backlog", "512"];
+    let extra = ["--repl-mode", "sync", "--repl-timeout", "10000"];
     let mut nodes: Vec<Node> = (0..2).map(|i| start_node(i, &ports, 2, &extra)).collect();
     all_linked(&nodes);
     let mut rng = common::Rng::new(5);
     let (mut ca, mut cb) = (patient_conn(&nodes[0]), patient_conn(&nodes[1]));
-    let mib: Vec<Vec<u8>> = (0..3).map(|_| rng.bytes(1 << 20)).collect();
+    let values: Vec<Vec<u8>> = (0..13).map(|_| rng.bytes(1_000_000)).collect();
     let mut batch = Vec::new();
-    for (i, v) in mib.iter().enumerate() {
-        batch.extend_from_slice(&store_cmd("set", &format!("mib{i}"), i as u32, 0, v));
+    for (i, v) in values[..3].iter().enumerate() {
+        batch.extend_from_slice(&store_cmd("set", &format!("mb{i}"), i as u32, 0, v));
     }
-    assert_eq!(ca.request_n(&batch, 3), b"STORED\r\n".repeat(3));
-    for (i, v) in mib.iter().enumerate() {
-        assert!(stored_value(&mut cb, &format!("mib{i}"), i as u32, v), "mib{i} not on the peer when acknowledged");
+    assert_eq!(ca.request_n(&batch, 3), b"STORED\r\n".repeat(3), "log: {}", nodes[1].srv.log());
+    for (i, v) in values.iter().enumerate().skip(3) {
+        assert_eq!(ca.request(&store_cmd("set", &format!("mb{i}"), i as u32, 0, v)), b"STORED\r\n");
+    }
+    for (i, v) in values.iter().enumerate() {
+        assert!(stored_value(&mut cb, &format!("mb{i}"), i as u32, v), "mb{i} not on the peer when acknowledged");
+    }
+    drop(cb);
+    nodes[1].srv.signal(libc::SIGKILL);
+    nodes[1].srv.wait_exit(Duration::from_secs(5)).expect("killed node exits");
+    nodes[1] = start_node(1, &ports, 2, &extra);
+    assert!(converged(&nodes, Duration::from_secs(20)), "digests: {:?}", nodes.iter().map(digest).collect::<Vec<_>>());
+    let mut cb = patient_conn(&nodes[1]);
+    for (i, v) in values.iter().enumerate() {
+        assert!(stored_value(&mut cb, &format!("mb{i}"), i as u32, v), "mb{i} after the resync");
+    }
+    let s = repl_stats(&mut cb);
+    assert_eq!(s["repl_items"], "13", "{s:?}");
+    assert!(s["peer0_resyncs_received"].parse::<u64>().unwrap() >= 1, "{s:?}");
+    for n in &nodes {
+        assert!(!n.srv.log().contains("bad frame"), "{}", n.srv.log());
+    }
+}
+
+/// With `-I 128m`, a 100 MiB value and forty of 1 MiB are acknowledged in
+/// `sync` mode, and the node holding them, killed with SIGKILL and
+/// restarted empty, gets them back through a full resync.
+#[test]
+fn values_of_100_mib_replicate_in_sync_mode_and_through_a_resync() {
+    let ports = [free_port(), free_port()];
+    let extra = ["-I", "128m", "-m", "1024", "--repl-mode", "sync", "--repl-timeout", "30000", "--repl-backlog", "512"];
+    let mut nodes: Vec<Node> = (0..2).map(|i| start_node(i, &ports, 1, &extra)).collect();
+    all_linked(&nodes);
+    let mut rng = common::Rng::new(6);
+    let (mut ca, mut cb) = (patient_conn(&nodes[0]), patient_conn(&nodes[1]));
+    let mib = rng.bytes(1 << 20);
+    for i in 0..40 {
+        assert_eq!(cb.request(&store_cmd("set", &format!("mib{i}"), 0, 0, &mib)), b"STORED\r\n");
     }
     let huge = rng.bytes(100 << 20);
     let t = Instant::now();
     assert_eq!(cb.request(&store_cmd("set", "huge", 9, 0, &huge)), b"STORED\r\n");
     eprintln!("a 100 MiB sync write took {:?}", t.elapsed());
     assert!(stored_value(&mut ca, "huge", 9, &huge), "huge not on the peer when acknowledged");
+    assert!(stored_value(&mut ca, "mib39", 0, &mib));
     assert!(converged(&nodes, Duration::from_secs(10)), "digests: {:?}", nodes.iter().map(digest).collect::<Vec<_>>());
     drop(cb);
     nodes[1].srv.signal(libc::SIGKILL);
     nodes[1].srv.wait_exit(Duration::from_secs(5)).expect("killed node exits");
-    nodes[1] = start_node(1, &ports, 2, &extra);
+    nodes[1] = start_node(1, &ports, 1, &extra);
     let t = Instant::now();
     assert!(converged(&nodes, Duration::from_secs(60)), "digests: {:?}", nodes.iter().map(digest).collect::<Vec<_>>());
-    eprintln!("the resync of 103 MiB took {:?}", t.elapsed());
+    eprintln!("the resync of 140 MiB took {:?}", t.elapsed());
     let mut cb = patient_conn(&nodes[1]);
     assert!(stored_value(&mut cb, "huge", 9, &huge), "huge after the resync");
-    for (i, v) in mib.iter().enumerate() {
-        assert!(stored_value(&mut cb, &format!("mib{i}"), i as u32, v), "mib{i} after the resync");
-    }
+    assert!(stored_value(&mut cb, "mib0", 0, &mib), "mib0 after the resync");
     let s = repl_stats(&mut cb);
-    assert_eq!(s["repl_items"], "4", "{s:?}");
+    assert_eq!(s["repl_items"], "41", "{s:?}");
     assert!(s["peer0_resyncs_received"].parse::<u64>().unwrap() >= 1, "{s:?}");
     for n in &nodes {
         assert!(!n.srv.log().contains("bad frame"), "{}", n.srv.log());
