@@ -965,3 +965,77 @@ fn a_flush_all_reaches_a_peer_that_comes_back_through_a_full_resync() {
     assert_eq!(s["repl_items"], "1500", "{s:?}");
     assert!(s["peer0_resyncs_received"].parse::<u64>().unwrap() >= 1, "the backlog was outrun: {s:?}");
 }
+
+/// Forwards replication connections to `to`; the first one only for
+/// `cut` bytes from the linking side, after which the peer sees a clean
+/// end of stream (everything forwarded arrives) and the linker a reset.
+fn cutting_proxy(to: u16, cut: usize) -> u16 {
+    use std::io::{Read, Write};
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for (n, from) in l.incoming().flatten().enumerate() {
+            let Ok(back) = std::net::TcpStream::connect(("127.0.0.1", to)) else { continue };
+            let (mut up_r, mut up_w) = (from.try_clone().unwrap(), back.try_clone().unwrap());
+            let (mut down_r, mut down_w) = (back, from);
+            let limit = if n == 0 { cut } else { usize::MAX };
+            std::thread::spawn(move || {
+                let mut buf = vec![0u8; 64 * 1024];
+                let mut sent = 0;
+                while sent < limit {
+                    let want = buf.len().min(limit - sent);
+                    match up_r.read(&mut buf[..want]) {
+                        Ok(0) | Err(_) => break,
+                        Ok(k) if up_w.write_all(&buf[..k]).is_ok() => sent += k,
+                        Ok(_) => break,
+                    }
+                }
+                let _ = up_w.shutdown(std::net::Shutdown::Write);
+                let _ = up_r.shutdown(std::net::Shutdown::Both);
+            });
+            std::thread::spawn(move || {
+                let _ = std::io::copy(&mut down_r, &mut down_w);
+            });
+        }
+    });
+    port
+}
+
+/// A link cut in the middle of a long value resumes from the backlog, not
+/// through a resync, and at the value's first part: the peer acknowledges
+/// (and resumes after) only batches that end between values. The link from
+/// node 1 to node 2 goes through a proxy that cuts it 2.5 MB into a 4 MB
+/// value, after the peer applied the batches of a small write before it.
+#[test]
+fn a_link_cut_inside_a_long_value_resumes_from_the_backlog_at_the_value() {
+    let ports = [free_port(), free_port()];
+    let extra = ["-I", "8m", "-m", "256", "--repl-backlog", "128"];
+    let b = start_node(1, &ports, 1, &extra);
+    let proxy = cutting_proxy(ports[1], 2_500_000);
+    let listen = format!("127.0.0.1:{}", ports[0]);
+    let via = format!("127.0.0.1:{proxy}");
+    let mut args = vec!["--repl-listen", &listen, "--peers", &via, "--node-id", "1"];
+    args.extend_from_slice(&extra);
+    let a = Node { srv: Server::spawn(common::memcore_bin(), common::Kind::Memcore, 1, &args), repl_port: ports[0] };
+    let nodes = [a, b];
+    all_linked(&nodes);
+    let (mut ca, mut cb) = (nodes[0].srv.conn(), nodes[1].srv.conn());
+    let resyncs = |c: &mut Conn| repl_stats(c)["peer0_resyncs_sent"].parse::<u64>().unwrap();
+    let before = resyncs(&mut ca);
+    assert_eq!(ca.request(&store_cmd("set", "first", 0, 0, b"x")), b"STORED\r\n");
+    assert!(poll(Duration::from_secs(5), || stored_value(&mut cb, "first", 0, b"x")));
+    let mut rng = common::Rng::new(11);
+    let values: Vec<Vec<u8>> = (0..2).map(|_| rng.bytes(4 << 20)).collect();
+    for (i, v) in values.iter().enumerate() {
+        assert_eq!(ca.request(&store_cmd("set", &format!("long{i}"), 0, 0, v)), b"STORED\r\n");
+    }
+    assert!(converged(&nodes, Duration::from_secs(20)), "digests: {:?}", nodes.iter().map(digest).collect::<Vec<_>>());
+    for (i, v) in values.iter().enumerate() {
+        assert!(stored_value(&mut cb, &format!("long{i}"), 0, v), "long{i}");
+    }
+    let log = nodes[1].srv.log();
+    assert_eq!(resyncs(&mut ca), before, "resumed from the backlog\nlog: {log}");
+    let accepted: Vec<&str> = log.lines().filter(|l| l.contains("accepted (resume at ")).collect();
+    assert!(accepted.len() >= 2, "the link was cut and came back: {log}");
+    assert!(!accepted[accepted.len() - 1].ends_with("resume at 0)"), "resumed after the small write: {log}");
+}
