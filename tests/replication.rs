@@ -958,8 +958,17 @@ fn a_flush_all_reaches_a_peer_that_comes_back_through_a_full_resync() {
         assert_eq!(ca.request_n(&batch, 100), b"STORED\r\n".repeat(100));
     }
     nodes[1].srv.signal(libc::SIGCONT);
-    assert!(converged(&nodes, Duration::from_secs(20)), "digests: {:?}", nodes.iter().map(digest).collect::<Vec<_>>());
+    let ok = converged(&nodes, Duration::from_secs(20));
     let mut cb = nodes[1].srv.conn();
+    assert!(
+        ok,
+        "old on b: {}\na: {:?}\nb: {:?}\nlog a: {}\nlog b: {}",
+        show(&get(&mut cb, "old")),
+        repl_stats(&mut ca),
+        repl_stats(&mut cb),
+        nodes[0].srv.log(),
+        nodes[1].srv.log()
+    );
     assert_eq!(get(&mut cb, "old"), b"END\r\n");
     let s = repl_stats(&mut cb);
     assert_eq!(s["repl_items"], "1500", "{s:?}");

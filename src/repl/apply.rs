@@ -240,7 +240,14 @@ impl ReplShard {
                 }
                 self.flush_version = version;
                 self.flush_mark.saw(version, at, false);
-                store.flush(at, now);
+                // Only what is older than the flush: writes after it that
+                // came first, by another core's stream, stay. A delayed
+                // flush keeps memcached's meaning (all stored before `at`).
+                if at == 0 || at <= now {
+                    store.flush_older(version, now);
+                } else {
+                    store.flush(at, now);
+                }
                 self.stats.applied += 1;
             }
             // Reassembled before they reach a core (`Reassembly`).
@@ -534,6 +541,17 @@ mod tests {
         rb.apply_ops(&mut b, &new, NOW, 3_001);
         rb.apply_ops(&mut b, &flush, NOW, 3_002);
         assert_eq!(value(&mut b, b"new").as_deref(), Some(&b"y"[..]), "the repeated flush is ignored");
+        // A write made after the flush that reaches a node before it (by
+        // another core's stream) stays; older ones go.
+        let mut rc = ReplShard::new(3, 60_000, Default::default());
+        let mut c = store();
+        set(&mut c, &mut rc, b"stale", b"s", 1_500);
+        let later = ReplShard::new(1, 60_000, Default::default()).stamp(2_500);
+        c.stamp = later;
+        assert_eq!(c.store(StoreMode::Set, b"fresh", 0, 0, b"f", 0, NOW), crate::storage::StoreOutcome::Stored);
+        rc.apply_ops(&mut c, &flush, NOW, 2_600);
+        assert_eq!(value(&mut c, b"stale"), None);
+        assert_eq!(value(&mut c, b"fresh").as_deref(), Some(&b"f"[..]));
         // Another core of the flushing node took the flush from its client,
         // not from the wire: the flush coming back from a peer is ignored.
         let mut ra2 = ReplShard::new(1, 60_000, mark.clone());

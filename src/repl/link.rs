@@ -266,9 +266,7 @@ pub async fn link_task(core: Rc<Core>, peer: usize) {
             return;
         }
         sh.link(core.id, peer).state.store(LINK_CONNECTING, Ordering::Release);
-        // Monotonic: a wall clock stepped back must not look like a link
-        // that lasted for ages (or underflow).
-        let started = Instant::now();
+        let started = unix_ms();
         let r = run_link(&core, peer).await;
         sh.link(core.id, peer).state.store(LINK_DOWN, Ordering::Release);
         if let Err(e) = r {
@@ -279,7 +277,7 @@ pub async fn link_task(core: Rc<Core>, peer: usize) {
             }
             last_error = e;
         }
-        if started.elapsed() > Duration::from_millis(2 * BACKOFF_MAX_MS) {
+        if unix_ms().saturating_sub(started) > 2 * BACKOFF_MAX_MS {
             attempt = 0;
         }
         let ceiling = (BACKOFF_MIN_MS << attempt.min(6)).min(BACKOFF_MAX_MS);
@@ -303,7 +301,7 @@ async fn run_link(core: &Rc<Core>, peer: usize) -> io::Result<()> {
         .map_err(|e| err(format!("connect: {e}")))?;
     let _ = stream.set_nodelay(true);
     let (mut rd, mut wr) = futures_lite::io::split(stream);
-    let mut frames = FrameReader::new(wire::MAX_FRAME);
+    let mut frames = FrameReader::new(core.cfg().item_size_max + wire::FRAME_SLACK);
     let me = u16::from(cfg.node_id);
     let epoch = core.repl.as_ref().expect("repl core").backlog.borrow().epoch;
     let nonce_c = random_bytes::<NONCE_LEN>();
@@ -677,6 +675,10 @@ async fn serve_inbound(core: &Rc<Core>, stream: TcpStream) -> io::Result<()> {
             // Apply every frame already buffered, then acknowledge once.
             loop {
                 let (kind, p) = frame;
+                // A value's parts come in consecutive batches.
+                if matches!(kind, wire::SNAP_BEGIN | wire::SNAP_END) && !values.is_idle() {
+                    return Err(err("a snapshot began or ended inside a value"));
+                }
                 match kind {
                     wire::BATCH => {
                         let mut r = Reader(&p);
@@ -704,8 +706,8 @@ async fn serve_inbound(core: &Rc<Core>, stream: TcpStream) -> io::Result<()> {
                         }
                     }
                     wire::SNAP_BEGIN => {
-                        if syncing || !values.is_idle() {
-                            return Err(err("snapshot begun inside a snapshot or a value"));
+                        if syncing {
+                            return Err(err("a snapshot began inside a snapshot"));
                         }
                         syncing = true;
                         sh.inbound_update(hello.node, |i| {
@@ -716,9 +718,8 @@ async fn serve_inbound(core: &Rc<Core>, stream: TcpStream) -> io::Result<()> {
                     }
                     wire::SNAP_END => {
                         let seq = Reader(&p).u64().map_err(|_| err("short snapshot end"))?;
-                        // Unpaired, it would take another stream's count down.
-                        if !syncing || !values.is_idle() {
-                            return Err(err("snapshot end without its begin, or inside a value"));
+                        if !syncing {
+                            return Err(err("a snapshot end without its beginning"));
                         }
                         syncing = false;
                         sh.inbound_update(hello.node, |i| i.syncing -= 1);

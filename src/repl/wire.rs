@@ -67,6 +67,8 @@ pub const OP_SET_PART: u8 = 6;
 pub const NONCE_LEN: usize = 16;
 pub const PROOF_LEN: usize = 32;
 pub const HELLO_LEN: usize = 8 + 2 + 2 + 8 + NONCE_LEN;
+/// Frames are at most this much larger than the largest item.
+pub const FRAME_SLACK: usize = 1 << 20;
 /// Value bytes per op at most: a longer value goes as BEGIN + PARTs.
 pub const CHUNK: usize = 512 * 1024;
 /// A batch's ops take at most this many bytes (one op is at most `CHUNK`
