@@ -354,17 +354,9 @@ fn a_silent_peer_is_dropped_within_seconds_and_sync_writes_stop_waiting_for_it()
     assert_eq!(ca.request(&store_cmd("set", "q0", 0, 0, b"a")), b"STORED\r\n");
     nodes[1].srv.signal(libc::SIGSTOP);
     let stopped = Instant::now();
-    // A group stop takes effect thread by thread: wait until every thread
-    // of the peer is stopped, so none of them acknowledges the next write.
-    let pid = nodes[1].srv.pid().unwrap();
-    let all_stopped = poll(Duration::from_secs(5), || {
-        let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).unwrap();
-        tasks.flatten().all(|t| {
-            let stat = std::fs::read_to_string(t.path().join("stat")).unwrap_or_default();
-            stat.rsplit(')').next().is_some_and(|rest| rest.trim_start().starts_with('T'))
-        })
-    });
-    assert!(all_stopped, "the peer did not stop");
+    // Every thread of the peer stopped, so none of them acknowledges the
+    // next write.
+    wait_stopped(&nodes[1]);
     // The link still looks up: this write waits for the silent peer.
     let r = ca.request(&store_cmd("set", "q1", 0, 0, b"b"));
     assert!(
@@ -1156,4 +1148,305 @@ fn a_ten_second_split_of_one_node_heals_and_all_converge() {
     }
     let items: Vec<String> = conns.iter_mut().map(|c| repl_stats(c)["repl_items"].clone()).collect();
     assert!(items.iter().all(|x| *x == items[0]), "{items:?}");
+}
+
+/// A connection whose replies may take longer than the usual bound (a
+/// 100 MiB value through a `sync` write).
+fn patient_conn(n: &Node) -> Conn {
+    let c = n.srv.conn();
+    c.stream.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    c.stream.set_write_timeout(Some(Duration::from_secs(60))).unwrap();
+    c
+}
+
+fn stored_value(c: &mut Conn, key: &str, flags: u32, data: &[u8]) -> bool {
+    get(c, key) == [value(key, flags, data), b"END\r\n".to_vec()].concat()
+}
+
+/// A group stop takes effect thread by thread: wait until every thread of
+/// the node is stopped.
+fn wait_stopped(n: &Node) {
+    let pid = n.srv.pid().unwrap();
+    let all_stopped = poll(Duration::from_secs(5), || {
+        let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).unwrap();
+        tasks.flatten().all(|t| {
+            let stat = std::fs::read_to_string(t.path().join("stat")).unwrap_or_default();
+            stat.rsplit(')').next().is_some_and(|rest| rest.trim_start().starts_with('T'))
+        })
+    });
+    assert!(all_stopped, "the peer did not stop");
+}
+
+/// Frames are bounded whatever the values (docs/replication.md, wire
+/// format). With the default `-I 1m`, three pipelined sets of 1,000,000
+/// bytes are acknowledged in `sync` mode (so they are on the peer when
+/// STORED comes back), and with ten more such values the peer, killed
+/// with SIGKILL and restarted empty, gets them all back through a full
+/// resync.
+#[test]
+fn megabyte_values_replicate_in_sync_mode_and_through_a_resync_with_the_default_item_size() {
+    let ports = [free_port(), free_port()];
+    let extra = ["--repl-mode", "sync", "--repl-timeout", "10000"];
+    let mut nodes: Vec<Node> = (0..2).map(|i| start_node(i, &ports, 2, &extra)).collect();
+    all_linked(&nodes);
+    let mut rng = common::Rng::new(5);
+    let (mut ca, mut cb) = (patient_conn(&nodes[0]), patient_conn(&nodes[1]));
+    let values: Vec<Vec<u8>> = (0..13).map(|_| rng.bytes(1_000_000)).collect();
+    let mut batch = Vec::new();
+    for (i, v) in values[..3].iter().enumerate() {
+        batch.extend_from_slice(&store_cmd("set", &format!("mb{i}"), i as u32, 0, v));
+    }
+    assert_eq!(ca.request_n(&batch, 3), b"STORED\r\n".repeat(3), "log: {}", nodes[1].srv.log());
+    for (i, v) in values.iter().enumerate().skip(3) {
+        assert_eq!(ca.request(&store_cmd("set", &format!("mb{i}"), i as u32, 0, v)), b"STORED\r\n");
+    }
+    for (i, v) in values.iter().enumerate() {
+        assert!(stored_value(&mut cb, &format!("mb{i}"), i as u32, v), "mb{i} not on the peer when acknowledged");
+    }
+    drop(cb);
+    nodes[1].srv.signal(libc::SIGKILL);
+    nodes[1].srv.wait_exit(Duration::from_secs(5)).expect("killed node exits");
+    nodes[1] = start_node(1, &ports, 2, &extra);
+    assert!(converged(&nodes, Duration::from_secs(20)), "digests: {:?}", nodes.iter().map(digest).collect::<Vec<_>>());
+    let mut cb = patient_conn(&nodes[1]);
+    for (i, v) in values.iter().enumerate() {
+        assert!(stored_value(&mut cb, &format!("mb{i}"), i as u32, v), "mb{i} after the resync");
+    }
+    let s = repl_stats(&mut cb);
+    assert_eq!(s["repl_items"], "13", "{s:?}");
+    assert!(s["peer0_resyncs_received"].parse::<u64>().unwrap() >= 1, "{s:?}");
+    for n in &nodes {
+        assert!(!n.srv.log().contains("bad frame"), "{}", n.srv.log());
+    }
+}
+
+/// With `-I 128m`, a 100 MiB value and forty of 1 MiB are acknowledged in
+/// `sync` mode, and the node holding them, killed with SIGKILL and
+/// restarted empty, gets them back through a full resync.
+#[test]
+fn values_of_100_mib_replicate_in_sync_mode_and_through_a_resync() {
+    let ports = [free_port(), free_port()];
+    let extra = ["-I", "128m", "-m", "1024", "--repl-mode", "sync", "--repl-timeout", "30000", "--repl-backlog", "512"];
+    let mut nodes: Vec<Node> = (0..2).map(|i| start_node(i, &ports, 1, &extra)).collect();
+    all_linked(&nodes);
+    let mut rng = common::Rng::new(6);
+    let (mut ca, mut cb) = (patient_conn(&nodes[0]), patient_conn(&nodes[1]));
+    let mib = rng.bytes(1 << 20);
+    for i in 0..40 {
+        assert_eq!(cb.request(&store_cmd("set", &format!("mib{i}"), 0, 0, &mib)), b"STORED\r\n");
+    }
+    let huge = rng.bytes(100 << 20);
+    let t = Instant::now();
+    assert_eq!(cb.request(&store_cmd("set", "huge", 9, 0, &huge)), b"STORED\r\n");
+    eprintln!("a 100 MiB sync write took {:?}", t.elapsed());
+    assert!(stored_value(&mut ca, "huge", 9, &huge), "huge not on the peer when acknowledged");
+    assert!(stored_value(&mut ca, "mib39", 0, &mib));
+    assert!(converged(&nodes, Duration::from_secs(10)), "digests: {:?}", nodes.iter().map(digest).collect::<Vec<_>>());
+    drop(cb);
+    nodes[1].srv.signal(libc::SIGKILL);
+    nodes[1].srv.wait_exit(Duration::from_secs(5)).expect("killed node exits");
+    nodes[1] = start_node(1, &ports, 1, &extra);
+    let t = Instant::now();
+    assert!(converged(&nodes, Duration::from_secs(60)), "digests: {:?}", nodes.iter().map(digest).collect::<Vec<_>>());
+    eprintln!("the resync of 140 MiB took {:?}", t.elapsed());
+    let mut cb = patient_conn(&nodes[1]);
+    assert!(stored_value(&mut cb, "huge", 9, &huge), "huge after the resync");
+    assert!(stored_value(&mut cb, "mib0", 0, &mib), "mib0 after the resync");
+    let s = repl_stats(&mut cb);
+    assert_eq!(s["repl_items"], "41", "{s:?}");
+    assert!(s["peer0_resyncs_received"].parse::<u64>().unwrap() >= 1, "{s:?}");
+    for n in &nodes {
+        assert!(!n.srv.log().contains("bad frame"), "{}", n.srv.log());
+    }
+}
+
+/// A full resync carries every tombstone: 20,000 deletes of 200-byte keys
+/// (about 4 MiB of DEL ops on one core) reach a node that joins later, in
+/// bounded frames, and the live stream goes on after them.
+#[test]
+fn a_resync_carries_twenty_thousand_tombstones_of_long_keys() {
+    let ports = [free_port(), free_port()];
+    let a = start_node(0, &ports, 1, &[]);
+    let mut ca = a.srv.conn();
+    let key = |i: u32| format!("{i:0>200}");
+    for start in (0..20_000).step_by(500) {
+        let mut batch = Vec::new();
+        for i in start..start + 500 {
+            batch.extend_from_slice(&store_cmd("set", &key(i), 0, 0, b"v"));
+            batch.extend_from_slice(format!("delete {}\r\n", key(i)).as_bytes());
+        }
+        assert_eq!(ca.request_n(&batch, 1000), b"STORED\r\nDELETED\r\n".repeat(500));
+    }
+    assert_eq!(repl_stats(&mut ca)["repl_tombstones"], "20000");
+    let b = start_node(1, &ports, 2, &[]);
+    let nodes = [a, b];
+    all_linked(&nodes);
+    let mut cb = nodes[1].srv.conn();
+    let all = poll(Duration::from_secs(20), || repl_stats(&mut cb)["repl_tombstones"] == "20000");
+    assert!(all, "{:?}\nlog: {}", repl_stats(&mut cb), nodes[1].srv.log());
+    assert_eq!(ca.request(&store_cmd("set", "after", 0, 0, b"x")), b"STORED\r\n");
+    assert!(poll(Duration::from_secs(5), || stored_value(&mut cb, "after", 0, b"x")), "the live stream goes on");
+    assert_eq!(get(&mut cb, &key(7)), b"END\r\n");
+    assert!(!nodes[1].srv.log().contains("bad frame"), "{}", nodes[1].srv.log());
+}
+
+/// Values compressed with a core's own dictionary cannot travel as they
+/// are stored; a resync sends them as clients see them, cut into bounded
+/// frames: all 20,000 JSON documents of about 2 KB reach a node that joins
+/// later.
+#[test]
+fn a_resync_sends_dictionary_compressed_values_whole() {
+    let ports = [free_port(), free_port()];
+    let extra = ["-m", "256"];
+    let a = start_node(0, &ports, 1, &extra);
+    let mut ca = a.srv.conn();
+    let doc = |i: u32| {
+        let tags: String = (0..40).map(|t| format!(r#""tag-{}","#, (i * 7 + t) % 97)).collect();
+        format!(
+            r#"{{"id":{i},"name":"user{i}","email":"user{i}@example.com","plan":"pro","tags":[{tags}"end"],"bio":"{}"}}"#,
+            "lorem ipsum dolor sit amet ".repeat(40 + (i % 7) as usize)
+        )
+        .into_bytes()
+    };
+    let write = |c: &mut Conn, range: std::ops::Range<u32>| {
+        for start in range.step_by(500) {
+            let mut batch = Vec::new();
+            for i in start..start + 500 {
+                batch.extend_from_slice(&store_cmd("set", &format!("doc{i}"), 3, 0, &doc(i)));
+            }
+            assert_eq!(c.request_n(&batch, 500), b"STORED\r\n".repeat(500));
+        }
+    };
+    write(&mut ca, 0..2_000);
+    let trained = poll(Duration::from_secs(20), || stat_u64(&ca.stats("stats"), "compress_dictionaries") >= 1);
+    assert!(trained, "no dictionary: {:?}", ca.stats("stats"));
+    write(&mut ca, 2_000..20_000);
+    let b = start_node(1, &ports, 2, &extra);
+    let nodes = [a, b];
+    assert!(converged(&nodes, Duration::from_secs(30)), "digests: {:?}", nodes.iter().map(digest).collect::<Vec<_>>());
+    let mut cb = nodes[1].srv.conn();
+    assert_eq!(repl_stats(&mut cb)["repl_items"], "20000");
+    for i in [0, 1_999, 2_000, 12_345, 19_999] {
+        assert!(stored_value(&mut cb, &format!("doc{i}"), 3, &doc(i)), "doc{i}");
+    }
+    assert!(!nodes[1].srv.log().contains("bad frame"), "{}", nodes[1].srv.log());
+}
+
+/// A flush_all a stopped peer missed, with more writes after it than the
+/// backlog holds, reaches that peer through the full resync it gets when
+/// it comes back: the item written before the flush is gone there too.
+#[test]
+fn a_flush_all_reaches_a_peer_that_comes_back_through_a_full_resync() {
+    let ports = [free_port(), free_port()];
+    let extra = ["--repl-backlog", "1"];
+    let nodes: Vec<Node> = (0..2).map(|i| start_node(i, &ports, 2, &extra)).collect();
+    all_linked(&nodes);
+    let (mut ca, mut cb) = (nodes[0].srv.conn(), nodes[1].srv.conn());
+    assert_eq!(ca.request(&store_cmd("set", "old", 0, 0, b"before")), b"STORED\r\n");
+    assert!(poll(Duration::from_secs(5), || stored_value(&mut cb, "old", 0, b"before")));
+    nodes[1].srv.signal(libc::SIGSTOP);
+    wait_stopped(&nodes[1]);
+    // Until the link is seen down, writes may still sit in the stopped
+    // peer's socket and arrive without a resync.
+    let down = poll(Duration::from_secs(5), || repl_stats(&mut ca)["peer0_state"] != "connected");
+    assert!(down, "{:?}", repl_stats(&mut ca));
+    assert_eq!(ca.request(b"flush_all\r\n"), b"OK\r\n");
+    let mut rng = common::Rng::new(9);
+    for start in (0..1_500).step_by(100) {
+        let mut batch = Vec::new();
+        for i in start..start + 100 {
+            batch.extend_from_slice(&store_cmd("set", &format!("new{i}"), 0, 0, &rng.bytes(1000)));
+        }
+        assert_eq!(ca.request_n(&batch, 100), b"STORED\r\n".repeat(100));
+    }
+    nodes[1].srv.signal(libc::SIGCONT);
+    let ok = converged(&nodes, Duration::from_secs(20));
+    let mut cb = nodes[1].srv.conn();
+    assert!(
+        ok,
+        "old on b: {}\na: {:?}\nb: {:?}\nlog a: {}\nlog b: {}",
+        show(&get(&mut cb, "old")),
+        repl_stats(&mut ca),
+        repl_stats(&mut cb),
+        nodes[0].srv.log(),
+        nodes[1].srv.log()
+    );
+    assert_eq!(get(&mut cb, "old"), b"END\r\n");
+    let s = repl_stats(&mut cb);
+    assert_eq!(s["repl_items"], "1500", "{s:?}");
+    assert!(s["peer0_resyncs_received"].parse::<u64>().unwrap() >= 1, "the backlog was outrun: {s:?}");
+}
+
+/// Forwards replication connections to `to`; the first one only for
+/// `cut` bytes from the linking side, after which the peer sees a clean
+/// end of stream (everything forwarded arrives) and the linker a reset.
+fn cutting_proxy(to: u16, cut: usize) -> u16 {
+    use std::io::{Read, Write};
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for (n, from) in l.incoming().flatten().enumerate() {
+            let Ok(back) = std::net::TcpStream::connect(("127.0.0.1", to)) else { continue };
+            let (mut up_r, mut up_w) = (from.try_clone().unwrap(), back.try_clone().unwrap());
+            let (mut down_r, mut down_w) = (back, from);
+            let limit = if n == 0 { cut } else { usize::MAX };
+            std::thread::spawn(move || {
+                let mut buf = vec![0u8; 64 * 1024];
+                let mut sent = 0;
+                while sent < limit {
+                    let want = buf.len().min(limit - sent);
+                    match up_r.read(&mut buf[..want]) {
+                        Ok(0) | Err(_) => break,
+                        Ok(k) if up_w.write_all(&buf[..k]).is_ok() => sent += k,
+                        Ok(_) => break,
+                    }
+                }
+                let _ = up_w.shutdown(std::net::Shutdown::Write);
+                let _ = up_r.shutdown(std::net::Shutdown::Both);
+            });
+            std::thread::spawn(move || {
+                let _ = std::io::copy(&mut down_r, &mut down_w);
+            });
+        }
+    });
+    port
+}
+
+/// A link cut in the middle of a long value resumes from the backlog, not
+/// through a resync, and at the value's first part: the peer acknowledges
+/// (and resumes after) only batches that end between values. The link from
+/// node 1 to node 2 goes through a proxy that cuts it 2.5 MB into a 4 MB
+/// value, after the peer applied the batches of a small write before it.
+#[test]
+fn a_link_cut_inside_a_long_value_resumes_from_the_backlog_at_the_value() {
+    let ports = [free_port(), free_port()];
+    let extra = ["-I", "8m", "-m", "256", "--repl-backlog", "128"];
+    let b = start_node(1, &ports, 1, &extra);
+    let proxy = cutting_proxy(ports[1], 2_500_000);
+    let listen = format!("127.0.0.1:{}", ports[0]);
+    let via = format!("127.0.0.1:{proxy}");
+    let mut args = vec!["--repl-listen", &listen, "--peers", &via, "--node-id", "1", "--repl-insecure"];
+    args.extend_from_slice(&extra);
+    let a = Node { srv: Server::spawn(common::memcore_bin(), common::Kind::Memcore, 1, &args), repl_port: ports[0] };
+    let nodes = [a, b];
+    all_linked(&nodes);
+    let (mut ca, mut cb) = (nodes[0].srv.conn(), nodes[1].srv.conn());
+    let resyncs = |c: &mut Conn| repl_stats(c)["peer0_resyncs_sent"].parse::<u64>().unwrap();
+    let before = resyncs(&mut ca);
+    assert_eq!(ca.request(&store_cmd("set", "first", 0, 0, b"x")), b"STORED\r\n");
+    assert!(poll(Duration::from_secs(5), || stored_value(&mut cb, "first", 0, b"x")));
+    let mut rng = common::Rng::new(11);
+    let values: Vec<Vec<u8>> = (0..2).map(|_| rng.bytes(4 << 20)).collect();
+    for (i, v) in values.iter().enumerate() {
+        assert_eq!(ca.request(&store_cmd("set", &format!("long{i}"), 0, 0, v)), b"STORED\r\n");
+    }
+    assert!(converged(&nodes, Duration::from_secs(20)), "digests: {:?}", nodes.iter().map(digest).collect::<Vec<_>>());
+    for (i, v) in values.iter().enumerate() {
+        assert!(stored_value(&mut cb, &format!("long{i}"), 0, v), "long{i}");
+    }
+    let log = nodes[1].srv.log();
+    assert_eq!(resyncs(&mut ca), before, "resumed from the backlog\nlog: {log}");
+    let accepted: Vec<&str> = log.lines().filter(|l| l.contains("accepted (resume at ")).collect();
+    assert!(accepted.len() >= 2, "the link was cut and came back: {log}");
+    assert!(!accepted[accepted.len() - 1].ends_with("resume at 0)"), "resumed after the small write: {log}");
 }

@@ -710,7 +710,9 @@ pub fn check_repl(data: &[u8]) -> ReplRun {
         ..Default::default()
     };
     let mut store = Store::new(cfg);
-    let mut repl = ReplShard::new(1, 60_000, value_max);
+    let mut repl = ReplShard::new(1, 60_000, value_max, Default::default());
+    let mut rebuild = memcore::repl::apply::Reassembly::new(value_max);
+    let mut whole = Vec::new();
 
     // Frames whole, then a byte at a time as a socket may deliver them.
     let frames = split_all(stream, max_frame, usize::MAX);
@@ -736,6 +738,15 @@ pub fn check_repl(data: &[u8]) -> ReplRun {
         }
         assert_eq!(again, ops, "ops do not re-encode to their bytes");
         run.ops += n as u64;
+        // Long values arrive in parts; the link rebuilds them first, within
+        // -I, and drops the link on parts out of place.
+        whole.clear();
+        if rebuild.feed(ops, &mut whole).is_err() {
+            break;
+        }
+        assert!(rebuild.held() <= value_max + 300, "rebuilding holds {} bytes", rebuild.held());
+        let ops = &whole[..];
+        let n = wire::validate_ops(ops).expect("rebuilt ops are whole");
         let before = repl.stats;
         repl.apply_ops(&mut store, ops, START, REPL_NOW_MS);
         assert_eq!(repl.stats.received - before.received, n as u64);

@@ -11,6 +11,7 @@
 //! a key may then come back: the price of bounded memory).
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
 
 use super::hlc::{Hlc, version_ms};
 use super::wire::{self, Op, Reader};
@@ -38,6 +39,51 @@ const TOMB_OVERHEAD: usize = 96;
 /// A refusal is logged at most this often per core.
 const REFUSAL_LOG_MS: u64 = 10_000;
 
+/// The flush_all history a node keeps over all its cores. A client's
+/// flush_all is shipped by the one core that took it while every core
+/// applies it, and a peer's is applied on every core; a full resync must
+/// carry the newest one, or a peer that missed it (it fell out of the
+/// backlog) keeps what it flushed.
+#[derive(Debug, Default)]
+pub struct FlushMark(Mutex<Marks>);
+
+#[derive(Clone, Copy, Debug, Default)]
+struct Marks {
+    /// Version of the newest flush_all a client sent to this node: every
+    /// core applied it, whichever shipped it.
+    local: u64,
+    /// The newest flush this node took (a client's or a peer's): (version, at).
+    seen: Option<(u64, u64)>,
+}
+
+impl FlushMark {
+    fn with<R>(&self, f: impl FnOnce(&mut Marks) -> R) -> R {
+        // A poisoned lock still holds consistent marks (two plain words).
+        let mut m = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        f(&mut m)
+    }
+
+    fn local(&self) -> u64 {
+        self.with(|m| m.local)
+    }
+
+    fn saw(&self, version: u64, at: u64, local: bool) {
+        self.with(|m| {
+            if local {
+                m.local = m.local.max(version);
+            }
+            if m.seen.is_none_or(|(v, _)| v < version) {
+                m.seen = Some((version, at));
+            }
+        })
+    }
+
+    /// The newest flush this node took, as a FLUSH op's (at, version).
+    pub fn newest(&self) -> Option<(u64, u64)> {
+        self.with(|m| m.seen.map(|(version, at)| (at, version)))
+    }
+}
+
 pub struct ReplShard {
     pub hlc: Hlc,
     /// Encoded ops of local writes not yet sealed into a batch.
@@ -54,14 +100,21 @@ pub struct ReplShard {
     last_refusal_log_ms: u64,
     pub stats: ApplyStats,
     pub shipped: u64,
+    /// The newest flush this core applied or shipped: a flush no newer is
+    /// already in effect here (a resync repeats the newest one).
+    flush_version: u64,
+    flush_mark: Arc<FlushMark>,
 }
 
 impl ReplShard {
-    pub fn new(node: u8, tomb_ttl_ms: u64, value_max: usize) -> Self {
+    /// `flush_mark` is shared by every core of the node.
+    pub fn new(node: u8, tomb_ttl_ms: u64, value_max: usize, flush_mark: Arc<FlushMark>) -> Self {
         ReplShard {
             tomb_bytes: 0,
             value_max,
             last_refusal_log_ms: 0,
+            flush_version: 0,
+            flush_mark,
             hlc: Hlc::new(node),
             pending: Vec::new(),
             pending_ops: 0,
@@ -95,8 +148,7 @@ impl ReplShard {
             let Some((value, packed)) = item.replication_form() else {
                 return false;
             };
-            wire::encode_set(pending, key, version, item.flags, item.exp, value.len(), packed);
-            pending.extend_from_slice(&value);
+            wire::encode_value(pending, key, version, item.flags, item.exp, &value, packed);
             true
         });
         match shipped {
@@ -126,6 +178,8 @@ impl ReplShard {
     }
 
     pub fn ship_flush(&mut self, at: u64, version: u64) {
+        self.flush_version = self.flush_version.max(version);
+        self.flush_mark.saw(version, at, true);
         wire::encode_op(&mut self.pending, &Op::Flush { at, version });
         self.pending_ops += 1;
         self.shipped += 1;
@@ -219,7 +273,12 @@ impl ReplShard {
     /// Why a peer's op is refused, if it is.
     fn refusal(&self, op: &Op<'_>, now_ms: u64) -> Option<String> {
         let version = match *op {
-            Op::Set { version, .. } | Op::Del { version, .. } | Op::Flush { version, .. } => version,
+            Op::Set { version, .. }
+            | Op::SetBegin { version, .. }
+            | Op::Del { version, .. }
+            | Op::Flush { version, .. } => version,
+            // Parts are rebuilt into one SET (checked then) before ops apply.
+            Op::Part { .. } => return None,
         };
         if super::hlc::version_ms(version) > now_ms.saturating_add(super::hlc::MAX_DRIFT_MS) {
             return Some(format!(
@@ -271,10 +330,140 @@ impl ReplShard {
             }
             Op::Flush { at, version } => {
                 let _ = self.hlc.observe(version, now_ms);
-                store.flush(at, now);
+                // A flush no newer than one in effect here is one this node
+                // already took (again in a resync, or from another core's
+                // snapshot): taking it again would drop newer items.
+                if version <= self.flush_version.max(self.flush_mark.local()) {
+                    self.stats.conflicts += 1;
+                    return;
+                }
+                self.flush_version = version;
+                self.flush_mark.saw(version, at, false);
+                // Only what is older than the flush: writes after it that
+                // came first, by another core's stream, stay. A delayed
+                // flush keeps memcached's meaning (all stored before `at`).
+                if at == 0 || at <= now {
+                    store.flush_older(version, now);
+                } else {
+                    store.flush(at, now);
+                }
                 self.stats.applied += 1;
             }
+            // Reassembled before they reach a core (`Reassembly`).
+            Op::SetBegin { .. } | Op::Part { .. } => {
+                log::error!("a chunked value reached apply without reassembly; dropped");
+            }
         }
+    }
+}
+
+/// What `Reassembly::feed` made of a batch's ops.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Fed {
+    /// Whole items handed on (ops, and values whose last PART came).
+    pub items: usize,
+    /// Values longer than this node's `-I`, dropped as their PARTs came.
+    pub skipped: usize,
+}
+
+/// A value arriving in PARTs on one inbound stream, rebuilt as one SET op
+/// before it is routed to its core. Holds at most one value, of at most
+/// `limit` bytes (this node's `-I`), grown only as its bytes arrive: a
+/// BEGIN that announces a gigabyte allocates nothing. A longer value is
+/// read through and dropped, so one item this node cannot store does not
+/// stall the stream.
+pub struct Reassembly {
+    limit: usize,
+    state: Option<Building>,
+}
+
+enum Building {
+    /// A SET op's head and the value bytes so far; `left` bytes to come.
+    Keep {
+        op: Vec<u8>,
+        left: u64,
+    },
+    Skip {
+        left: u64,
+    },
+}
+
+impl Reassembly {
+    pub fn new(limit: usize) -> Self {
+        Reassembly { limit, state: None }
+    }
+
+    /// Bytes held for a value being received.
+    pub fn held(&self) -> usize {
+        match &self.state {
+            Some(Building::Keep { op, .. }) => op.capacity(),
+            _ => 0,
+        }
+    }
+
+    /// No value half-received: a batch that ends here is a safe point to
+    /// acknowledge and to resume after.
+    pub fn is_idle(&self) -> bool {
+        self.state.is_none()
+    }
+
+    /// Check a batch's ops from a peer and append the whole ones to `out`
+    /// (a completed value as one SET op). Malformed: ops that do not
+    /// parse, a PART without a BEGIN or past its total, anything else
+    /// inside a value.
+    pub fn feed(&mut self, ops: &[u8], out: &mut Vec<u8>) -> Result<Fed, wire::WireError> {
+        let mut fed = Fed::default();
+        let mut r = Reader(ops);
+        while !r.is_empty() {
+            let before = r.0;
+            let op = wire::next_op(&mut r)?;
+            let raw = &before[..before.len() - r.0.len()];
+            match (op, &mut self.state) {
+                (Op::Part { bytes }, Some(Building::Keep { op, left })) => {
+                    let full = op.len() + *left as usize;
+                    *left = left.checked_sub(bytes.len() as u64).ok_or(wire::WireError::Malformed)?;
+                    if op.len() + bytes.len() > op.capacity() {
+                        // Doubling, but never past the whole op: the buffer
+                        // stays within `limit` plus a SET's fields.
+                        let cap = (2 * op.capacity()).max(op.len() + bytes.len()).min(full);
+                        op.reserve_exact(cap - op.len());
+                    }
+                    op.extend_from_slice(bytes);
+                    if *left == 0 {
+                        if out.is_empty() {
+                            std::mem::swap(out, op);
+                        } else {
+                            out.extend_from_slice(op);
+                        }
+                        self.state = None;
+                        fed.items += 1;
+                    }
+                }
+                (Op::Part { bytes }, Some(Building::Skip { left })) => {
+                    *left = left.checked_sub(bytes.len() as u64).ok_or(wire::WireError::Malformed)?;
+                    if *left == 0 {
+                        self.state = None;
+                        fed.skipped += 1;
+                    }
+                }
+                (Op::SetBegin { key, version, flags, exp, packed, total }, None) => {
+                    self.state = Some(match u32::try_from(total) {
+                        Ok(vlen) if total <= self.limit as u64 => {
+                            let mut op = Vec::with_capacity(300 + (total as usize).min(2 * wire::CHUNK));
+                            wire::encode_set(&mut op, key, version, flags, exp, vlen, packed);
+                            Building::Keep { op, left: total }
+                        }
+                        _ => Building::Skip { left: total },
+                    });
+                }
+                (_, Some(_)) | (Op::Part { .. }, None) => return Err(wire::WireError::Malformed),
+                (_, None) => {
+                    out.extend_from_slice(raw);
+                    fed.items += 1;
+                }
+            }
+        }
+        Ok(fed)
     }
 }
 
@@ -305,7 +494,8 @@ mod tests {
     #[test]
     fn conflicting_writes_converge_whatever_the_order_of_arrival() {
         let (mut a, mut b) = (store(), store());
-        let (mut ra, mut rb) = (ReplShard::new(1, 60_000, 1 << 20), ReplShard::new(2, 60_000, 1 << 20));
+        let (mut ra, mut rb) =
+            (ReplShard::new(1, 60_000, 1 << 20, Default::default()), ReplShard::new(2, 60_000, 1 << 20, Default::default()));
         set(&mut a, &mut ra, b"k", b"from-a", 5_000);
         set(&mut b, &mut rb, b"k", b"from-b", 5_000);
         set(&mut b, &mut rb, b"other", b"x", 5_001);
@@ -325,7 +515,8 @@ mod tests {
     #[test]
     fn a_delete_beats_an_older_set_that_arrives_after_it() {
         let (mut a, mut b) = (store(), store());
-        let (mut ra, mut rb) = (ReplShard::new(1, 1_000, 1 << 20), ReplShard::new(2, 1_000, 1 << 20));
+        let (mut ra, mut rb) =
+            (ReplShard::new(1, 1_000, 1 << 20, Default::default()), ReplShard::new(2, 1_000, 1 << 20, Default::default()));
         set(&mut a, &mut ra, b"k", b"old", 1_000);
         let old_set = std::mem::take(&mut ra.pending);
         a.stamp = ra.stamp(2_000);
@@ -343,7 +534,7 @@ mod tests {
         rb.collect(2_000 + 1_000);
         assert_eq!(rb.tombstones(), 0, "collected after the TTL");
         // A newer set after the delete wins.
-        let mut rc = ReplShard::new(3, 1_000, 1 << 20);
+        let mut rc = ReplShard::new(3, 1_000, 1 << 20, Default::default());
         let mut c = store();
         set(&mut c, &mut rc, b"k", b"new", 3_000);
         rb.apply_ops(&mut b, &rc.pending, NOW, 3_000);
@@ -353,7 +544,8 @@ mod tests {
     #[test]
     fn touch_and_incr_ship_new_versions_and_digests_follow() {
         let (mut a, mut b) = (store(), store());
-        let (mut ra, mut rb) = (ReplShard::new(1, 1_000, 1 << 20), ReplShard::new(2, 1_000, 1 << 20));
+        let (mut ra, mut rb) =
+            (ReplShard::new(1, 1_000, 1 << 20, Default::default()), ReplShard::new(2, 1_000, 1 << 20, Default::default()));
         set(&mut a, &mut ra, b"n", b"41", 1_000);
         a.stamp = ra.stamp(1_001);
         assert_eq!(a.arith(b"n", true, 1, NOW), crate::storage::ArithOutcome::Value(42));
@@ -374,7 +566,7 @@ mod tests {
     #[test]
     fn tombstones_are_charged_to_the_store_and_kept_within_their_share() {
         let mut s = Store::new(StoreConfig { started: NOW - 10, limit: 8 << 20, ..Default::default() });
-        let mut r = ReplShard::new(1, 1_000, 1 << 20);
+        let mut r = ReplShard::new(1, 1_000, 1 << 20, Default::default());
         let empty = s.memory_used();
         let keys: Vec<Vec<u8>> = (0..40_000u32).map(|i| format!("{i:0>200}").into_bytes()).collect();
         for k in &keys {
@@ -389,5 +581,151 @@ mod tests {
         r.collect(3_000);
         r.charge(&mut s, NOW);
         assert_eq!((r.tombstones(), r.tomb_bytes(), s.memory_used()), (0, 0, empty), "collected after the TTL");
+    }
+
+    fn chunked(key: &[u8], value: &[u8], version: u64) -> Vec<u8> {
+        let mut b = Vec::new();
+        wire::encode_value(&mut b, key, version, 3, 0, value, None);
+        b
+    }
+
+    #[test]
+    fn a_value_in_parts_is_rebuilt_across_batches_and_acked_only_between_values() {
+        let value: Vec<u8> = (0..2 * wire::CHUNK + 77).map(|i| (i % 251) as u8).collect();
+        let mut ops = Vec::new();
+        wire::encode_op(&mut ops, &Op::Del { key: b"gone", version: 1 });
+        ops.extend_from_slice(&chunked(b"big", &value, 2));
+        let pieces = wire::split_ops(&ops, wire::CHUNK + 100);
+        assert!(pieces.len() >= 2);
+        let mut re = Reassembly::new(4 * wire::CHUNK);
+        let mut whole = Vec::new();
+        let mut idle = Vec::new();
+        for (range, _) in pieces {
+            re.feed(&ops[range], &mut whole).unwrap();
+            idle.push(re.is_idle());
+        }
+        assert_eq!(idle.last(), Some(&true));
+        assert!(idle[..idle.len() - 1].iter().any(|i| !i), "idle inside the value");
+        let (mut s, mut r) = (store(), ReplShard::new(1, 60_000, 4 * wire::CHUNK, Default::default()));
+        r.apply_ops(&mut s, &whole, NOW, 5_000);
+        assert_eq!(value_of(&mut s, b"big"), Some(value));
+        assert_eq!(r.tombstone(b"gone"), Some(1));
+    }
+
+    fn value_of(s: &mut Store, key: &[u8]) -> Option<Vec<u8>> {
+        value(s, key)
+    }
+
+    #[test]
+    fn parts_out_of_place_are_malformed_and_a_value_over_the_limit_is_read_through() {
+        let big = chunked(b"big", &vec![1; 2 * wire::CHUNK], 2);
+        let mut part = Vec::new();
+        wire::encode_op(&mut part, &Op::Part { bytes: b"stray" });
+        let mut whole = Vec::new();
+        assert!(Reassembly::new(1 << 30).feed(&part, &mut whole).is_err(), "a part without a begin");
+        let begin_only = &big[..big.len() - 2 * (5 + wire::CHUNK)];
+        let mut re = Reassembly::new(1 << 30);
+        re.feed(begin_only, &mut whole).unwrap();
+        let mut del = Vec::new();
+        wire::encode_op(&mut del, &Op::Del { key: b"x", version: 1 });
+        assert!(re.feed(&del, &mut whole).is_err(), "another op inside a value");
+        let mut re = Reassembly::new(1 << 30);
+        let mut too_long = big.clone();
+        too_long.extend_from_slice(&part);
+        assert!(re.feed(&too_long, &mut whole).is_err(), "a part past the total");
+        let mut re = Reassembly::new(wire::CHUNK);
+        let mut then = big.clone();
+        then.extend_from_slice(&del);
+        whole.clear();
+        assert_eq!(re.feed(&then, &mut whole), Ok(Fed { items: 1, skipped: 1 }));
+        assert_eq!(whole, del, "the long value dropped, the stream goes on");
+        assert!(re.is_idle());
+    }
+
+    #[test]
+    fn a_flush_repeated_by_a_resync_is_taken_once_and_spares_newer_items() {
+        let mark = Arc::new(FlushMark::default());
+        let (mut a, mut b) = (store(), store());
+        let mut ra = ReplShard::new(1, 60_000, 1 << 20, mark.clone());
+        let mut rb = ReplShard::new(2, 60_000, 1 << 20, Default::default());
+        set(&mut b, &mut rb, b"old", b"x", 1_000);
+        let v = ra.stamp(2_000);
+        ra.ship_flush(0, v);
+        assert!(mark.newest().is_some());
+        let flush = std::mem::take(&mut ra.pending);
+        rb.apply_ops(&mut b, &flush, NOW, 2_001);
+        assert_eq!(value(&mut b, b"old"), None);
+        set(&mut a, &mut ra, b"new", b"y", 3_000);
+        let new = std::mem::take(&mut ra.pending);
+        rb.apply_ops(&mut b, &new, NOW, 3_001);
+        rb.apply_ops(&mut b, &flush, NOW, 3_002);
+        assert_eq!(value(&mut b, b"new").as_deref(), Some(&b"y"[..]), "the repeated flush is ignored");
+        // A write made after the flush that reaches a node before it (by
+        // another core's stream) stays; older ones go.
+        let mut rc = ReplShard::new(3, 60_000, 1 << 20, Default::default());
+        let mut c = store();
+        set(&mut c, &mut rc, b"stale", b"s", 1_500);
+        let later = ReplShard::new(1, 60_000, 1 << 20, Default::default()).stamp(2_500);
+        c.stamp = later;
+        assert_eq!(c.store(StoreMode::Set, b"fresh", 0, 0, b"f", 0, NOW), crate::storage::StoreOutcome::Stored);
+        rc.apply_ops(&mut c, &flush, NOW, 2_600);
+        assert_eq!(value(&mut c, b"stale"), None);
+        assert_eq!(value(&mut c, b"fresh").as_deref(), Some(&b"f"[..]));
+        // Another core of the flushing node took the flush from its client,
+        // not from the wire: the flush coming back from a peer is ignored.
+        let mut ra2 = ReplShard::new(1, 60_000, 1 << 20, mark.clone());
+        let mut a2 = store();
+        set(&mut a2, &mut ra2, b"after", b"z", 4_000);
+        ra2.apply_ops(&mut a2, &flush, NOW, 4_001);
+        assert_eq!(value(&mut a2, b"after").as_deref(), Some(&b"z"[..]));
+    }
+
+    /// Peer input is hostile: valid streams cut, spliced and flipped at
+    /// random never panic, and a value being rebuilt never holds more than
+    /// the limit plus a SET's fields.
+    #[test]
+    fn mangled_op_streams_are_refused_or_applied_within_the_limit() {
+        let limit = 3 * wire::CHUNK;
+        let mut ops = Vec::new();
+        wire::encode_op(&mut ops, &Op::Del { key: b"d", version: 1 });
+        ops.extend_from_slice(&chunked(b"big", &vec![5; 2 * wire::CHUNK + 3], 2));
+        ops.extend_from_slice(&chunked(b"huge", &vec![6; 4 * wire::CHUNK], 3));
+        wire::encode_op(&mut ops, &Op::Flush { at: 0, version: 4 });
+        let mut x = 0x9E37_79B9_7F4A_7C15u64;
+        let mut rand = |n: usize| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x % n as u64) as usize
+        };
+        for _ in 0..300 {
+            let mut m = ops.clone();
+            for _ in 0..1 + rand(4) {
+                match rand(3) {
+                    0 => {
+                        let at = rand(m.len());
+                        m[at] ^= 1 << rand(8);
+                    }
+                    1 => m.truncate(rand(m.len())),
+                    _ => {
+                        let (a, b) = (rand(m.len()), rand(m.len()));
+                        let piece = m[a.min(b)..a.max(b)].to_vec();
+                        let at = rand(m.len());
+                        m.splice(at..at, piece);
+                    }
+                }
+            }
+            let mut re = Reassembly::new(limit);
+            let mut whole = Vec::new();
+            for piece in m.chunks(1 + rand(wire::CHUNK + 100)) {
+                whole.clear();
+                if re.feed(piece, &mut whole).is_err() {
+                    break;
+                }
+                assert!(re.held() <= limit + 300, "{} held", re.held());
+                let (mut s, mut r) = (store(), ReplShard::new(1, 1_000, 1 << 20, Default::default()));
+                r.apply_ops(&mut s, &whole, NOW, 1_000);
+            }
+        }
     }
 }

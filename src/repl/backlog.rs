@@ -43,30 +43,40 @@ impl Backlog {
         Backlog { epoch, batches: VecDeque::new(), bytes: 0, cap, next_seq: 1 }
     }
 
-    /// Turn the pending ops into the next batch. Old batches beyond the
-    /// byte budget are dropped (the newest is always kept).
-    pub fn seal(&mut self, ops: &mut Vec<u8>, count: u32, now_ms: u64) -> Option<u64> {
+    /// Turn the pending ops into the next batches, each at most
+    /// `wire::BATCH_MAX` bytes of ops, so a frame never grows with the
+    /// values or the number of writes. Old batches beyond the byte budget
+    /// are dropped, but never those of this seal: a value larger than the
+    /// budget stays until the next seal, for the links to send it. The
+    /// last seq sealed.
+    pub fn seal(&mut self, ops: &mut Vec<u8>, now_ms: u64) -> Option<u64> {
         if ops.is_empty() {
             return None;
         }
-        let seq = self.next_seq;
-        self.next_seq += 1;
-        let mut frame = Vec::with_capacity(ops.len() + 13);
-        let at = wire::begin_frame(&mut frame, wire::BATCH);
-        frame.extend_from_slice(&seq.to_le_bytes());
-        frame.extend_from_slice(ops);
-        wire::end_frame(&mut frame, at);
+        let first_new = self.next_seq;
+        for (range, count) in wire::split_ops(ops, wire::BATCH_MAX) {
+            let mut frame = Vec::with_capacity(range.len() + 13);
+            let at = wire::begin_frame(&mut frame, wire::BATCH);
+            frame.extend_from_slice(&self.next_seq.to_le_bytes());
+            frame.extend_from_slice(&ops[range]);
+            if let Err(e) = wire::try_end_frame(&mut frame, at) {
+                // split_ops cuts at BATCH_MAX and no op is longer.
+                log::error!("replication batch not sealed: {e:?}");
+                continue;
+            }
+            self.bytes += frame.len();
+            self.batches.push_back(Batch { seq: self.next_seq, sealed_ms: now_ms, ops: count, frame });
+            self.next_seq += 1;
+        }
         ops.clear();
         if ops.capacity() > 1 << 20 {
             *ops = Vec::new();
         }
-        self.bytes += frame.len();
-        self.batches.push_back(Batch { seq, sealed_ms: now_ms, ops: count, frame });
-        while self.bytes > self.cap && self.batches.len() > 1 {
+        while self.bytes > self.cap && self.batches.front().is_some_and(|b| b.seq < first_new) {
             let b = self.batches.pop_front().expect("not empty");
             self.bytes -= b.frame.len();
         }
-        Some(seq)
+        Some(self.last_seq())
     }
 
     /// The seq of the last sealed batch (0: none yet).
@@ -115,10 +125,11 @@ mod tests {
     fn a_peer_resumes_within_the_budget_and_resyncs_beyond_it() {
         let mut b = Backlog::new(7, 300);
         assert_eq!(b.resume(7, 0), Resume::From(0));
-        assert_eq!(b.seal(&mut Vec::new(), 0, 0), None, "nothing to seal");
+        assert_eq!(b.seal(&mut Vec::new(), 0), None, "nothing to seal");
         for i in 0..10u8 {
-            let mut ops = vec![i; 50];
-            assert_eq!(b.seal(&mut ops, 1, 1000 + u64::from(i)), Some(u64::from(i) + 1));
+            let mut ops = Vec::new();
+            wire::encode_op(&mut ops, &wire::Op::Del { key: &[b'k'; 40], version: u64::from(i) });
+            assert_eq!(b.seal(&mut ops, 1000 + u64::from(i)), Some(u64::from(i) + 1));
             assert!(ops.is_empty());
         }
         assert!(b.bytes() <= 300);
@@ -136,5 +147,46 @@ mod tests {
         let f = &b.after(9).unwrap().frame;
         let (kind, range, used) = wire::split_frame(f, 1000).unwrap().unwrap();
         assert_eq!((kind, used, &f[range][..8]), (wire::BATCH, f.len(), &10u64.to_le_bytes()[..]));
+    }
+
+    #[test]
+    fn large_values_and_many_writes_seal_into_bounded_frames() {
+        let mut b = Backlog::new(1, 64 << 20);
+        let mut ops = Vec::new();
+        let value = vec![7u8; 1_000_000];
+        for key in [b"a", b"b", b"c"] {
+            wire::encode_value(&mut ops, key, 1, 0, 0, &value, None);
+        }
+        for i in 0..20_000u32 {
+            wire::encode_op(&mut ops, &wire::Op::Del { key: format!("{i:0>200}").as_bytes(), version: 2 });
+        }
+        let last = b.seal(&mut ops, 0).unwrap();
+        assert!(last >= 7, "{last} batches for 7 MB of ops");
+        let (mut items, mut bytes) = (0, 0);
+        for seq in 1..=last {
+            let f = &b.after(seq - 1).unwrap().frame;
+            assert!(f.len() <= 4 + wire::MAX_FRAME, "batch {seq}: {} bytes", f.len());
+            let (_, range, used) = wire::split_frame(f, wire::MAX_FRAME).unwrap().unwrap();
+            assert_eq!(used, f.len());
+            items += wire::validate_ops(&f[range.start + 8..range.end]).unwrap();
+            assert_eq!(
+                u64::from(b.after(seq - 1).unwrap().ops),
+                wire::validate_ops(&f[range.start + 8..range.end]).unwrap() as u64
+            );
+            bytes += f.len();
+        }
+        assert_eq!(items, 3 + 20_000);
+        assert_eq!(bytes, b.bytes());
+        // Far over a 1 MB budget, yet kept until the next seal.
+        let mut small = Backlog::new(1, 1 << 20);
+        let mut ops = Vec::new();
+        wire::encode_value(&mut ops, b"big", 1, 0, 0, &value.repeat(3), None);
+        let last = small.seal(&mut ops, 0).unwrap();
+        assert_eq!(small.resume(1, 0), Resume::From(0), "every batch of the value is kept");
+        wire::encode_op(&mut ops, &wire::Op::Del { key: b"k", version: 2 });
+        small.seal(&mut ops, 0);
+        assert!(small.bytes() <= 1 << 20);
+        assert_eq!(small.resume(1, last), Resume::From(last));
+        assert_eq!(small.resume(1, 0), Resume::Resync);
     }
 }

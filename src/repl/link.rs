@@ -91,8 +91,8 @@ pub fn seal(core: &Core) {
         return;
     }
     let mut b = rc.backlog.borrow_mut();
-    let count = std::mem::take(&mut r.pending_ops);
-    b.seal(&mut r.pending, count, unix_ms());
+    r.pending_ops = 0;
+    b.seal(&mut r.pending, unix_ms());
     shared(core).pending_seq[core.id].store(b.last_seq() + 1, Ordering::Release);
 }
 
@@ -615,7 +615,11 @@ async fn stream_to_peer(
 }
 
 /// Stream every live item and tombstone of this core, one segment per
-/// slice, so the core's clients wait at most one slice.
+/// slice, so the core's clients wait at most one slice. Every frame is at
+/// most `wire::MAX_FRAME`: a slice's ops are cut into batches, a value
+/// longer than a `CHUNK` goes in PARTs, and the long values a segment
+/// refers to are sent one at a time after it, so the memory a resync holds
+/// is one segment's items (decompressed) plus one value.
 async fn send_snapshot(
     core: &Rc<Core>,
     link: &super::LinkShared,
@@ -625,16 +629,20 @@ async fn send_snapshot(
     let mut out = Vec::new();
     wire::frame(&mut out, wire::SNAP_BEGIN, &[]);
     end.guard(wr.write_all(&out)).await?;
+    let mut ops = Vec::new();
+    // The newest flush_all first: a peer that missed it (it fell out of
+    // the backlog) drops what it flushed before taking the items, which
+    // are all newer; one that took it already ignores it.
+    if let Some((at, version)) = shared(core).flush_mark.newest() {
+        wire::encode_op(&mut ops, &wire::Op::Flush { at, version });
+    }
+    let mut long_keys: Vec<Box<[u8]>> = Vec::new();
     let mut cursor = Some(0u64);
     let mut last_tombs = false;
     while !last_tombs {
         if end.is_over() {
             return Err(err(format!("{} (during a resync)", end.error())));
         }
-        out.clear();
-        let at = wire::begin_frame(&mut out, wire::BATCH);
-        out.extend_from_slice(&0u64.to_le_bytes());
-        let mut items = 0u64;
         {
             let now = core.clock.get();
             let mut shard = core.shard.borrow_mut();
@@ -642,28 +650,66 @@ async fn send_snapshot(
             match cursor {
                 Some(c) => {
                     cursor = shard.store.scan(c, now, |key, item| {
-                        // A corrupt value is not sent (its next read drops it).
-                        if let Some((value, packed)) = item.replication_form() {
-                            wire::encode_set(&mut out, key, item.version, item.flags, item.exp, value.len(), packed);
-                            out.extend_from_slice(&value);
-                            items += 1;
+                        if item.value_len() > wire::CHUNK {
+                            long_keys.push(key.into());
+                        } else if let Some((value, packed)) = item.replication_form() {
+                            // A corrupt value is not sent (its next read drops it).
+                            wire::encode_value(&mut ops, key, item.version, item.flags, item.exp, &value, packed);
                         }
                     });
                 }
                 None => {
                     if let Some(r) = shard.repl.as_ref() {
-                        items += r.encode_tombstones(&mut out) as u64;
+                        r.encode_tombstones(&mut ops);
                     }
                     last_tombs = true;
                 }
             }
         }
-        wire::end_frame(&mut out, at);
-        if items > 0 {
-            end.guard(wr.write_all(&out)).await?;
-            link.items_sent.fetch_add(items, Ordering::Relaxed);
+        send_snapshot_ops(link, wr, end, &mut ops, &mut out).await?;
+        // Each long value on its own, read again now: a newer version
+        // written meanwhile is as good (the live stream has it too), a
+        // deleted one is skipped (its tombstone follows).
+        for key in long_keys.drain(..) {
+            {
+                let now = core.clock.get();
+                let mut shard = core.shard.borrow_mut();
+                shard.store.peek(&key, now, |item| {
+                    if let Some((value, packed)) = item.replication_form() {
+                        wire::encode_value(&mut ops, &key, item.version, item.flags, item.exp, &value, packed);
+                    }
+                });
+            }
+            send_snapshot_ops(link, wr, end, &mut ops, &mut out).await?;
         }
         glommio::yield_if_needed().await;
+    }
+    Ok(())
+}
+
+/// Send `ops` as snapshot batches (seq 0) of at most `BATCH_MAX` bytes of
+/// ops each, and empty it.
+async fn send_snapshot_ops(
+    link: &super::LinkShared,
+    wr: &mut Sealed<impl AsyncWrite + Unpin>,
+    end: &LinkEnd,
+    ops: &mut Vec<u8>,
+    out: &mut Vec<u8>,
+) -> io::Result<()> {
+    let mut items = 0u64;
+    for (range, n) in wire::split_ops(ops, wire::BATCH_MAX) {
+        out.clear();
+        let at = wire::begin_frame(out, wire::BATCH);
+        out.extend_from_slice(&0u64.to_le_bytes());
+        out.extend_from_slice(&ops[range]);
+        wire::try_end_frame(out, at).map_err(|e| err(format!("snapshot batch not framed: {e:?}")))?;
+        end.guard(wr.write_all(out)).await?;
+        items += u64::from(n);
+    }
+    link.items_sent.fetch_add(items, Ordering::Relaxed);
+    ops.clear();
+    if ops.capacity() > 4 * wire::BATCH_MAX {
+        *ops = Vec::new();
     }
     Ok(())
 }
@@ -773,7 +819,7 @@ async fn serve_inbound(core: &Rc<Core>, stream: TcpStream) -> io::Result<()> {
         .inspect_err(|_| {
             sh.links_refused.fetch_add(1, Ordering::Relaxed);
         })?;
-    frames.max = core.cfg().item_size_max + wire::FRAME_SLACK;
+    frames.max = wire::MAX_FRAME;
     let stream_id = (hello.node, hello.core);
     let (epoch, seq) = sh.streams.lock().ok().and_then(|m| m.get(&stream_id).copied()).unwrap_or((0, 0));
     let mut out = Vec::new();
@@ -786,6 +832,8 @@ async fn serve_inbound(core: &Rc<Core>, stream: TcpStream) -> io::Result<()> {
 
     let wait = Rc::new(ConnWait::default());
     let mut syncing = false;
+    let mut values = super::apply::Reassembly::new(core.cfg().item_size_max);
+    let mut whole = Vec::new();
     let (heartbeat, limit) = (cfg.heartbeat, cfg.silence_limit());
     let mut last_write = Instant::now();
     let r: io::Result<()> = async {
@@ -818,14 +866,33 @@ async fn serve_inbound(core: &Rc<Core>, stream: TcpStream) -> io::Result<()> {
             // Apply every frame already buffered, then acknowledge once.
             loop {
                 let (kind, p) = frame;
+                // A value's parts come in consecutive batches.
+                if matches!(kind, wire::SNAP_BEGIN | wire::SNAP_END) && !values.is_idle() {
+                    return Err(err("a snapshot began or ended inside a value"));
+                }
                 match kind {
                     wire::BATCH => {
                         let mut r = Reader(&p);
                         let seq = r.u64().map_err(|_| err("short batch"))?;
-                        let n = wire::validate_ops(r.0).map_err(|_| err("malformed ops"))?;
-                        apply_routed(core, r.0, &wait).await;
-                        sh.inbound_update(hello.node, |i| i.items_received += n as u64);
-                        if seq != 0 {
+                        whole.clear();
+                        let fed = values.feed(r.0, &mut whole).map_err(|_| err("malformed ops"))?;
+                        if fed.skipped > 0 {
+                            log::warn!(
+                                "node {} sent {} value(s) longer than this node's item size limit; not stored",
+                                hello.node,
+                                fed.skipped
+                            );
+                        }
+                        if !whole.is_empty() {
+                            apply_routed(core, &whole, &wait).await;
+                        }
+                        if whole.capacity() > 4 * wire::BATCH_MAX {
+                            whole = Vec::new();
+                        }
+                        sh.inbound_update(hello.node, |i| i.items_received += fed.items as u64);
+                        // Only between values: a stream resumed after this
+                        // batch must not start inside one.
+                        if seq != 0 && values.is_idle() {
                             ack = Some(seq);
                         }
                     }

@@ -28,8 +28,8 @@ pub mod wire;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU8, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 pub const DEFAULT_TIMEOUT_MS: u64 = 1000;
@@ -154,6 +154,8 @@ pub struct ReplShared {
     /// Inbound connections closed at once: over the cap, or the handshake
     /// failed or took too long.
     pub links_refused: AtomicU64,
+    /// The newest flush_all this node took, shared by its cores' `ReplShard`s.
+    pub flush_mark: Arc<apply::FlushMark>,
 }
 
 impl ReplShared {
@@ -168,6 +170,7 @@ impl ReplShared {
             timeouts: AtomicU64::new(0),
             inbound_links: AtomicUsize::new(0),
             links_refused: AtomicU64::new(0),
+            flush_mark: Arc::default(),
             cfg,
         }
     }

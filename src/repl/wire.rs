@@ -18,7 +18,20 @@
 //! op        = SET   1 | klen u8 | key | version u64 | flags u32 | exp u64 | vlen u32 | value
 //!           | DEL   2 | klen u8 | key | version u64
 //!           | FLUSH 3 | at u64 | version u64
+//!           | SET_PACKED 4 | klen u8 | key | version u64 | flags u32 | exp u64 | unpacked u32 | vlen u32 | frame
+//!           | BEGIN 5 | klen u8 | key | version u64 | flags u32 | exp u64 | unpacked u32 | total u64
+//!           | PART  6 | clen u32 | bytes
 //! ```
+//!
+//! Every frame after the handshake is at most `MAX_FRAME` bytes, whatever
+//! `-I` is: a batch is sealed before its ops pass `BATCH_MAX`, and a value
+//! (as sent) longer than `CHUNK` goes as a BEGIN (the SET's fields and the
+//! value's `total` length; `unpacked` 0: not a compressed frame, else its
+//! length unpacked) followed by PARTs of at most `CHUNK` bytes, nothing
+//! else in between, until `total` bytes came. A value's PARTs may span
+//! batches; the receiver reassembles it in a buffer bounded by its own
+//! `-I` (apply.rs `Reassembly`) and acknowledges only batches that end
+//! outside a value, so a resumed stream never starts inside one.
 //!
 //! All integers are little-endian; `exp` and `at` are absolute Unix
 //! seconds (0: never / now).
@@ -60,6 +73,10 @@ pub const OP_FLUSH: u8 = 3;
 /// storage/compress.rs: magicless, checksummed, no dictionary), with the
 /// length clients see.
 pub const OP_SET_PACKED: u8 = 4;
+/// The head of a value sent in chunks (see the grammar above).
+pub const OP_SET_BEGIN: u8 = 5;
+/// Up to `CHUNK` bytes of the value a BEGIN announced.
+pub const OP_SET_PART: u8 = 6;
 
 pub const NONCE_LEN: usize = 16;
 pub const PROOF_LEN: usize = 32;
@@ -68,6 +85,19 @@ pub const TAG_LEN: usize = 16;
 pub const HELLO_LEN: usize = 8 + 2 + 2 + 8 + NONCE_LEN;
 /// Frames are at most this much larger than the largest item.
 pub const FRAME_SLACK: usize = 1 << 20;
+/// Value bytes per op at most: a longer value goes as BEGIN + PARTs.
+pub const CHUNK: usize = 512 * 1024;
+/// A batch's ops take at most this many bytes (one op is at most `CHUNK`
+/// plus a SET's fields, well under it).
+pub const BATCH_MAX: usize = 1 << 20;
+/// The longest frame a peer accepts after the handshake: a batch's ops,
+/// its seq and type, and room for a per-frame trailer. Independent of
+/// `-I`, so a node with a larger `-I` can never send what its peers refuse.
+pub const MAX_FRAME: usize = BATCH_MAX + 4096;
+/// The largest SET op header: kind, klen, a 250-byte key, version, flags,
+/// exp, unpacked and the value's length.
+const SET_HEAD_MAX: usize = 1 + 1 + crate::protocol::KEY_MAX_LENGTH + 8 + 4 + 8 + 4 + 8;
+const _: () = assert!(CHUNK + SET_HEAD_MAX <= BATCH_MAX);
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum WireError {
@@ -84,9 +114,24 @@ pub fn begin_frame(out: &mut Vec<u8>, kind: u8) -> usize {
     at
 }
 
+/// Fill in the length of a frame of fixed, small size (handshake, ACK,
+/// heartbeat, REFUSE) begun at `at`.
 pub fn end_frame(out: &mut [u8], at: usize) {
-    let len = (out.len() - at - 4) as u32;
+    try_end_frame(out, at).expect("a fixed-size frame is far below MAX_FRAME");
+}
+
+/// Fill in the length of the frame begun at `at`, unless it is longer than
+/// a peer accepts: a length cut to 32 bits, or any frame past `MAX_FRAME`,
+/// would be refused or desynchronise the stream. Batches are built to fit
+/// (`split_ops`), so an error here is a bug, reported, never sent.
+pub fn try_end_frame(out: &mut [u8], at: usize) -> Result<(), WireError> {
+    let len = out.len() - at - 4;
+    if len > MAX_FRAME {
+        return Err(WireError::TooLong(len));
+    }
+    let len = u32::try_from(len).map_err(|_| WireError::TooLong(len))?;
     out[at..at + 4].copy_from_slice(&len.to_le_bytes());
+    Ok(())
 }
 
 pub fn frame(out: &mut Vec<u8>, kind: u8, payload: &[u8]) {
@@ -293,20 +338,64 @@ pub enum Op<'a> {
         at: u64,
         version: u64,
     },
+    /// A SET whose value follows in PARTs, `total` bytes in all (a
+    /// compressed frame when `packed`).
+    SetBegin {
+        key: &'a [u8],
+        version: u64,
+        flags: u32,
+        exp: u64,
+        packed: Option<u32>,
+        total: u64,
+    },
+    Part {
+        bytes: &'a [u8],
+    },
 }
 
 impl<'a> Op<'a> {
     pub fn key(&self) -> Option<&'a [u8]> {
         match *self {
-            Op::Set { key, .. } | Op::Del { key, .. } => Some(key),
-            Op::Flush { .. } => None,
+            Op::Set { key, .. } | Op::Del { key, .. } | Op::SetBegin { key, .. } => Some(key),
+            Op::Flush { .. } | Op::Part { .. } => None,
         }
+    }
+
+    /// Does this op count as an item (a PART is a piece of one)?
+    pub fn is_item(&self) -> bool {
+        !matches!(self, Op::Part { .. })
+    }
+}
+
+/// Append the ops that carry a SET of `value` (a compressed frame of
+/// `packed` bytes unpacked, when given): one SET op when the value fits in
+/// a `CHUNK`, else a BEGIN and its PARTs.
+pub fn encode_value(
+    out: &mut Vec<u8>,
+    key: &[u8],
+    version: u64,
+    flags: u32,
+    exp: u64,
+    value: &[u8],
+    packed: Option<u32>,
+) {
+    if value.len() <= CHUNK {
+        // At most CHUNK: fits the u32.
+        encode_set(out, key, version, flags, exp, value.len() as u32, packed);
+        out.extend_from_slice(value);
+        return;
+    }
+    encode_op(out, &Op::SetBegin { key, version, flags, exp, packed, total: value.len() as u64 });
+    for bytes in value.chunks(CHUNK) {
+        encode_op(out, &Op::Part { bytes });
     }
 }
 
 /// Append a SET op whose value (`vlen` bytes, a frame when `packed`) the
-/// caller appends next.
-pub fn encode_set(out: &mut Vec<u8>, key: &[u8], version: u64, flags: u32, exp: u64, vlen: usize, packed: Option<u32>) {
+/// caller appends next. On the wire a value longer than `CHUNK` goes in
+/// PARTs (`encode_value`); a longer SET op only travels between the
+/// cores of a node, once reassembled.
+pub fn encode_set(out: &mut Vec<u8>, key: &[u8], version: u64, flags: u32, exp: u64, vlen: u32, packed: Option<u32>) {
     out.push(if packed.is_some() { OP_SET_PACKED } else { OP_SET });
     out.push(key.len() as u8);
     out.extend_from_slice(key);
@@ -316,14 +405,14 @@ pub fn encode_set(out: &mut Vec<u8>, key: &[u8], version: u64, flags: u32, exp: 
     if let Some(n) = packed {
         out.extend_from_slice(&n.to_le_bytes());
     }
-    out.extend_from_slice(&(vlen as u32).to_le_bytes());
+    out.extend_from_slice(&vlen.to_le_bytes());
 }
 
 pub fn encode_op(out: &mut Vec<u8>, op: &Op<'_>) {
     match *op {
+        // As it travels: in parts when longer than a chunk.
         Op::Set { key, version, flags, exp, value, packed } => {
-            encode_set(out, key, version, flags, exp, value.len(), packed);
-            out.extend_from_slice(value);
+            encode_value(out, key, version, flags, exp, value, packed)
         }
         Op::Del { key, version } => {
             out.push(OP_DEL);
@@ -336,10 +425,28 @@ pub fn encode_op(out: &mut Vec<u8>, op: &Op<'_>) {
             out.extend_from_slice(&at.to_le_bytes());
             out.extend_from_slice(&version.to_le_bytes());
         }
+        Op::SetBegin { key, version, flags, exp, packed, total } => {
+            out.push(OP_SET_BEGIN);
+            out.push(key.len() as u8);
+            out.extend_from_slice(key);
+            out.extend_from_slice(&version.to_le_bytes());
+            out.extend_from_slice(&flags.to_le_bytes());
+            out.extend_from_slice(&exp.to_le_bytes());
+            out.extend_from_slice(&packed.unwrap_or(0).to_le_bytes());
+            out.extend_from_slice(&total.to_le_bytes());
+        }
+        Op::Part { bytes } => {
+            debug_assert!(!bytes.is_empty() && bytes.len() <= CHUNK);
+            out.push(OP_SET_PART);
+            out.extend_from_slice(&(bytes.len() as u32).to_le_bytes());
+            out.extend_from_slice(bytes);
+        }
     }
 }
 
-/// Parse the next op; keys must be 1 to 250 bytes.
+/// Parse the next op; keys must be 1 to 250 bytes, a PART 1 to `CHUNK`
+/// bytes, a BEGIN's total not 0. A SET's value is bounded by the frame it
+/// came in (or, reassembled from PARTs, by the receiver's `-I`).
 pub fn next_op<'a>(r: &mut Reader<'a>) -> Result<Op<'a>, WireError> {
     match r.u8()? {
         kind @ (OP_SET | OP_SET_PACKED) => {
@@ -348,6 +455,23 @@ pub fn next_op<'a>(r: &mut Reader<'a>) -> Result<Op<'a>, WireError> {
             let packed = if kind == OP_SET_PACKED { Some(r.u32()?) } else { None };
             let vlen = r.u32()? as usize;
             Ok(Op::Set { key, version, flags, exp, value: r.bytes(vlen)?, packed })
+        }
+        OP_SET_BEGIN => {
+            let key = key(r)?;
+            let (version, flags, exp) = (r.u64()?, r.u32()?, r.u64()?);
+            let packed = Some(r.u32()?).filter(|&n| n != 0);
+            let total = r.u64()?;
+            if total == 0 {
+                return Err(WireError::Malformed);
+            }
+            Ok(Op::SetBegin { key, version, flags, exp, packed, total })
+        }
+        OP_SET_PART => {
+            let n = r.u32()? as usize;
+            if n == 0 || n > CHUNK {
+                return Err(WireError::Malformed);
+            }
+            Ok(Op::Part { bytes: r.bytes(n)? })
         }
         OP_DEL => {
             let key = key(r)?;
@@ -366,16 +490,43 @@ fn key<'a>(r: &mut Reader<'a>) -> Result<&'a [u8], WireError> {
     r.bytes(n)
 }
 
-/// Check that a run of ops parses to its end.
+/// Check that a run of ops parses to its end; the items it holds.
 pub fn validate_ops(mut b: &[u8]) -> Result<usize, WireError> {
     let mut n = 0;
     while !b.is_empty() {
         let mut r = Reader(b);
-        next_op(&mut r)?;
+        n += usize::from(next_op(&mut r)?.is_item());
         b = r.0;
-        n += 1;
     }
     Ok(n)
+}
+
+/// Cut a run of ops (encoded here, so they parse) into pieces of at most
+/// `max` bytes at op boundaries, each with the items it holds: the
+/// payloads of bounded frames. An op longer than `max` (none is, with
+/// `max` = `BATCH_MAX`) gets a piece of its own.
+pub fn split_ops(ops: &[u8], max: usize) -> Vec<(std::ops::Range<usize>, u32)> {
+    let mut pieces = Vec::new();
+    let (mut start, mut at, mut items) = (0, 0, 0u32);
+    while at < ops.len() {
+        let mut r = Reader(&ops[at..]);
+        let Ok(op) = next_op(&mut r) else {
+            debug_assert!(false, "split_ops over ops that do not parse");
+            at = ops.len();
+            break;
+        };
+        let end = ops.len() - r.0.len();
+        if end - start > max && at > start {
+            pieces.push((start..at, items));
+            (start, items) = (at, 0);
+        }
+        items += u32::from(op.is_item());
+        at = end;
+    }
+    if at > start {
+        pieces.push((start..at, items));
+    }
+    pieces
 }
 
 #[cfg(test)]
@@ -489,5 +640,80 @@ mod tests {
         let plain = sealed(&mut Session::plain(), &msgs);
         assert_eq!(plain[0].len(), 5 + 3, "no tag without a secret");
         assert!(opens(&mut Session::plain(), &plain[0]));
+    }
+
+    #[test]
+    fn a_value_longer_than_a_chunk_goes_in_parts_and_every_piece_fits_a_frame() {
+        let value: Vec<u8> = (0..3 * CHUNK + 5).map(|i| i as u8).collect();
+        let mut b = Vec::new();
+        encode_value(&mut b, b"big", 9, 1, 0, &value, Some(4_000_000));
+        encode_op(&mut b, &Op::Del { key: b"d", version: 10 });
+        let mut r = Reader(&b);
+        assert_eq!(
+            next_op(&mut r).unwrap(),
+            Op::SetBegin {
+                key: b"big",
+                version: 9,
+                flags: 1,
+                exp: 0,
+                packed: Some(4_000_000),
+                total: value.len() as u64
+            }
+        );
+        let mut got = Vec::new();
+        for _ in 0..4 {
+            let Op::Part { bytes } = next_op(&mut r).unwrap() else { panic!("a part") };
+            assert!(bytes.len() <= CHUNK);
+            got.extend_from_slice(bytes);
+        }
+        assert_eq!(got, value);
+        assert_eq!(next_op(&mut r).unwrap(), Op::Del { key: b"d", version: 10 });
+        assert_eq!(validate_ops(&b), Ok(2), "a value and a delete");
+        let pieces = split_ops(&b, BATCH_MAX);
+        assert_eq!(pieces.iter().map(|p| p.1).sum::<u32>(), 2);
+        assert_eq!(pieces.first().unwrap().0.start, 0);
+        assert_eq!(pieces.last().unwrap().0.end, b.len());
+        for w in pieces.windows(2) {
+            assert_eq!(w[0].0.end, w[1].0.start);
+        }
+        assert!(pieces.iter().all(|(r, _)| r.len() <= BATCH_MAX));
+        assert!(pieces.len() >= 2);
+        let short = encode_value_len(CHUNK);
+        assert_eq!(short[0], OP_SET, "a value of exactly a chunk goes whole");
+    }
+
+    fn encode_value_len(n: usize) -> Vec<u8> {
+        let mut b = Vec::new();
+        encode_value(&mut b, b"k", 1, 0, 0, &vec![0; n], None);
+        b
+    }
+
+    #[test]
+    fn parts_that_are_empty_or_too_long_and_an_empty_begin_are_malformed() {
+        let mut part = vec![OP_SET_PART];
+        part.extend_from_slice(&0u32.to_le_bytes());
+        assert!(validate_ops(&part).is_err());
+        let mut part = vec![OP_SET_PART];
+        part.extend_from_slice(&(CHUNK as u32 + 1).to_le_bytes());
+        part.resize(part.len() + CHUNK + 1, 0);
+        assert!(validate_ops(&part).is_err());
+        let mut b = Vec::new();
+        encode_op(&mut b, &Op::SetBegin { key: b"k", version: 1, flags: 0, exp: 0, packed: None, total: 1 });
+        assert_eq!(validate_ops(&b), Ok(1));
+        let n = b.len();
+        b[n - 8..].copy_from_slice(&0u64.to_le_bytes());
+        assert!(validate_ops(&b).is_err());
+    }
+
+    #[test]
+    fn a_frame_past_max_frame_is_never_given_a_length() {
+        let mut b = Vec::new();
+        let at = begin_frame(&mut b, BATCH);
+        b.resize(at + 5 + MAX_FRAME, 0);
+        assert_eq!(try_end_frame(&mut b, at), Err(WireError::TooLong(MAX_FRAME + 1)));
+        assert_eq!(&b[..4], &[0; 4]);
+        b.pop();
+        assert_eq!(try_end_frame(&mut b, at), Ok(()));
+        assert_eq!(split_frame(&b, MAX_FRAME).unwrap().unwrap().2, b.len());
     }
 }

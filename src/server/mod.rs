@@ -231,8 +231,12 @@ async fn core_main(
     let mut shard = Shard::new(store);
     let mut core = Core::new(id, n, global.clone(), Shard::new(Store::new(StoreConfig::default())));
     if let Some(r) = &global.repl {
-        let ttl_ms = r.cfg.tombstone_ttl.as_millis() as u64;
-        shard.repl = Some(crate::repl::apply::ReplShard::new(r.cfg.node_id, ttl_ms, global.cfg.item_size_max));
+        shard.repl = Some(crate::repl::apply::ReplShard::new(
+            r.cfg.node_id,
+            r.cfg.tombstone_ttl.as_millis() as u64,
+            global.cfg.item_size_max,
+            r.flush_mark.clone(),
+        ));
         core.repl = Some(crate::repl::link::ReplCore::new(r.cfg.peers.len(), r.cfg.backlog_bytes));
     }
     core.shard = std::cell::RefCell::new(shard);

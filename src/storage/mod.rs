@@ -1635,6 +1635,30 @@ impl Store {
         }
     }
 
+    /// Remove every item older than `version`: a flush_all from a peer.
+    /// Items written after it, here or on any node, survive whatever order
+    /// the flush and they arrive in (a resync repeats a flush after newer
+    /// items from other streams). O(items). How many were removed.
+    pub fn flush_older(&mut self, version: u64, now: u64) -> u64 {
+        self.apply_flush(now);
+        let mut old = Vec::new();
+        for &id in self.small.iter().chain(self.main.iter()) {
+            let mut off = 0;
+            while off < self.segs[id as usize].used as usize {
+                let (loc, h, hash, live, next) = self.walk(id, off);
+                if live && h.version < version {
+                    old.push((loc, hash));
+                }
+                off = next;
+            }
+        }
+        for &(loc, hash) in &old {
+            let h = self.header(loc);
+            self.unlink(loc, &h, hash);
+        }
+        old.len() as u64
+    }
+
     /// Walk the live items of one segment, for a snapshot taken a slice at
     /// a time: visits the first segment written at or after `cursor` and
     /// returns the cursor to pass next, or None when every segment has
