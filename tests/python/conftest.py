@@ -1,12 +1,17 @@
 """Fixtures for the client-level test suite.
 
+This suite holds what real clients add: pymemcache, python-memcached,
+memccapable, replication seen through a client, and the byte-for-byte
+comparison with memcached.  The server process itself (flags, signals,
+root, pid and port files) is tested once, in tests/lifecycle.rs.
+
 Servers under test
 ------------------
 * Default: spawn ``<repo>/target/release/memcore`` (override with env
   ``MEMCORE_BIN``; ``MEMCORE_BIN=/usr/bin/memcached`` works too, since both
   take the same flags) on a loopback port it picks itself (``-p 0``, told in
-  its ``--port-file``), once per test, parametrized
-  over ``-t 1`` and ``-t 2``.
+  its ``--port-file``), once per test, parametrized over ``-t 1`` and
+  ``-t 2``.
 * ``MEMCORE_TEST_ADDR=host:port``: use that already-running server instead of
   spawning one (e.g. a real memcached, to validate the tests themselves).
   The three-server fixture then spawns three ``memcached`` processes if
