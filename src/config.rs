@@ -24,7 +24,8 @@ pub const PROTOCOL_VERSION: &str = "1.6.18";
 #[command(name = "memcore", version = concat!(env!("CARGO_PKG_VERSION"), " (memcached 1.6 protocol)"),
     about = "A memcached-compatible, thread-per-core cache server", disable_help_flag = true)]
 struct Args {
-    /// TCP port to listen on
+    /// TCP port to listen on (0: a free port, told in the log and --port-file;
+    /// memcached's -p 0 turns TCP off instead, which memcore cannot do)
     #[arg(short = 'p', long = "port", default_value_t = DEFAULT_PORT)]
     port: u16,
     /// Interfaces to listen on, comma-separated (IPv4, IPv6, optional :port)
@@ -57,6 +58,10 @@ struct Args {
     /// Write the process id to this file
     #[arg(short = 'P', long = "pidfile")]
     pidfile: Option<String>,
+    /// Once listening, write the ports to this file (as memcached does to
+    /// MEMCACHED_PORT_FILENAME: "TCP INET: 11211"); with -p 0, the free port taken
+    #[arg(long = "port-file", value_name = "FILE")]
+    port_file: Option<String>,
     /// Disable CAS (gets reports 0)
     #[arg(short = 'C', long = "disable-cas", action = ArgAction::SetTrue)]
     disable_cas: bool,
@@ -158,6 +163,8 @@ pub struct Config {
     pub backlog: i32,
     pub user: Option<String>,
     pub pidfile: Option<String>,
+    /// `--port-file`: where to write the ports once listening.
+    pub port_file: Option<String>,
     pub use_cas: bool,
     pub flush_enabled: bool,
     pub evict: bool,
@@ -331,6 +338,7 @@ fn check(a: Args) -> Result<Config, String> {
         backlog: a.backlog,
         user: a.user,
         pidfile: a.pidfile,
+        port_file: a.port_file,
         use_cas: !a.disable_cas,
         flush_enabled: !a.disable_flush_all,
         evict: !a.disable_evictions,

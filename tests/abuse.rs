@@ -118,8 +118,8 @@ fn connections_over_the_limit_are_refused_and_the_rest_keep_working() {
         return;
     }
     let s = Server::start(2, &["-c", "20"]);
-    // Fill the limit. The harness's readiness probe may still be counted for
-    // a moment after it closed, so a refused filler is retried.
+    // Fill the limit. A connection closed a moment ago may still be
+    // counted, so a refused filler is retried.
     let mut held: Vec<Conn> = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(5);
     while held.len() < 20 {
@@ -349,6 +349,7 @@ fn idle_timeout_closes_silent_and_stuck_clients() {
     let start = Instant::now();
     while start.elapsed() < Duration::from_millis(2500) {
         active.version_check();
+        // Active at a steady pace past the idle timeout (the point).
         std::thread::sleep(Duration::from_millis(250));
     }
     assert_bytes!(silent.read_to_close(), b"");

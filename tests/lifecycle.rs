@@ -60,6 +60,7 @@ fn signal_exits_cleanly(sig: i32, name: &str) {
     conns[0].version_check();
     conns[1].send(b"set half 0 0 10\r\nabc");
     conns[2].send(b"get a b");
+    // Time for the halves to arrive: no stat shows a half-read request.
     std::thread::sleep(Duration::from_millis(100));
     let t0 = Instant::now();
     s.signal(sig);
@@ -102,7 +103,10 @@ fn sigterm_under_load_exits_zero() {
             }
         }));
     }
-    std::thread::sleep(Duration::from_millis(300));
+    // The signal must land while the sets stream in.
+    let mut stats = s.conn();
+    let loaded = poll_until(Duration::from_secs(5), || stat_u64(&stats.stats("stats"), "cmd_set") >= 1000);
+    assert!(loaded, "the load did not start");
     s.signal(libc::SIGTERM);
     let st = s.wait_exit(Duration::from_secs(2));
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
@@ -119,14 +123,15 @@ fn bad_flags_fail_cleanly() {
         return;
     }
     let bin = memcore_bin();
-    let port = free_port().to_string();
+    // Each case fails before it binds; should one start, it takes a free port.
+    let port = "0";
     let cases: Vec<Vec<&str>> = vec![
-        vec!["-m", "abc", "-p", &port, "-U", "0"],
-        vec!["--bogus", "-p", &port, "-U", "0"],
-        vec!["-U", "1", "-p", &port],
+        vec!["-m", "abc", "-p", port, "-U", "0"],
+        vec!["--bogus", "-p", port, "-U", "0"],
+        vec!["-U", "1", "-p", port],
         vec!["-p", "99999", "-U", "0"],
-        vec!["-t", "0", "-p", &port, "-U", "0"],
-        vec!["-c", "abc", "-p", &port, "-U", "0"],
+        vec!["-t", "0", "-p", port, "-U", "0"],
+        vec!["-c", "abc", "-p", port, "-U", "0"],
     ];
     for case in cases {
         let mut args = vec!["-l", "127.0.0.1", "-u", "root"];
@@ -160,12 +165,11 @@ fn root_without_u_refused() {
         eprintln!("SKIP root_without_u_refused: not running as root");
         return;
     }
-    let Some((bin, _)) = Server::custom_bin() else {
+    let Some((bin, kind)) = Server::custom_bin() else {
         eprintln!("SKIP root_without_u_refused: needs a binary to spawn");
         return;
     };
-    let port = free_port().to_string();
-    let o = run(&bin, &["-p", &port, "-l", "127.0.0.1", "-U", "0"], Duration::from_secs(5));
+    let o = run(&bin, &["-p", any_port(kind), "-l", "127.0.0.1", "-U", "0"], Duration::from_secs(5));
     assert!(!o.status.success(), "ran as root without -u");
     assert!(!o.stderr.trim().is_empty());
     assert!(!o.stderr.contains("panicked"), "{}", o.stderr);
@@ -186,7 +190,7 @@ fn version_flag() {
 
 #[test]
 fn pidfile_written() {
-    let path = std::env::temp_dir().join(format!("memcore-test-{}-{}.pid", std::process::id(), free_port()));
+    let path = temp_path("pid");
     let ps = path.to_str().unwrap().to_string();
     let Some(s) = Server::start_custom_or_skip("pidfile_written", 1, &["-P", &ps]) else { return };
     let ok = poll_until(Duration::from_secs(5), || {
@@ -204,7 +208,7 @@ fn pidfile_replaces_a_planted_symlink_and_a_failed_start_leaves_none() {
     if !memcore_only("pidfile_replaces_a_planted_symlink_and_a_failed_start_leaves_none") {
         return;
     }
-    let dir = std::env::temp_dir().join(format!("memcore-pid-{}-{}", std::process::id(), free_port()));
+    let dir = temp_path("piddir");
     std::fs::create_dir_all(&dir).unwrap();
     let victim = dir.join("victim");
     std::fs::write(&victim, "precious\n").unwrap();
@@ -224,12 +228,26 @@ fn pidfile_replaces_a_planted_symlink_and_a_failed_start_leaves_none() {
     if unsafe { libc::geteuid() } == 0 {
         // The harness kills its server, which leaves the file behind.
         let _ = std::fs::remove_file(&path);
-        let port = free_port().to_string();
-        let o = run(memcore_bin(), &["-p", &port, "-u", "no-such-user-here", "-P", &ps], Duration::from_secs(10));
+        let o = run(memcore_bin(), &["-p", "0", "-u", "no-such-user-here", "-P", &ps], Duration::from_secs(10));
         assert_eq!(o.status.code(), Some(71), "stderr: {}", o.stderr);
         assert!(!path.exists(), "a failed start left its pid file");
     }
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// `-p 0` takes a free port and tells it: in the port file (which the
+/// harness reads), in the startup line and in `stats settings`.
+#[test]
+fn port_zero_is_told_in_the_log_and_stats() {
+    if !memcore_only("port_zero_is_told_in_the_log_and_stats") {
+        return;
+    }
+    let s = Server::start(2, &[]);
+    assert_ne!(s.port, 0);
+    let line = format!("listening on 127.0.0.1:{} ", s.port);
+    assert!(poll_until(Duration::from_secs(5), || s.log().contains(&line)), "no {line:?} in the log: {}", s.log());
+    let settings = s.conn().stats("stats settings");
+    assert_eq!(settings.get("tcpport"), Some(&s.port.to_string()));
 }
 
 #[test]
@@ -245,8 +263,6 @@ fn max_connections() {
     };
     let c_arg = if kind == Kind::Memcached { "16" } else { "3" };
     let s = Server::start_custom(1, &["-c", c_arg]).unwrap();
-    // the harness' readiness probe connection may still be closing
-    std::thread::sleep(Duration::from_millis(100));
     let mut conns: Vec<Conn> = (0..3).map(|_| s.conn()).collect();
     for c in conns.iter_mut() {
         c.version_check();
@@ -387,9 +403,10 @@ fn runs_unprivileged_with_default_memlock() {
     // The binary must be readable by nobody wherever the checkout lives.
     let bin = std::env::temp_dir().join(format!("memcore-unpriv-{}", std::process::id()));
     std::fs::copy(memcore_bin(), &bin).unwrap();
-    let port = free_port();
+    // The port file is written as nobody, so in a directory nobody may write.
+    let port_file = temp_path("port");
     let mut cmd = Command::new(&bin);
-    cmd.args(["-p", &port.to_string(), "-l", "127.0.0.1", "-t", "2", "-u", "nobody"])
+    cmd.args(["-p", "0", "--port-file", port_file.to_str().unwrap(), "-l", "127.0.0.1", "-t", "2", "-u", "nobody"])
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped());
@@ -404,21 +421,12 @@ fn runs_unprivileged_with_default_memlock() {
         });
     }
     let mut child = cmd.spawn().unwrap();
-    let addr = format!("127.0.0.1:{port}");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let stream = loop {
-        if let Ok(s) = std::net::TcpStream::connect(&addr) {
-            break s;
-        }
-        assert!(child.try_wait().unwrap().is_none(), "memcore exited at start");
-        assert!(Instant::now() < deadline, "memcore did not start");
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    let mut c = Conn::from_stream(stream);
+    let port = read_port_file(&port_file, &mut child, Duration::from_secs(10)).unwrap_or_else(|e| panic!("{e}"));
+    let mut c = Conn::connect(&format!("127.0.0.1:{port}"));
     assert_eq!(show(&c.request(b"set unpriv 0 0 2\r\nok\r\n")), "STORED\\r\\n");
     assert_eq!(show(&c.request(b"get unpriv\r\n")), "VALUE unpriv 0 2\\r\\nok\\r\\nEND\\r\\n");
-    // The port accepts connections as soon as it is bound, before the switch
-    // of user; executors start only after it, so check once one has answered.
+    // The executors start only after the switch of user, so check once one
+    // has answered.
     let status = std::fs::read_to_string(format!("/proc/{}/status", child.id())).unwrap();
     let uid_line = status.lines().find(|l| l.starts_with("Uid:")).unwrap().to_string();
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
@@ -441,6 +449,7 @@ fn sighup_is_ignored() {
     let mut c = s.conn();
     assert_bytes!(c.request(&store_cmd("set", "hup", 0, 0, b"kept")), b"STORED\r\n");
     s.signal(libc::SIGHUP);
+    // Nothing to poll for: give a signal that would end it time to do so.
     std::thread::sleep(Duration::from_millis(200));
     assert_bytes!(c.request(b"get hup\r\n"), b"VALUE hup 0 4\r\nkept\r\nEND\r\n");
     s.signal(libc::SIGTERM);
@@ -477,6 +486,8 @@ fn idle_server_uses_no_cpu() {
             c.read_until(b"END\r\n");
         }
     }
+    // The point of the test: CPU used while idle, over a fixed second, once
+    // the burst's tail (and any spin before parking) is over.
     std::thread::sleep(Duration::from_millis(300));
     let before = cpu_ticks(pid);
     std::thread::sleep(Duration::from_secs(1));

@@ -526,6 +526,7 @@ fn value_too_large(s: &Server) {
     let req = store_cmd("set", &k, 0, 0, &big);
     for chunk in req.chunks(100_003) {
         c.send(chunk);
+        // Paced so that the server reads the pieces apart (the point).
         std::thread::sleep(Duration::from_millis(2));
     }
     assert_bytes!(c.read_reply(), TOO);
@@ -590,6 +591,7 @@ fn long_get_line(s: &Server) {
     want.extend(b"END\r\n");
     for chunk in line.as_bytes().chunks(1000) {
         c.send(chunk);
+        // Paced so that the server reads the pieces apart (the point).
         std::thread::sleep(Duration::from_millis(5));
     }
     assert_bytes!(c.read_reply(), want);
@@ -721,6 +723,7 @@ fn split_requests(s: &Server) {
     for (i, b) in req_b.iter().enumerate() {
         c.send(std::slice::from_ref(b));
         if i % 5 == 0 {
+            // Paced so that the server reads the bytes apart (the point).
             std::thread::sleep(Duration::from_millis(1));
         }
     }
@@ -736,6 +739,7 @@ fn split_requests(s: &Server) {
         let cut2 = cut + (req_c.len() - req_a.len()) * cut / len; // roughly same spot
         let cut2 = cut2.min(req_c.len() - 1).max(1);
         c.send(&req_c[..cut2]);
+        // Time for the first part to be read alone (the point of the cut).
         std::thread::sleep(Duration::from_micros(300));
         c.send(&req_c[cut2..]);
         let got = c.read_replies(n);

@@ -20,12 +20,21 @@ fn new_socket(addr: SocketAddr, reuse_port: bool) -> io::Result<Socket> {
     Ok(s)
 }
 
+/// Listening sockets bound by `bind_all`.
+pub struct Bound {
+    /// Raw fds: `[core][address]`.
+    pub fds: Vec<Vec<RawFd>>,
+    /// The addresses as bound: a port 0 replaced by the one the kernel chose.
+    pub addrs: Vec<SocketAddr>,
+}
+
 /// Bind `per_core` listeners on each address. Fails with a clear message if
 /// any address is taken, including by another process using SO_REUSEPORT
 /// (a probe bind without it detects that, so two servers never silently
-/// share a port). Returns raw fds: `[core][address]`.
-pub fn bind_all(addrs: &[SocketAddr], per_core: usize, backlog: i32) -> Result<Vec<Vec<RawFd>>, String> {
+/// share a port). Port 0 takes a free port, the same one on every core.
+pub fn bind_all(addrs: &[SocketAddr], per_core: usize, backlog: i32) -> Result<Bound, String> {
     let mut fds: Vec<Vec<RawFd>> = vec![Vec::new(); per_core];
+    let mut bound = Vec::with_capacity(addrs.len());
     for &addr in addrs {
         let mut addr = addr;
         {
@@ -43,8 +52,16 @@ pub fn bind_all(addrs: &[SocketAddr], per_core: usize, backlog: i32) -> Result<V
             s.set_nonblocking(true).map_err(|e| format!("cannot configure {addr}: {e}"))?;
             core.push(s.into_raw_fd());
         }
+        bound.push(addr);
     }
-    Ok(fds)
+    Ok(Bound { fds, addrs: bound })
+}
+
+/// The port file (`--port-file`): one line per client address, in the form
+/// memcached writes to `MEMCACHED_PORT_FILENAME` (`TCP INET: 11211`,
+/// `TCP INET6: 11211`), so that one harness reads both servers' files.
+pub fn port_file_text(addrs: &[SocketAddr]) -> String {
+    addrs.iter().map(|a| format!("TCP {}: {}\n", if a.is_ipv6() { "INET6" } else { "INET" }, a.port())).collect()
 }
 
 fn bind_error(addr: SocketAddr, e: io::Error) -> String {
@@ -53,5 +70,29 @@ fn bind_error(addr: SocketAddr, e: io::Error) -> String {
         io::ErrorKind::PermissionDenied => format!("failed to listen on {addr}: permission denied"),
         io::ErrorKind::AddrNotAvailable => format!("failed to listen on {addr}: address not available on this host"),
         _ => format!("failed to listen on {addr}: {e}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn port_zero_takes_one_free_port_for_every_core() {
+        let addrs = ["127.0.0.1:0".parse().unwrap()];
+        let bound = bind_all(&addrs, 3, 16).unwrap();
+        let port = bound.addrs[0].port();
+        assert_ne!(port, 0);
+        for core in &bound.fds {
+            // SAFETY: bind_all handed over these fds; the Socket closes each once.
+            let s = unsafe { <Socket as std::os::fd::FromRawFd>::from_raw_fd(core[0]) };
+            assert_eq!(s.local_addr().unwrap().as_socket().unwrap().port(), port);
+        }
+    }
+
+    #[test]
+    fn port_file_reads_as_memcacheds() {
+        let addrs = ["127.0.0.1:40935".parse().unwrap(), "[::1]:40935".parse().unwrap()];
+        assert_eq!(port_file_text(&addrs), "TCP INET: 40935\nTCP INET6: 40935\n");
     }
 }

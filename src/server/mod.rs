@@ -92,14 +92,19 @@ pub fn set_verbosity(level: u8) {
 }
 
 /// Run the server until SIGINT/SIGTERM. Errors are one line for stderr.
-pub fn run(cfg: Config) -> Result<(), String> {
+pub fn run(mut cfg: Config) -> Result<(), String> {
     signal::block_termination_signals();
     let n = cfg.threads;
-    let fds = listener::bind_all(&cfg.listen, n, cfg.backlog)?;
+    let bound = listener::bind_all(&cfg.listen, n, cfg.backlog)?;
+    // From here on the real ports (`-p 0` asked for any free one), for the
+    // log, the port file and `stats settings`.
+    cfg.listen = bound.addrs;
+    let fds = bound.fds;
     // The replication port is bound like the client ports: on every core.
     let mut repl_fds = match cfg.repl.as_ref().and_then(|r| r.listen) {
         Some(addr) => listener::bind_all(&[addr], n, cfg.backlog)
             .map_err(|e| format!("replication port {addr}: {e}"))?
+            .fds
             .into_iter()
             .map(Some)
             .collect(),
@@ -111,7 +116,11 @@ pub fn run(cfg: Config) -> Result<(), String> {
     drop_privileges(cfg.user.as_deref())?;
     // As memcached: written by the user the server runs as. Removed on every
     // way out of this function, so a failed start leaves none behind.
-    let _pidfile = cfg.pidfile.as_deref().map(PidFile::write).transpose()?;
+    let _pidfile =
+        cfg.pidfile.as_deref().map(|p| RunFile::write(p, "pid", &format!("{}\n", std::process::id()))).transpose()?;
+    // Written once every port listens, so whoever reads it can connect.
+    let port_text = listener::port_file_text(&cfg.listen);
+    let _portfile = cfg.port_file.as_deref().map(|p| RunFile::write(p, "port", &port_text)).transpose()?;
     for w in &cfg.warnings {
         log::warn!("{w}");
     }
@@ -400,17 +409,22 @@ async fn crawl_task(core: Rc<Core>) {
     }
 }
 
-/// The `-P` file. Written to a new file beside it and renamed into place:
-/// the path is never opened for writing, so a symlink planted there (or a
-/// file someone else owns) is replaced, not followed or truncated.
-struct PidFile(std::path::PathBuf);
+/// The `-P` pid file or the `--port-file`, removed when the server exits.
+/// Written to a new file beside it and renamed into place: the path is never
+/// opened for writing, so a symlink planted there (or a file someone else
+/// owns) is replaced, not followed or truncated.
+struct RunFile(std::path::PathBuf);
 
-impl PidFile {
-    fn write(path: &str) -> Result<PidFile, String> {
+impl RunFile {
+    /// Write `text` to a new file beside `path` and rename it into place, so
+    /// that a reader sees the whole file or none (and a planted symlink is
+    /// replaced, not followed). `what` names the file in errors.
+    fn write(path: &str, what: &str, text: &str) -> Result<RunFile, String> {
         use std::io::Write;
         use std::os::unix::fs::OpenOptionsExt;
         let path = std::path::PathBuf::from(path);
-        let name = path.file_name().ok_or_else(|| format!("cannot write pid file {}: not a file name", path.display()))?;
+        let name =
+            path.file_name().ok_or_else(|| format!("cannot write {what} file {}: not a file name", path.display()))?;
         let tmp = path.with_file_name(format!(".{}.{}.tmp", name.to_string_lossy(), std::process::id()));
         let written = std::fs::OpenOptions::new()
             .write(true)
@@ -418,17 +432,17 @@ impl PidFile {
             .mode(0o644)
             .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
             .open(&tmp)
-            .and_then(|mut f| f.write_all(format!("{}\n", std::process::id()).as_bytes()))
+            .and_then(|mut f| f.write_all(text.as_bytes()))
             .and_then(|()| std::fs::rename(&tmp, &path));
         if let Err(e) = written {
             let _ = std::fs::remove_file(&tmp);
-            return Err(format!("cannot write pid file {}: {e}", path.display()));
+            return Err(format!("cannot write {what} file {}: {e}", path.display()));
         }
-        Ok(PidFile(path))
+        Ok(RunFile(path))
     }
 }
 
-impl Drop for PidFile {
+impl Drop for RunFile {
     fn drop(&mut self) {
         let _ = std::fs::remove_file(&self.0);
     }

@@ -1,8 +1,9 @@
 //! Shared harness for the memcore integration tests.
 //!
-//! * `Server::start(threads, extra_args)` spawns the `memcore` binary on a free
-//!   port (or, when `MEMCORE_TEST_ADDR` is set, uses that already running
-//!   server, e.g. a real memcached, and marks it external).
+//! * `Server::start(threads, extra_args)` spawns the `memcore` binary with
+//!   `-p 0` and learns the port it bound from its `--port-file` (or, when
+//!   `MEMCORE_TEST_ADDR` is set, uses that already running server, e.g. a
+//!   real memcached, and marks it external).
 //! * `Server::start_custom(threads, args)` is for tests that need specific
 //!   flags or need to own the process (kill it, restart it, flush it). Under
 //!   `MEMCORE_TEST_ADDR` it returns `None` (the test prints a note and skips)
@@ -10,6 +11,15 @@
 //!   then spawned with the same flags.
 //! * `Conn` is a tiny raw-socket client that understands enough of the text
 //!   protocol to know where a reply ends.
+//!
+//! Two ways to hold memcore against memcached, for two different questions:
+//! * This suite run against memcached (`MEMCORE_TEST_ADDR`, and
+//!   `MEMCORE_TEST_MEMCACHED_BIN` for the tests that own their server)
+//!   checks the tests: the expected bytes written in them must be what
+//!   memcached answers, so they are memcached's behaviour, not memcore's.
+//! * tests/python/test_differential.py checks memcore where no test wrote an
+//!   expectation: it sends the same bytes (odd inputs included) to both
+//!   servers and requires the same replies.
 #![allow(dead_code)]
 
 use std::collections::HashMap;
@@ -59,35 +69,62 @@ pub fn is_external() -> bool {
     external_addr().is_some()
 }
 
+/// A port that was free a moment ago: bound, read and dropped, so another
+/// process may take it before the caller binds it. Only for replication
+/// ports, which the peers must know before the server starts; client ports
+/// come from `-p 0` and the port file.
 pub fn free_port() -> u16 {
     let l = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
     l.local_addr().unwrap().port()
 }
 
-/// The pid a server reports in `stats`, if it answers within 2 s.
-fn server_pid(mut s: TcpStream) -> Option<u32> {
-    s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
-    s.write_all(b"stats\r\n").ok()?;
-    let mut got = Vec::new();
-    let mut buf = [0u8; 4096];
-    while !got.ends_with(b"END\r\n") {
-        let n = s.read(&mut buf).ok()?;
-        if n == 0 {
-            return None;
-        }
-        got.extend_from_slice(&buf[..n]);
-    }
-    String::from_utf8_lossy(&got).lines().find_map(|l| l.strip_prefix("STAT pid ")?.trim().parse().ok())
-}
-
-fn log_file(port: u16) -> PathBuf {
+/// A path in the temp dir that no other test (of any process) uses.
+pub fn temp_path(tag: &str) -> PathBuf {
     static N: AtomicU64 = AtomicU64::new(0);
     std::env::temp_dir().join(format!(
-        "memcore-test-{}-{}-{}.log",
+        "memcore-test-{}-{}-{tag}",
         std::process::id(),
-        port,
         N.fetch_add(1, Ordering::Relaxed)
     ))
+}
+
+/// The `-p` value that asks `kind` for a free port: memcached reads `-p 0`
+/// as "no TCP" and takes `-p -1` for "any port" (its own test suite's way).
+pub fn any_port(kind: Kind) -> &'static str {
+    if kind == Kind::Memcached { "-1" } else { "0" }
+}
+
+/// Ask `cmd` for a free port, told in the file at `path`: memcore's
+/// `--port-file`, or memcached's MEMCACHED_PORT_FILENAME (same format).
+pub fn ask_for_any_port(cmd: &mut Command, kind: Kind, path: &std::path::Path) {
+    cmd.arg("-p").arg(any_port(kind));
+    if kind == Kind::Memcached {
+        cmd.env("MEMCACHED_PORT_FILENAME", path);
+    } else {
+        cmd.arg("--port-file").arg(path);
+    }
+}
+
+/// Wait for the port file at `path` (written, whole, once the server
+/// listens) and return its first TCP port. Err if `child` exits first or
+/// nothing comes within `limit`.
+pub fn read_port_file(path: &std::path::Path, child: &mut Child, limit: Duration) -> Result<u16, String> {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Ok(text) = std::fs::read_to_string(path)
+            && let Some(port) =
+                text.lines().find_map(|l| l.strip_prefix("TCP INET")?.split(": ").nth(1)?.trim().parse().ok())
+        {
+            return Ok(port);
+        }
+        if let Ok(Some(st)) = child.try_wait() {
+            return Err(format!("server exited at start with {st}"));
+        }
+        if Instant::now() > deadline {
+            return Err(format!("no port file {} after {limit:?}", path.display()));
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
 }
 
 impl Server {
@@ -131,71 +168,41 @@ impl Server {
         }
     }
 
+    /// Start `bin` on a free port (`-p 0`, or memcached's `-p -1`) and learn
+    /// the port from its port file. The port listens once the file exists:
+    /// connections made from then on wait in the backlog until the server
+    /// accepts them, so no readiness probe is needed.
     pub fn spawn(bin: &str, kind: Kind, threads: usize, extra_args: &[&str]) -> Server {
-        let mut last_err = String::new();
-        for _attempt in 0..5 {
-            let port = free_port();
-            let log_path = log_file(port);
-            let log = std::fs::File::create(&log_path).expect("create server log");
-            let mut cmd = Command::new(bin);
-            cmd.arg("-p")
-                .arg(port.to_string())
-                .arg("-l")
-                .arg("127.0.0.1")
-                .arg("-U")
-                .arg("0")
-                .arg("-t")
-                .arg(threads.to_string())
-                .arg("-u")
-                .arg("root")
-                .args(extra_args)
-                .stdin(Stdio::null())
-                .stdout(log.try_clone().unwrap())
-                .stderr(log);
-            let child = match cmd.spawn() {
-                Ok(c) => c,
-                Err(e) => panic!("cannot spawn {bin}: {e}"),
-            };
-            let mut srv = Server {
-                addr: format!("127.0.0.1:{port}"),
-                port,
-                kind,
-                threads,
-                child: Some(child),
-                log_path: Some(log_path),
-            };
-            match srv.wait_ready(Duration::from_secs(10)) {
-                Ok(()) => return srv,
-                Err(e) => {
-                    last_err = format!("{e}; log: {}", srv.log());
-                    // Drop kills the child; retry on another port.
-                }
+        let log_path = temp_path("log");
+        let port_path = temp_path("port");
+        let log = std::fs::File::create(&log_path).expect("create server log");
+        let mut cmd = Command::new(bin);
+        ask_for_any_port(&mut cmd, kind, &port_path);
+        cmd.arg("-l")
+            .arg("127.0.0.1")
+            .arg("-U")
+            .arg("0")
+            .arg("-t")
+            .arg(threads.to_string())
+            .arg("-u")
+            .arg("root")
+            .args(extra_args)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log);
+        let mut child = cmd.spawn().unwrap_or_else(|e| panic!("cannot spawn {bin}: {e}"));
+        let port = read_port_file(&port_path, &mut child, Duration::from_secs(10));
+        // memcached leaves its port file behind; memcore removes its own.
+        let _ = std::fs::remove_file(&port_path);
+        let mut srv =
+            Server { addr: String::new(), port: 0, kind, threads, child: Some(child), log_path: Some(log_path) };
+        match port {
+            Ok(port) => {
+                srv.addr = format!("127.0.0.1:{port}");
+                srv.port = port;
+                srv
             }
-        }
-        panic!("server {bin} did not start: {last_err}");
-    }
-
-    fn wait_ready(&mut self, limit: Duration) -> Result<(), String> {
-        let deadline = Instant::now() + limit;
-        loop {
-            if let Some(child) = self.child.as_mut()
-                && let Ok(Some(st)) = child.try_wait()
-            {
-                return Err(format!("server exited early with {st}"));
-            }
-            if let Ok(s) = TcpStream::connect_timeout(&self.addr.parse().unwrap(), Duration::from_millis(500)) {
-                // Another test's server may hold the port free_port picked
-                // (ours then fails to bind): make sure it is ours.
-                let want = self.child.as_ref().map(|c| c.id());
-                return match server_pid(s) {
-                    Some(pid) if Some(pid) == want => Ok(()),
-                    other => Err(format!("port {} answered by pid {other:?}, not our server {want:?}", self.port)),
-                };
-            }
-            if Instant::now() > deadline {
-                return Err("not accepting connections after 10 s".into());
-            }
-            std::thread::sleep(Duration::from_millis(10));
+            Err(e) => panic!("server {bin} did not start: {e}; log: {}", srv.log()),
         }
     }
 

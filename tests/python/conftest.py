@@ -1,11 +1,17 @@
 """Fixtures for the client-level test suite.
 
+This suite holds what real clients add: pymemcache, python-memcached,
+memccapable, replication seen through a client, and the byte-for-byte
+comparison with memcached.  The server process itself (flags, signals,
+root, pid and port files) is tested once, in tests/lifecycle.rs.
+
 Servers under test
 ------------------
 * Default: spawn ``<repo>/target/release/memcore`` (override with env
   ``MEMCORE_BIN``; ``MEMCORE_BIN=/usr/bin/memcached`` works too, since both
-  take the same flags) on a free loopback port, once per test, parametrized
-  over ``-t 1`` and ``-t 2``.
+  take the same flags) on a loopback port it picks itself (``-p 0``, told in
+  its ``--port-file``), once per test, parametrized over ``-t 1`` and
+  ``-t 2``.
 * ``MEMCORE_TEST_ADDR=host:port``: use that already-running server instead of
   spawning one (e.g. a real memcached, to validate the tests themselves).
   The three-server fixture then spawns three ``memcached`` processes if
@@ -18,6 +24,7 @@ that shows the tail of its stderr.
 
 from __future__ import annotations
 
+import itertools
 import os
 import shutil
 import socket
@@ -33,7 +40,7 @@ from mchelpers import CLIENT_TIMEOUT, Raw
 
 REPO = Path(__file__).resolve().parents[2]
 DEFAULT_BIN = REPO / "target" / "release" / "memcore"
-READY_TIMEOUT = 10.0  # seconds to wait for the port to accept connections
+READY_TIMEOUT = 10.0  # seconds to wait for the port file
 
 EXTERNAL_ADDR = os.environ.get("MEMCORE_TEST_ADDR", "").strip() or None
 
@@ -49,12 +56,6 @@ def parse_addr(addr: str):
     return host.strip("[]"), int(port)
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def can_connect(host: str, port: int) -> bool:
     try:
         with socket.create_connection((host, port), timeout=0.5):
@@ -63,22 +64,34 @@ def can_connect(host: str, port: int) -> bool:
         return False
 
 
-def server_pid(host: str, port: int) -> Optional[int]:
-    """The pid the server on host:port reports in `stats`, or None."""
-    try:
-        with socket.create_connection((host, port), timeout=2) as s:
-            s.sendall(b"stats\r\n")
-            buf = b""
-            while not buf.endswith(b"END\r\n"):
-                chunk = s.recv(4096)
-                if not chunk:
-                    return None
-                buf += chunk
-    except OSError:
-        return None
-    for line in buf.split(b"\r\n"):
-        if line.startswith(b"STAT pid "):
-            return int(line.split()[2])
+def is_memcached(binary: str) -> bool:
+    return os.path.basename(binary).startswith("memcached")
+
+
+def any_port_argv(binary: str, port_file: Path):
+    """Flags and environment that ask `binary` for a free port, told in
+    `port_file`: memcore's ``-p 0 --port-file``, or memcached's ``-p -1``
+    with MEMCACHED_PORT_FILENAME (memcached reads ``-p 0`` as "no TCP").
+    Both write lines such as ``TCP INET: 40935``."""
+    if is_memcached(binary):
+        return ["-p", "-1"], {**os.environ, "MEMCACHED_PORT_FILENAME": str(port_file)}
+    return ["-p", "0", "--port-file", str(port_file)], None
+
+
+def read_port_file(port_file: Path, proc: subprocess.Popen) -> Optional[int]:
+    """The first TCP port in `port_file` once the server has written it (it
+    listens from then on), or None if the server exits or times out first."""
+    deadline = time.monotonic() + READY_TIMEOUT
+    while time.monotonic() < deadline:
+        try:
+            for line in port_file.read_text().splitlines():
+                if line.startswith("TCP INET"):
+                    return int(line.split(": ")[1])
+        except (OSError, ValueError, IndexError):
+            pass
+        if proc.poll() is not None:
+            return None
+        time.sleep(0.005)
     return None
 
 
@@ -104,7 +117,7 @@ class Server:
         """True when this is (presumably) the real memcached: an external
         MEMCORE_TEST_ADDR server, or a spawned `memcached` binary.  Used only
         to tolerate documented memcached quirks, never for memcore."""
-        return not self.spawned or os.path.basename(self.argv[0]).startswith("memcached")
+        return not self.spawned or is_memcached(self.argv[0])
 
     def stderr_tail(self, n: int = 40) -> str:
         if not self.stderr_path or not self.stderr_path.exists():
@@ -127,42 +140,36 @@ class Server:
         return died_early
 
 
+_SPAWNED = itertools.count()
+
+
 def spawn_server(binary: str, threads: int, tmp_dir: Path, extra=(), tag="srv") -> Server:
-    """Start `binary` on a free port and wait until it accepts connections."""
+    """Start `binary` on a free port it picks itself and learn the port from
+    its port file.  Connections made once the file exists wait in the
+    listen backlog until the server accepts them: no readiness probe."""
     if os.sep in binary and not os.path.exists(binary):
         pytest.fail(
             f"server binary {binary} does not exist: build it with "
             "`cargo build --release`, or set MEMCORE_BIN / MEMCORE_TEST_ADDR",
             pytrace=False,
         )
-    last_err = ""
-    for attempt in range(3):  # retry in case another process grabbed the port
-        port = free_port()
-        argv = [binary, "-p", str(port), "-l", "127.0.0.1", "-U", "0",
-                "-t", str(threads), "-u", "root", *extra]
-        stderr_path = tmp_dir / f"{tag}-{port}.stderr"
-        errf = open(stderr_path, "wb")
+    port_file = tmp_dir / f"{tag}-{next(_SPAWNED)}.port"
+    port_argv, env = any_port_argv(binary, port_file)
+    argv = [binary, *port_argv, "-l", "127.0.0.1", "-U", "0",
+            "-t", str(threads), "-u", "root", *extra]
+    stderr_path = port_file.with_suffix(".stderr")
+    with open(stderr_path, "wb") as errf:
         proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL,
-                                stdout=errf, stderr=errf)
-        errf.close()
-        srv = Server("127.0.0.1", port, threads, proc, stderr_path, argv)
-        deadline = time.monotonic() + READY_TIMEOUT
-        while time.monotonic() < deadline:
-            if proc.poll() is not None:
-                break
-            if can_connect("127.0.0.1", port):
-                # Another process may hold the port free_port picked (ours
-                # then fails to bind): make sure it is ours.
-                if server_pid("127.0.0.1", port) == proc.pid:
-                    return srv
-                break
-            time.sleep(0.02)
+                                stdout=errf, stderr=errf, env=env)
+    port = read_port_file(port_file, proc)
+    srv = Server("127.0.0.1", port or 0, threads, proc, stderr_path, argv)
+    if port is None:
         code = srv.stop()
-        last_err = (f"attempt {attempt + 1}: `{' '.join(argv)}` "
+        pytest.fail(f"could not start server: `{' '.join(argv)}` "
                     + (f"exited with code {code}" if code is not None
-                       else f"did not accept connections within {READY_TIMEOUT}s")
-                    + "\n--- stderr ---\n" + srv.stderr_tail())
-    pytest.fail("could not start server:\n" + last_err, pytrace=False)
+                       else f"wrote no port file within {READY_TIMEOUT}s")
+                    + "\n--- stderr ---\n" + srv.stderr_tail(), pytrace=False)
+    return srv
 
 
 def finish(srv: Server) -> None:

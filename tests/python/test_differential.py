@@ -5,6 +5,11 @@ memcore (-t 1 and -t 2); replies must be identical once CAS uniques and the
 version string, which legitimately differ, are normalised. Cases where
 memcore deliberately differs from memcached are listed in docs/protocol.md
 and are not here.
+
+No expected bytes are written here: this catches differences no test
+foresaw.  The Rust suite's expected bytes are checked the other way, by
+running it against memcached (MEMCORE_TEST_ADDR / MEMCORE_TEST_MEMCACHED_BIN,
+see tests/common/mod.rs).
 """
 
 from __future__ import annotations
@@ -68,6 +73,8 @@ CASES = [
 def exchange(port: int, data: bytes) -> bytes:
     s = socket.create_connection(("127.0.0.1", port))
     s.sendall(data)
+    # Replies to arbitrary bytes have no known end: read until 150 ms of
+    # silence (or a close), the same for both servers.
     s.settimeout(0.15)
     out = b""
     try:

@@ -406,7 +406,7 @@ def test_stats_fields(server, mc):
 
 def _settled(read, quiet=0.3, timeout=5.0):
     """Read a value until it has stayed the same for `quiet` seconds (the
-    server may still be tearing down e.g. the fixture's readiness probe)."""
+    server may still be tearing down an earlier connection)."""
     deadline = time.monotonic() + timeout
     last, since = read(), time.monotonic()
     while time.monotonic() < deadline:

@@ -9,16 +9,26 @@ MEMCORE_TEST_ADDR or when MEMCORE_BIN is a memcached."""
 from __future__ import annotations
 
 import os
+import socket
 from typing import Dict, List
 
 import pytest
 from pymemcache.client.base import Client
 from pymemcache.client.hash import HashClient
 
-from conftest import EXTERNAL_ADDR, Server, finish_all, free_port, server_bin, spawn_server
+from conftest import EXTERNAL_ADDR, Server, finish_all, server_bin, spawn_server
 from mchelpers import CLIENT_TIMEOUT, Raw, wait_until
 
 NKEYS = 1000
+
+
+def free_port() -> int:
+    """A port that was free a moment ago (another process may take it before
+    the server binds it): the replication ports must be known before the
+    nodes start, since each names the other in --peers."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def repl_stats(srv: Server) -> Dict[str, str]:
