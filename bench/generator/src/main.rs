@@ -10,11 +10,8 @@
 //! `--pipeline` requests in flight. Per-thread HdrHistograms (µs) are merged
 //! at the end.
 
-#[path = "memcore_bench/jsongen.rs"]
 mod jsongen;
-#[path = "memcore_bench/keygen.rs"]
 mod keygen;
-#[path = "memcore_bench/worker.rs"]
 mod worker;
 
 use std::fmt::Write as _;
@@ -556,6 +553,21 @@ fn print_values(cfg: &Config, n: u64) {
         count as f64 / dt,
         bytes as f64 / dt / 1e6
     );
+}
+
+/// Appends `v` in decimal (keys, lengths and JSON numbers; no allocation).
+pub fn push_u64(out: &mut Vec<u8>, mut v: u64) {
+    let mut digits = [0u8; 20];
+    let mut i = digits.len();
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (v % 10) as u8;
+        v /= 10;
+        if v == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[i..]);
 }
 
 fn main() {
