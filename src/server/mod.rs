@@ -404,7 +404,8 @@ impl PidFile {
         use std::io::Write;
         use std::os::unix::fs::OpenOptionsExt;
         let path = std::path::PathBuf::from(path);
-        let name = path.file_name().ok_or_else(|| format!("cannot write pid file {}: not a file name", path.display()))?;
+        let name =
+            path.file_name().ok_or_else(|| format!("cannot write pid file {}: not a file name", path.display()))?;
         let tmp = path.with_file_name(format!(".{}.{}.tmp", name.to_string_lossy(), std::process::id()));
         let written = std::fs::OpenOptions::new()
             .write(true)
