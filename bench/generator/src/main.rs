@@ -304,8 +304,8 @@ fn run_phase(cfg: &Arc<Config>, values: &Arc<Vec<u8>>, mode: Mode) -> Result<Pha
     let times = Arc::new(Times::default());
     let progs: Vec<Arc<Progress>> = (0..nthreads).map(|_| Arc::new(Progress::default())).collect();
     let mut handles = Vec::with_capacity(nthreads);
-    for tid in 0..nthreads {
-        let (cfg, values, prog) = (cfg.clone(), values.clone(), progs[tid].clone());
+    for (tid, prog) in progs.iter().enumerate() {
+        let (cfg, values, prog) = (cfg.clone(), values.clone(), prog.clone());
         let (barrier, times) = (barrier.clone(), times.clone());
         let h = std::thread::Builder::new()
             .name(format!("bench-{tid}"))
