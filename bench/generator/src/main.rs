@@ -9,6 +9,10 @@
 //! `-c` non-blocking TCP_NODELAY connections; each connection keeps
 //! `--pipeline` requests in flight. Per-thread HdrHistograms (µs) are merged
 //! at the end.
+//!
+//! A crate of its own in the workspace (bench/generator): it shares no code
+//! with the server and must not import it, so that the server's
+//! dependencies stay the server's and the generator measures only the wire.
 
 mod jsongen;
 mod keygen;
