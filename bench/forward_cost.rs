@@ -204,6 +204,7 @@ struct ThreadResult {
 }
 
 /// One connection's loop: batches of `depth` pipelined `get`s until `stop`.
+#[allow(clippy::too_many_arguments)] // a thread's whole brief, passed once
 fn worker(
     c: &mut Conn,
     keys: &[Vec<u8>],

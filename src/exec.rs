@@ -142,7 +142,15 @@ impl Shard {
     /// `out` as it was, when the VALUE block would take `out` past `limit`
     /// bytes: the caller answers `SERVER_ERROR out of memory writing get
     /// response` instead of copying a value it cannot send.
-    pub fn get_one(&mut self, kind: GetKind, exptime: i64, key: &[u8], now: u64, out: &mut Vec<u8>, limit: usize) -> bool {
+    pub fn get_one(
+        &mut self,
+        kind: GetKind,
+        exptime: i64,
+        key: &[u8],
+        now: u64,
+        out: &mut Vec<u8>,
+        limit: usize,
+    ) -> bool {
         let touch = kind.touches().then(|| self.expiry(exptime, now));
         let version = if touch.is_some() { self.begin_write() } else { 0 };
         let c = &mut self.counters;

@@ -200,7 +200,9 @@ pub fn render_general(out: &mut Vec<u8>, info: &ServerInfo, c: &Counters) {
     encode_stat(out, "reclaimed", c.reclaimed);
     encode_stat(out, "crawler_reclaimed", c.crawler_reclaimed);
     encode_stat(out, "forwarded_requests", c.forwarded_out);
-    for name in ["forward_errors", "conn_memory_bytes", "conn_memory_limit", "conn_memory_backpressure", "conn_memory_refused"] {
+    for name in
+        ["forward_errors", "conn_memory_bytes", "conn_memory_limit", "conn_memory_backpressure", "conn_memory_refused"]
+    {
         encode_stat(out, name, c.get(name));
     }
     encode_stat(out, "engine_memory", c.engine_memory);

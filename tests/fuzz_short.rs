@@ -100,7 +100,7 @@ fn key(rng: &mut Rng) -> Vec<u8> {
 }
 
 fn sep(rng: &mut Rng) -> &'static str {
-    if rng.chance(6) { *rng.pick(&["  ", "   ", "    "]) } else { " " }
+    if rng.chance(6) { rng.pick::<&str>(&["  ", "   ", "    "]) } else { " " }
 }
 
 fn eol(rng: &mut Rng) -> &'static str {
@@ -348,7 +348,7 @@ fn mutate(rng: &mut Rng, input: &mut Vec<u8>) {
             5 => {
                 let i = rng.range(0, len);
                 let ins: &[u8] =
-                    *rng.pick::<&[u8]>(&[&b" noreply"[..], b"\r\n", b" 0", b"HTTP/1.1", b"get ", b"set k 0 0 1\r\n"]);
+                    rng.pick::<&[u8]>(&[&b" noreply"[..], b"\r\n", b" 0", b"HTTP/1.1", b"get ", b"set k 0 0 1\r\n"]);
                 input.splice(i..i, ins.iter().copied());
             }
             6 if len > 0 => {
@@ -362,7 +362,7 @@ fn mutate(rng: &mut Rng, input: &mut Vec<u8>) {
             7 => {
                 // Grow a line past the no-newline limit.
                 let at = rng.range(0, len);
-                let fill = *rng.pick(&[b'k', b' ']);
+                let fill = *rng.pick(b"k ");
                 input.splice(at..at, std::iter::repeat_n(fill, rng.range(1000, 3000)));
             }
             _ => {
@@ -413,7 +413,7 @@ fn random_bytes(rng: &mut Rng) -> Vec<u8> {
                 out.push(rng.next() as u8);
             }
         } else {
-            let p: &[u8] = *rng.pick::<&[u8]>(PIECES);
+            let p: &[u8] = rng.pick::<&[u8]>(PIECES);
             out.extend_from_slice(p);
         }
     }

@@ -101,17 +101,11 @@ fn a_write_on_any_node_is_readable_on_the_others_within_100ms() {
     assert_eq!(c.request(&store_cmd("set", "gone", 0, 0, b"v")), b"STORED\r\n");
     assert_eq!(c.request(b"delete gone\r\n"), b"DELETED\r\n");
     assert_eq!(c.request(b"touch n 1000\r\n"), b"TOUCHED\r\n");
-    for r in 1..3 {
+    for (r, conn) in conns.iter_mut().enumerate().skip(1) {
         let ok = poll(Duration::from_millis(500), || {
-            get(&mut conns[r], "n") == [value("n", 0, b"42x"), b"END\r\n".to_vec()].concat()
-                && get(&mut conns[r], "gone") == b"END\r\n"
+            get(conn, "n") == [value("n", 0, b"42x"), b"END\r\n".to_vec()].concat() && get(conn, "gone") == b"END\r\n"
         });
-        assert!(
-            ok,
-            "node {r}: n={} gone={}",
-            common::show(&get(&mut conns[r], "n")),
-            common::show(&get(&mut conns[r], "gone"))
-        );
+        assert!(ok, "node {r}: n={} gone={}", common::show(&get(conn, "n")), common::show(&get(conn, "gone")));
     }
     assert!(converged(&nodes, Duration::from_secs(2)), "digests differ");
     let s = repl_stats(&mut conns[1]);

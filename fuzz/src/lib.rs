@@ -418,10 +418,12 @@ pub fn check_store(data: &[u8]) -> StoreRun {
                             StoreMode::Add => assert!(!live, "{what}: add stored over a live item"),
                             _ => assert!(before.contains(&key) && old.is_some(), "{what}: stored over nothing"),
                         }
-                        if mode == StoreMode::Cas && cfg.use_cas && live {
-                            if let Some(c) = known {
-                                assert_eq!(cas, c, "{what}: cas {cas} matched, last seen {c}");
-                            }
+                        if mode == StoreMode::Cas
+                            && cfg.use_cas
+                            && live
+                            && let Some(c) = known
+                        {
+                            assert_eq!(cas, c, "{what}: cas {cas} matched, last seen {c}");
                         }
                         assert!(mode != StoreMode::Cas || cfg.use_cas, "{what}: cas stored with -C");
                         let e = match (mode, old) {
@@ -547,7 +549,7 @@ pub fn check_store(data: &[u8]) -> StoreRun {
                     assert!(!live || full, "{what}: live item not touched");
                 }
             }
-            10..=13 if op % 16 != 13 || r.u8() % 4 != 0 => {
+            10..=13 if op % 16 != 13 || !r.u8().is_multiple_of(4) => {
                 let touch = if op % 16 == 12 {
                     Some(absolute_expiry(exptime_for(&mut r, now), now, START - 100))
                 } else {
@@ -603,7 +605,7 @@ pub fn check_store(data: &[u8]) -> StoreRun {
                 assert!(n <= budget);
             }
             _ => {
-                if r.u8() % 8 == 0 {
+                if r.u8().is_multiple_of(8) {
                     // cache_memlimit: shrink or grow.
                     let new = MIN_LIMIT + (r.u16() as usize % 2048) * 1024;
                     s.set_limit(new, now);

@@ -19,13 +19,6 @@ pub const FLUSH_DISABLED: &[u8] = b"CLIENT_ERROR flush_all not allowed\r\n";
 pub const SHUTDOWN_DISABLED: &[u8] = b"ERROR: shutdown not enabled\r\n";
 pub const TOO_MANY_CONNECTIONS: &[u8] = b"ERROR Too many open connections\r\n";
 
-/// `VALUE <key> <flags> <bytes> [<cas>]\r\n<data>\r\n`
-pub fn encode_value(out: &mut Vec<u8>, key: &[u8], flags: u32, data: &[u8], cas: Option<u64>) {
-    encode_value_head(out, key, flags, data.len(), cas);
-    out.extend_from_slice(data);
-    out.extend_from_slice(b"\r\n");
-}
-
 /// The `VALUE <key> <flags> <bytes> [<cas>]` line; the caller appends the
 /// data and its CRLF.
 pub fn encode_value_head(out: &mut Vec<u8>, key: &[u8], flags: u32, len: usize, cas: Option<u64>) {
@@ -82,9 +75,9 @@ mod tests {
     #[test]
     fn value_lines_match_memcached() {
         let mut out = Vec::new();
-        encode_value(&mut out, b"k", 0, b"abc", None);
-        encode_value(&mut out, b"k", 4294967295, b"", Some(18446744073709551615));
-        assert_eq!(out, b"VALUE k 0 3\r\nabc\r\nVALUE k 4294967295 0 18446744073709551615\r\n\r\n".to_vec());
+        encode_value_head(&mut out, b"k", 0, 3, None);
+        encode_value_head(&mut out, b"k", 4294967295, 0, Some(18446744073709551615));
+        assert_eq!(out, b"VALUE k 0 3\r\nVALUE k 4294967295 0 18446744073709551615\r\n".to_vec());
     }
 
     #[test]

@@ -240,7 +240,7 @@ pub fn parse<'a>(buf: &'a [u8], limits: &Limits) -> Parsed<'a> {
                 return error(ERROR);
             }
             let kind = if t.tok[0] == b"gat" { GetKind::Gat } else { GetKind::Gats };
-            let Some(exptime) = parse_i64(t.tok[1]) else {
+            let Some(exptime) = parse_i32(t.tok[1]) else {
                 return error(BAD_EXPTIME);
             };
             let keys = Keys(rest_after_tokens(line, 2));
@@ -288,7 +288,7 @@ pub fn parse<'a>(buf: &'a [u8], limits: &Limits) -> Parsed<'a> {
             if t.tok[1].len() > KEY_MAX_LENGTH {
                 return quiet_error(BAD_FORMAT);
             }
-            let Some(exptime) = parse_i64(t.tok[2]) else {
+            let Some(exptime) = parse_i32(t.tok[2]) else {
                 return quiet_error(BAD_EXPTIME);
             };
             Request::Touch { key: t.tok[1], exptime, noreply: t.noreply() }
@@ -301,7 +301,7 @@ pub fn parse<'a>(buf: &'a [u8], limits: &Limits) -> Parsed<'a> {
             let delay = if t.n == if noreply { 2 } else { 1 } {
                 0
             } else {
-                match parse_i64(t.tok[1]) {
+                match parse_i32(t.tok[1]) {
                     Some(d) => d,
                     None => return Parsed::Error { msg: BAD_EXPTIME, consumed, noreply },
                 }
@@ -367,7 +367,7 @@ fn parse_storage<'a>(buf: &'a [u8], line_len: usize, t: &Tokens<'a>, limits: &Li
     if key.len() > KEY_MAX_LENGTH {
         return bad;
     }
-    let (Some(flags), Some(exptime), Some(vlen)) = (parse_u32(t.tok[2]), parse_i64(t.tok[3]), parse_i32(t.tok[4]))
+    let (Some(flags), Some(exptime), Some(vlen)) = (parse_u32(t.tok[2]), parse_i32(t.tok[3]), parse_i32(t.tok[4]))
     else {
         return bad;
     };
@@ -474,15 +474,11 @@ fn parse_signed(tok: &[u8], lo: i64, hi: i64) -> Option<i64> {
     (lo as i128..=hi as i128).contains(&v).then_some(v as i64)
 }
 
-/// A data length, as memcached's 32-bit safe_strtol.
+/// A data length (memcached's 32-bit safe_strtol), an exptime or a delay.
+/// memcached 1.6.18 reads exptimes and delays with strtol and then
+/// truncates them to 32 bits, so 2147483648 becomes a time in the past and
+/// the item silently vanishes; memcore refuses what does not fit instead.
 fn parse_i32(tok: &[u8]) -> Option<i64> {
-    parse_signed(tok, i32::MIN as i64, i32::MAX as i64)
-}
-
-/// An exptime or delay. memcached 1.6.18 reads these with strtol and then
-/// truncates to 32 bits, so 2147483648 becomes a time in the past and the
-/// item silently vanishes; memcore refuses what does not fit instead.
-fn parse_i64(tok: &[u8]) -> Option<i64> {
     parse_signed(tok, i32::MIN as i64, i32::MAX as i64)
 }
 

@@ -494,8 +494,10 @@ mod tests {
     #[test]
     fn conflicting_writes_converge_whatever_the_order_of_arrival() {
         let (mut a, mut b) = (store(), store());
-        let (mut ra, mut rb) =
-            (ReplShard::new(1, 60_000, 1 << 20, Default::default()), ReplShard::new(2, 60_000, 1 << 20, Default::default()));
+        let (mut ra, mut rb) = (
+            ReplShard::new(1, 60_000, 1 << 20, Default::default()),
+            ReplShard::new(2, 60_000, 1 << 20, Default::default()),
+        );
         set(&mut a, &mut ra, b"k", b"from-a", 5_000);
         set(&mut b, &mut rb, b"k", b"from-b", 5_000);
         set(&mut b, &mut rb, b"other", b"x", 5_001);
@@ -515,8 +517,10 @@ mod tests {
     #[test]
     fn a_delete_beats_an_older_set_that_arrives_after_it() {
         let (mut a, mut b) = (store(), store());
-        let (mut ra, mut rb) =
-            (ReplShard::new(1, 1_000, 1 << 20, Default::default()), ReplShard::new(2, 1_000, 1 << 20, Default::default()));
+        let (mut ra, mut rb) = (
+            ReplShard::new(1, 1_000, 1 << 20, Default::default()),
+            ReplShard::new(2, 1_000, 1 << 20, Default::default()),
+        );
         set(&mut a, &mut ra, b"k", b"old", 1_000);
         let old_set = std::mem::take(&mut ra.pending);
         a.stamp = ra.stamp(2_000);
@@ -544,8 +548,10 @@ mod tests {
     #[test]
     fn touch_and_incr_ship_new_versions_and_digests_follow() {
         let (mut a, mut b) = (store(), store());
-        let (mut ra, mut rb) =
-            (ReplShard::new(1, 1_000, 1 << 20, Default::default()), ReplShard::new(2, 1_000, 1 << 20, Default::default()));
+        let (mut ra, mut rb) = (
+            ReplShard::new(1, 1_000, 1 << 20, Default::default()),
+            ReplShard::new(2, 1_000, 1 << 20, Default::default()),
+        );
         set(&mut a, &mut ra, b"n", b"41", 1_000);
         a.stamp = ra.stamp(1_001);
         assert_eq!(a.arith(b"n", true, 1, NOW), crate::storage::ArithOutcome::Value(42));

@@ -8,10 +8,12 @@
 use std::io;
 use std::pin::pin;
 use std::rc::Rc;
+use std::sync::LazyLock;
 
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use glommio::net::TcpStream;
 
+use crate::config::PROTOCOL_VERSION;
 use crate::protocol::encode::{self, encode_line};
 use crate::protocol::parse::{GetKind, Keys};
 use crate::protocol::{Parsed, Request, parse};
@@ -393,7 +395,8 @@ impl Conn {
     async fn wait_for_budget(&mut self, room: usize) {
         self.settle();
         let deadline = std::time::Instant::now() + BUDGET_WAIT;
-        while self.core.budget().available() < room && std::time::Instant::now() < deadline && !self.core.stopping.get() {
+        while self.core.budget().available() < room && std::time::Instant::now() < deadline && !self.core.stopping.get()
+        {
             glommio::timer::sleep(std::time::Duration::from_millis(1)).await;
         }
     }
@@ -737,8 +740,12 @@ impl Batch {
     }
 }
 
+/// `<memcached protocol version>-memcore-<crate version>`, as `version` and
+/// `stats` report it.
 pub fn version() -> &'static str {
-    concat!("1.6.18-memcore-", env!("CARGO_PKG_VERSION"))
+    static VERSION: LazyLock<String> =
+        LazyLock::new(|| format!("{PROTOCOL_VERSION}-memcore-{}", env!("CARGO_PKG_VERSION")));
+    &VERSION
 }
 
 fn render_settings(core: &Core, out: &mut Vec<u8>) {

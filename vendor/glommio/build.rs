@@ -10,12 +10,17 @@ fn main() {
     let liburing = match env::var("GLOMMIO_LIBURING_DIR") {
         Ok(path) => PathBuf::from(path).canonicalize().unwrap(),
         Err(_) => {
-            Command::new("git")
-                .arg("submodule")
-                .arg("update")
-                .arg("--init")
-                .status()
-                .unwrap();
+            // memcore patch: liburing is vendored beside this file; fetch it
+            // as a git submodule only when it is missing (a build without
+            // git, or outside a git checkout, used to panic here).
+            if !project.join("liburing/src").is_dir() {
+                Command::new("git")
+                    .arg("submodule")
+                    .arg("update")
+                    .arg("--init")
+                    .status()
+                    .unwrap();
+            }
 
             project.join("liburing")
         }

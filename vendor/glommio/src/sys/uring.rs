@@ -644,7 +644,8 @@ pub(crate) trait UringCommon {
     fn submission_queue(&mut self) -> ReactorQueue;
     fn submit_sqes(&mut self) -> io::Result<usize>;
     fn waiting_kernel_submission(&self) -> usize;
-    fn in_kernel(&self) -> usize;
+    // memcore patch: `fn in_kernel(&self) -> usize` removed with its two
+    // implementations; nothing called it (a dead-code warning on every build).
     fn waiting_kernel_collection(&self) -> usize;
     fn needs_kernel_enter(&self) -> bool;
     fn can_sleep(&self) -> bool;
@@ -823,10 +824,6 @@ impl UringCommon for PollRing {
 
     fn waiting_kernel_submission(&self) -> usize {
         self.ring.sq().ready() as usize
-    }
-
-    fn in_kernel(&self) -> usize {
-        self.in_kernel
     }
 
     fn waiting_kernel_collection(&self) -> usize {
@@ -1148,10 +1145,6 @@ impl UringCommon for SleepableRing {
 
     fn waiting_kernel_submission(&self) -> usize {
         self.ring.sq().ready() as usize
-    }
-
-    fn in_kernel(&self) -> usize {
-        self.in_kernel
     }
 
     fn waiting_kernel_collection(&self) -> usize {

@@ -497,7 +497,7 @@ impl Worker {
                             req_key = key;
                             c.wbuf.push(b' ');
                             c.wbuf.extend_from_slice(&cfg.prefix);
-                            memcore::protocol::encode::encode_u64(&mut c.wbuf, key);
+                            crate::push_u64(&mut c.wbuf, key);
                         }
                         c.wbuf.extend_from_slice(b"\r\n");
                         is_get = true;
@@ -813,10 +813,10 @@ pub fn write_value(out: &mut Vec<u8>, cfg: &Config, values: &[u8], key: u64, rng
 fn set_header(w: &mut Vec<u8>, cfg: &Config, key: u64, len: usize) {
     w.extend_from_slice(b"set ");
     w.extend_from_slice(&cfg.prefix);
-    memcore::protocol::encode::encode_u64(w, key);
+    crate::push_u64(w, key);
     w.extend_from_slice(b" 0 ");
-    memcore::protocol::encode::encode_u64(w, cfg.expiry as u64);
+    crate::push_u64(w, cfg.expiry as u64);
     w.push(b' ');
-    memcore::protocol::encode::encode_u64(w, len as u64);
+    crate::push_u64(w, len as u64);
     w.extend_from_slice(b"\r\n");
 }

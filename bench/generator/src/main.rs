@@ -9,12 +9,13 @@
 //! `-c` non-blocking TCP_NODELAY connections; each connection keeps
 //! `--pipeline` requests in flight. Per-thread HdrHistograms (µs) are merged
 //! at the end.
+//!
+//! A crate of its own in the workspace (bench/generator): it shares no code
+//! with the server and must not import it, so that the server's
+//! dependencies stay the server's and the generator measures only the wire.
 
-#[path = "memcore_bench/jsongen.rs"]
 mod jsongen;
-#[path = "memcore_bench/keygen.rs"]
 mod keygen;
-#[path = "memcore_bench/worker.rs"]
 mod worker;
 
 use std::fmt::Write as _;
@@ -307,8 +308,8 @@ fn run_phase(cfg: &Arc<Config>, values: &Arc<Vec<u8>>, mode: Mode) -> Result<Pha
     let times = Arc::new(Times::default());
     let progs: Vec<Arc<Progress>> = (0..nthreads).map(|_| Arc::new(Progress::default())).collect();
     let mut handles = Vec::with_capacity(nthreads);
-    for tid in 0..nthreads {
-        let (cfg, values, prog) = (cfg.clone(), values.clone(), progs[tid].clone());
+    for (tid, prog) in progs.iter().enumerate() {
+        let (cfg, values, prog) = (cfg.clone(), values.clone(), prog.clone());
         let (barrier, times) = (barrier.clone(), times.clone());
         let h = std::thread::Builder::new()
             .name(format!("bench-{tid}"))
@@ -556,6 +557,21 @@ fn print_values(cfg: &Config, n: u64) {
         count as f64 / dt,
         bytes as f64 / dt / 1e6
     );
+}
+
+/// Appends `v` in decimal (keys, lengths and JSON numbers; no allocation).
+pub fn push_u64(out: &mut Vec<u8>, mut v: u64) {
+    let mut digits = [0u8; 20];
+    let mut i = digits.len();
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (v % 10) as u8;
+        v /= 10;
+        if v == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[i..]);
 }
 
 fn main() {
