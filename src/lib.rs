@@ -1,17 +1,17 @@
 //! memcore: a memcached-compatible, thread-per-core cache server.
 //!
-//! Layers, from the wire inwards: `protocol` (pure parsing and encoding),
-//! `server` (glommio executors, listeners, connections), `shard` (key to
-//! core, forwarding over the mesh), `exec` (running a request on the owning
-//! core), `storage` (one core's items, runtime-free), `stats` (counters with
-//! memcached's names), `config` (the command line), `repl` (replication
-//! between nodes).
+//! Rooms, from the sockets inwards (arrows point down this list):
+//! `server` (glommio executors, listeners, connections, signals), `route`
+//! (run here or forward: key to core, the cross-core mesh, ordered replies,
+//! the multi-get split, a request run on its owning core's `Shard`), `repl`
+//! (replication between nodes), `stats` (counters with memcached's names),
+//! `config` (the command line), `protocol` (pure parsing and encoding),
+//! `storage` (one core's items, runtime-free). See docs/architecture.md.
 
 pub mod config;
-pub mod exec;
 pub mod protocol;
 pub mod repl;
+pub mod route;
 pub mod server;
-pub mod shard;
 pub mod stats;
 pub mod storage;

@@ -14,14 +14,16 @@
 //!   signal thread: sigwait(SIGINT/SIGTERM) → Shutdown::trigger.
 //! ```
 //!
-//! A connection runs on the core that accepted it. A request for a key it
-//! owns runs inline; others go to the owner (see `shard`). Shutdown: stop
-//! accepting, let every connection finish its batch, tell the other cores,
-//! wait for theirs, exit.
+//! A connection runs on the core that accepted it and hands every request
+//! to `route`, which runs it inline or sends it to the key's owner. Shutdown:
+//! stop accepting, let every connection finish its batch, tell the other
+//! cores, wait for theirs, exit.
+//!
+//! Owns sockets, listeners, connection lifecycle, signals and startup
+//! (privileges, pid file, executors). Sits on top: imports `route`, `repl`,
+//! `storage`, `config`; nothing below imports it.
 
-pub mod budget;
 pub mod conn;
-pub mod core;
 pub mod listener;
 pub mod signal;
 
@@ -36,13 +38,13 @@ use glommio::net::TcpListener;
 use glommio::{LocalExecutorBuilder, Placement};
 
 use crate::config::Config;
-use crate::exec::Shard;
 use crate::protocol::encode;
-use crate::shard::{Frame, Interruptible};
+use crate::route::mesh::{Frame, Interruptible};
+use crate::route::state::{receiver_task, sender_task};
+use crate::route::{ConnInfo, Core, Global, Shard, Shutdown};
 use crate::storage::{HashKey, Store, StoreConfig};
 
-use self::core::{ConnInfo, Core, Global, receiver_task, sender_task};
-use self::signal::Shutdown;
+pub use crate::route::{set_verbosity, unix_now};
 
 /// Frames in flight per direction between two cores.
 const MESH_CAPACITY: usize = 256;
@@ -75,20 +77,6 @@ pub fn compress_for(cfg: &crate::config::Config, core: usize) -> crate::storage:
         c.enabled = false;
     }
     c
-}
-
-pub fn unix_now() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
-}
-
-/// memcached's `verbosity`: 0 and 1 log warnings and the startup line,
-/// 2 adds per-connection events, 3 everything.
-pub fn set_verbosity(level: u8) {
-    log::set_max_level(match level {
-        0 | 1 => log::LevelFilter::Info,
-        2 => log::LevelFilter::Debug,
-        _ => log::LevelFilter::Trace,
-    });
 }
 
 /// Run the server until SIGINT/SIGTERM. Errors are one line for stderr.
@@ -134,7 +122,7 @@ pub fn run(cfg: Config) -> Result<(), String> {
         );
     }
     // Before any core starts: every core must see the same key-to-core hash.
-    if !crate::shard::set_owner_key(cfg.hash_key.unwrap_or_else(random_hash_key)) {
+    if !crate::route::set_owner_key(cfg.hash_key.unwrap_or_else(random_hash_key)) {
         log::warn!("the key-to-core hash key was chosen before the server started; --hash-key may not apply");
     }
     let repl = cfg.repl.clone().map(|r| crate::repl::ReplShared::new(r, n));
@@ -404,7 +392,8 @@ impl PidFile {
         use std::io::Write;
         use std::os::unix::fs::OpenOptionsExt;
         let path = std::path::PathBuf::from(path);
-        let name = path.file_name().ok_or_else(|| format!("cannot write pid file {}: not a file name", path.display()))?;
+        let name =
+            path.file_name().ok_or_else(|| format!("cannot write pid file {}: not a file name", path.display()))?;
         let tmp = path.with_file_name(format!(".{}.{}.tmp", name.to_string_lossy(), std::process::id()));
         let written = std::fs::OpenOptions::new()
             .write(true)

@@ -9,6 +9,10 @@
 //! With replication on, every write takes a version first (`begin_write`)
 //! and its result (the item as stored, or the delete) is queued for the
 //! peers afterwards, so a peer never re-evaluates a conditional command.
+//!
+//! Imports protocol, storage, stats and repl's per-core state
+//! (`ReplShard`); must not import `server`, nor the rest of `route` (it
+//! knows nothing of cores or the mesh).
 
 use crate::protocol::encode::{self, encode_number_line, encode_value_head};
 use crate::protocol::{GetKind, Request, StoreMode};
@@ -55,10 +59,9 @@ impl ReplFigures {
         }
     }
     pub fn decode(b: &[u8]) -> Self {
-        let mut r = crate::repl::wire::Reader(b);
         let mut v = [0u64; 8];
-        for x in v.iter_mut() {
-            *x = r.u64().unwrap_or(0);
+        for (x, c) in v.iter_mut().zip(b.chunks_exact(8)) {
+            *x = u64::from_le_bytes(c.try_into().unwrap_or_default());
         }
         ReplFigures {
             digest: v[0],
@@ -142,7 +145,15 @@ impl Shard {
     /// `out` as it was, when the VALUE block would take `out` past `limit`
     /// bytes: the caller answers `SERVER_ERROR out of memory writing get
     /// response` instead of copying a value it cannot send.
-    pub fn get_one(&mut self, kind: GetKind, exptime: i64, key: &[u8], now: u64, out: &mut Vec<u8>, limit: usize) -> bool {
+    pub fn get_one(
+        &mut self,
+        kind: GetKind,
+        exptime: i64,
+        key: &[u8],
+        now: u64,
+        out: &mut Vec<u8>,
+        limit: usize,
+    ) -> bool {
         let touch = kind.touches().then(|| self.expiry(exptime, now));
         let version = if touch.is_some() { self.begin_write() } else { 0 };
         let c = &mut self.counters;

@@ -8,7 +8,7 @@
 //! request always makes progress; beyond that, every byte of input buffer,
 //! reply and reply still to come from another core is charged to its core's
 //! budget (`--conn-memory`, split over the cores). When the budget is
-//! spent (server/conn.rs):
+//! spent (server/conn.rs, and `route::get` for a get's reply):
 //! - a get whose reply does not fit in what is left is not run yet: its
 //!   batch writes what it owes first (a connection that does not read its
 //!   replies therefore stops being read), or, owing nothing, waits up to
@@ -18,6 +18,9 @@
 //! - an input buffer that must grow waits the same way, then ends the
 //!   connection with `SERVER_ERROR out of memory reading request`
 //!   (`conn_memory_refused`), as memcached does when it cannot grow one.
+//!
+//! Pure accounting in one core (a `Cell`, no I/O): imports nothing of
+//! memcore's.
 
 use std::cell::Cell;
 
