@@ -141,7 +141,16 @@ pub enum Request<'a> {
 }
 
 impl<'a> Request<'a> {
-    /// The key that decides which core owns the request, if it has one.
+    /// Whether the request may change the item under its key: the requests
+    /// that replicate, and whose reply waits for the peers in `sync` mode.
+    /// Exactly the requests with a `key` (gat/gats touch, but travel as
+    /// retrievals).
+    pub fn is_write(&self) -> bool {
+        self.key().is_some()
+    }
+
+    /// The key of a write (see `is_write`): it decides which core owns the
+    /// request.
     pub fn key(&self) -> Option<&'a [u8]> {
         match *self {
             Request::Store { key, .. }
@@ -150,6 +159,21 @@ impl<'a> Request<'a> {
             | Request::Arith { key, .. }
             | Request::Touch { key, .. } => Some(key),
             _ => None,
+        }
+    }
+
+    /// Whether the client asked for no reply (`noreply`).
+    pub fn noreply(&self) -> bool {
+        match *self {
+            Request::Store { noreply, .. }
+            | Request::TooLarge { noreply, .. }
+            | Request::Delete { noreply, .. }
+            | Request::Arith { noreply, .. }
+            | Request::Touch { noreply, .. }
+            | Request::FlushAll { noreply, .. }
+            | Request::CacheMemlimit { noreply, .. }
+            | Request::Verbosity { noreply, .. } => noreply,
+            Request::Get { .. } | Request::Version | Request::Quit | Request::Shutdown | Request::Stats { .. } => false,
         }
     }
 }
@@ -664,6 +688,30 @@ mod tests {
         let l = Limits::default();
         assert!(matches!(parse(b"set k 0 0 1048576\r\n", &l), Parsed::Request { req: Request::TooLarge { .. }, .. }));
         assert!(matches!(parse(b"set k 0 0 1047552\r\n", &l), Parsed::Incomplete { need: 1047573 }));
+    }
+
+    #[test]
+    fn writes_and_noreply_are_known_from_the_request() {
+        for (line, write, noreply) in [
+            (&b"set k 0 0 1\r\nx\r\n"[..], true, false),
+            (b"add k 0 0 1 noreply\r\nx\r\n", true, true),
+            (b"delete k noreply\r\n", true, true),
+            (b"incr k 1\r\n", true, false),
+            (b"touch k 10 noreply\r\n", true, true),
+            (b"get k\r\n", false, false),
+            (b"gat 10 k\r\n", false, false),
+            (b"flush_all noreply\r\n", false, true),
+            (b"verbosity 1 noreply\r\n", false, true),
+            (b"version\r\n", false, false),
+        ] {
+            let r = req(line);
+            assert_eq!((r.is_write(), r.noreply()), (write, noreply), "{}", String::from_utf8_lossy(line));
+            assert_eq!(r.key().is_some(), write);
+        }
+        let Parsed::Request { req: r @ Request::TooLarge { .. }, .. } = p(b"set k 0 0 2000000 noreply\r\n") else {
+            panic!("a set over -I is TooLarge")
+        };
+        assert!(r.is_write() && r.noreply());
     }
 
     #[test]

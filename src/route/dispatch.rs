@@ -57,13 +57,9 @@ pub fn dispatch(core: &Core, req: &Request<'_>, raw: &[u8], now: u64, batch: &mu
         Request::Get { kind, exptime, keys } => {
             get(core, kind, exptime, keys, now, batch, false);
         }
-        Request::Store { .. }
-        | Request::TooLarge { .. }
-        | Request::Delete { .. }
-        | Request::Arith { .. }
-        | Request::Touch { .. } => {
-            let key = req.key().unwrap_or_default();
-            let o = owner(key, core.ncores);
+        _ if req.is_write() => {
+            // It runs on the core that owns its key.
+            let o = owner(req.key().unwrap_or_default(), core.ncores);
             if o == core.id {
                 core.shard.borrow_mut().execute(req, now, out);
             } else {
@@ -124,7 +120,8 @@ pub fn dispatch(core: &Core, req: &Request<'_>, raw: &[u8], now: u64, batch: &mu
             out.extend_from_slice(b"\r\n");
         }
         Request::Shutdown => out.extend_from_slice(encode::SHUTDOWN_DISABLED),
-        Request::Quit | Request::Stats { .. } => {}
+        // Writes are above; quit and stats are the connection's.
+        _ => {}
     }
 }
 
@@ -300,28 +297,8 @@ pub struct SyncWrite {
 /// peers: it then goes alone in its batch.
 pub fn sync_write(core: &Core, req: &Request<'_>) -> Option<SyncWrite> {
     let sync = core.global.repl.as_ref().is_some_and(|r| r.cfg.mode != crate::repl::Mode::Async);
-    if !sync
-        || !matches!(
-            req,
-            Request::Store { .. }
-                | Request::TooLarge { .. }
-                | Request::Delete { .. }
-                | Request::Arith { .. }
-                | Request::Touch { .. }
-        )
-    {
-        return None;
-    }
-    let owner = owner(req.key().unwrap_or_default(), core.ncores);
-    let noreply = match *req {
-        Request::Store { noreply, .. }
-        | Request::TooLarge { noreply, .. }
-        | Request::Delete { noreply, .. }
-        | Request::Arith { noreply, .. }
-        | Request::Touch { noreply, .. } => noreply,
-        _ => false,
-    };
-    Some(SyncWrite { owner, noreply })
+    let key = req.key().filter(|_| sync && req.is_write())?;
+    Some(SyncWrite { owner: owner(key, core.ncores), noreply: req.noreply() })
 }
 
 /// Whether the reply of a lone write says it changed something (and so
