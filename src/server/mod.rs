@@ -26,6 +26,7 @@
 pub mod conn;
 pub mod listener;
 pub mod signal;
+pub mod startup;
 
 use std::os::fd::{FromRawFd, RawFd};
 use std::rc::Rc;
