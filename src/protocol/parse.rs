@@ -18,7 +18,8 @@
 //! flags of 2^32 or more are refused instead of truncated, and a get line
 //! is capped at `MAX_GET_LINE`.
 
-use super::{KEY_MAX_LENGTH, MAX_GET_LINE, MAX_LINE_WITHOUT_NEWLINE, item_total_size};
+use super::{KEY_MAX_LENGTH, MAX_GET_LINE, MAX_LINE_WITHOUT_NEWLINE};
+use crate::item::item_total_size;
 
 /// Limits the parser needs to know to decide between buffering a data block
 /// and swallowing it.
@@ -510,19 +511,6 @@ fn parse_i64(tok: &[u8]) -> Option<i64> {
     parse_signed(tok, i32::MIN as i64, i32::MAX as i64)
 }
 
-/// memcached's `safe_strtoull` applied to a stored value for incr/decr:
-/// leading whitespace, digits, then the end or whitespace.
-pub fn parse_stored_number(value: &[u8]) -> Option<u64> {
-    let start = value.iter().position(|b| !b.is_ascii_whitespace())?;
-    let v = &value[start..];
-    let v = v.strip_prefix(b"+").unwrap_or(v);
-    let end = v.iter().position(|b| !b.is_ascii_digit()).unwrap_or(v.len());
-    if end == 0 || (end < v.len() && !v[end].is_ascii_whitespace()) {
-        return None;
-    }
-    parse_u64(&v[..end])
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -777,16 +765,5 @@ mod tests {
         set.resize(3000, b'k');
         set.extend_from_slice(b" 0 0 1\r\n");
         assert_eq!(err(&set).0, BAD_FORMAT);
-    }
-
-    #[test]
-    fn stored_numbers_parse_like_strtoull() {
-        assert_eq!(parse_stored_number(b"123"), Some(123));
-        assert_eq!(parse_stored_number(b"5  "), Some(5));
-        assert_eq!(parse_stored_number(b" 7"), Some(7));
-        assert_eq!(parse_stored_number(b"12abc"), None);
-        assert_eq!(parse_stored_number(b"-1"), None);
-        assert_eq!(parse_stored_number(b""), None);
-        assert_eq!(parse_stored_number(b"18446744073709551616"), None);
     }
 }

@@ -281,8 +281,7 @@ impl ReplShard {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::protocol::StoreMode;
-    use crate::storage::StoreConfig;
+    use crate::storage::{StoreConfig, StoreMode};
 
     const NOW: u64 = 1_700_000_000;
 

@@ -15,10 +15,9 @@
 
 use std::rc::Rc;
 
-use crate::protocol::Request;
 use crate::protocol::encode;
 use crate::protocol::parse::{GetKind, Keys};
-use crate::storage::absolute_expiry;
+use crate::protocol::{Request, absolute_expiry};
 
 use super::mesh::{Cmd, ConnWait, owner};
 use super::state::{Core, GET_TOO_LARGE};

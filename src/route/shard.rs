@@ -15,10 +15,10 @@
 //! knows nothing of cores or the mesh).
 
 use crate::protocol::encode::{self, encode_number_line, encode_value_head};
-use crate::protocol::{GetKind, Request, StoreMode};
+use crate::protocol::{GetKind, Request, StoreMode, absolute_expiry};
 use crate::repl::apply::ReplShard;
 use crate::stats::Counters;
-use crate::storage::{ArithOutcome, ItemRef, Miss, Store, StoreOutcome, absolute_expiry};
+use crate::storage::{self, ArithOutcome, ItemRef, Miss, Store, StoreOutcome};
 
 pub struct Shard {
     pub store: Store,
@@ -84,6 +84,21 @@ impl ReplFigures {
         self.tombstones += o.tombstones;
         self.shipped += o.shipped;
         self.refused += o.refused;
+    }
+}
+
+/// The store's way of combining a write with the item already there, for
+/// each storage command of the protocol.
+impl From<StoreMode> for storage::StoreMode {
+    fn from(m: StoreMode) -> Self {
+        match m {
+            StoreMode::Set => storage::StoreMode::Set,
+            StoreMode::Add => storage::StoreMode::Add,
+            StoreMode::Replace => storage::StoreMode::Replace,
+            StoreMode::Append => storage::StoreMode::Append,
+            StoreMode::Prepend => storage::StoreMode::Prepend,
+            StoreMode::Cas => storage::StoreMode::Cas,
+        }
     }
 }
 
@@ -237,7 +252,7 @@ impl Shard {
             Request::Store { mode, key, flags, exptime, data, cas, noreply } => {
                 let exp = self.expiry(exptime, now);
                 let version = self.begin_write();
-                let outcome = self.store.store(mode, key, flags, exp, data, cas, now);
+                let outcome = self.store.store(mode.into(), key, flags, exp, data, cas, now);
                 match outcome {
                     StoreOutcome::Stored => self.ship_item(key, version, now),
                     // A set that could not be stored removed the old item.
