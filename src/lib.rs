@@ -1,12 +1,16 @@
 //! memcore: a memcached-compatible, thread-per-core cache server.
 //!
-//! Rooms, from the sockets inwards (arrows point down this list):
-//! `server` (glommio executors, listeners, connections, signals), `route`
-//! (run here or forward: key to core, the cross-core mesh, ordered replies,
-//! the multi-get split, a request run on its owning core's `Shard`), `repl`
-//! (replication between nodes), `stats` (counters with memcached's names),
-//! `config` (the command line), `protocol` (pure parsing and encoding),
-//! `storage` (one core's items, runtime-free). See docs/architecture.md.
+//! Rooms, from the sockets inwards; a room imports only rooms after it in
+//! this list (the `arrows` test below checks it): `server` (glommio
+//! executors, listeners, connections, signals, startup I/O), `route` (run
+//! here or forward: key to core, the cross-core mesh, ordered replies, the
+//! multi-get split, a request run on its owning core's `Shard`; it and
+//! `repl` still use each other), `repl` (replication between nodes),
+//! `stats` (counters with memcached's names), then `protocol` (pure parsing
+//! and encoding, what a request is) and `storage` (one core's items,
+//! runtime-free), which do not know each other, and `item` (what `-I`
+//! counts) under both. `config` (the command line, pure) is read by all.
+//! See docs/architecture.md.
 
 pub mod config;
 pub mod item;
