@@ -170,7 +170,7 @@ pub struct Config {
     pub flush_enabled: bool,
     pub evict: bool,
     pub reqs_per_event: usize,
-    /// Bytes client connections may hold over all cores (server/budget.rs).
+    /// Bytes client connections may hold over all cores (route/budget.rs).
     pub conn_memory: usize,
     /// `-o idle_timeout`: close a connection that sent nothing, or took
     /// none of its replies, for this long.
