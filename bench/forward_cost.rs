@@ -4,7 +4,7 @@
 //! Spawns `memcore -t 2` on a free 127.0.0.1 port, opens connections until C
 //! of them were accepted by core 0 (learned from `stats conns`, matching each
 //! connection's local port), picks keys owned by core 0 ("local") and by core
-//! 1 ("remote") with `memcore::shard::owner`, prefills both sets, then runs
+//! 1 ("remote") with `memcore::route::owner`, prefills both sets, then runs
 //! the same load (each connection one thread doing pipelined `get`s, D per
 //! batch, all D replies read back and checked) for T seconds per phase:
 //! local, remote, local, remote, ... (ROUNDS rounds), for each depth.
@@ -25,7 +25,7 @@ use std::sync::Barrier;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use memcore::shard::{owner, set_owner_key};
+use memcore::route::{owner, set_owner_key};
 use memcore::storage::HashKey;
 
 /// A fixed key-to-core hash key, given to the server with the hidden

@@ -5,8 +5,7 @@
 //! `cargo bench --bench storage_engine`
 
 use criterion::{BatchSize, Criterion, Throughput, black_box, criterion_group, criterion_main};
-use memcore::protocol::StoreMode;
-use memcore::storage::{HashKey, Store, StoreConfig};
+use memcore::storage::{HashKey, Store, StoreConfig, StoreMode};
 
 const NOW: u64 = 1_700_000_000;
 const LIMIT: usize = 64 << 20;

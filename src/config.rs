@@ -1,10 +1,17 @@
 //! Command line: memcached's flags (so init scripts and container commands
 //! work unchanged) plus memcore's own long options, checked into a `Config`.
+//!
+//! Pure: parse and check. The CPUs the process may use come in as an
+//! argument; files (the replication secret, the zstd dictionary) and names
+//! (`-l`, `--repl-listen`) stay paths and strings in `Config::unresolved`,
+//! which `server::startup` reads and resolves before the server starts.
+//! Imports only the types it fills (storage's compression settings, repl's
+//! `ReplConfig`); must not import `server` or `route`, nor do I/O.
 
 use clap::{ArgAction, Parser};
 
 use crate::storage::{CompressConfig, DictMode};
-use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
+use std::net::SocketAddr;
 
 pub const DEFAULT_PORT: u16 = 11211;
 /// memcached listens on every address by default; memcore only on loopback,
@@ -150,6 +157,7 @@ struct Args {
 
 #[derive(Clone, Debug)]
 pub struct Config {
+    /// Filled by `server::startup` from `unresolved.listen`; empty before.
     pub listen: Vec<SocketAddr>,
     pub memory_limit: usize,
     pub memory_per_core: Option<usize>,
@@ -169,7 +177,7 @@ pub struct Config {
     pub flush_enabled: bool,
     pub evict: bool,
     pub reqs_per_event: usize,
-    /// Bytes client connections may hold over all cores (server/budget.rs).
+    /// Bytes client connections may hold over all cores (route/budget.rs).
     pub conn_memory: usize,
     /// `-o idle_timeout`: close a connection that sent nothing, or took
     /// none of its replies, for this long.
@@ -178,7 +186,26 @@ pub struct Config {
     pub compress: CompressConfig,
     pub verbosity: u8,
     pub warnings: Vec<String>,
+    /// `listen` and `secret` are filled by `server::startup` from
+    /// `unresolved`; None before.
     pub repl: Option<crate::repl::ReplConfig>,
+    /// Paths and names as given, for `server::startup`.
+    pub unresolved: Unresolved,
+}
+
+/// What the command line names but only the running system can answer:
+/// read and resolved by `server::startup` before the server starts.
+#[derive(Clone, Debug, Default)]
+pub struct Unresolved {
+    /// `-l` as given (addresses or host names, comma-separated), and `-p`.
+    pub listen: String,
+    pub port: u16,
+    /// `--repl-listen ADDR:PORT` as given.
+    pub repl_listen: Option<String>,
+    /// `--repl-secret FILE`.
+    pub repl_secret: Option<String>,
+    /// `--compress-dict FILE` (neither `off` nor `auto`).
+    pub compress_dict: Option<String>,
 }
 
 impl Config {
@@ -199,8 +226,9 @@ pub enum Command {
     Print(String),
 }
 
-/// Parse and check the command line. Errors are one line, meant for stderr.
-pub fn parse_args<I, T>(args: I) -> Result<Command, String>
+/// Parse and check the command line, for a process that may run on `cpus`
+/// (`server::startup::allowed_cpus`). Errors are one line, meant for stderr.
+pub fn parse_args<I, T>(args: I, cpus: &[usize]) -> Result<Command, String>
 where
     I: IntoIterator<Item = T>,
     T: Into<std::ffi::OsString> + Clone,
@@ -217,10 +245,10 @@ where
             return Err(first.to_string());
         }
     };
-    check(args).map(|c| Command::Run(Box::new(c)))
+    check(args, cpus).map(|c| Command::Run(Box::new(c)))
 }
 
-fn check(a: Args) -> Result<Config, String> {
+fn check(a: Args, cpus: &[usize]) -> Result<Config, String> {
     let mut warnings = Vec::new();
     if a.udp_port != 0 {
         return Err(format!("UDP is not supported (-U {}); use -U 0", a.udp_port));
@@ -249,7 +277,7 @@ fn check(a: Args) -> Result<Config, String> {
     if a.reqs_per_event == 0 {
         return Err("requests per event must be at least 1 (-R)".into());
     }
-    let cpus = allowed_cpus();
+    let cpus: &[usize] = if cpus.is_empty() { &[0] } else { cpus };
     let threads = match a.threads {
         Some(0) => return Err("number of threads must be at least 1 (-t)".into()),
         Some(t) if t > cpus.len() => {
@@ -302,7 +330,6 @@ fn check(a: Args) -> Result<Config, String> {
         }
         None => (memory_limit / 10).max(conn_memory_floor),
     };
-    let listen = parse_listen(&a.listen, a.port)?;
     let level_range = zstd::compression_level_range();
     if !level_range.contains(&a.compress_level) {
         return Err(format!(
@@ -312,22 +339,24 @@ fn check(a: Args) -> Result<Config, String> {
             level_range.end()
         ));
     }
-    let dict = match a.compress_dict.as_str() {
-        "off" => DictMode::Off,
-        "auto" => DictMode::Auto,
-        path => {
-            let raw = std::fs::read(path).map_err(|e| format!("cannot read --compress-dict {path}: {e}"))?;
-            if zstd::dict::DecoderDictionary::try_copy(&raw).is_err() || raw.len() < 8 {
-                return Err(format!("--compress-dict {path} is not a zstd dictionary"));
-            }
-            DictMode::Loaded(std::sync::Arc::new(raw))
-        }
+    // A dictionary file is read at startup; until then, none.
+    let (dict, dict_file) = match a.compress_dict.as_str() {
+        "off" => (DictMode::Off, None),
+        "auto" => (DictMode::Auto, None),
+        path => (DictMode::Off, Some(path.to_string())),
     };
     let compress =
         CompressConfig { enabled: a.compress == "on", min_size: a.compress_min.max(1), level: a.compress_level, dict };
     let repl = check_repl(&a, threads, &mut warnings)?;
+    let unresolved = Unresolved {
+        listen: a.listen.clone(),
+        port: a.port,
+        repl_listen: a.repl_listen.clone(),
+        repl_secret: a.repl_secret.clone(),
+        compress_dict: dict_file,
+    };
     Ok(Config {
-        listen,
+        listen: Vec::new(),
         memory_limit,
         memory_per_core,
         conn_limit: a.conn_limit,
@@ -350,6 +379,7 @@ fn check(a: Args) -> Result<Config, String> {
         verbosity: a.verbose,
         warnings,
         repl,
+        unresolved,
     })
 }
 
@@ -390,29 +420,12 @@ fn check_repl(a: &Args, threads: usize, warnings: &mut Vec<String>) -> Result<Op
         "majority" => Mode::Majority,
         m => return Err(format!("bad --repl-mode {m:?} (async, sync or majority)")),
     };
-    let listen = match &a.repl_listen {
-        None => None,
-        Some(s) => Some(
-            parse_listen(s, 0)?.into_iter().next().filter(|a| a.port() != 0).ok_or("--repl-listen needs ADDR:PORT")?,
-        ),
-    };
     for p in &peers {
         if !p.contains(':') {
             return Err(format!("peer {p:?} needs a port (ADDR:PORT)"));
         }
     }
-    let secret = match &a.repl_secret {
-        None => None,
-        Some(path) => {
-            let s = std::fs::read(path).map_err(|e| format!("cannot read --repl-secret {path}: {e}"))?;
-            let s = s.trim_ascii().to_vec();
-            if s.is_empty() {
-                return Err(format!("--repl-secret {path} is empty"));
-            }
-            Some(s)
-        }
-    };
-    match (&secret, a.repl_insecure) {
+    match (&a.repl_secret, a.repl_insecure) {
         (None, false) => {
             return Err("replication needs --repl-secret FILE (or --repl-insecure to run without one)".into());
         }
@@ -433,11 +446,12 @@ fn check_repl(a: &Args, threads: usize, warnings: &mut Vec<String>) -> Result<Op
         return Err("--repl-heartbeat must be 10 to 60000 ms".into());
     }
     let backlog = a.repl_backlog.checked_mul(1 << 20).ok_or("--repl-backlog too large")?;
+    // The listen address and the secret come at startup (`Unresolved`).
     Ok(Some(ReplConfig {
-        listen,
+        listen: None,
         peers,
         node_id,
-        secret,
+        secret: None,
         mode,
         timeout: std::time::Duration::from_millis(a.repl_timeout),
         backlog_bytes: (backlog / threads).max(64 * 1024),
@@ -459,60 +473,12 @@ pub fn parse_size(s: &str) -> Option<usize> {
     num.parse::<usize>().ok()?.checked_mul(mult)
 }
 
-/// memcached's -l: comma-separated addresses, each optionally with a port
-/// (`127.0.0.1`, `::1`, `[::1]:11212`, `localhost`).
-pub fn parse_listen(spec: &str, port: u16) -> Result<Vec<SocketAddr>, String> {
-    let mut out = Vec::new();
-    for part in spec.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-        let addrs: Vec<SocketAddr> = if let Ok(ip) = part.parse::<IpAddr>() {
-            vec![SocketAddr::new(ip, port)]
-        } else if let Ok(sa) = part.parse::<SocketAddr>() {
-            vec![sa]
-        } else if let Some(ip) =
-            part.strip_prefix('[').and_then(|p| p.strip_suffix(']')).and_then(|p| p.parse::<IpAddr>().ok())
-        {
-            vec![SocketAddr::new(ip, port)]
-        } else {
-            let with_port = if part.contains(':') { part.to_string() } else { format!("{part}:{port}") };
-            with_port
-                .to_socket_addrs()
-                .map_err(|e| format!("cannot resolve listen address {part:?}: {e}"))?
-                .take(1)
-                .collect()
-        };
-        for a in addrs {
-            if !out.contains(&a) {
-                out.push(a);
-            }
-        }
-    }
-    if out.is_empty() {
-        return Err(format!("no listen address in {spec:?}"));
-    }
-    Ok(out)
-}
-
-/// CPUs this process may run on (honours taskset and cgroup cpusets).
-pub fn allowed_cpus() -> Vec<usize> {
-    // SAFETY: sched_getaffinity fills the set we own.
-    unsafe {
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        if libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) == 0 {
-            let cpus: Vec<usize> = (0..libc::CPU_SETSIZE as usize).filter(|&c| libc::CPU_ISSET(c, &set)).collect();
-            if !cpus.is_empty() {
-                return cpus;
-            }
-        }
-    }
-    (0..std::thread::available_parallelism().map_or(1, |n| n.get())).collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn run(args: &[&str]) -> Result<Config, String> {
-        match parse_args(std::iter::once("memcore").chain(args.iter().copied()))? {
+        match parse_args(std::iter::once("memcore").chain(args.iter().copied()), &[0, 1])? {
             Command::Run(c) => Ok(*c),
             Command::Print(_) => Err("printed".into()),
         }
@@ -521,7 +487,8 @@ mod tests {
     #[test]
     fn memcached_defaults() {
         let c = run(&[]).unwrap();
-        assert_eq!(c.listen, vec!["127.0.0.1:11211".parse().unwrap()]);
+        assert_eq!((c.unresolved.listen.as_str(), c.unresolved.port), ("127.0.0.1", 11211));
+        assert_eq!(c.threads, 2, "one executor per allowed CPU");
         assert_eq!(c.memory_limit, 64 << 20);
         assert_eq!(c.conn_limit, 1024);
         assert_eq!(c.item_size_max, 1 << 20);
@@ -566,8 +533,7 @@ mod tests {
             "5",
         ])
         .unwrap();
-        assert_eq!(c.listen.len(), 3);
-        assert_eq!(c.listen[2], "[::1]:5000".parse().unwrap());
+        assert_eq!((c.unresolved.listen.as_str(), c.unresolved.port), ("127.0.0.1,::1,[::1]:5000", 22122));
         assert_eq!((c.memory_limit, c.item_size_max, c.threads, c.verbosity), (128 << 20, 2 << 20, 1, 2));
         assert!(!c.use_cas && !c.flush_enabled && !c.evict);
     }
@@ -614,7 +580,6 @@ mod tests {
             &["--peers", "127.0.0.1", "--node-id", "1"],
             &["--peers", "127.0.0.1:7001", "--node-id", "1", "--repl-mode", "quorum"],
             &["--node-id", "1"],
-            &["--peers", "127.0.0.1:7001", "--node-id", "1", "--repl-secret", "/nonexistent/secret"],
             &["--peers", "127.0.0.1:7001", "--node-id", "1", "--repl-insecure", "--repl-heartbeat", "0"],
             &["--peers", "127.0.0.1:7001", "--node-id", "1", "--repl-insecure", "--repl-max-links", "0"],
             &["--repl-listen", "127.0.0.1:7000", "--node-id", "1"],

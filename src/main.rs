@@ -1,9 +1,11 @@
 use std::process::ExitCode;
 
 use memcore::config::{Command, parse_args};
+use memcore::server::startup;
 
 fn main() -> ExitCode {
-    let cfg = match parse_args(std::env::args_os()) {
+    let cpus = startup::allowed_cpus();
+    let mut cfg = match parse_args(std::env::args_os(), &cpus) {
         Ok(Command::Run(cfg)) => *cfg,
         Ok(Command::Print(text)) => {
             print!("{text}");
@@ -14,6 +16,11 @@ fn main() -> ExitCode {
             return ExitCode::from(64);
         }
     };
+    // Files and names the command line gave: as bad as a bad flag.
+    if let Err(e) = startup::prepare(&mut cfg) {
+        eprintln!("memcore: {e}");
+        return ExitCode::from(64);
+    }
     init_logging(cfg.verbosity);
     match memcore::server::run(cfg) {
         Ok(()) => ExitCode::SUCCESS,

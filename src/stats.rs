@@ -53,7 +53,7 @@ counters! {
     bytes_read, bytes_written,
     curr_connections, total_connections, rejected_connections, conn_yields, idle_kicks,
     forwarded_out, forwarded_in, forward_errors,
-    // Connection memory (server/budget.rs): bytes held now, the core's
+    // Connection memory (route/budget.rs): bytes held now, the core's
     // budget, batches cut short to drain replies first, and requests refused
     // because the budget was spent.
     conn_memory_bytes, conn_memory_limit, conn_memory_backpressure, conn_memory_refused,

@@ -22,9 +22,10 @@
 
 use std::collections::{HashMap, HashSet};
 
-use memcore::protocol::parse::parse_stored_number;
-use memcore::protocol::{KEY_MAX_LENGTH, Limits, MAX_LINE_WITHOUT_NEWLINE, Parsed, Request, StoreMode, parse};
-use memcore::storage::{ArithOutcome, CompressConfig, MIN_LIMIT, Store, StoreConfig, StoreOutcome, absolute_expiry};
+use memcore::protocol::{KEY_MAX_LENGTH, Limits, MAX_LINE_WITHOUT_NEWLINE, Parsed, Request, absolute_expiry, parse};
+use memcore::storage::{
+    ArithOutcome, CompressConfig, MIN_LIMIT, Store, StoreConfig, StoreMode, StoreOutcome, parse_stored_number,
+};
 
 // ---------------------------------------------------------------------------
 // Parser
@@ -444,7 +445,7 @@ pub fn check_store(data: &[u8]) -> StoreRun {
                             _ => Entry { value, flags, exp, written: now, cas: None },
                         };
                         if matches!(mode, StoreMode::Append | StoreMode::Prepend) {
-                            let size = memcore::protocol::item_total_size(key.len(), e.flags, e.value.len());
+                            let size = memcore::item::item_total_size(key.len(), e.flags, e.value.len());
                             assert!(size <= cfg.item_size_max, "{what}: built an item of {size} bytes, past -I");
                         }
                         m.map.insert(key.clone(), e);
@@ -455,9 +456,8 @@ pub fn check_store(data: &[u8]) -> StoreRun {
                         StoreMode::Replace => assert!(!live, "{what}: refused over a live item"),
                         StoreMode::Append | StoreMode::Prepend => {
                             let (old_len, old_flags) = m.map.get(&key).map_or((0, 0), |e| (e.value.len(), e.flags));
-                            let too_big =
-                                memcore::protocol::item_total_size(key.len(), old_flags, old_len + value.len())
-                                    > cfg.item_size_max;
+                            let too_big = memcore::item::item_total_size(key.len(), old_flags, old_len + value.len())
+                                > cfg.item_size_max;
                             assert!(!live || too_big, "{what}: refused over a live item")
                         }
                         _ => panic!("{what}"),

@@ -5,6 +5,10 @@
 //! the error reply and how much input to skip. `encode` writes replies.
 //! Nothing here touches sockets, the runtime, the clock or the store, so
 //! every rule can be tested by cutting requests at every byte.
+//!
+//! Also what a request is (`Request::is_write`, `noreply`, `key`) and what
+//! an exptime means (`absolute_expiry`). Imports only the shared `item`
+//! sizes; must not import storage, route, repl, server, stats or config.
 
 pub mod encode;
 pub mod parse;
@@ -25,12 +29,33 @@ pub const MAX_GET_LINE: usize = 1 << 20;
 /// Largest relative expiry; anything above is an absolute Unix time.
 pub const REALTIME_MAXDELTA: i64 = 60 * 60 * 24 * 30;
 
-/// Per-item header memcached counts against `-I` (its 48-byte item struct
-/// plus the 8-byte CAS). Counting the same keeps the same values acceptable.
-pub const ITEM_HEADER_SIZE: usize = 56;
+/// Turn an exptime from the wire into an absolute Unix time (0 = never):
+/// up to 30 days is relative, more is absolute, negative is already past.
+pub fn absolute_expiry(exptime: i64, now: u64, started: u64) -> u64 {
+    if exptime == 0 {
+        0
+    } else if exptime < 0 {
+        1
+    } else if exptime > REALTIME_MAXDELTA {
+        if (exptime as u64) <= started { 1 } else { exptime as u64 }
+    } else {
+        now + exptime as u64
+    }
+}
 
-/// Size memcached charges an item against `-I`: header, key and its NUL,
-/// the flags suffix when flags are non-zero, the value and its CRLF.
-pub fn item_total_size(key_len: usize, flags: u32, value_len: usize) -> usize {
-    ITEM_HEADER_SIZE + key_len + 1 + if flags != 0 { 4 } else { 0 } + value_len + 2
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn expiry_rules() {
+        const NOW: u64 = 1_700_000_000;
+        let started = NOW - 100;
+        assert_eq!(absolute_expiry(0, NOW, started), 0);
+        assert_eq!(absolute_expiry(-1, NOW, started), 1);
+        assert_eq!(absolute_expiry(10, NOW, started), NOW + 10);
+        assert_eq!(absolute_expiry(REALTIME_MAXDELTA, NOW, started), NOW + REALTIME_MAXDELTA as u64);
+        assert_eq!(absolute_expiry(REALTIME_MAXDELTA + 1, NOW, started), 1, "absolute time before start");
+        assert_eq!(absolute_expiry((NOW + 50) as i64, NOW, started), NOW + 50);
+    }
 }

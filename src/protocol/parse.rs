@@ -18,7 +18,8 @@
 //! flags of 2^32 or more are refused instead of truncated, and a get line
 //! is capped at `MAX_GET_LINE`.
 
-use super::{KEY_MAX_LENGTH, MAX_GET_LINE, MAX_LINE_WITHOUT_NEWLINE, item_total_size};
+use super::{KEY_MAX_LENGTH, MAX_GET_LINE, MAX_LINE_WITHOUT_NEWLINE};
+use crate::item::item_total_size;
 
 /// Limits the parser needs to know to decide between buffering a data block
 /// and swallowing it.
@@ -141,7 +142,16 @@ pub enum Request<'a> {
 }
 
 impl<'a> Request<'a> {
-    /// The key that decides which core owns the request, if it has one.
+    /// Whether the request may change the item under its key: the requests
+    /// that replicate, and whose reply waits for the peers in `sync` mode.
+    /// Exactly the requests with a `key` (gat/gats touch, but travel as
+    /// retrievals).
+    pub fn is_write(&self) -> bool {
+        self.key().is_some()
+    }
+
+    /// The key of a write (see `is_write`): it decides which core owns the
+    /// request.
     pub fn key(&self) -> Option<&'a [u8]> {
         match *self {
             Request::Store { key, .. }
@@ -150,6 +160,21 @@ impl<'a> Request<'a> {
             | Request::Arith { key, .. }
             | Request::Touch { key, .. } => Some(key),
             _ => None,
+        }
+    }
+
+    /// Whether the client asked for no reply (`noreply`).
+    pub fn noreply(&self) -> bool {
+        match *self {
+            Request::Store { noreply, .. }
+            | Request::TooLarge { noreply, .. }
+            | Request::Delete { noreply, .. }
+            | Request::Arith { noreply, .. }
+            | Request::Touch { noreply, .. }
+            | Request::FlushAll { noreply, .. }
+            | Request::CacheMemlimit { noreply, .. }
+            | Request::Verbosity { noreply, .. } => noreply,
+            Request::Get { .. } | Request::Version | Request::Quit | Request::Shutdown | Request::Stats { .. } => false,
         }
     }
 }
@@ -482,19 +507,6 @@ fn parse_i32(tok: &[u8]) -> Option<i64> {
     parse_signed(tok, i32::MIN as i64, i32::MAX as i64)
 }
 
-/// memcached's `safe_strtoull` applied to a stored value for incr/decr:
-/// leading whitespace, digits, then the end or whitespace.
-pub fn parse_stored_number(value: &[u8]) -> Option<u64> {
-    let start = value.iter().position(|b| !b.is_ascii_whitespace())?;
-    let v = &value[start..];
-    let v = v.strip_prefix(b"+").unwrap_or(v);
-    let end = v.iter().position(|b| !b.is_ascii_digit()).unwrap_or(v.len());
-    if end == 0 || (end < v.len() && !v[end].is_ascii_whitespace()) {
-        return None;
-    }
-    parse_u64(&v[..end])
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -663,6 +675,30 @@ mod tests {
     }
 
     #[test]
+    fn writes_and_noreply_are_known_from_the_request() {
+        for (line, write, noreply) in [
+            (&b"set k 0 0 1\r\nx\r\n"[..], true, false),
+            (b"add k 0 0 1 noreply\r\nx\r\n", true, true),
+            (b"delete k noreply\r\n", true, true),
+            (b"incr k 1\r\n", true, false),
+            (b"touch k 10 noreply\r\n", true, true),
+            (b"get k\r\n", false, false),
+            (b"gat 10 k\r\n", false, false),
+            (b"flush_all noreply\r\n", false, true),
+            (b"verbosity 1 noreply\r\n", false, true),
+            (b"version\r\n", false, false),
+        ] {
+            let r = req(line);
+            assert_eq!((r.is_write(), r.noreply()), (write, noreply), "{}", String::from_utf8_lossy(line));
+            assert_eq!(r.key().is_some(), write);
+        }
+        let Parsed::Request { req: r @ Request::TooLarge { .. }, .. } = p(b"set k 0 0 2000000 noreply\r\n") else {
+            panic!("a set over -I is TooLarge")
+        };
+        assert!(r.is_write() && r.noreply());
+    }
+
+    #[test]
     fn retrieval_lines() {
         let Request::Get { kind, keys, .. } = req(b"get a  b c\r\n") else { panic!() };
         assert_eq!(kind, GetKind::Get);
@@ -725,16 +761,5 @@ mod tests {
         set.resize(3000, b'k');
         set.extend_from_slice(b" 0 0 1\r\n");
         assert_eq!(err(&set).0, BAD_FORMAT);
-    }
-
-    #[test]
-    fn stored_numbers_parse_like_strtoull() {
-        assert_eq!(parse_stored_number(b"123"), Some(123));
-        assert_eq!(parse_stored_number(b"5  "), Some(5));
-        assert_eq!(parse_stored_number(b" 7"), Some(7));
-        assert_eq!(parse_stored_number(b"12abc"), None);
-        assert_eq!(parse_stored_number(b"-1"), None);
-        assert_eq!(parse_stored_number(b""), None);
-        assert_eq!(parse_stored_number(b"18446744073709551616"), None);
     }
 }

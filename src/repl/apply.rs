@@ -470,8 +470,7 @@ impl Reassembly {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::protocol::StoreMode;
-    use crate::storage::StoreConfig;
+    use crate::storage::{StoreConfig, StoreMode};
 
     const NOW: u64 = 1_700_000_000;
 

@@ -38,8 +38,8 @@ use glommio::net::{TcpListener, TcpStream};
 use super::backlog::{Backlog, Resume};
 use super::wire::{self, Hello, NONCE_LEN, Reader};
 use super::{LINK_CONNECTING, LINK_DOWN, LINK_LIVE, LINK_SYNCING, ReplShared, random_bytes, unix_ms};
-use crate::server::core::Core;
-use crate::shard::{Cmd, ConnWait, Notify, owner};
+use crate::route::Core;
+use crate::route::mesh::{Cmd, ConnWait, Notify, owner};
 
 const CONNECT_TIMEOUT: Duration = Duration::from_millis(1000);
 /// The whole handshake, from accept (or connect) to the session's start.

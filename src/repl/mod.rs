@@ -205,7 +205,7 @@ impl ReplShared {
 
 /// `stats repl`: this node, then each peer (`peer<i>_*`, in `--peers`
 /// order), summed over the cores' links.
-pub fn render_stats(g: &crate::server::core::Global, f: &crate::exec::ReplFigures, out: &mut Vec<u8>) {
+pub fn render_stats(g: &crate::route::Global, f: &crate::route::ReplFigures, out: &mut Vec<u8>) {
     use crate::protocol::encode::{END, encode_stat};
     let Some(sh) = &g.repl else {
         encode_stat(out, "repl_enabled", "no");

@@ -1,34 +1,29 @@
-//! One client connection: read, parse every complete request, run local ones
-//! at once and forward the others, then write all replies in request order
-//! with one write.
+//! One client connection: read, parse every complete request and hand each
+//! to `route` (which runs it here or forwards it), then write all replies
+//! in request order with one write. Also answers `stats` and holds a sync
+//! write's reply until the replication peers applied it.
 //!
-//! Replies of forwarded requests are spliced into the output at the place
-//! their request had: `inserts` records (offset in `out`, reply slot).
+//! Owns the connection's buffers and its charge against the core's
+//! connection budget; what a request means and where it runs is `route`'s.
 
 use std::io;
 use std::pin::pin;
 use std::rc::Rc;
-use std::sync::LazyLock;
 
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use glommio::net::TcpStream;
 
-use crate::config::PROTOCOL_VERSION;
 use crate::protocol::encode::{self, encode_line};
-use crate::protocol::parse::{GetKind, Keys};
 use crate::protocol::{Parsed, Request, parse};
-use crate::shard::{Cmd, ConnWait, Interruptible, owner};
+use crate::route::budget::{BUDGET_WAIT, Charge, FLUSH_AT};
+use crate::route::dispatch::{SyncWrite, broadcast, sync_write, write_changed};
+use crate::route::mesh::{Cmd, Interruptible};
+use crate::route::{Batch, Core, dispatch, get, unix_now, version};
 use crate::stats::{self, Counters, ServerInfo};
-use crate::storage::absolute_expiry;
-
-use super::budget::{BUDGET_WAIT, Charge, FLUSH_AT};
-use super::core::Core;
-use super::unix_now;
 
 const INITIAL_BUFFER: usize = 16 * 1024;
 /// Buffers grown for a large item go back to this size once drained.
 const KEEP_BUFFER: usize = 64 * 1024;
-pub use super::core::GET_TOO_LARGE;
 
 /// Why request processing stopped.
 enum Stop {
@@ -44,7 +39,7 @@ enum Stop {
     Boundary,
     /// `sync`/`majority` replication: a write on core `owner` whose reply
     /// waits for the peers.
-    SyncWrite { owner: usize, noreply: bool },
+    SyncWrite(SyncWrite),
     /// The batch owes enough, or the next request needs room in the
     /// connection budget: write the batch before taking more requests.
     Drain,
@@ -73,31 +68,6 @@ pub struct Conn {
     charge: Charge,
 }
 
-/// Replies of one batch of requests: local replies in `out`, forwarded ones
-/// spliced in at `inserts` once they arrive.
-pub struct Batch {
-    out: Vec<u8>,
-    /// (offset in `out`, reply slot in `wait`), in request order.
-    inserts: Vec<(usize, usize)>,
-    /// Gets with forwarded keys, checked against the reply cap when spliced.
-    spans: Vec<GetSpan>,
-    wait: Rc<ConnWait>,
-    /// Scratch: owning core of each key of a multi-get.
-    owners: Vec<usize>,
-}
-
-/// A get whose keys are partly on other cores: its local bytes are
-/// `out[out_start..out_end]` and its forwarded replies `inserts[ins_start..ins_end]`;
-/// together they may not exceed `cap` bytes.
-#[derive(Clone, Copy)]
-struct GetSpan {
-    out_start: usize,
-    out_end: usize,
-    ins_start: usize,
-    ins_end: usize,
-    cap: usize,
-}
-
 impl Conn {
     pub fn new(core: Rc<Core>, id: usize, stream: TcpStream) -> Self {
         let ncores = core.ncores;
@@ -111,13 +81,7 @@ impl Conn {
             skip: 0,
             budget_waited: false,
             need: 0,
-            batch: Batch {
-                out: Vec::with_capacity(INITIAL_BUFFER),
-                inserts: Vec::new(),
-                spans: Vec::new(),
-                wait: Rc::new(ConnWait::default()),
-                owners: Vec::with_capacity(ncores),
-            },
+            batch: Batch::new(ncores, INITIAL_BUFFER),
             spliced: Vec::new(),
             charge: Charge::default(),
         }
@@ -159,8 +123,8 @@ impl Conn {
         loop {
             let stop = self.process();
             crate::repl::link::kick(&self.core);
-            if let Stop::SyncWrite { owner, noreply } = stop {
-                self.finish_sync_write(owner, noreply).await?;
+            if let Stop::SyncWrite(w) = stop {
+                self.finish_sync_write(w).await?;
                 continue;
             }
             self.finish_batch().await?;
@@ -183,7 +147,7 @@ impl Conn {
                     self.wait_for_budget(self.core.budget().admit()).await;
                     self.budget_waited = true;
                 }
-                Stop::Boundary | Stop::SyncWrite { .. } | Stop::Drain => {}
+                Stop::Boundary | Stop::SyncWrite(_) | Stop::Drain => {}
             }
         }
     }
@@ -191,13 +155,11 @@ impl Conn {
     /// A write in `sync` or `majority` mode: its reply goes out once enough
     /// peers applied it, or becomes a SERVER_ERROR after `--repl-timeout`
     /// (the write stays applied here; docs/replication.md).
-    async fn finish_sync_write(&mut self, owner: usize, noreply: bool) -> io::Result<()> {
+    async fn finish_sync_write(&mut self, SyncWrite { owner, noreply }: SyncWrite) -> io::Result<()> {
         self.collect_forwarded().await?;
         let b = &mut self.batch;
         // Only a write that changed something was shipped.
-        let changed = [&b"STORED"[..], b"DELETED", b"TOUCHED"].iter().any(|w| b.out.starts_with(w))
-            || b.out.first().is_some_and(u8::is_ascii_digit);
-        if changed
+        if write_changed(&b.out)
             && !noreply
             && let Some(sh) = &self.core.global.repl
         {
@@ -332,32 +294,14 @@ impl Conn {
                 }
                 Parsed::Request { req, consumed, swallow } => {
                     let raw = &avail[..consumed];
-                    let sync_write = core.global.repl.as_ref().is_some_and(|r| r.cfg.mode != crate::repl::Mode::Async)
-                        && matches!(
-                            req,
-                            Request::Store { .. }
-                                | Request::TooLarge { .. }
-                                | Request::Delete { .. }
-                                | Request::Arith { .. }
-                                | Request::Touch { .. }
-                        );
-                    if sync_write {
+                    if let Some(w) = sync_write(&core, &req) {
                         if handled > 0 {
                             return Stop::Boundary;
                         }
                         dispatch(&core, &req, raw, now, &mut self.batch);
                         self.start += consumed;
                         self.skip = swallow;
-                        let owner = owner(req.key().unwrap_or_default(), core.ncores);
-                        let noreply = match req {
-                            Request::Store { noreply, .. }
-                            | Request::TooLarge { noreply, .. }
-                            | Request::Delete { noreply, .. }
-                            | Request::Arith { noreply, .. }
-                            | Request::Touch { noreply, .. } => noreply,
-                            _ => false,
-                        };
-                        return Stop::SyncWrite { owner, noreply };
+                        return Stop::SyncWrite(w);
                     }
                     match req {
                         Request::Quit => return Stop::Close,
@@ -374,8 +318,7 @@ impl Conn {
                                 // reply. Write what the batch owes (that
                                 // frees room), or wait for others to.
                                 core.shard.borrow_mut().counters.conn_memory_backpressure += 1;
-                                let owes = !self.batch.out.is_empty() || self.batch.wait.has_pending();
-                                return if owes { Stop::Drain } else { Stop::WaitBudget };
+                                return if self.batch.owes() { Stop::Drain } else { Stop::WaitBudget };
                             }
                         }
                         _ => dispatch(&core, &req, raw, now, &mut self.batch),
@@ -492,7 +435,7 @@ impl Conn {
                 let slots = self.broadcast(|| Cmd::ReplStats).await;
                 let mut figures = core.shard.borrow().repl_figures();
                 for s in slots {
-                    let f = self.batch.wait.with_slot(s, crate::exec::ReplFigures::decode);
+                    let f = self.batch.wait.with_slot(s, crate::route::ReplFigures::decode);
                     figures.add(&f);
                 }
                 self.batch.wait.clear();
@@ -531,221 +474,8 @@ impl Conn {
     /// Send a control command to every other core and wait for the replies;
     /// returns their slots in core order. The caller clears `wait`.
     async fn broadcast(&mut self, cmd: impl Fn() -> Cmd) -> Vec<usize> {
-        let mut slots = Vec::new();
-        for id in self.core.remote_ids() {
-            let slot = self.batch.wait.reserve(1);
-            self.core.peers[id].control(&self.batch.wait, slot, cmd());
-            slots.push(slot);
-        }
-        self.batch.wait.all_filled().await;
-        slots
+        broadcast(&self.core, &self.batch.wait, cmd).await
     }
-}
-
-/// Run one request here, or queue it for the core that owns its key.
-fn dispatch(core: &Core, req: &Request<'_>, raw: &[u8], now: u64, batch: &mut Batch) {
-    let Batch { out, inserts, wait, .. } = batch;
-    match *req {
-        Request::Get { kind, exptime, keys } => {
-            get(core, kind, exptime, keys, now, batch, false);
-        }
-        Request::Store { .. }
-        | Request::TooLarge { .. }
-        | Request::Delete { .. }
-        | Request::Arith { .. }
-        | Request::Touch { .. } => {
-            let key = req.key().unwrap_or_default();
-            let o = owner(key, core.ncores);
-            if o == core.id {
-                core.shard.borrow_mut().execute(req, now, out);
-            } else {
-                let slot = wait.reserve(1);
-                inserts.push((out.len(), slot));
-                let peer = &core.peers[o];
-                peer.forward(wait, slot, raw);
-                peer.wake_sender.notify();
-                core.shard.borrow_mut().counters.forwarded_out += 1;
-            }
-        }
-        Request::FlushAll { delay, noreply } => {
-            if !core.cfg().flush_enabled {
-                if !noreply {
-                    out.extend_from_slice(encode::FLUSH_DISABLED);
-                }
-                return;
-            }
-            let at = if delay > 0 { absolute_expiry(delay, now, core.global.started) } else { 0 };
-            {
-                let mut shard = core.shard.borrow_mut();
-                shard.counters.cmd_flush += 1;
-                shard.store.flush(at, now);
-                shard.ship_flush(at);
-            }
-            // Every core applies the same absolute deadline; OK goes out
-            // only after all of them have.
-            for id in core.remote_ids() {
-                let slot = wait.reserve(1);
-                inserts.push((out.len(), slot));
-                core.peers[id].control(wait, slot, Cmd::Flush { at });
-            }
-            if !noreply {
-                out.extend_from_slice(encode::OK);
-            }
-        }
-        Request::CacheMemlimit { megabytes, noreply } => {
-            let per_core = (megabytes as usize).saturating_mul(1 << 20) / core.ncores;
-            core.shard.borrow_mut().store.set_limit(per_core, now);
-            for id in core.remote_ids() {
-                let slot = wait.reserve(1);
-                inserts.push((out.len(), slot));
-                core.peers[id].control(wait, slot, Cmd::MemLimit { bytes: per_core as u64 });
-            }
-            if !noreply {
-                out.extend_from_slice(encode::OK);
-            }
-        }
-        Request::Verbosity { level, noreply } => {
-            super::set_verbosity(level.min(2) as u8);
-            if !noreply {
-                out.extend_from_slice(encode::OK);
-            }
-        }
-        Request::Version => {
-            out.extend_from_slice(b"VERSION ");
-            out.extend_from_slice(version().as_bytes());
-            out.extend_from_slice(b"\r\n");
-        }
-        Request::Shutdown => out.extend_from_slice(encode::SHUTDOWN_DISABLED),
-        Request::Quit | Request::Stats { .. } => {}
-    }
-}
-
-/// get/gets/gat/gats: keys owned here are answered at once; the others go
-/// to their cores as one request per core, and their replies are spliced
-/// back in key order. Returns false, having changed nothing, when
-/// `may_wait` and the reply outgrew what the connection budget leaves now
-/// (the caller makes room and runs it again); otherwise a reply past its
-/// cap is memcached's out-of-memory error.
-fn get(core: &Core, kind: GetKind, exptime: i64, keys: Keys<'_>, now: u64, batch: &mut Batch, may_wait: bool) -> bool {
-    let Batch { out, inserts, spans, wait, owners } = batch;
-    let n = core.ncores;
-    let out_start = out.len();
-    // What this reply may grow to: what the connection budget leaves (the
-    // caller settled this connection's charge, what the batch owes included).
-    let cap = core.budget().get_cap(core.get_reply_cap);
-    let may_wait = may_wait && cap < core.get_reply_cap;
-    let limit = out_start.saturating_add(cap);
-    owners.clear();
-    let mut remote = 0;
-    for key in keys.iter() {
-        let o = owner(key, n);
-        remote += (o != core.id) as usize;
-        owners.push(o);
-    }
-    // Replies from other cores are only known once they arrive, and what
-    // does not fit then is an error: wait for room for one large item first.
-    if remote > 0 && may_wait && core.budget().available() < core.budget().admit() {
-        return false;
-    }
-    // Local keys first, leaving an insert point (its slot comes later) at
-    // each remote key's place; nothing leaves this core until the local
-    // part is known to fit.
-    let ins_start = inserts.len();
-    let mut over = false;
-    {
-        let mut shard = core.shard.borrow_mut();
-        for (key, &o) in keys.iter().zip(owners.iter()) {
-            if o != core.id {
-                inserts.push((out.len(), usize::MAX));
-            } else if !shard.get_one(kind, exptime, key, now, out, limit) {
-                over = true;
-                break;
-            }
-        }
-    }
-    if over {
-        out.truncate(out_start);
-        inserts.truncate(ins_start);
-        if may_wait {
-            return false;
-        }
-        out.extend_from_slice(GET_TOO_LARGE);
-        return true;
-    }
-    out.extend_from_slice(encode::END);
-    if remote == 0 {
-        return true;
-    }
-    // Contiguous reply slots per remote core, in key order within each.
-    let remote_cap = cap.saturating_sub(out.len() - out_start);
-    let mut next_slot = vec![usize::MAX; n];
-    for id in core.remote_ids() {
-        let count = owners.iter().filter(|&&o| o == id).count();
-        if count > 0 {
-            let first = wait.reserve(count);
-            next_slot[id] = first;
-            let theirs = keys.iter().zip(owners.iter()).filter(|(_, o)| **o == id).map(|(k, _)| k);
-            core.peers[id].forward_get(wait, first, kind, exptime, remote_cap, theirs);
-            core.peers[id].wake_sender.notify();
-            core.shard.borrow_mut().counters.forwarded_out += 1;
-        }
-    }
-    let remote_owners = owners.iter().filter(|&&o| o != core.id);
-    for (insert, &o) in inserts[ins_start..].iter_mut().zip(remote_owners) {
-        insert.1 = next_slot[o];
-        next_slot[o] += 1;
-    }
-    spans.push(GetSpan { out_start, out_end: out.len(), ins_start, ins_end: inserts.len(), cap });
-    true
-}
-
-impl Batch {
-    /// Build the batch's output in request order from local bytes and
-    /// forwarded replies; a get whose reply outgrew `cap` becomes memcached's
-    /// out-of-memory error.
-    fn splice_into(&mut self, dst: &mut Vec<u8>) {
-        dst.clear();
-        let mut prev = 0;
-        let mut ins = 0;
-        let copy_inserts = |dst: &mut Vec<u8>, prev: &mut usize, ins: &mut usize, upto_ins: usize| {
-            while *ins < upto_ins {
-                let (pos, slot) = self.inserts[*ins];
-                dst.extend_from_slice(&self.out[*prev..pos]);
-                self.wait.with_slot(slot, |b| dst.extend_from_slice(b));
-                *prev = pos;
-                *ins += 1;
-            }
-        };
-        for span in &self.spans {
-            copy_inserts(dst, &mut prev, &mut ins, span.ins_start);
-            dst.extend_from_slice(&self.out[prev..span.out_start]);
-            let remote: usize =
-                (span.ins_start..span.ins_end).map(|i| self.wait.with_slot(self.inserts[i].1, |b| b.len())).sum();
-            let overflow =
-                (span.ins_start..span.ins_end).any(|i| self.wait.with_slot(self.inserts[i].1, |b| b == GET_TOO_LARGE));
-            if overflow || span.out_end - span.out_start + remote > span.cap {
-                dst.extend_from_slice(GET_TOO_LARGE);
-                prev = span.out_end;
-                ins = span.ins_end;
-            } else {
-                prev = span.out_start;
-                copy_inserts(dst, &mut prev, &mut ins, span.ins_end);
-            }
-        }
-        copy_inserts(dst, &mut prev, &mut ins, self.inserts.len());
-        dst.extend_from_slice(&self.out[prev..]);
-        self.inserts.clear();
-        self.spans.clear();
-        self.wait.clear();
-    }
-}
-
-/// `<memcached protocol version>-memcore-<crate version>`, as `version` and
-/// `stats` report it.
-pub fn version() -> &'static str {
-    static VERSION: LazyLock<String> =
-        LazyLock::new(|| format!("{PROTOCOL_VERSION}-memcore-{}", env!("CARGO_PKG_VERSION")));
-    &VERSION
 }
 
 fn render_settings(core: &Core, out: &mut Vec<u8>) {

@@ -14,16 +14,19 @@
 //!   signal thread: sigwait(SIGINT/SIGTERM) → Shutdown::trigger.
 //! ```
 //!
-//! A connection runs on the core that accepted it. A request for a key it
-//! owns runs inline; others go to the owner (see `shard`). Shutdown: stop
-//! accepting, let every connection finish its batch, tell the other cores,
-//! wait for theirs, exit.
+//! A connection runs on the core that accepted it and hands every request
+//! to `route`, which runs it inline or sends it to the key's owner. Shutdown:
+//! stop accepting, let every connection finish its batch, tell the other
+//! cores, wait for theirs, exit.
+//!
+//! Owns sockets, listeners, connection lifecycle, signals and startup
+//! (privileges, pid file, executors). Sits on top: imports `route`, `repl`,
+//! `storage`, `config`; nothing below imports it.
 
-pub mod budget;
 pub mod conn;
-pub mod core;
 pub mod listener;
 pub mod signal;
+pub mod startup;
 
 use std::os::fd::{FromRawFd, RawFd};
 use std::rc::Rc;
@@ -36,13 +39,13 @@ use glommio::net::TcpListener;
 use glommio::{LocalExecutorBuilder, Placement};
 
 use crate::config::Config;
-use crate::exec::Shard;
 use crate::protocol::encode;
-use crate::shard::{Frame, Interruptible};
+use crate::route::mesh::{Frame, Interruptible};
+use crate::route::state::{receiver_task, sender_task};
+use crate::route::{ConnInfo, Core, Global, Shard, Shutdown};
 use crate::storage::{HashKey, Store, StoreConfig};
 
-use self::core::{ConnInfo, Core, Global, receiver_task, sender_task};
-use self::signal::Shutdown;
+pub use crate::route::{set_verbosity, unix_now};
 
 /// Frames in flight per direction between two cores.
 const MESH_CAPACITY: usize = 256;
@@ -75,20 +78,6 @@ pub fn compress_for(cfg: &crate::config::Config, core: usize) -> crate::storage:
         c.enabled = false;
     }
     c
-}
-
-pub fn unix_now() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
-}
-
-/// memcached's `verbosity`: 0 and 1 log warnings and the startup line,
-/// 2 adds per-connection events, 3 everything.
-pub fn set_verbosity(level: u8) {
-    log::set_max_level(match level {
-        0 | 1 => log::LevelFilter::Info,
-        2 => log::LevelFilter::Debug,
-        _ => log::LevelFilter::Trace,
-    });
 }
 
 /// Run the server until SIGINT/SIGTERM. Errors are one line for stderr.
@@ -143,11 +132,12 @@ pub fn run(mut cfg: Config) -> Result<(), String> {
         );
     }
     // Before any core starts: every core must see the same key-to-core hash.
-    if !crate::shard::set_owner_key(cfg.hash_key.unwrap_or_else(random_hash_key)) {
+    if !crate::route::set_owner_key(cfg.hash_key.unwrap_or_else(random_hash_key)) {
         log::warn!("the key-to-core hash key was chosen before the server started; --hash-key may not apply");
     }
     let repl = cfg.repl.clone().map(|r| crate::repl::ReplShared::new(r, n));
-    let budgets = (0..n).map(|_| budget::ConnBudget::new(cfg.conn_memory / n, cfg.item_size_max)).collect();
+    let budgets =
+        (0..n).map(|_| crate::route::budget::ConnBudget::new(cfg.conn_memory / n, cfg.item_size_max)).collect();
     let global = Arc::new(Global {
         repl,
         cfg,

@@ -1,45 +1,10 @@
 //! SIGINT/SIGTERM: blocked in every thread, awaited by one thread, and
-//! turned into a wake-up that every executor can await.
+//! turned into a wake-up that every executor can await (`route::Shutdown`,
+//! triggered by the signal thread).
 //!
 //! glommio has no signal support, and a handler interrupting an executor in
 //! io_uring_enter is trouble; so the signals are blocked before any executor
 //! starts (threads inherit the mask) and taken with sigwait.
-
-use std::future::Future;
-use std::sync::Mutex;
-use std::task::{Poll, Waker};
-
-/// A one-shot, cross-thread event: set once, awaited by many.
-#[derive(Default)]
-pub struct Shutdown {
-    state: Mutex<(bool, Vec<Waker>)>,
-}
-
-impl Shutdown {
-    pub fn trigger(&self) {
-        let wakers = {
-            let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
-            s.0 = true;
-            std::mem::take(&mut s.1)
-        };
-        for w in wakers {
-            w.wake();
-        }
-    }
-
-    pub fn wait(&self) -> impl Future<Output = ()> + '_ {
-        std::future::poll_fn(move |cx| {
-            let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
-            if s.0 {
-                return Poll::Ready(());
-            }
-            if !s.1.iter().any(|w| w.will_wake(cx.waker())) {
-                s.1.push(cx.waker().clone());
-            }
-            Poll::Pending
-        })
-    }
-}
 
 fn termination_set() -> libc::sigset_t {
     // SAFETY: plain libc calls on a set we own.

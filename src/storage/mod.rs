@@ -9,9 +9,9 @@
 //! - Items are records appended to 256 KiB segments (`record.rs`): 3 bytes
 //!   of header for a plain item. Values larger than `INLINE_MAX` live in
 //!   chunk lists (`large.rs`) and the record holds a handle.
-//! - The index is a hash table of u32 locations (segment, offset); the key
-//!   is compared in the segment. With hashbrown's control byte that is 5
-//!   bytes per slot.
+//! - The index is a bucketized cuckoo table of u32 locations (segment,
+//!   offset) with an 8-bit tag each, 5 bytes per slot (`index.rs`); the key
+//!   is compared in the segment.
 //! - A record's CAS value and its place in flush order come from where it
 //!   was written: every segment gets a fresh range of write positions when
 //!   it is opened. A record that is moved keeps its position in an extra
@@ -23,6 +23,11 @@
 //!   freely: there are no size classes to calcify.
 //! - Everything counts against the limit: segments, large values, the index
 //!   and the buffer used to move items.
+//!
+//! The store's own types at its edge (`StoreMode`, `StoreOutcome`,
+//! `ArithOutcome`, `Miss`); times are absolute (the caller turns a wire
+//! exptime into one with `protocol::absolute_expiry`). Imports only the
+//! shared `item` sizes; must not import protocol, route, repl or server.
 
 mod compress;
 mod index;
@@ -33,8 +38,6 @@ use std::collections::VecDeque;
 
 use slab::Slab;
 
-use crate::protocol::REALTIME_MAXDELTA;
-use crate::protocol::StoreMode;
 use compress::Codec;
 pub use compress::{CompressConfig, CompressStats, DictMode};
 use index::Index;
@@ -165,7 +168,7 @@ pub struct StoreConfig {
     /// a random one.
     pub index_key: HashKey,
     /// `-I`: an append or prepend whose result would be larger (counted as
-    /// `protocol::item_total_size`) is refused, as memcached does; a set is
+    /// `item::item_total_size`) is refused, as memcached does; a set is
     /// checked by the parser before its value is read.
     pub item_size_max: usize,
 }
@@ -396,18 +399,31 @@ impl std::fmt::Debug for HashKey {
     }
 }
 
-/// Turn a protocol exptime into an absolute Unix time (0 = never):
-/// up to 30 days is relative, more is absolute, negative is already past.
-pub fn absolute_expiry(exptime: i64, now: u64, started: u64) -> u64 {
-    if exptime == 0 {
-        0
-    } else if exptime < 0 {
-        1
-    } else if exptime > REALTIME_MAXDELTA {
-        if (exptime as u64) <= started { 1 } else { exptime as u64 }
-    } else {
-        now + exptime as u64
+/// How a store combines with the item already under its key (memcached's
+/// set, add, replace, append, prepend and cas). The store's own type: the
+/// caller maps the protocol's command onto it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StoreMode {
+    Set,
+    Add,
+    Replace,
+    Append,
+    Prepend,
+    Cas,
+}
+
+/// memcached's `safe_strtoull` applied to a stored value for incr/decr:
+/// leading whitespace, digits, then the end or whitespace.
+pub fn parse_stored_number(value: &[u8]) -> Option<u64> {
+    let start = value.iter().position(|b| !b.is_ascii_whitespace())?;
+    let v = &value[start..];
+    let v = v.strip_prefix(b"+").unwrap_or(v);
+    let end = v.iter().position(|b| !b.is_ascii_digit()).unwrap_or(v.len());
+    if end == 0 || (end < v.len() && !v[end].is_ascii_whitespace()) {
+        return None;
     }
+    // Digits only: `parse` fails on overflow alone.
+    std::str::from_utf8(&v[..end]).ok()?.parse().ok()
 }
 
 /// The segment data, key and header of one record, borrowed from the
@@ -772,7 +788,7 @@ impl Store {
                 // compression, for a few bytes of -m each). memcached 1.6.18
                 // answers NOT_STORED and keeps the item as it was.
                 let total = h.value_len.saturating_add(data.len());
-                if crate::protocol::item_total_size(key.len(), h.flags, total) > self.cfg.item_size_max {
+                if crate::item::item_total_size(key.len(), h.flags, total) > self.cfg.item_size_max {
                     return StoreOutcome::NotStored;
                 }
                 let Some(old_value) = self.item_ref(loc, &h).read_value() else {
@@ -824,13 +840,16 @@ impl Store {
                 }
             },
         };
-        let number = if head.is_empty() { None } else { crate::protocol::parse::parse_stored_number(head) };
+        let number = if head.is_empty() { None } else { parse_stored_number(head) };
         let Some(cur) = number else {
             return ArithOutcome::NonNumeric;
         };
         let v = if incr { cur.wrapping_add(delta) } else { cur.saturating_sub(delta) };
         let mut digits = Vec::with_capacity(20);
-        crate::protocol::encode::encode_u64(&mut digits, v);
+        {
+            use std::io::Write;
+            let _ = write!(digits, "{v}");
+        }
         // Like memcached, a shorter number keeps the old length, padded with
         // spaces (memcached rewrites it in place).
         if digits.len() < h.value_len {

@@ -100,14 +100,6 @@ fn incr_decr_wrap_clamp_and_pad_like_memcached() {
 
 #[test]
 fn expiry_rules() {
-    let started = NOW - 100;
-    assert_eq!(absolute_expiry(0, NOW, started), 0);
-    assert_eq!(absolute_expiry(-1, NOW, started), 1);
-    assert_eq!(absolute_expiry(10, NOW, started), NOW + 10);
-    assert_eq!(absolute_expiry(REALTIME_MAXDELTA, NOW, started), NOW + REALTIME_MAXDELTA as u64);
-    assert_eq!(absolute_expiry(REALTIME_MAXDELTA + 1, NOW, started), 1, "absolute time before start");
-    assert_eq!(absolute_expiry((NOW + 50) as i64, NOW, started), NOW + 50);
-
     let mut s = store(1 << 20);
     s.store(StoreMode::Set, b"k", 0, NOW + 2, b"v", 0, NOW);
     assert!(get(&mut s, "k", NOW + 1).is_some());
@@ -656,7 +648,7 @@ fn append_and_prepend_past_the_item_size_limit_are_not_stored_and_keep_the_item(
             ..Default::default()
         });
         // The longest value of key "k" that -I 1k admits, as the parser counts.
-        let max = (0..1024).rev().find(|&n| crate::protocol::item_total_size(1, 7, n) <= 1024).unwrap();
+        let max = (0..1024).rev().find(|&n| crate::item::item_total_size(1, 7, n) <= 1024).unwrap();
         let v = vec![b'0'; max - 10];
         assert_eq!(s.store(StoreMode::Set, b"k", 7, 0, &v, 0, NOW), StoreOutcome::Stored);
         assert_eq!(s.store(StoreMode::Append, b"k", 0, 0, &[b'a'; 5], 0, NOW), StoreOutcome::Stored);
@@ -685,7 +677,7 @@ fn an_append_chain_of_compressible_chunks_stops_at_the_item_size_limit() {
         .filter(|_| s.store(StoreMode::Append, b"zeros", 0, 0, &chunk, 0, NOW) == StoreOutcome::NotStored)
         .count();
     let len = s.get(b"zeros", NOW).unwrap().value_len();
-    assert!(crate::protocol::item_total_size(5, 0, len) <= 1 << 20, "{len} bytes");
+    assert!(crate::item::item_total_size(5, 0, len) <= 1 << 20, "{len} bytes");
     assert_eq!(len, 15 * chunk.len(), "every append that fits is stored");
     assert_eq!(refused, 100 - 14);
 }
@@ -703,4 +695,15 @@ fn digests_agree_across_stores_whose_index_keys_differ() {
     }
     assert_ne!(stores[0].digest(), 0);
     assert_eq!(stores[0].digest(), stores[1].digest());
+}
+
+#[test]
+fn stored_numbers_parse_like_strtoull() {
+    assert_eq!(parse_stored_number(b"123"), Some(123));
+    assert_eq!(parse_stored_number(b"5  "), Some(5));
+    assert_eq!(parse_stored_number(b" 7"), Some(7));
+    assert_eq!(parse_stored_number(b"12abc"), None);
+    assert_eq!(parse_stored_number(b"-1"), None);
+    assert_eq!(parse_stored_number(b""), None);
+    assert_eq!(parse_stored_number(b"18446744073709551616"), None);
 }

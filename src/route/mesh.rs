@@ -26,6 +26,9 @@
 //! awaits channel space. Backpressure comes from the connections: a
 //! connection reads no more input until its forwarded requests are answered,
 //! so outboxes are bounded by the connections' input buffers.
+//!
+//! Plumbing only: imports protocol's `GetKind` and storage's `HashKey`;
+//! must not import `server`, the rest of `route`, or the store.
 
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
@@ -109,7 +112,7 @@ pub enum Cmd {
         start: usize,
         end: usize,
     },
-    /// The core's replication figures (see `exec::ReplFigures`).
+    /// The core's replication figures (see `shard::ReplFigures`).
     ReplStats,
 }
 
@@ -153,7 +156,7 @@ pub struct Frame {
     /// `reply_ends`.
     pub reply_heads: Vec<ReplyHead>,
     /// Bytes of get replies in `reply_arena` that the replying core charged
-    /// to the asking core's connection budget (server/budget.rs).
+    /// to the asking core's connection budget (route/budget.rs).
     pub charged: usize,
     /// The sending core has drained its connections and sends no more work.
     pub done: bool,

@@ -1,24 +1,30 @@
 //! One core's state and its mesh tasks: the shard it owns, its links to the
-//! other cores, and the registry of its connections.
+//! other cores, its connection budget and the registry of its connections;
+//! `serve_frame` runs the work another core forwarded, and the sender and
+//! receiver tasks move frames over the mesh. `Global` is what every core
+//! shares.
+//!
+//! Must not import `server` (sockets and connections use this, not the
+//! other way round).
 
 use std::cell::{Cell, RefCell};
+use std::future::Future;
 use std::net::SocketAddr;
 use std::rc::Rc;
-use std::sync::Arc;
 use std::sync::atomic::AtomicUsize;
-use std::task::Waker;
+use std::sync::{Arc, Mutex};
+use std::task::{Poll, Waker};
 
 use glommio::channels::channel_mesh::{Receivers, Senders};
 use slab::Slab;
 
 use crate::config::Config;
-use crate::exec::Shard;
 use crate::protocol::{Limits, Parsed, parse};
-use crate::shard::{Cmd, Frame, Notify, Peer, get_keys};
 use crate::stats::Counters;
 
 use super::budget::ConnBudget;
-use super::signal::Shutdown;
+use super::mesh::{Cmd, Frame, Notify, Peer, get_keys};
+use super::shard::Shard;
 
 /// What every core shares: set once at start, atomics only off the request path.
 pub struct Global {
@@ -33,12 +39,49 @@ pub struct Global {
     pub budgets: Vec<ConnBudget>,
 }
 
+/// A one-shot, cross-thread event: set once, awaited by many.
+#[derive(Default)]
+pub struct Shutdown {
+    state: Mutex<(bool, Vec<Waker>)>,
+}
+
+impl Shutdown {
+    pub fn trigger(&self) {
+        let wakers = {
+            let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
+            s.0 = true;
+            std::mem::take(&mut s.1)
+        };
+        for w in wakers {
+            w.wake();
+        }
+    }
+
+    pub fn wait(&self) -> impl Future<Output = ()> + '_ {
+        std::future::poll_fn(move |cx| {
+            let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
+            if s.0 {
+                return Poll::Ready(());
+            }
+            if !s.1.iter().any(|w| w.will_wake(cx.waker())) {
+                s.1.push(cx.waker().clone());
+            }
+            Poll::Pending
+        })
+    }
+}
+
 pub struct ConnInfo {
     pub peer: SocketAddr,
     pub local: SocketAddr,
     pub last_cmd: Cell<u64>,
     /// Waker of the connection's pending read, so shutdown can interrupt it.
     pub waker: Rc<RefCell<Option<Waker>>>,
+}
+
+/// The wall clock in Unix seconds.
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
 /// What a get whose reply outgrew `Core::get_reply_cap` answers.
@@ -83,7 +126,7 @@ impl Core {
             peers: (0..ncores).map(|_| Peer::default()).collect(),
             conns: RefCell::new(Slab::new()),
             stopping: Cell::new(false),
-            clock: Cell::new(super::unix_now()),
+            clock: Cell::new(unix_now()),
             accept_wakers: RefCell::new(Vec::new()),
             peer_done: Notify::default(),
             repl: None,
@@ -137,7 +180,7 @@ impl Core {
                 Cmd::Request { start, end } => {
                     shard.counters.forwarded_in += 1;
                     match parse(&frame.arena[start..end], &self.limits) {
-                        Parsed::Request { req, .. } if req.key().is_some() => {
+                        Parsed::Request { req, .. } if req.is_write() => {
                             shard.execute(&req, now, &mut back.reply_arena)
                         }
                         // The sender parsed these very bytes with the same

@@ -9,12 +9,16 @@
 //! With replication on, every write takes a version first (`begin_write`)
 //! and its result (the item as stored, or the delete) is queued for the
 //! peers afterwards, so a peer never re-evaluates a conditional command.
+//!
+//! Imports protocol, storage, stats and repl's per-core state
+//! (`ReplShard`); must not import `server`, nor the rest of `route` (it
+//! knows nothing of cores or the mesh).
 
 use crate::protocol::encode::{self, encode_number_line, encode_value_head};
-use crate::protocol::{GetKind, Request, StoreMode};
+use crate::protocol::{GetKind, Request, StoreMode, absolute_expiry};
 use crate::repl::apply::ReplShard;
 use crate::stats::Counters;
-use crate::storage::{ArithOutcome, ItemRef, Miss, Store, StoreOutcome, absolute_expiry};
+use crate::storage::{self, ArithOutcome, ItemRef, Miss, Store, StoreOutcome};
 
 pub struct Shard {
     pub store: Store,
@@ -55,10 +59,9 @@ impl ReplFigures {
         }
     }
     pub fn decode(b: &[u8]) -> Self {
-        let mut r = crate::repl::wire::Reader(b);
         let mut v = [0u64; 8];
-        for x in v.iter_mut() {
-            *x = r.u64().unwrap_or(0);
+        for (x, c) in v.iter_mut().zip(b.chunks_exact(8)) {
+            *x = u64::from_le_bytes(c.try_into().unwrap_or_default());
         }
         ReplFigures {
             digest: v[0],
@@ -81,6 +84,21 @@ impl ReplFigures {
         self.tombstones += o.tombstones;
         self.shipped += o.shipped;
         self.refused += o.refused;
+    }
+}
+
+/// The store's way of combining a write with the item already there, for
+/// each storage command of the protocol.
+impl From<StoreMode> for storage::StoreMode {
+    fn from(m: StoreMode) -> Self {
+        match m {
+            StoreMode::Set => storage::StoreMode::Set,
+            StoreMode::Add => storage::StoreMode::Add,
+            StoreMode::Replace => storage::StoreMode::Replace,
+            StoreMode::Append => storage::StoreMode::Append,
+            StoreMode::Prepend => storage::StoreMode::Prepend,
+            StoreMode::Cas => storage::StoreMode::Cas,
+        }
     }
 }
 
@@ -234,7 +252,7 @@ impl Shard {
             Request::Store { mode, key, flags, exptime, data, cas, noreply } => {
                 let exp = self.expiry(exptime, now);
                 let version = self.begin_write();
-                let outcome = self.store.store(mode, key, flags, exp, data, cas, now);
+                let outcome = self.store.store(mode.into(), key, flags, exp, data, cas, now);
                 match outcome {
                     StoreOutcome::Stored => self.ship_item(key, version, now),
                     // A set that could not be stored removed the old item.

@@ -8,8 +8,9 @@
 //! request always makes progress; beyond that, every byte of input buffer and
 //! reply is charged to its core's budget, and so is every byte another core
 //! builds in reply to its forwarded gets (the owner caps those replies by
-//! what the budget leaves, and charges them until they are delivered) (`--conn-memory`, split over the cores). When the budget is
-//! spent (server/conn.rs):
+//! what the budget leaves, and charges them until they are delivered). The
+//! budget is `--conn-memory`, split over the cores. When it is spent
+//! (server/conn.rs, and `route::get` for a get's reply):
 //! - a get whose reply does not fit in what is left is not run yet: its
 //!   batch writes what it owes first (a connection that does not read its
 //!   replies therefore stops being read), or, owing nothing, waits up to
@@ -19,6 +20,9 @@
 //! - an input buffer that must grow waits the same way, then ends the
 //!   connection with `SERVER_ERROR out of memory reading request`
 //!   (`conn_memory_refused`), as memcached does when it cannot grow one.
+//!
+//! Pure accounting (a relaxed atomic per core, no I/O): imports nothing of
+//! memcore's.
 
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 

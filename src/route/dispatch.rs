@@ -1,0 +1,321 @@
+//! Run here or forward: every request a connection parsed comes through
+//! `dispatch` (or `get` for retrievals), which runs it on this core when
+//! the core owns its key and queues it for the owner otherwise; keyless
+//! commands (flush_all, cache_memlimit) reach every core. A `Batch` holds
+//! the replies of one batch of requests in request order: local replies in
+//! `out`, forwarded ones spliced in at `inserts` once they arrive.
+//!
+//! A multi-get is split by owner: keys owned here are answered at once, the
+//! others go to their cores as one typed request per core, and their
+//! replies are spliced back in key order, under one cap for the whole reply
+//! (the connection budget's share).
+//!
+//! Must not import `server`: the connection hands requests in and takes
+//! bytes out.
+
+use std::rc::Rc;
+
+use crate::protocol::encode;
+use crate::protocol::parse::{GetKind, Keys};
+use crate::protocol::{Request, absolute_expiry};
+
+use super::mesh::{Cmd, ConnWait, owner};
+use super::state::{Core, GET_TOO_LARGE};
+
+/// Replies of one batch of requests: local replies in `out`, forwarded ones
+/// spliced in at `inserts` once they arrive.
+pub struct Batch {
+    pub out: Vec<u8>,
+    /// (offset in `out`, reply slot in `wait`), in request order.
+    inserts: Vec<(usize, usize)>,
+    /// Gets with forwarded keys, checked against the reply cap when spliced.
+    spans: Vec<GetSpan>,
+    pub wait: Rc<ConnWait>,
+    /// Scratch: owning core of each key of a multi-get.
+    owners: Vec<usize>,
+}
+
+/// A get whose keys are partly on other cores: its local bytes are
+/// `out[out_start..out_end]` and its forwarded replies `inserts[ins_start..ins_end]`;
+/// together they may not exceed `cap` bytes.
+#[derive(Clone, Copy)]
+struct GetSpan {
+    out_start: usize,
+    out_end: usize,
+    ins_start: usize,
+    ins_end: usize,
+    cap: usize,
+}
+
+/// Run one request here, or queue it for the core that owns its key.
+pub fn dispatch(core: &Core, req: &Request<'_>, raw: &[u8], now: u64, batch: &mut Batch) {
+    let Batch { out, inserts, wait, .. } = batch;
+    match *req {
+        Request::Get { kind, exptime, keys } => {
+            get(core, kind, exptime, keys, now, batch, false);
+        }
+        _ if req.is_write() => {
+            // It runs on the core that owns its key.
+            let o = owner(req.key().unwrap_or_default(), core.ncores);
+            if o == core.id {
+                core.shard.borrow_mut().execute(req, now, out);
+            } else {
+                let slot = wait.reserve(1);
+                inserts.push((out.len(), slot));
+                let peer = &core.peers[o];
+                peer.forward(wait, slot, raw);
+                peer.wake_sender.notify();
+                core.shard.borrow_mut().counters.forwarded_out += 1;
+            }
+        }
+        Request::FlushAll { delay, noreply } => {
+            if !core.cfg().flush_enabled {
+                if !noreply {
+                    out.extend_from_slice(encode::FLUSH_DISABLED);
+                }
+                return;
+            }
+            let at = if delay > 0 { absolute_expiry(delay, now, core.global.started) } else { 0 };
+            {
+                let mut shard = core.shard.borrow_mut();
+                shard.counters.cmd_flush += 1;
+                shard.store.flush(at, now);
+                shard.ship_flush(at);
+            }
+            // Every core applies the same absolute deadline; OK goes out
+            // only after all of them have.
+            for id in core.remote_ids() {
+                let slot = wait.reserve(1);
+                inserts.push((out.len(), slot));
+                core.peers[id].control(wait, slot, Cmd::Flush { at });
+            }
+            if !noreply {
+                out.extend_from_slice(encode::OK);
+            }
+        }
+        Request::CacheMemlimit { megabytes, noreply } => {
+            let per_core = (megabytes as usize).saturating_mul(1 << 20) / core.ncores;
+            core.shard.borrow_mut().store.set_limit(per_core, now);
+            for id in core.remote_ids() {
+                let slot = wait.reserve(1);
+                inserts.push((out.len(), slot));
+                core.peers[id].control(wait, slot, Cmd::MemLimit { bytes: per_core as u64 });
+            }
+            if !noreply {
+                out.extend_from_slice(encode::OK);
+            }
+        }
+        Request::Verbosity { level, noreply } => {
+            set_verbosity(level.min(2) as u8);
+            if !noreply {
+                out.extend_from_slice(encode::OK);
+            }
+        }
+        Request::Version => {
+            out.extend_from_slice(b"VERSION ");
+            out.extend_from_slice(version().as_bytes());
+            out.extend_from_slice(b"\r\n");
+        }
+        Request::Shutdown => out.extend_from_slice(encode::SHUTDOWN_DISABLED),
+        // Writes are above; quit and stats are the connection's.
+        _ => {}
+    }
+}
+
+/// get/gets/gat/gats: keys owned here are answered at once; the others go
+/// to their cores as one request per core, and their replies are spliced
+/// back in key order. Returns false, having changed nothing, when
+/// `may_wait` and the reply outgrew what the connection budget leaves now
+/// (the caller makes room and runs it again); otherwise a reply past its
+/// cap is memcached's out-of-memory error.
+pub fn get(
+    core: &Core,
+    kind: GetKind,
+    exptime: i64,
+    keys: Keys<'_>,
+    now: u64,
+    batch: &mut Batch,
+    may_wait: bool,
+) -> bool {
+    let Batch { out, inserts, spans, wait, owners } = batch;
+    let n = core.ncores;
+    let out_start = out.len();
+    // What this reply may grow to: what the connection budget leaves (the
+    // caller settled this connection's charge, what the batch owes included).
+    let cap = core.budget().get_cap(core.get_reply_cap);
+    let may_wait = may_wait && cap < core.get_reply_cap;
+    let limit = out_start.saturating_add(cap);
+    owners.clear();
+    let mut remote = 0;
+    for key in keys.iter() {
+        let o = owner(key, n);
+        remote += (o != core.id) as usize;
+        owners.push(o);
+    }
+    // Replies from other cores are only known once they arrive, and what
+    // does not fit then is an error: wait for room for one large item first.
+    if remote > 0 && may_wait && core.budget().available() < core.budget().admit() {
+        return false;
+    }
+    // Local keys first, leaving an insert point (its slot comes later) at
+    // each remote key's place; nothing leaves this core until the local
+    // part is known to fit.
+    let ins_start = inserts.len();
+    let mut over = false;
+    {
+        let mut shard = core.shard.borrow_mut();
+        for (key, &o) in keys.iter().zip(owners.iter()) {
+            if o != core.id {
+                inserts.push((out.len(), usize::MAX));
+            } else if !shard.get_one(kind, exptime, key, now, out, limit) {
+                over = true;
+                break;
+            }
+        }
+    }
+    if over {
+        out.truncate(out_start);
+        inserts.truncate(ins_start);
+        if may_wait {
+            return false;
+        }
+        out.extend_from_slice(GET_TOO_LARGE);
+        return true;
+    }
+    out.extend_from_slice(encode::END);
+    if remote == 0 {
+        return true;
+    }
+    // Contiguous reply slots per remote core, in key order within each.
+    let remote_cap = cap.saturating_sub(out.len() - out_start);
+    let mut next_slot = vec![usize::MAX; n];
+    for id in core.remote_ids() {
+        let count = owners.iter().filter(|&&o| o == id).count();
+        if count > 0 {
+            let first = wait.reserve(count);
+            next_slot[id] = first;
+            let theirs = keys.iter().zip(owners.iter()).filter(|(_, o)| **o == id).map(|(k, _)| k);
+            core.peers[id].forward_get(wait, first, kind, exptime, remote_cap, theirs);
+            core.peers[id].wake_sender.notify();
+            core.shard.borrow_mut().counters.forwarded_out += 1;
+        }
+    }
+    let remote_owners = owners.iter().filter(|&&o| o != core.id);
+    for (insert, &o) in inserts[ins_start..].iter_mut().zip(remote_owners) {
+        insert.1 = next_slot[o];
+        next_slot[o] += 1;
+    }
+    spans.push(GetSpan { out_start, out_end: out.len(), ins_start, ins_end: inserts.len(), cap });
+    true
+}
+
+impl Batch {
+    pub fn new(ncores: usize, capacity: usize) -> Self {
+        Batch {
+            out: Vec::with_capacity(capacity),
+            inserts: Vec::new(),
+            spans: Vec::new(),
+            wait: Rc::new(ConnWait::default()),
+            owners: Vec::with_capacity(ncores),
+        }
+    }
+
+    /// True while the batch has replies to write or still to receive.
+    pub fn owes(&self) -> bool {
+        !self.out.is_empty() || self.wait.has_pending()
+    }
+
+    /// Build the batch's output in request order from local bytes and
+    /// forwarded replies; a get whose reply outgrew `cap` becomes memcached's
+    /// out-of-memory error.
+    pub fn splice_into(&mut self, dst: &mut Vec<u8>) {
+        dst.clear();
+        let mut prev = 0;
+        let mut ins = 0;
+        let copy_inserts = |dst: &mut Vec<u8>, prev: &mut usize, ins: &mut usize, upto_ins: usize| {
+            while *ins < upto_ins {
+                let (pos, slot) = self.inserts[*ins];
+                dst.extend_from_slice(&self.out[*prev..pos]);
+                self.wait.with_slot(slot, |b| dst.extend_from_slice(b));
+                *prev = pos;
+                *ins += 1;
+            }
+        };
+        for span in &self.spans {
+            copy_inserts(dst, &mut prev, &mut ins, span.ins_start);
+            dst.extend_from_slice(&self.out[prev..span.out_start]);
+            let remote: usize =
+                (span.ins_start..span.ins_end).map(|i| self.wait.with_slot(self.inserts[i].1, |b| b.len())).sum();
+            let overflow =
+                (span.ins_start..span.ins_end).any(|i| self.wait.with_slot(self.inserts[i].1, |b| b == GET_TOO_LARGE));
+            if overflow || span.out_end - span.out_start + remote > span.cap {
+                dst.extend_from_slice(GET_TOO_LARGE);
+                prev = span.out_end;
+                ins = span.ins_end;
+            } else {
+                prev = span.out_start;
+                copy_inserts(dst, &mut prev, &mut ins, span.ins_end);
+            }
+        }
+        copy_inserts(dst, &mut prev, &mut ins, self.inserts.len());
+        dst.extend_from_slice(&self.out[prev..]);
+        self.inserts.clear();
+        self.spans.clear();
+        self.wait.clear();
+    }
+}
+
+/// `<memcached protocol version>-memcore-<crate version>`, as `version` and
+/// `stats` report it.
+pub fn version() -> &'static str {
+    static VERSION: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+        format!("{}-memcore-{}", crate::config::PROTOCOL_VERSION, env!("CARGO_PKG_VERSION"))
+    });
+    &VERSION
+}
+
+/// memcached's `verbosity`: 0 and 1 log warnings and the startup line,
+/// 2 adds per-connection events, 3 everything.
+pub fn set_verbosity(level: u8) {
+    log::set_max_level(match level {
+        0 | 1 => log::LevelFilter::Info,
+        2 => log::LevelFilter::Debug,
+        _ => log::LevelFilter::Trace,
+    });
+}
+
+/// A write whose reply waits for the replication peers (`sync`/`majority`).
+#[derive(Clone, Copy, Debug)]
+pub struct SyncWrite {
+    /// The core that owns the key, whose replication stream carries it.
+    pub owner: usize,
+    pub noreply: bool,
+}
+
+/// Whether `req` is a write whose reply must wait for the replication
+/// peers: it then goes alone in its batch.
+pub fn sync_write(core: &Core, req: &Request<'_>) -> Option<SyncWrite> {
+    let sync = core.global.repl.as_ref().is_some_and(|r| r.cfg.mode != crate::repl::Mode::Async);
+    let key = req.key().filter(|_| sync && req.is_write())?;
+    Some(SyncWrite { owner: owner(key, core.ncores), noreply: req.noreply() })
+}
+
+/// Whether the reply of a lone write says it changed something (and so
+/// was shipped to the peers): STORED, DELETED, TOUCHED or a number.
+pub fn write_changed(reply: &[u8]) -> bool {
+    [&b"STORED"[..], b"DELETED", b"TOUCHED"].iter().any(|w| reply.starts_with(w))
+        || reply.first().is_some_and(u8::is_ascii_digit)
+}
+
+/// Send a control command to every other core and wait for the replies;
+/// returns their slots in `wait`, in core order. The caller clears `wait`.
+pub async fn broadcast(core: &Core, wait: &Rc<ConnWait>, cmd: impl Fn() -> Cmd) -> Vec<usize> {
+    let mut slots = Vec::new();
+    for id in core.remote_ids() {
+        let slot = wait.reserve(1);
+        core.peers[id].control(wait, slot, cmd());
+        slots.push(slot);
+    }
+    wait.all_filled().await;
+    slots
+}

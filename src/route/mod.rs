@@ -1,0 +1,37 @@
+//! The one place that decides "run here or forward".
+//!
+//! Every key is owned by one core (`owner`). A connection hands each parsed
+//! request to `dispatch` (retrievals to `get`); a request for a key this
+//! core owns runs at once on its `Shard`, any other travels to the owner
+//! over the mesh and its reply is spliced back into the batch in request
+//! order. Keyless commands (flush_all, cache_memlimit, stats gathering) go
+//! to every core.
+//!
+//! ```text
+//!  server::conn ──parsed request──▶ dispatch / get ──owner(key) == here──▶ Shard::execute
+//!        ▲                                 │ otherwise
+//!        │ Batch (spliced, in order)       ▼
+//!        └──────────── ConnWait ◀── mesh (Peer, Frame) ──▶ owner: serve_frame
+//! ```
+//!
+//! - `mesh`: the key-to-core hash, frames, reply slots, the per-peer FIFO.
+//! - `shard`: one core's store plus its counters; runs a request on it.
+//! - `state`: one core's state (`Core`), what all cores share (`Global`),
+//!   serving forwarded frames and the mesh's sender and receiver tasks.
+//! - `dispatch`: the decision, the multi-get split, the splice.
+//! - `budget`: the memory one core's connections may hold.
+//!
+//! Imports protocol, storage, stats, config and repl's per-core state; must
+//! not import `server`, which sits above (sockets, listeners, connection
+//! lifecycle, signals).
+
+pub mod budget;
+pub mod dispatch;
+pub mod mesh;
+pub mod shard;
+pub mod state;
+
+pub use dispatch::{Batch, dispatch, get, set_verbosity, version};
+pub use mesh::{owner, set_owner_key};
+pub use shard::{ReplFigures, Shard};
+pub use state::{ConnInfo, Core, GET_TOO_LARGE, Global, Shutdown, unix_now};
