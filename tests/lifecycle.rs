@@ -496,3 +496,47 @@ fn idle_server_uses_no_cpu() {
     assert!(used <= 5, "idle server used {used} clock ticks in 1 s");
     drop(conns);
 }
+
+/// The README's first set-up command, run as it is written there (from the
+/// top of the checkout), serves on 127.0.0.1:11211 and stops on SIGTERM.
+#[test]
+fn readme_first_command_runs_the_server() {
+    if !memcore_only("readme_first_command_runs_the_server") {
+        return;
+    }
+    let root = env!("CARGO_MANIFEST_DIR");
+    let readme = std::fs::read_to_string(format!("{root}/README.md")).unwrap();
+    let block = readme.split("```sh\n").nth(1).expect("README has a sh block");
+    let line = block.lines().next().unwrap();
+    let command = line.split('#').next().unwrap().trim();
+    assert_eq!(command, "cargo run --release -- -u nobody", "the README's first command changed: update this test");
+    if std::net::TcpStream::connect("127.0.0.1:11211").is_ok() {
+        eprintln!("SKIP readme_first_command_runs_the_server: something already listens on 127.0.0.1:11211");
+        return;
+    }
+    let mut child = Command::new("sh")
+        .args(["-c", &format!("exec {command}")])
+        .current_dir(root)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // cargo may have to build first; it then runs the server in its place.
+    let up = poll_every(Duration::from_secs(600), Duration::from_millis(100), || {
+        std::net::TcpStream::connect("127.0.0.1:11211").is_ok() || child.try_wait().ok().flatten().is_some()
+    });
+    let exited = child.try_wait().unwrap();
+    if exited.is_none() && up {
+        let mut c = Conn::connect("127.0.0.1:11211");
+        c.version_check();
+        assert_bytes!(c.request(b"set readme 0 0 2\r\nok\r\n"), b"STORED\r\n");
+    }
+    // `exec` in sh, and cargo run execs the server too: this is its pid.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let status = child.wait().unwrap();
+    let mut stderr = String::new();
+    child.stderr.take().unwrap().read_to_string(&mut stderr).unwrap();
+    assert!(exited.is_none() && up, "the server did not come up: {stderr}");
+    assert!(status.success(), "exit {status:?} after SIGTERM: {stderr}");
+}
