@@ -172,7 +172,25 @@ impl Server {
     /// the port from its port file. The port listens once the file exists:
     /// connections made from then on wait in the backlog until the server
     /// accepts them, so no readiness probe is needed.
+    ///
+    /// A start that fails because a port given in `extra_args` (a
+    /// replication port from `free_port`, or the port of a node restarted
+    /// after kill -9, which the kernel frees a few ms after the process dies)
+    /// is still in use is retried for up to 3 s.
     pub fn spawn(bin: &str, kind: Kind, threads: usize, extra_args: &[&str]) -> Server {
+        let deadline = Instant::now() + Duration::from_secs(3);
+        loop {
+            match Self::try_spawn(bin, kind, threads, extra_args) {
+                Ok(s) => return s,
+                Err(log) if log.contains("already in use") && Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                Err(log) => panic!("server {bin} did not start: {log}"),
+            }
+        }
+    }
+
+    fn try_spawn(bin: &str, kind: Kind, threads: usize, extra_args: &[&str]) -> Result<Server, String> {
         let log_path = temp_path("log");
         let port_path = temp_path("port");
         let log = std::fs::File::create(&log_path).expect("create server log");
@@ -200,9 +218,9 @@ impl Server {
             Ok(port) => {
                 srv.addr = format!("127.0.0.1:{port}");
                 srv.port = port;
-                srv
+                Ok(srv)
             }
-            Err(e) => panic!("server {bin} did not start: {e}; log: {}", srv.log()),
+            Err(e) => Err(format!("{e}; log: {}", srv.log())),
         }
     }
 

@@ -146,7 +146,26 @@ _SPAWNED = itertools.count()
 def spawn_server(binary: str, threads: int, tmp_dir: Path, extra=(), tag="srv") -> Server:
     """Start `binary` on a free port it picks itself and learn the port from
     its port file.  Connections made once the file exists wait in the
-    listen backlog until the server accepts them: no readiness probe."""
+    listen backlog until the server accepts them: no readiness probe.
+    A start that fails because a port named in `extra` (a replication port
+    from free_port) is still in use is retried for up to 3 s."""
+    deadline = time.monotonic() + 3
+    while True:
+        srv = _spawn_once(binary, threads, tmp_dir, extra, tag)
+        if srv.port or "already in use" not in srv.stderr_tail() or time.monotonic() > deadline:
+            break
+        srv.stop()
+        time.sleep(0.05)
+    if not srv.port:
+        code = srv.stop()
+        pytest.fail(f"could not start server: `{' '.join(srv.argv)}` "
+                    + (f"exited with code {code}" if code is not None
+                       else f"wrote no port file within {READY_TIMEOUT}s")
+                    + "\n--- stderr ---\n" + srv.stderr_tail(), pytrace=False)
+    return srv
+
+
+def _spawn_once(binary: str, threads: int, tmp_dir: Path, extra, tag) -> Server:
     if os.sep in binary and not os.path.exists(binary):
         pytest.fail(
             f"server binary {binary} does not exist: build it with "
@@ -162,14 +181,7 @@ def spawn_server(binary: str, threads: int, tmp_dir: Path, extra=(), tag="srv") 
         proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL,
                                 stdout=errf, stderr=errf, env=env)
     port = read_port_file(port_file, proc)
-    srv = Server("127.0.0.1", port or 0, threads, proc, stderr_path, argv)
-    if port is None:
-        code = srv.stop()
-        pytest.fail(f"could not start server: `{' '.join(argv)}` "
-                    + (f"exited with code {code}" if code is not None
-                       else f"wrote no port file within {READY_TIMEOUT}s")
-                    + "\n--- stderr ---\n" + srv.stderr_tail(), pytrace=False)
-    return srv
+    return Server("127.0.0.1", port or 0, threads, proc, stderr_path, argv)
 
 
 def finish(srv: Server) -> None:
