@@ -1,43 +1,85 @@
-//! Per-core counters with memcached's names, and the `stats` replies built
-//! from the sum over every core.
+//! Per-core figures with memcached's names, declared once, and the `stats`
+//! replies built from the sum over every core.
+//!
+//! The `counters!` table below is the one place a figure is declared: its
+//! name, its kind (a counter that `stats reset` zeroes, or a gauge that
+//! describes state) and one line of help for an exporter. `Stat` names a
+//! figure in code, so a misspelt name does not compile; `stats` (`GENERAL`,
+//! in memcached's order) and `stats cores` (`CORES`) list `Stat`s, and a
+//! test pins both replies' names and order.
 //!
 //! Each core counts into its own `Counters` (plain integers, no atomics on
-//! the request path); `stats` gathers one `Snapshot` per core over the mesh
-//! and sums them.
+//! the request path); `stats` gathers one snapshot per core over the mesh
+//! and sums them. Imports protocol's encoder and storage's size buckets;
+//! must not import `server` or `route`.
 
 use crate::protocol::encode::encode_stat;
 use crate::storage::{SIZE_BUCKETS, size_bucket_label};
 
+/// Whether `stats reset` zeroes a figure.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    /// Counts events since start (or the last `stats reset`).
+    Counter,
+    /// Describes state now; `stats reset` leaves it alone.
+    Gauge,
+}
+
+/// Declares the table: each figure once, with its kind and help. From it
+/// come the `Counters` fields, the `Stat` names that the renderers and an
+/// exporter refer to (a misspelt one does not compile), `add` and `reset`.
 macro_rules! counters {
-    ($($name:ident),* $(,)?) => {
-        /// Event counters of one core. Names are memcached's.
+    ($($name:ident: $kind:ident $help:literal,)*) => {
+        /// Figures of one core (or their sum). Names are memcached's where
+        /// memcached has the figure.
         #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
         pub struct Counters {
-            $(pub $name: u64,)*
+            $(#[doc = $help] pub $name: u64,)*
             /// Live items per size bucket (`stats sizes`).
             pub sizes: Sizes,
         }
 
-        impl Counters {
-            pub const NAMES: &'static [&'static str] = &[$(stringify!($name)),*];
-            /// The named counters, then the size buckets.
-            pub fn to_array(&self) -> Vec<u64> {
-                let mut a = vec![$(self.$name),*];
-                a.extend_from_slice(&self.sizes.0);
-                a
-            }
-            pub fn from_array(a: &[u64]) -> Self {
-                let mut it = a.iter().copied();
-                let mut c = Counters { $($name: it.next().unwrap_or(0),)* sizes: Sizes::default() };
-                for (slot, v) in c.sizes.0.iter_mut().zip(it) {
-                    *slot = v;
+        /// One figure of `Counters`, by name.
+        #[allow(non_camel_case_types)]
+        #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+        pub enum Stat {
+            $($name,)*
+        }
+
+        impl Stat {
+            /// Every figure, in the table's order.
+            pub const ALL: &'static [Stat] = &[$(Stat::$name),*];
+
+            pub fn name(self) -> &'static str {
+                match self {
+                    $(Stat::$name => stringify!($name),)*
                 }
-                c
             }
-            pub fn add(&mut self, o: &Counters) {
-                $(self.$name += o.$name;)*
-                for (a, b) in self.sizes.0.iter_mut().zip(o.sizes.0.iter()) {
-                    *a += b;
+
+            pub fn kind(self) -> Kind {
+                match self {
+                    $(Stat::$name => Kind::$kind,)*
+                }
+            }
+
+            /// One line for a reader of the figure (an exporter's HELP).
+            pub fn help(self) -> &'static str {
+                match self {
+                    $(Stat::$name => $help,)*
+                }
+            }
+        }
+
+        impl Counters {
+            pub fn get(&self, stat: Stat) -> u64 {
+                match stat {
+                    $(Stat::$name => self.$name,)*
+                }
+            }
+
+            fn slot(&mut self, stat: Stat) -> &mut u64 {
+                match stat {
+                    $(Stat::$name => &mut self.$name,)*
                 }
             }
         }
@@ -45,28 +87,73 @@ macro_rules! counters {
 }
 
 counters! {
-    cmd_get, cmd_set, cmd_flush, cmd_touch,
-    get_hits, get_misses, get_expired, get_flushed,
-    delete_misses, delete_hits, incr_misses, incr_hits, decr_misses, decr_hits,
-    cas_misses, cas_hits, cas_badval, touch_hits, touch_misses,
-    store_too_large, store_no_memory,
-    bytes_read, bytes_written,
-    curr_connections, total_connections, rejected_connections, conn_yields, idle_kicks,
-    forwarded_out, forwarded_in, forward_errors,
+    curr_connections: Gauge "Client connections open now.",
+    total_connections: Counter "Client connections accepted.",
+    rejected_connections: Counter "Connections refused at the -c limit.",
+    cmd_get: Counter "Keys asked for by get, gets, gat and gats.",
+    cmd_set: Counter "Storage commands run (set, add, replace, append, prepend, cas).",
+    cmd_flush: Counter "flush_all commands.",
+    cmd_touch: Counter "Keys touched by touch, gat and gats.",
+    get_hits: Counter "Keys found by get and gets.",
+    get_misses: Counter "Keys not found by get and gets.",
+    get_expired: Counter "Keys not found because they had expired.",
+    get_flushed: Counter "Keys not found because flush_all had invalidated them.",
+    delete_misses: Counter "delete of a key that was not there.",
+    delete_hits: Counter "delete of a key that was there.",
+    incr_misses: Counter "incr of a key that was not there.",
+    incr_hits: Counter "incr of a key that was there.",
+    decr_misses: Counter "decr of a key that was not there.",
+    decr_hits: Counter "decr of a key that was there.",
+    cas_misses: Counter "cas of a key that was not there.",
+    cas_hits: Counter "cas that stored.",
+    cas_badval: Counter "cas refused because the item had changed.",
+    touch_hits: Counter "Touches of a key that was there.",
+    touch_misses: Counter "Touches of a key that was not there.",
+    store_too_large: Counter "Writes refused for a value over the item size limit.",
+    store_no_memory: Counter "Writes refused for want of memory.",
+    idle_kicks: Counter "Connections closed by -o idle_timeout.",
+    bytes_read: Counter "Bytes read from clients.",
+    bytes_written: Counter "Bytes written to clients.",
+    limit_maxbytes: Gauge "Memory limit for items, in bytes.",
+    conn_yields: Counter "Times a connection yielded to others after -R requests.",
+    bytes: Gauge "Bytes of live items.",
+    curr_items: Gauge "Live items.",
+    total_items: Counter "Items stored.",
+    expired_unfetched: Counter "Items expired without being read.",
+    evicted_unfetched: Counter "Items evicted without being read.",
+    evictions: Counter "Live items evicted to make room.",
+    reclaimed: Counter "Writes that reused the room of an expired item.",
+    crawler_reclaimed: Counter "Expired items removed by the background crawl.",
+    forwarded_out: Counter "Requests this core sent to the core owning the key.",
+    forwarded_in: Counter "Requests this core ran for another core.",
+    forward_errors: Counter "Forwarded replies that did not match their request.",
     // Connection memory (route/budget.rs): bytes held now, the core's
     // budget, batches cut short to drain replies first, and requests refused
     // because the budget was spent.
-    conn_memory_bytes, conn_memory_limit, conn_memory_backpressure, conn_memory_refused,
-    // Filled from the store when a snapshot is taken.
-    curr_items, total_items, bytes, limit_maxbytes,
-    evictions, evicted_unfetched, reclaimed, expired_unfetched, crawler_reclaimed,
-    moved_items, segments_evicted,
-    // The engine's memory (storage/mod.rs, EngineStats).
-    engine_memory, engine_segments, engine_small_segments, engine_small_items,
-    engine_index_bytes, engine_large_bytes, engine_key_value_bytes, engine_dead_bytes,
+    conn_memory_bytes: Gauge "Bytes held by connections' buffers now.",
+    conn_memory_limit: Gauge "Budget for connections' buffers, in bytes.",
+    conn_memory_backpressure: Counter "Batches cut short to drain replies under the budget.",
+    conn_memory_refused: Counter "Requests refused because the connection budget was spent.",
+    // The engine's memory (storage, EngineStats).
+    engine_memory: Gauge "Bytes the engine holds (segments, index, large items).",
+    engine_segments: Gauge "Segments in use.",
+    engine_small_segments: Gauge "Segments of the small (probation) queue.",
+    engine_small_items: Gauge "Items in the small (probation) queue.",
+    engine_index_bytes: Gauge "Bytes of the index.",
+    engine_large_bytes: Gauge "Bytes of items stored outside segments.",
+    engine_key_value_bytes: Gauge "Bytes of live keys and values.",
+    engine_dead_bytes: Gauge "Bytes of dead records not yet compacted.",
+    moved_items: Counter "Items moved from the small queue to the main queue.",
+    segments_evicted: Counter "Segments evicted whole.",
     // Compression (storage/compress.rs).
-    compress_items, compress_bytes_in, compress_bytes_out, compress_dictionaries,
-    compress_skipped_incompressible, compress_skipped_compressed, compress_dict_trainings, compress_corrupt,
+    compress_items: Gauge "Live items stored compressed.",
+    compress_bytes_in: Gauge "Bytes of compressed items' values before compression.",
+    compress_bytes_out: Gauge "Bytes of compressed items' values after compression.",
+    compress_skipped_incompressible: Counter "Values left uncompressed because they did not shrink.",
+    compress_skipped_compressed: Counter "Values left uncompressed because they looked compressed already.",
+    compress_dictionaries: Gauge "Compression dictionaries in use.",
+    compress_dict_trainings: Counter "Compression dictionaries trained.",
+    compress_corrupt: Counter "Compressed values that failed to decompress.",
 }
 
 /// Live items per `stats sizes` bucket.
@@ -79,50 +166,44 @@ impl Default for Sizes {
     }
 }
 
-/// Counters that `stats reset` leaves alone: they describe state, not events.
-const GAUGES: &[&str] = &[
-    "curr_connections",
-    "conn_memory_bytes",
-    "conn_memory_limit",
-    "curr_items",
-    "bytes",
-    "limit_maxbytes",
-    "engine_memory",
-    "engine_segments",
-    "engine_small_segments",
-    "engine_small_items",
-    "engine_index_bytes",
-    "engine_large_bytes",
-    "engine_key_value_bytes",
-    "engine_dead_bytes",
-    "compress_items",
-    "compress_bytes_in",
-    "compress_bytes_out",
-    "compress_dictionaries",
-];
-
 impl Counters {
-    /// `stats reset`: zero the event counters, keep the gauges.
-    pub fn reset(&mut self) {
-        let mut a = self.to_array();
-        for (i, name) in Self::NAMES.iter().enumerate() {
-            if !GAUGES.contains(name) {
-                a[i] = 0;
-            }
+    pub fn add(&mut self, o: &Counters) {
+        for &s in Stat::ALL {
+            *self.slot(s) += o.get(s);
         }
-        *self = Counters::from_array(&a);
+        for (a, b) in self.sizes.0.iter_mut().zip(o.sizes.0.iter()) {
+            *a += b;
+        }
     }
 
-    /// Serialize for the trip across cores.
+    /// `stats reset`: zero the counters, keep the gauges (and the sizes).
+    pub fn reset(&mut self) {
+        for &s in Stat::ALL {
+            if s.kind() == Kind::Counter {
+                *self.slot(s) = 0;
+            }
+        }
+    }
+
+    /// Serialize for the trip across cores: the figures in the table's
+    /// order, then the size buckets.
     pub fn encode(&self, out: &mut Vec<u8>) {
-        for v in self.to_array() {
+        let sizes = self.sizes.0.iter().copied();
+        for v in Stat::ALL.iter().map(|&s| self.get(s)).chain(sizes) {
             out.extend_from_slice(&v.to_le_bytes());
         }
     }
 
     pub fn decode(b: &[u8]) -> Counters {
-        let a: Vec<u64> = b.chunks_exact(8).map(|c| u64::from_le_bytes(c.try_into().unwrap_or([0; 8]))).collect();
-        Counters::from_array(&a)
+        let mut it = b.chunks_exact(8).map(|c| u64::from_le_bytes(c.try_into().unwrap_or([0; 8])));
+        let mut c = Counters::default();
+        for &s in Stat::ALL {
+            *c.slot(s) = it.next().unwrap_or(0);
+        }
+        for (slot, v) in c.sizes.0.iter_mut().zip(it) {
+            *slot = v;
+        }
+        c
     }
 }
 
@@ -139,119 +220,155 @@ pub struct ServerInfo {
     pub idle_timeout: bool,
 }
 
-/// The general-purpose `stats` reply, fields in memcached's order.
+/// One line of the general-purpose `stats` reply.
+enum Line {
+    /// A figure of the table under its own name.
+    Stat(Stat),
+    /// A figure of the table under another name on the wire.
+    Renamed(&'static str, Stat),
+    /// A figure memcached shows only with `-o idle_timeout`.
+    WithIdleTimeout(Stat),
+    /// A process-wide fact or a figure derived from the table.
+    Info(&'static str, fn(&ServerInfo, &Counters) -> String),
+}
+
+/// The general-purpose `stats` reply, in memcached's order for memcached's
+/// fields, then memcore's own. Names, kinds and help come from the table.
+const GENERAL: &[Line] = {
+    use Line::{Info, Renamed, Stat as S, WithIdleTimeout};
+    use Stat::*;
+    &[
+        Info("pid", |i, _| i.pid.to_string()),
+        Info("uptime", |i, _| i.now.saturating_sub(i.started).to_string()),
+        Info("time", |i, _| i.now.to_string()),
+        Info("version", |i, _| i.version.to_string()),
+        Info("pointer_size", |_, _| usize::BITS.to_string()),
+        Info("rusage_user", |_, _| {
+            let (s, us) = rusage().0;
+            format!("{s}.{us:06}")
+        }),
+        Info("rusage_system", |_, _| {
+            let (s, us) = rusage().1;
+            format!("{s}.{us:06}")
+        }),
+        Info("max_connections", |i, _| i.max_connections.to_string()),
+        S(curr_connections),
+        S(total_connections),
+        S(rejected_connections),
+        // memcached's connection structures include its listening sockets.
+        Info("connection_structures", |i, c| (c.curr_connections + i.listeners).to_string()),
+        S(cmd_get),
+        S(cmd_set),
+        S(cmd_flush),
+        S(cmd_touch),
+        S(get_hits),
+        S(get_misses),
+        S(get_expired),
+        S(get_flushed),
+        S(delete_misses),
+        S(delete_hits),
+        S(incr_misses),
+        S(incr_hits),
+        S(decr_misses),
+        S(decr_hits),
+        S(cas_misses),
+        S(cas_hits),
+        S(cas_badval),
+        S(touch_hits),
+        S(touch_misses),
+        S(store_too_large),
+        S(store_no_memory),
+        Info("auth_cmds", |_, _| "0".into()),
+        Info("auth_errors", |_, _| "0".into()),
+        WithIdleTimeout(idle_kicks),
+        S(bytes_read),
+        S(bytes_written),
+        S(limit_maxbytes),
+        Info("accepting_conns", |_, _| "1".into()),
+        Info("threads", |i, _| i.threads.to_string()),
+        S(conn_yields),
+        S(bytes),
+        S(curr_items),
+        S(total_items),
+        S(expired_unfetched),
+        S(evicted_unfetched),
+        S(evictions),
+        S(reclaimed),
+        S(crawler_reclaimed),
+        Renamed("forwarded_requests", forwarded_out),
+        S(forward_errors),
+        S(conn_memory_bytes),
+        S(conn_memory_limit),
+        S(conn_memory_backpressure),
+        S(conn_memory_refused),
+        S(engine_memory),
+        S(engine_segments),
+        S(engine_index_bytes),
+        S(engine_large_bytes),
+        S(engine_dead_bytes),
+        Renamed("engine_moved_items", moved_items),
+        Info("bytes_per_item_overhead", |_, c| format!("{:.2}", overhead_per_item(c))),
+        S(compress_items),
+        S(compress_bytes_in),
+        S(compress_bytes_out),
+        S(compress_skipped_incompressible),
+        S(compress_skipped_compressed),
+        S(compress_dictionaries),
+        S(compress_dict_trainings),
+        S(compress_corrupt),
+        Info("compress_ratio", |_, c| {
+            let ratio =
+                if c.compress_bytes_out == 0 { 0.0 } else { c.compress_bytes_in as f64 / c.compress_bytes_out as f64 };
+            format!("{ratio:.2}")
+        }),
+        Info("get_hit_ratio", |_, c| {
+            let lookups = c.get_hits + c.get_misses;
+            let ratio = if lookups == 0 { 0.0 } else { c.get_hits as f64 / lookups as f64 };
+            format!("{ratio:.4}")
+        }),
+    ]
+};
+
+/// The figures `stats cores` shows for each core, in its order.
+const CORES: &[Stat] = {
+    use Stat::*;
+    &[
+        curr_items,
+        bytes,
+        limit_maxbytes,
+        engine_memory,
+        curr_connections,
+        total_connections,
+        cmd_get,
+        cmd_set,
+        forwarded_out,
+        forwarded_in,
+        forward_errors,
+        conn_memory_bytes,
+        conn_memory_limit,
+        evictions,
+    ]
+};
+
+/// The general-purpose `stats` reply (see `GENERAL`).
 pub fn render_general(out: &mut Vec<u8>, info: &ServerInfo, c: &Counters) {
-    let (user, sys) = rusage();
-    encode_stat(out, "pid", info.pid);
-    encode_stat(out, "uptime", info.now.saturating_sub(info.started));
-    encode_stat(out, "time", info.now);
-    encode_stat(out, "version", info.version);
-    encode_stat(out, "pointer_size", usize::BITS);
-    encode_stat(out, "rusage_user", format!("{}.{:06}", user.0, user.1));
-    encode_stat(out, "rusage_system", format!("{}.{:06}", sys.0, sys.1));
-    encode_stat(out, "max_connections", info.max_connections);
-    encode_stat(out, "curr_connections", c.curr_connections);
-    encode_stat(out, "total_connections", c.total_connections);
-    encode_stat(out, "rejected_connections", c.rejected_connections);
-    // memcached's connection structures include its listening sockets.
-    encode_stat(out, "connection_structures", c.curr_connections + info.listeners);
-    for name in [
-        "cmd_get",
-        "cmd_set",
-        "cmd_flush",
-        "cmd_touch",
-        "get_hits",
-        "get_misses",
-        "get_expired",
-        "get_flushed",
-        "delete_misses",
-        "delete_hits",
-        "incr_misses",
-        "incr_hits",
-        "decr_misses",
-        "decr_hits",
-        "cas_misses",
-        "cas_hits",
-        "cas_badval",
-        "touch_hits",
-        "touch_misses",
-        "store_too_large",
-        "store_no_memory",
-    ] {
-        encode_stat(out, name, c.get(name));
+    for line in GENERAL {
+        match *line {
+            Line::Stat(s) => encode_stat(out, s.name(), c.get(s)),
+            Line::Renamed(name, s) => encode_stat(out, name, c.get(s)),
+            Line::WithIdleTimeout(s) if info.idle_timeout => encode_stat(out, s.name(), c.get(s)),
+            Line::WithIdleTimeout(_) => {}
+            Line::Info(name, value) => encode_stat(out, name, value(info, c)),
+        }
     }
-    encode_stat(out, "auth_cmds", 0);
-    encode_stat(out, "auth_errors", 0);
-    if info.idle_timeout {
-        encode_stat(out, "idle_kicks", c.idle_kicks);
-    }
-    encode_stat(out, "bytes_read", c.bytes_read);
-    encode_stat(out, "bytes_written", c.bytes_written);
-    encode_stat(out, "limit_maxbytes", c.limit_maxbytes);
-    encode_stat(out, "accepting_conns", 1);
-    encode_stat(out, "threads", info.threads);
-    encode_stat(out, "conn_yields", c.conn_yields);
-    encode_stat(out, "bytes", c.bytes);
-    encode_stat(out, "curr_items", c.curr_items);
-    encode_stat(out, "total_items", c.total_items);
-    encode_stat(out, "expired_unfetched", c.expired_unfetched);
-    encode_stat(out, "evicted_unfetched", c.evicted_unfetched);
-    encode_stat(out, "evictions", c.evictions);
-    encode_stat(out, "reclaimed", c.reclaimed);
-    encode_stat(out, "crawler_reclaimed", c.crawler_reclaimed);
-    encode_stat(out, "forwarded_requests", c.forwarded_out);
-    for name in
-        ["forward_errors", "conn_memory_bytes", "conn_memory_limit", "conn_memory_backpressure", "conn_memory_refused"]
-    {
-        encode_stat(out, name, c.get(name));
-    }
-    encode_stat(out, "engine_memory", c.engine_memory);
-    encode_stat(out, "engine_segments", c.engine_segments);
-    encode_stat(out, "engine_index_bytes", c.engine_index_bytes);
-    encode_stat(out, "engine_large_bytes", c.engine_large_bytes);
-    encode_stat(out, "engine_dead_bytes", c.engine_dead_bytes);
-    encode_stat(out, "engine_moved_items", c.moved_items);
-    encode_stat(out, "bytes_per_item_overhead", format!("{:.2}", overhead_per_item(c)));
-    for name in [
-        "compress_items",
-        "compress_bytes_in",
-        "compress_bytes_out",
-        "compress_skipped_incompressible",
-        "compress_skipped_compressed",
-        "compress_dictionaries",
-        "compress_dict_trainings",
-        "compress_corrupt",
-    ] {
-        encode_stat(out, name, c.get(name));
-    }
-    let ratio = if c.compress_bytes_out == 0 { 0.0 } else { c.compress_bytes_in as f64 / c.compress_bytes_out as f64 };
-    encode_stat(out, "compress_ratio", format!("{ratio:.2}"));
-    let lookups = c.get_hits + c.get_misses;
-    let ratio = if lookups == 0 { 0.0 } else { c.get_hits as f64 / lookups as f64 };
-    encode_stat(out, "get_hit_ratio", format!("{ratio:.4}"));
     out.extend_from_slice(b"END\r\n");
 }
 
 /// `stats cores`: one block per core, which memcached has no notion of.
 pub fn render_cores(out: &mut Vec<u8>, per_core: &[Counters]) {
     for (i, c) in per_core.iter().enumerate() {
-        for name in [
-            "curr_items",
-            "bytes",
-            "limit_maxbytes",
-            "engine_memory",
-            "curr_connections",
-            "total_connections",
-            "cmd_get",
-            "cmd_set",
-            "forwarded_out",
-            "forwarded_in",
-            "forward_errors",
-            "conn_memory_bytes",
-            "conn_memory_limit",
-            "evictions",
-        ] {
-            encode_stat(out, &format!("core{i}:{name}"), c.get(name));
+        for &s in CORES {
+            encode_stat(out, &format!("core{i}:{}", s.name()), c.get(s));
         }
     }
     out.extend_from_slice(b"END\r\n");
@@ -326,13 +443,6 @@ pub fn overhead_per_item(c: &Counters) -> f64 {
     meta as f64 / c.curr_items as f64
 }
 
-impl Counters {
-    /// A counter by its memcached name (0 for unknown names).
-    pub fn get(&self, name: &str) -> u64 {
-        Self::NAMES.iter().position(|n| *n == name).map_or(0, |i| self.to_array()[i])
-    }
-}
-
 /// (seconds, microseconds) of user and system CPU time of the process.
 fn rusage() -> ((i64, i64), (i64, i64)) {
     // SAFETY: getrusage only writes into the struct we pass.
@@ -358,5 +468,105 @@ mod tests {
         let mut c = Counters { cmd_get: 7, curr_items: 3, curr_connections: 2, ..Default::default() };
         c.reset();
         assert_eq!((c.cmd_get, c.curr_items, c.curr_connections), (0, 3, 2));
+    }
+
+    /// The names of a rendered reply, in order.
+    fn names(out: &[u8]) -> Vec<String> {
+        let text = String::from_utf8_lossy(out);
+        text.lines().filter_map(|l| l.strip_prefix("STAT ")).map(|l| l.split(' ').next().unwrap().to_string()).collect()
+    }
+
+    fn info(idle_timeout: bool) -> ServerInfo {
+        ServerInfo {
+            pid: 1,
+            started: 10,
+            now: 20,
+            version: "1.6.18",
+            max_connections: 1024,
+            threads: 2,
+            listeners: 1,
+            idle_timeout,
+        }
+    }
+
+    /// The wire order of `stats`: memcached's fields in memcached's order,
+    /// then memcore's. Clients and the differential test read it.
+    #[test]
+    fn stats_names_and_order_are_pinned() {
+        let mut out = Vec::new();
+        render_general(&mut out, &info(true), &Counters::default());
+        let want = "pid uptime time version pointer_size rusage_user rusage_system max_connections \
+            curr_connections total_connections rejected_connections connection_structures \
+            cmd_get cmd_set cmd_flush cmd_touch get_hits get_misses get_expired get_flushed \
+            delete_misses delete_hits incr_misses incr_hits decr_misses decr_hits \
+            cas_misses cas_hits cas_badval touch_hits touch_misses store_too_large store_no_memory \
+            auth_cmds auth_errors idle_kicks bytes_read bytes_written limit_maxbytes accepting_conns \
+            threads conn_yields bytes curr_items total_items expired_unfetched evicted_unfetched \
+            evictions reclaimed crawler_reclaimed forwarded_requests forward_errors \
+            conn_memory_bytes conn_memory_limit conn_memory_backpressure conn_memory_refused \
+            engine_memory engine_segments engine_index_bytes engine_large_bytes engine_dead_bytes \
+            engine_moved_items bytes_per_item_overhead compress_items compress_bytes_in \
+            compress_bytes_out compress_skipped_incompressible compress_skipped_compressed \
+            compress_dictionaries compress_dict_trainings compress_corrupt compress_ratio get_hit_ratio";
+        assert_eq!(names(&out), want.split_whitespace().collect::<Vec<_>>());
+        let mut out = Vec::new();
+        render_general(&mut out, &info(false), &Counters::default());
+        assert!(!names(&out).iter().any(|n| n == "idle_kicks"));
+    }
+
+    #[test]
+    fn stats_cores_names_and_order_are_pinned() {
+        let mut out = Vec::new();
+        render_cores(&mut out, &[Counters::default(), Counters { cmd_get: 4, ..Default::default() }]);
+        let want = "curr_items bytes limit_maxbytes engine_memory curr_connections total_connections \
+            cmd_get cmd_set forwarded_out forwarded_in forward_errors conn_memory_bytes conn_memory_limit evictions";
+        let want: Vec<String> =
+            (0..2).flat_map(|i| want.split_whitespace().map(move |n| format!("core{i}:{n}"))).collect();
+        assert_eq!(names(&out), want);
+        assert!(String::from_utf8_lossy(&out).contains("STAT core1:cmd_get 4\r\n"));
+    }
+
+    /// Every figure has a help line, and no name is shown twice.
+    #[test]
+    fn every_figure_is_declared_once_with_help() {
+        let mut seen = std::collections::HashSet::new();
+        for &s in Stat::ALL {
+            assert!(seen.insert(s.name()), "{} declared twice", s.name());
+            assert!(!s.help().is_empty() && !s.help().contains('\n'), "{}: one line of help", s.name());
+        }
+        let mut out = Vec::new();
+        render_general(&mut out, &info(true), &Counters::default());
+        let shown = names(&out);
+        let unique: std::collections::HashSet<_> = shown.iter().collect();
+        assert_eq!(unique.len(), shown.len(), "a name twice in `stats`");
+    }
+
+    #[test]
+    fn the_gauges_are_the_state_figures() {
+        let gauges: Vec<&str> = Stat::ALL.iter().filter(|s| s.kind() == Kind::Gauge).map(|s| s.name()).collect();
+        let mut gauges = gauges;
+        gauges.sort_unstable();
+        let mut want = vec![
+            "curr_connections",
+            "conn_memory_bytes",
+            "conn_memory_limit",
+            "curr_items",
+            "bytes",
+            "limit_maxbytes",
+            "engine_memory",
+            "engine_segments",
+            "engine_small_segments",
+            "engine_small_items",
+            "engine_index_bytes",
+            "engine_large_bytes",
+            "engine_key_value_bytes",
+            "engine_dead_bytes",
+            "compress_items",
+            "compress_bytes_in",
+            "compress_bytes_out",
+            "compress_dictionaries",
+        ];
+        want.sort_unstable();
+        assert_eq!(gauges, want);
     }
 }
