@@ -1,18 +1,32 @@
-//! The expiry crawler: a budgeted walk over the segments that reclaims
-//! expired and flushed items, resuming where it stopped.
+//! Upkeep the server drives from its timer: the expiry crawler (a budgeted
+//! walk over the segments that reclaims expired and flushed items, resuming
+//! where it stopped), and the compression dictionary's training handed out
+//! and its result taken back (the server owns the thread that trains).
 //!
 //! Must not import protocol, route, repl or server.
 
 use super::*;
 
 impl Store {
+    /// Sampled values to train a compression dictionary on, when the store
+    /// has gathered enough: train them off the core (`TrainingJob::train`)
+    /// and hand the result to `install_dictionary`.
+    pub fn take_training(&mut self) -> Option<TrainingJob> {
+        self.codec.take_training()
+    }
+
+    /// The dictionary trained on the job last taken (None when training
+    /// failed): new items use it from now on.
+    pub fn install_dictionary(&mut self, dict: Option<Vec<u8>>) {
+        self.codec.trained(dict);
+    }
+
     /// Reclaim expired and flushed items, walking at most `budget` records
     /// (and skipping segments with nothing to reclaim), so that memory comes
     /// back without waiting for a read or eviction. Segments left without
     /// live items are freed. Returns the items reclaimed.
     pub fn crawl(&mut self, now: u64, budget: usize) -> usize {
         self.apply_flush(now);
-        self.codec.poll_training();
         let now_rel = self.now_rel(now);
         let mut work = 0;
         let mut reclaimed = 0;

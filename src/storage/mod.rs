@@ -55,7 +55,7 @@ use slab::Slab;
 
 pub use commands::{StoreMode, parse_stored_number};
 use compress::Codec;
-pub use compress::{CompressConfig, CompressStats, DictMode};
+pub use compress::{CompressConfig, CompressStats, DictMode, TrainingJob};
 use index::Index;
 pub use item_ref::ItemRef;
 use item_ref::{Body, Value};
