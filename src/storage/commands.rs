@@ -1,7 +1,8 @@
 //! The store's commands: get, touch, delete, store (`StoreMode`), incr and
 //! decr, flush_all; and `insert`/`retime`, where every write ends up.
 //!
-//! Takes absolute times; writes stamp the version set in `Store::stamp`.
+//! Takes absolute times; a write takes its replication version as an
+//! argument (0 when the store does not replicate).
 //! Must not import protocol, route, repl or server.
 
 use super::*;
@@ -49,6 +50,7 @@ impl Store {
         key: &[u8],
         now: u64,
         exptime: u64,
+        version: u64,
         f: impl FnOnce(&ItemRef<'_>) -> R,
     ) -> Result<R, Miss> {
         let (loc, h) = self.find_live(key, now)?;
@@ -60,7 +62,7 @@ impl Store {
             return Ok(r);
         }
         // Writing it again may have moved or (in a tiny cache) evicted it.
-        if !self.retime(key, loc, exptime, now) {
+        if !self.retime(key, loc, exptime, version, now) {
             return Err(Miss::Absent);
         }
         let loc = self.find(key).ok_or(Miss::Absent)?;
@@ -68,11 +70,11 @@ impl Store {
         Ok(f(&self.item_ref(loc, &h)))
     }
 
-    pub fn touch(&mut self, key: &[u8], exptime: u64, now: u64) -> bool {
+    pub fn touch(&mut self, key: &[u8], exptime: u64, version: u64, now: u64) -> bool {
         match self.find_live(key, now) {
             Ok((loc, _)) => {
                 record::mark_fetched(self.info_byte(loc));
-                self.retime(key, loc, exptime, now)
+                self.retime(key, loc, exptime, version, now)
             }
             Err(_) => false,
         }
@@ -88,7 +90,8 @@ impl Store {
         }
     }
 
-    /// The arguments are the fields of memcached's storage line, in its order.
+    /// The arguments are the fields of memcached's storage line, in its
+    /// order, then the write's replication version (0: none) and the time.
     #[allow(clippy::too_many_arguments)]
     pub fn store(
         &mut self,
@@ -98,6 +101,7 @@ impl Store {
         exptime: u64,
         data: &[u8],
         cas: u64,
+        version: u64,
         now: u64,
     ) -> StoreOutcome {
         let old = self.find_live(key, now).ok();
@@ -133,11 +137,11 @@ impl Store {
                     return StoreOutcome::NotStored;
                 };
                 let parts: [&[u8]; 2] = if mode == StoreMode::Append { [&old_value, data] } else { [data, &old_value] };
-                let meta = Meta { flags: h.flags, exp: h.exp, version: self.stamp, ..Default::default() };
+                let meta = Meta { flags: h.flags, exp: h.exp, version, ..Default::default() };
                 self.insert(key, meta, Body::Value(&parts), now)
             }
             _ => {
-                let meta = Meta { flags, exp: self.rel_exp(exptime), version: self.stamp, ..Default::default() };
+                let meta = Meta { flags, exp: self.rel_exp(exptime), version, ..Default::default() };
                 self.insert(key, meta, Body::Value(&[data]), now)
             }
         };
@@ -155,7 +159,7 @@ impl Store {
         StoreOutcome::NoMemory
     }
 
-    pub fn arith(&mut self, key: &[u8], incr: bool, delta: u64, now: u64) -> ArithOutcome {
+    pub fn arith(&mut self, key: &[u8], incr: bool, delta: u64, version: u64, now: u64) -> ArithOutcome {
         let Ok((loc, h)) = self.find_live(key, now) else {
             return ArithOutcome::NotFound;
         };
@@ -192,14 +196,8 @@ impl Store {
         if digits.len() < h.value_len {
             digits.resize(h.value_len, b' ');
         }
-        let meta = Meta {
-            flags: h.flags,
-            exp: h.exp,
-            version: self.stamp,
-            fetched: h.fetched(),
-            freq: h.freq(),
-            ..Default::default()
-        };
+        let meta =
+            Meta { flags: h.flags, exp: h.exp, version, fetched: h.fetched(), freq: h.freq(), ..Default::default() };
         if self.insert(key, meta, Body::Value(&[&digits]), now) {
             ArithOutcome::Value(v)
         } else {
@@ -380,14 +378,15 @@ impl Store {
 
     /// Give an item a new expiry, in place when its record has the field,
     /// else by writing it again (keeping its CAS value). False when it
-    /// could not be written again.
-    pub(super) fn retime(&mut self, key: &[u8], loc: u32, abs: u64, now: u64) -> bool {
+    /// could not be written again. A replicating store (`version` not 0)
+    /// gives the item that version.
+    pub(super) fn retime(&mut self, key: &[u8], loc: u32, abs: u64, version: u64, now: u64) -> bool {
         let exp = self.rel_exp(abs);
         let h = self.header(loc);
         let (seg, off) = self.split(loc);
         // A replicating store gives the touched item a new version, in place
         // when the record has the field.
-        let stamp = self.stamp;
+        let stamp = version;
         if let Some(at) = h.exp_at
             && (stamp == 0 || h.ver_at.is_some())
         {

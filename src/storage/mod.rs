@@ -227,9 +227,6 @@ pub struct Store {
     pub stats: StoreStats,
     /// XOR of `item_digest` over the live items (when `cfg.digest`).
     digest: u64,
-    /// Version the next local write gets (0: writes carry none). The
-    /// replication layer sets it before each write.
-    pub stamp: u64,
 }
 
 /// A secret key for SipHash-1-3 over item keys. Who can predict a key's
@@ -325,7 +322,6 @@ impl Store {
             compressed_bytes_out: 0,
             stats: StoreStats::default(),
             digest: 0,
-            stamp: 0,
         }
     }
 
