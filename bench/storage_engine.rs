@@ -21,7 +21,7 @@ fn full_store() -> (Store, u64) {
     let value = [b'v'; 100];
     let mut i = 0;
     while s.stats.evictions < 100_000 {
-        s.store(StoreMode::Set, &key(i), 0, 0, &value, 0, NOW);
+        s.store(StoreMode::Set, &key(i), 0, 0, &value, 0, 0, NOW);
         i += 1;
     }
     (s, i)
@@ -63,7 +63,7 @@ fn engine(c: &mut Criterion) {
                 fresh += 1;
                 key(fresh)
             },
-            |k| black_box(s.store(StoreMode::Set, &k, 0, 0, &value, 0, NOW)),
+            |k| black_box(s.store(StoreMode::Set, &k, 0, 0, &value, 0, 0, NOW)),
             BatchSize::SmallInput,
         )
     });

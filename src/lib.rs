@@ -87,6 +87,25 @@ mod arrows {
         assert!(wrong.is_empty(), "arrows pointing up:\n{}", wrong.join("\n"));
     }
 
+    /// Storage is runtime-free: it starts no threads and makes no system
+    /// calls of its own (the server trains its dictionaries).
+    #[test]
+    fn storage_starts_no_threads() {
+        let mut paths = Vec::new();
+        files(&std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/storage"), &mut paths);
+        let mut wrong = Vec::new();
+        for path in paths {
+            let text = std::fs::read_to_string(&path).expect("read source");
+            for (n, line) in text.lines().enumerate() {
+                let code = line.trim_start();
+                if !code.starts_with("//") && (code.contains("thread::") || code.contains("libc::")) {
+                    wrong.push(format!("{}:{}: {code}", path.display(), n + 1));
+                }
+            }
+        }
+        assert!(wrong.is_empty(), "storage uses threads or system calls:\n{}", wrong.join("\n"));
+    }
+
     #[test]
     fn a_path_names_its_room_and_a_group_names_each() {
         assert_eq!(rooms_named("use crate::server::conn;"), ["server"]);

@@ -404,7 +404,7 @@ pub fn check_store(data: &[u8]) -> StoreRun {
                     _ => r.u64() % 64,
                 };
                 let live = live_before(&m, &key);
-                let out = s.store(mode, &key, flags, exp, &value, cas, now);
+                let out = s.store(mode, &key, flags, exp, &value, cas, 0, now);
                 what = format!(
                     "{mode:?} {:?} len {} -> {out:?}",
                     String::from_utf8_lossy(&key[..key.len().min(8)]),
@@ -500,7 +500,7 @@ pub fn check_store(data: &[u8]) -> StoreRun {
                     _ => r.u64(),
                 };
                 let live = live_before(&m, &key);
-                let out = s.arith(&key, incr, delta, now);
+                let out = s.arith(&key, incr, delta, 0, now);
                 what = format!("{} {delta} -> {out:?}", if incr { "incr" } else { "decr" });
                 match out {
                     ArithOutcome::Value(v) => {
@@ -536,7 +536,7 @@ pub fn check_store(data: &[u8]) -> StoreRun {
                 let exptime = exptime_for(&mut r, now);
                 let exp = absolute_expiry(exptime, now, START - 100);
                 let live = live_before(&m, &key);
-                let hit = s.touch(&key, exp, now);
+                let hit = s.touch(&key, exp, 0, now);
                 what = format!("touch {exptime} -> {hit}");
                 if hit {
                     let e = m.map.get_mut(&key).unwrap_or_else(|| panic!("{what}: no model entry"));
@@ -558,7 +558,7 @@ pub fn check_store(data: &[u8]) -> StoreRun {
                 let live = live_before(&m, &key);
                 let read = |i: &memcore::storage::ItemRef<'_>| (i.value_vec(), i.flags, i.cas);
                 let got = match touch {
-                    Some(t) => s.get_and_touch(&key, now, t, read),
+                    Some(t) => s.get_and_touch(&key, now, t, 0, read),
                     None => s.get(&key, now).map(|i| read(&i)),
                 };
                 what = format!("get touch {touch:?} -> {}", if got.is_ok() { "hit" } else { "miss" });

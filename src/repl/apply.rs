@@ -479,9 +479,8 @@ mod tests {
     }
 
     fn set(s: &mut Store, r: &mut ReplShard, key: &[u8], v: &[u8], ms: u64) -> u64 {
-        s.stamp = r.stamp(ms);
-        assert_eq!(s.store(StoreMode::Set, key, 0, 0, v, 0, NOW), crate::storage::StoreOutcome::Stored);
-        let version = s.stamp;
+        let version = r.stamp(ms);
+        assert_eq!(s.store(StoreMode::Set, key, 0, 0, v, 0, version, NOW), crate::storage::StoreOutcome::Stored);
         r.ship_item(s, key, version, NOW);
         version
     }
@@ -522,9 +521,9 @@ mod tests {
         );
         set(&mut a, &mut ra, b"k", b"old", 1_000);
         let old_set = std::mem::take(&mut ra.pending);
-        a.stamp = ra.stamp(2_000);
+        let v = ra.stamp(2_000);
         assert!(a.delete(b"k", NOW));
-        ra.ship_delete(b"k", a.stamp, 2_000);
+        ra.ship_delete(b"k", v, 2_000);
         let del = std::mem::take(&mut ra.pending);
         rb.apply_ops(&mut b, &del, NOW, 2_000);
         rb.apply_ops(&mut b, &old_set, NOW, 2_001);
@@ -552,13 +551,11 @@ mod tests {
             ReplShard::new(2, 1_000, 1 << 20, Default::default()),
         );
         set(&mut a, &mut ra, b"n", b"41", 1_000);
-        a.stamp = ra.stamp(1_001);
-        assert_eq!(a.arith(b"n", true, 1, NOW), crate::storage::ArithOutcome::Value(42));
-        let v = a.stamp;
+        let v = ra.stamp(1_001);
+        assert_eq!(a.arith(b"n", true, 1, v, NOW), crate::storage::ArithOutcome::Value(42));
         ra.ship_item(&mut a, b"n", v, NOW);
-        a.stamp = ra.stamp(1_002);
-        assert!(a.touch(b"n", NOW + 500, NOW));
-        let v = a.stamp;
+        let v = ra.stamp(1_002);
+        assert!(a.touch(b"n", NOW + 500, v, NOW));
         ra.ship_item(&mut a, b"n", v, NOW);
         assert_eq!(ra.pending_ops, 3);
         let ops = std::mem::take(&mut ra.pending);
@@ -671,8 +668,7 @@ mod tests {
         let mut c = store();
         set(&mut c, &mut rc, b"stale", b"s", 1_500);
         let later = ReplShard::new(1, 60_000, 1 << 20, Default::default()).stamp(2_500);
-        c.stamp = later;
-        assert_eq!(c.store(StoreMode::Set, b"fresh", 0, 0, b"f", 0, NOW), crate::storage::StoreOutcome::Stored);
+        assert_eq!(c.store(StoreMode::Set, b"fresh", 0, 0, b"f", 0, later, NOW), crate::storage::StoreOutcome::Stored);
         rc.apply_ops(&mut c, &flush, NOW, 2_600);
         assert_eq!(value(&mut c, b"stale"), None);
         assert_eq!(value(&mut c, b"fresh").as_deref(), Some(&b"f"[..]));

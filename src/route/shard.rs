@@ -107,14 +107,14 @@ impl Shard {
         Shard { store, counters: Counters::default(), repl: None, clock_ms: crate::repl::unix_ms }
     }
 
-    /// Version the next write (when replicating); returns the version.
+    /// The version of the next write (0 when not replicating), passed to
+    /// the store's write calls.
     fn begin_write(&mut self) -> u64 {
-        if let Some(r) = self.repl.as_mut() {
-            self.store.stamp = r.stamp((self.clock_ms)());
-            // Tombstones past their TTL go as writes come by.
-            r.collect((self.clock_ms)());
-        }
-        self.store.stamp
+        let Some(r) = self.repl.as_mut() else { return 0 };
+        let version = r.stamp((self.clock_ms)());
+        // Tombstones past their TTL go as writes come by.
+        r.collect((self.clock_ms)());
+        version
     }
 
     fn ship_item(&mut self, key: &[u8], version: u64, now: u64) {
@@ -198,7 +198,7 @@ impl Shard {
             ok
         };
         let found = match touch {
-            Some(exp) => self.store.get_and_touch(key, now, exp, encode),
+            Some(exp) => self.store.get_and_touch(key, now, exp, version, encode),
             None => self.store.get(key, now).map(|item| encode(&item)),
         };
         let found = match found {
@@ -252,7 +252,7 @@ impl Shard {
             Request::Store { mode, key, flags, exptime, data, cas, noreply } => {
                 let exp = self.expiry(exptime, now);
                 let version = self.begin_write();
-                let outcome = self.store.store(mode.into(), key, flags, exp, data, cas, now);
+                let outcome = self.store.store(mode.into(), key, flags, exp, data, cas, version, now);
                 match outcome {
                     StoreOutcome::Stored => self.ship_item(key, version, now),
                     // A set that could not be stored removed the old item.
@@ -313,7 +313,7 @@ impl Shard {
             }
             Request::Arith { incr, key, delta, noreply } => {
                 let version = self.begin_write();
-                let outcome = self.store.arith(key, incr, delta, now);
+                let outcome = self.store.arith(key, incr, delta, version, now);
                 if let ArithOutcome::Value(_) = outcome {
                     self.ship_item(key, version, now);
                 }
@@ -337,7 +337,7 @@ impl Shard {
                 let exp = self.expiry(exptime, now);
                 self.counters.cmd_touch += 1;
                 let version = self.begin_write();
-                if self.store.touch(key, exp, now) {
+                if self.store.touch(key, exp, version, now) {
                     self.ship_item(key, version, now);
                     self.counters.touch_hits += 1;
                     reply(out, noreply, encode::TOUCHED);

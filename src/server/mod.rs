@@ -27,6 +27,7 @@ pub mod conn;
 pub mod listener;
 pub mod signal;
 pub mod startup;
+pub mod trainer;
 
 use std::os::fd::{FromRawFd, RawFd};
 use std::rc::Rc;
@@ -377,17 +378,20 @@ async fn accept_loop(core: Rc<Core>, listener: TcpListener, gate: Rc<glommio::sy
     }
 }
 
-/// Keep the core's clock current and reclaim expired and flushed items a
-/// slice at a time: every 100 ms, or every millisecond while the crawler
-/// finds more work than a slice holds.
+/// Keep the core's clock current, reclaim expired and flushed items a
+/// slice at a time (every 100 ms, or every millisecond while the crawler
+/// finds more work than a slice holds), and train compression
+/// dictionaries off the core.
 async fn crawl_task(core: Rc<Core>) {
     let mut busy = false;
+    let mut trainer = trainer::Trainer::default();
     loop {
         glommio::timer::sleep(if busy { CRAWL_BUSY_INTERVAL } else { CRAWL_INTERVAL }).await;
         let now = unix_now();
         core.clock.set(now);
         let mut shard = core.shard.borrow_mut();
         let shard = &mut *shard;
+        trainer.poll(&mut shard.store);
         shard.store.crawl(now, CRAWL_BUDGET);
         busy = shard.store.crawl_busy();
         // Tombstones past their TTL go here too, not only when a write

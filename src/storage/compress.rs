@@ -12,13 +12,13 @@
 //! rather than returned as garbage.
 //!
 //! Dictionaries: with `DictMode::Auto` the codec samples the values it
-//! stores, trains a dictionary on a helper thread (so the core never stalls)
-//! and uses it for new items from then on; each item records its dictionary
+//! stores, hands them out as a `TrainingJob` that the server trains on a
+//! helper thread (so the core never stalls; storage starts no threads), and
+//! uses the dictionary it gets back for new items from then on; each item records its dictionary
 //! id, so items written before keep decompressing. A core trains at most
 //! `MAX_DICTS` times; dictionaries live as long as the core.
 
 use std::sync::Arc;
-use std::sync::mpsc::{Receiver, TryRecvError};
 
 use zstd::zstd_safe::{self, CCtx, CDict, CParameter, DCtx, DDict, DParameter, FrameFormat, InBuffer, OutBuffer};
 
@@ -115,7 +115,10 @@ pub struct Codec {
     since_training: u64,
     samples: Vec<u8>,
     sample_sizes: Vec<usize>,
-    training: Option<Receiver<Option<Vec<u8>>>>,
+    /// Samples ready to train on, until the server takes them.
+    job: Option<TrainingJob>,
+    /// A job was taken and its dictionary has not come back yet.
+    training: bool,
     /// The last compressed frame.
     out: Vec<u8>,
     pub stats: CompressStats,
@@ -165,18 +168,23 @@ fn looks_random(v: &[u8]) -> bool {
     distinct as usize * 100 > n * DISTINCT_PERCENT
 }
 
-/// The training thread inherits its core's CPU pinning: let it run on any
-/// CPU, at the lowest priority, so that it takes time from no executor.
-fn run_in_background() {
-    // SAFETY: plain system calls on the calling thread with an owned mask;
-    // failures leave the thread as it was.
-    unsafe {
-        let mut all: libc::cpu_set_t = std::mem::zeroed();
-        for cpu in 0..libc::CPU_SETSIZE as usize {
-            libc::CPU_SET(cpu, &mut all);
+/// Sampled values to train a zstd dictionary on: `Store::take_training`
+/// hands one out, the server runs `train` off the core (it takes tens of
+/// milliseconds to seconds) and gives the result to
+/// `Store::install_dictionary`.
+pub struct TrainingJob {
+    samples: Vec<u8>,
+    sizes: Vec<usize>,
+}
+
+impl TrainingJob {
+    /// Train the dictionary; None (logged) when zstd cannot.
+    pub fn train(self) -> Option<Vec<u8>> {
+        let dict = zstd::dict::from_continuous(&self.samples, &self.sizes, DICT_SIZE);
+        if let Err(e) = &dict {
+            log::warn!("zstd dictionary training failed: {e}");
         }
-        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &all);
-        libc::setpriority(libc::PRIO_PROCESS, 0, 19);
+        dict.ok()
     }
 }
 
@@ -221,7 +229,8 @@ impl Codec {
             since_training: 0,
             samples: Vec::new(),
             sample_sizes: Vec::new(),
-            training: None,
+            job: None,
+            training: false,
             out: Vec::new(),
             stats: CompressStats::default(),
             cfg,
@@ -249,7 +258,8 @@ impl Codec {
         } else {
             self.cctx.sizeof() + self.dctx.borrow().sizeof() + self.out.capacity()
         };
-        contexts + self.dicts.iter().map(|d| d.memory).sum::<usize>() + self.samples.capacity()
+        let job = self.job.as_ref().map_or(0, |j| j.samples.capacity());
+        contexts + self.dicts.iter().map(|d| d.memory).sum::<usize>() + self.samples.capacity() + job
     }
 
     pub fn dictionaries(&self) -> usize {
@@ -278,22 +288,31 @@ impl Codec {
         (self.fail_streak, self.backoff) = (0, 0);
     }
 
-    /// Install a dictionary trained in the background, if one is ready.
-    pub fn poll_training(&mut self) {
-        let Some(rx) = &self.training else { return };
-        match rx.try_recv() {
-            Ok(Some(raw)) => {
-                self.training = None;
-                self.stats.dict_trainings += 1;
-                self.install(&raw);
-            }
-            Ok(None) | Err(TryRecvError::Disconnected) => self.training = None,
-            Err(TryRecvError::Empty) => {}
+    /// Samples ready to train a dictionary on, if there are: the caller
+    /// trains them off the core and gives the result to `trained`.
+    pub fn take_training(&mut self) -> Option<TrainingJob> {
+        let job = self.job.take()?;
+        self.training = true;
+        self.trainings += 1;
+        Some(job)
+    }
+
+    /// The dictionary trained on the last job taken (None: training failed
+    /// or never ran); sampling may start again.
+    pub fn trained(&mut self, dict: Option<Vec<u8>>) {
+        self.training = false;
+        if let Some(raw) = dict {
+            self.stats.dict_trainings += 1;
+            self.install(&raw);
         }
     }
 
     fn sample(&mut self, v: &[u8]) {
-        if !matches!(self.cfg.dict, DictMode::Auto) || self.training.is_some() || self.trainings >= MAX_DICTS {
+        if !matches!(self.cfg.dict, DictMode::Auto)
+            || self.job.is_some()
+            || self.training
+            || self.trainings >= MAX_DICTS
+        {
             return;
         }
         if !self.dicts.is_empty() && self.since_training < RETRAIN_EVERY {
@@ -307,26 +326,7 @@ impl Codec {
         if self.samples.len() >= self.train_bytes || self.sample_sizes.len() >= TRAIN_SAMPLES {
             let samples = std::mem::take(&mut self.samples);
             let sizes = std::mem::take(&mut self.sample_sizes);
-            let (tx, rx) = std::sync::mpsc::channel();
-            let spawned = std::thread::Builder::new().name("memcore-dict".into()).spawn(move || {
-                run_in_background();
-                let dict = zstd::dict::from_continuous(&samples, &sizes, DICT_SIZE);
-                if let Err(e) = &dict {
-                    log::warn!("zstd dictionary training failed: {e}");
-                }
-                drop((samples, sizes));
-                // Training's workspace (several MiB) is freed but would stay
-                // with this thread's allocator arena: give it back.
-                // SAFETY: malloc_trim only releases free memory.
-                unsafe {
-                    libc::malloc_trim(0);
-                }
-                let _ = tx.send(dict.ok());
-            });
-            if spawned.is_ok() {
-                self.training = Some(rx);
-                self.trainings += 1;
-            }
+            self.job = Some(TrainingJob { samples, sizes });
         }
     }
 
@@ -585,16 +585,15 @@ mod tests {
         let d0 = c.compress(&before).unwrap();
         assert_eq!(d0, 0);
         let old_frame = c.compressed().to_vec();
+        let mut job = None;
         for i in 0..TRAIN_SAMPLES + 10 {
             c.compress(&json(i));
-            c.poll_training();
+            job = job.or_else(|| c.take_training());
         }
-        let t = std::time::Instant::now();
-        while c.dictionaries() == 0 {
-            c.poll_training();
-            assert!(t.elapsed().as_secs() < 30, "training never finished");
-            std::thread::sleep(std::time::Duration::from_millis(10));
-        }
+        let job = job.expect("enough samples to train on");
+        assert!(c.take_training().is_none(), "one job at a time");
+        c.trained(job.train());
+        assert_eq!(c.dictionaries(), 1);
         assert_eq!(c.stats.dict_trainings, 1);
         let v = json(123_456);
         let d1 = c.compress(&v).unwrap();

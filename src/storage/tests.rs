@@ -20,7 +20,7 @@ fn get(s: &mut Store, k: &str, now: u64) -> Option<Vec<u8>> {
 }
 
 fn set(s: &mut Store, k: &str, v: &str, now: u64) -> StoreOutcome {
-    s.store(StoreMode::Set, k.as_bytes(), 0, 0, v.as_bytes(), 0, now)
+    s.store(StoreMode::Set, k.as_bytes(), 0, 0, v.as_bytes(), 0, 0, now)
 }
 
 fn cas_of(s: &mut Store, k: &str, now: u64) -> u64 {
@@ -40,19 +40,19 @@ fn check(s: &Store) {
 #[test]
 fn storage_modes_follow_memcached() {
     let mut s = store(1 << 20);
-    assert_eq!(s.store(StoreMode::Replace, b"k", 0, 0, b"v", 0, NOW), StoreOutcome::NotStored);
-    assert_eq!(s.store(StoreMode::Append, b"k", 0, 0, b"v", 0, NOW), StoreOutcome::NotStored);
-    assert_eq!(s.store(StoreMode::Cas, b"k", 0, 0, b"v", 1, NOW), StoreOutcome::NotFound);
-    assert_eq!(s.store(StoreMode::Add, b"k", 5, 0, b"mid", 0, NOW), StoreOutcome::Stored);
-    assert_eq!(s.store(StoreMode::Add, b"k", 0, 0, b"x", 0, NOW), StoreOutcome::NotStored);
-    assert_eq!(s.store(StoreMode::Append, b"k", 9, 0, b">", 0, NOW), StoreOutcome::Stored);
-    assert_eq!(s.store(StoreMode::Prepend, b"k", 9, 0, b"<", 0, NOW), StoreOutcome::Stored);
+    assert_eq!(s.store(StoreMode::Replace, b"k", 0, 0, b"v", 0, 0, NOW), StoreOutcome::NotStored);
+    assert_eq!(s.store(StoreMode::Append, b"k", 0, 0, b"v", 0, 0, NOW), StoreOutcome::NotStored);
+    assert_eq!(s.store(StoreMode::Cas, b"k", 0, 0, b"v", 1, 0, NOW), StoreOutcome::NotFound);
+    assert_eq!(s.store(StoreMode::Add, b"k", 5, 0, b"mid", 0, 0, NOW), StoreOutcome::Stored);
+    assert_eq!(s.store(StoreMode::Add, b"k", 0, 0, b"x", 0, 0, NOW), StoreOutcome::NotStored);
+    assert_eq!(s.store(StoreMode::Append, b"k", 9, 0, b">", 0, 0, NOW), StoreOutcome::Stored);
+    assert_eq!(s.store(StoreMode::Prepend, b"k", 9, 0, b"<", 0, 0, NOW), StoreOutcome::Stored);
     let item = s.get(b"k", NOW).unwrap();
     assert_eq!((item.value_vec(), item.flags), (b"<mid>".to_vec(), 5), "append/prepend keep the flags");
     let cas = item.cas;
-    assert_eq!(s.store(StoreMode::Cas, b"k", 0, 0, b"new", cas + 1, NOW), StoreOutcome::Exists);
-    assert_eq!(s.store(StoreMode::Cas, b"k", 0, 0, b"new", cas, NOW), StoreOutcome::Stored);
-    assert_eq!(s.store(StoreMode::Cas, b"k", 0, 0, b"again", cas, NOW), StoreOutcome::Exists);
+    assert_eq!(s.store(StoreMode::Cas, b"k", 0, 0, b"new", cas + 1, 0, NOW), StoreOutcome::Exists);
+    assert_eq!(s.store(StoreMode::Cas, b"k", 0, 0, b"new", cas, 0, NOW), StoreOutcome::Stored);
+    assert_eq!(s.store(StoreMode::Cas, b"k", 0, 0, b"again", cas, 0, NOW), StoreOutcome::Exists);
     assert_eq!(get(&mut s, "k", NOW).unwrap(), b"new");
     check(&s);
 }
@@ -69,9 +69,9 @@ fn cas_values_are_unique_and_strided_per_core() {
     assert_eq!(b % 4, 3);
     set(&mut s, "a", "2", NOW);
     assert!(cas_of(&mut s, "a", NOW) > b, "a new version gets a new, larger CAS");
-    assert!(s.touch(b"a", NOW + 100, NOW));
+    assert!(s.touch(b"a", NOW + 100, 0, NOW));
     let a2 = cas_of(&mut s, "a", NOW);
-    assert!(s.touch(b"a", NOW + 200, NOW));
+    assert!(s.touch(b"a", NOW + 200, 0, NOW));
     assert_eq!(cas_of(&mut s, "a", NOW), a2, "touch keeps the CAS, like memcached");
 }
 
@@ -79,46 +79,46 @@ fn cas_values_are_unique_and_strided_per_core() {
 fn incr_decr_wrap_clamp_and_pad_like_memcached() {
     let mut s = store(1 << 20);
     set(&mut s, "n", "100", NOW);
-    assert_eq!(s.arith(b"n", false, 95, NOW), ArithOutcome::Value(5));
+    assert_eq!(s.arith(b"n", false, 95, 0, NOW), ArithOutcome::Value(5));
     assert_eq!(get(&mut s, "n", NOW).unwrap(), b"5  ");
-    assert_eq!(s.arith(b"n", false, 10, NOW), ArithOutcome::Value(0));
-    assert_eq!(s.arith(b"n", true, u64::MAX, NOW), ArithOutcome::Value(u64::MAX));
-    assert_eq!(s.arith(b"n", true, 2, NOW), ArithOutcome::Value(1));
+    assert_eq!(s.arith(b"n", false, 10, 0, NOW), ArithOutcome::Value(0));
+    assert_eq!(s.arith(b"n", true, u64::MAX, 0, NOW), ArithOutcome::Value(u64::MAX));
+    assert_eq!(s.arith(b"n", true, 2, 0, NOW), ArithOutcome::Value(1));
     assert_eq!(get(&mut s, "n", NOW).unwrap(), b"1                   ");
     set(&mut s, "n", "9", NOW);
     let before = cas_of(&mut s, "n", NOW);
-    assert_eq!(s.arith(b"n", true, 1, NOW), ArithOutcome::Value(10));
+    assert_eq!(s.arith(b"n", true, 1, 0, NOW), ArithOutcome::Value(10));
     assert_eq!(get(&mut s, "n", NOW).unwrap(), b"10");
     assert_ne!(cas_of(&mut s, "n", NOW), before, "incr changes the CAS");
     set(&mut s, "t", "abc", NOW);
-    assert_eq!(s.arith(b"t", true, 1, NOW), ArithOutcome::NonNumeric);
+    assert_eq!(s.arith(b"t", true, 1, 0, NOW), ArithOutcome::NonNumeric);
     set(&mut s, "e", "", NOW);
-    assert_eq!(s.arith(b"e", true, 1, NOW), ArithOutcome::NonNumeric);
-    assert_eq!(s.arith(b"missing", true, 1, NOW), ArithOutcome::NotFound);
+    assert_eq!(s.arith(b"e", true, 1, 0, NOW), ArithOutcome::NonNumeric);
+    assert_eq!(s.arith(b"missing", true, 1, 0, NOW), ArithOutcome::NotFound);
     check(&s);
 }
 
 #[test]
 fn expiry_rules() {
     let mut s = store(1 << 20);
-    s.store(StoreMode::Set, b"k", 0, NOW + 2, b"v", 0, NOW);
+    s.store(StoreMode::Set, b"k", 0, NOW + 2, b"v", 0, 0, NOW);
     assert!(get(&mut s, "k", NOW + 1).is_some());
     assert_eq!(s.get(b"k", NOW + 2).err(), Some(Miss::Expired));
     assert_eq!(s.curr_items(), 0);
-    s.store(StoreMode::Set, b"k", 0, 1, b"v", 0, NOW);
+    s.store(StoreMode::Set, b"k", 0, 1, b"v", 0, 0, NOW);
     assert!(get(&mut s, "k", NOW).is_none(), "negative exptime is already expired");
-    s.store(StoreMode::Set, b"k", 0, NOW + 2, b"v", 0, NOW);
-    assert!(s.touch(b"k", 0, NOW + 1));
+    s.store(StoreMode::Set, b"k", 0, NOW + 2, b"v", 0, 0, NOW);
+    assert!(s.touch(b"k", 0, 0, NOW + 1));
     assert!(get(&mut s, "k", NOW + 100).is_some(), "touch to 0 removes the expiry");
     // An item written without expiry gets one by touch and by gat.
     set(&mut s, "t", "v", NOW);
-    assert!(s.touch(b"t", NOW + 5, NOW));
+    assert!(s.touch(b"t", NOW + 5, 0, NOW));
     assert!(get(&mut s, "t", NOW + 4).is_some());
     assert!(get(&mut s, "t", NOW + 5).is_none());
     set(&mut s, "g", "v", NOW);
-    assert_eq!(s.get_and_touch(b"g", NOW, NOW + 3, |i| i.value_vec()).unwrap(), b"v");
+    assert_eq!(s.get_and_touch(b"g", NOW, NOW + 3, 0, |i| i.value_vec()).unwrap(), b"v");
     set(&mut s, "p", "v", NOW);
-    assert_eq!(s.get_and_touch(b"p", NOW, 1, |i| i.value_vec()).unwrap(), b"v", "gat to the past returns it once");
+    assert_eq!(s.get_and_touch(b"p", NOW, 1, 0, |i| i.value_vec()).unwrap(), b"v", "gat to the past returns it once");
     assert!(get(&mut s, "p", NOW).is_none());
     assert!(get(&mut s, "g", NOW + 3).is_none());
     check(&s);
@@ -155,7 +155,7 @@ fn crawl_reclaims_expired_items_and_frees_their_segments() {
     let mut s = store(64 << 20);
     let value = [b'x'; 100];
     for i in 0..100_000 {
-        s.store(StoreMode::Set, format!("k{i}").as_bytes(), 0, NOW + 2, &value, 0, NOW);
+        s.store(StoreMode::Set, format!("k{i}").as_bytes(), 0, NOW + 2, &value, 0, 0, NOW);
     }
     set(&mut s, "keep", "v", NOW);
     let segments = s.engine_stats(NOW).segments;
@@ -199,12 +199,12 @@ fn full_store_keeps_what_is_read_and_evicts_what_is_not() {
     let value = [b'v'; 200];
     let hot: Vec<String> = (0..1000).map(|i| format!("hot{i}")).collect();
     for k in &hot {
-        s.store(StoreMode::Set, k.as_bytes(), 0, 0, &value, 0, NOW);
+        s.store(StoreMode::Set, k.as_bytes(), 0, 0, &value, 0, 0, NOW);
     }
     // Write 10x the memory in items that are never read, reading the hot
     // set now and then.
     for i in 0..200_000 {
-        s.store(StoreMode::Set, format!("cold{i}").as_bytes(), 0, 0, &value, 0, NOW);
+        s.store(StoreMode::Set, format!("cold{i}").as_bytes(), 0, 0, &value, 0, 0, NOW);
         if i % 2000 == 0 {
             for k in &hot {
                 assert!(get(&mut s, k, NOW).is_some(), "{k} was evicted although read");
@@ -231,7 +231,7 @@ fn moved_items_keep_their_cas_and_their_flush_order() {
     }
     assert!(s.stats.moved > 0, "k was moved forward");
     assert_eq!(cas_of(&mut s, "k", NOW), cas);
-    assert_eq!(s.store(StoreMode::Cas, b"k", 0, 0, b"new", cas, NOW), StoreOutcome::Stored);
+    assert_eq!(s.store(StoreMode::Cas, b"k", 0, 0, b"new", cas, 0, NOW), StoreOutcome::Stored);
     s.flush(0, NOW);
     assert!(get(&mut s, "k", NOW).is_none());
     check(&s);
@@ -242,20 +242,20 @@ fn no_evict_mode_refuses_and_set_drops_old_value() {
     let mut s = Store::new(StoreConfig { limit: MIN_LIMIT, evict: false, ..Default::default() });
     let value = [b'v'; 1000];
     let mut stored = 0;
-    while s.store(StoreMode::Set, format!("k{stored}").as_bytes(), 0, 0, &value, 0, NOW) == StoreOutcome::Stored {
+    while s.store(StoreMode::Set, format!("k{stored}").as_bytes(), 0, 0, &value, 0, 0, NOW) == StoreOutcome::Stored {
         stored += 1;
         assert!(stored < 10_000);
     }
     assert!(stored > 500, "a 1 MiB store holds most of a megabyte of values ({stored})");
     assert_eq!(s.stats.evictions, 0);
     assert!(get(&mut s, "k0", NOW).is_some());
-    assert_eq!(s.store(StoreMode::Set, b"k0", 0, 0, &[b'w'; 2000], 0, NOW), StoreOutcome::NoMemory);
+    assert_eq!(s.store(StoreMode::Set, b"k0", 0, 0, &[b'w'; 2000], 0, 0, NOW), StoreOutcome::NoMemory);
     assert!(get(&mut s, "k0", NOW).is_none(), "a failed set removes the old item");
     // Deleting makes room again once a segment is empty.
     for i in 0..stored {
         s.delete(format!("k{i}").as_bytes(), NOW);
     }
-    assert_eq!(s.store(StoreMode::Set, b"again", 0, 0, &value, 0, NOW), StoreOutcome::Stored);
+    assert_eq!(s.store(StoreMode::Set, b"again", 0, 0, &value, 0, 0, NOW), StoreOutcome::Stored);
     check(&s);
 }
 
@@ -280,7 +280,7 @@ fn large_values_are_chunked_and_behave_like_small_ones() {
     for len in [INLINE_MAX - 20, INLINE_MAX - 10, INLINE_MAX, INLINE_MAX + 1, 3 * SEG_SIZE + 5, 10 << 20] {
         let v: Vec<u8> = (0..len).map(|i| (i * 7 % 251) as u8).collect();
         let key = format!("big{len}");
-        assert_eq!(s.store(StoreMode::Set, key.as_bytes(), 42, 0, &v, 0, NOW), StoreOutcome::Stored);
+        assert_eq!(s.store(StoreMode::Set, key.as_bytes(), 42, 0, &v, 0, 0, NOW), StoreOutcome::Stored);
         let item = s.get(key.as_bytes(), NOW).unwrap();
         assert_eq!(item.flags, 42);
         assert_eq!(item.value_len(), len);
@@ -288,9 +288,9 @@ fn large_values_are_chunked_and_behave_like_small_ones() {
     }
     let big = "big10485760";
     let cas = cas_of(&mut s, big, NOW);
-    assert!(s.touch(big.as_bytes(), NOW + 10, NOW));
+    assert!(s.touch(big.as_bytes(), NOW + 10, 0, NOW));
     assert_eq!(cas_of(&mut s, big, NOW), cas);
-    assert_eq!(s.store(StoreMode::Append, big.as_bytes(), 0, 0, b"tail", 0, NOW), StoreOutcome::Stored);
+    assert_eq!(s.store(StoreMode::Append, big.as_bytes(), 0, 0, b"tail", 0, 0, NOW), StoreOutcome::Stored);
     let v = s.get(big.as_bytes(), NOW).unwrap().value_vec();
     assert_eq!(v.len(), (10 << 20) + 4);
     assert_eq!(&v[v.len() - 4..], b"tail");
@@ -298,11 +298,11 @@ fn large_values_are_chunked_and_behave_like_small_ones() {
     let used = s.memory_used();
     assert!(s.delete(format!("big{}", 3 * SEG_SIZE + 5).as_bytes(), NOW));
     assert!(s.memory_used() < used - 3 * SEG_SIZE, "deleting frees the chunks");
-    assert_eq!(s.arith(format!("big{}", INLINE_MAX + 1).as_bytes(), true, 1, NOW), ArithOutcome::NonNumeric);
+    assert_eq!(s.arith(format!("big{}", INLINE_MAX + 1).as_bytes(), true, 1, 0, NOW), ArithOutcome::NonNumeric);
     let mut number = b"41 ".to_vec();
     number.resize(INLINE_MAX * 2, b'#');
-    s.store(StoreMode::Set, b"bignum", 0, 0, &number, 0, NOW);
-    assert_eq!(s.arith(b"bignum", true, 1, NOW), ArithOutcome::Value(42), "memcached reads the leading digits");
+    s.store(StoreMode::Set, b"bignum", 0, 0, &number, 0, 0, NOW);
+    assert_eq!(s.arith(b"bignum", true, 1, 0, NOW), ArithOutcome::Value(42), "memcached reads the leading digits");
     let v = s.get(b"bignum", NOW).unwrap().value_vec();
     assert_eq!((&v[..3], v.len()), (&b"42 "[..], INLINE_MAX * 2));
     check(&s);
@@ -313,12 +313,12 @@ fn large_values_are_evicted_to_make_room() {
     let mut s = store(16 << 20);
     let v = vec![b'L'; 3 << 20];
     for i in 0..20 {
-        assert_eq!(s.store(StoreMode::Set, format!("L{i}").as_bytes(), 0, 0, &v, 0, NOW), StoreOutcome::Stored);
+        assert_eq!(s.store(StoreMode::Set, format!("L{i}").as_bytes(), 0, 0, &v, 0, 0, NOW), StoreOutcome::Stored);
         assert!(s.memory_used() <= s.limit());
     }
     assert!(get(&mut s, "L19", NOW).is_some());
     assert!(get(&mut s, "L0", NOW).is_none());
-    assert_eq!(s.store(StoreMode::Set, b"huge", 0, 0, &vec![0u8; 17 << 20], 0, NOW), StoreOutcome::NoMemory);
+    assert_eq!(s.store(StoreMode::Set, b"huge", 0, 0, &vec![0u8; 17 << 20], 0, 0, NOW), StoreOutcome::NoMemory);
     check(&s);
 }
 
@@ -330,8 +330,8 @@ fn large_values_are_evicted_oldest_first_and_one_by_one() {
     let v = vec![b'L'; 700_000];
     let mut least = u64::MAX;
     for i in 0..200 {
-        assert_eq!(s.store(StoreMode::Set, format!("L{i}").as_bytes(), 0, 0, &v, 0, NOW), StoreOutcome::Stored);
-        s.store(StoreMode::Set, format!("s{i}").as_bytes(), 0, 0, b"small", 0, NOW);
+        assert_eq!(s.store(StoreMode::Set, format!("L{i}").as_bytes(), 0, 0, &v, 0, 0, NOW), StoreOutcome::Stored);
+        s.store(StoreMode::Set, format!("s{i}").as_bytes(), 0, 0, b"small", 0, 0, NOW);
         if i >= 40 {
             least = least.min(s.curr_items());
             assert!(get(&mut s, &format!("L{}", i - 10), NOW).is_some(), "a recent large value was evicted");
@@ -351,7 +351,7 @@ fn no_calcification_when_value_sizes_shift() {
     let fill = |s: &mut Store, prefix: &str, size: usize, n: usize| {
         let v = vec![b'x'; size];
         for i in 0..n {
-            s.store(StoreMode::Set, format!("{prefix}{i}").as_bytes(), 0, 0, &v, 0, NOW);
+            s.store(StoreMode::Set, format!("{prefix}{i}").as_bytes(), 0, 0, &v, 0, 0, NOW);
         }
     };
     let held = |s: &Store, size: usize| {
@@ -421,7 +421,7 @@ fn random_operations_agree_with_a_model() {
                     let flags = if next() % 3 == 0 { next() as u32 } else { 0 };
                     let mode = [StoreMode::Set, StoreMode::Add, StoreMode::Replace][(next() % 3) as usize];
                     let had = live(&model, now);
-                    let r = s.store(mode, &key, flags, exp, &v, 0, now);
+                    let r = s.store(mode, &key, flags, exp, &v, 0, 0, now);
                     let want = match (mode, &had) {
                         (StoreMode::Add, Some(_)) | (StoreMode::Replace, None) => StoreOutcome::NotStored,
                         _ => StoreOutcome::Stored,
@@ -438,7 +438,7 @@ fn random_operations_agree_with_a_model() {
                 4 | 5 => {
                     let append = next() % 2 == 0;
                     let mode = if append { StoreMode::Append } else { StoreMode::Prepend };
-                    let r = s.store(mode, &key, 0, 0, b"+-", 0, now);
+                    let r = s.store(mode, &key, 0, 0, b"+-", 0, 0, now);
                     match (r, live(&model, now)) {
                         (StoreOutcome::Stored, Some((v, f, e))) => {
                             let v = if append { [v, b"+-".to_vec()].concat() } else { [b"+-".to_vec(), v].concat() };
@@ -461,7 +461,7 @@ fn random_operations_agree_with_a_model() {
                     model.remove(&key);
                 }
                 7 => {
-                    let r = s.arith(&key, true, 3, now);
+                    let r = s.arith(&key, true, 3, 0, now);
                     match (r, live(&model, now)) {
                         (ArithOutcome::NotFound, m) => {
                             assert!(!exact || m.is_none());
@@ -481,9 +481,9 @@ fn random_operations_agree_with_a_model() {
                     }
                     if next() % 2 == 0 {
                         let n = format!("{}", next() % 1000);
-                        s.store(StoreMode::Set, &key, 0, 0, n.as_bytes(), 0, now);
+                        s.store(StoreMode::Set, &key, 0, 0, n.as_bytes(), 0, 0, now);
                         model.insert(key.clone(), (n.into_bytes(), 0, 0));
-                        let r = s.arith(&key, false, 1, now);
+                        let r = s.arith(&key, false, 1, 0, now);
                         let m = model.get_mut(&key).unwrap();
                         let cur: u64 = std::str::from_utf8(&m.0).unwrap().trim_end().parse().unwrap();
                         if let ArithOutcome::Value(v) = r {
@@ -501,7 +501,7 @@ fn random_operations_agree_with_a_model() {
                 }
                 8 => {
                     let exp = if next() % 2 == 0 { now + 1 + next() % 5 } else { 0 };
-                    let touched = s.touch(&key, exp, now);
+                    let touched = s.touch(&key, exp, 0, now);
                     let had = live(&model, now);
                     if exact {
                         assert_eq!(touched, had.is_some());
@@ -520,8 +520,16 @@ fn random_operations_agree_with_a_model() {
                     let r = s.get(&key, now).ok().map(|i| i.cas);
                     if let Some(cas) = r {
                         let v = value(&mut next);
-                        let r =
-                            s.store(StoreMode::Cas, &key, 7, 0, &v, if next() % 4 == 0 { cas + 1 } else { cas }, now);
+                        let r = s.store(
+                            StoreMode::Cas,
+                            &key,
+                            7,
+                            0,
+                            &v,
+                            if next() % 4 == 0 { cas + 1 } else { cas },
+                            0,
+                            now,
+                        );
                         if r == StoreOutcome::Stored {
                             model.insert(key.clone(), (v, 7, 0));
                         } else if r == StoreOutcome::NoMemory {
@@ -589,12 +597,12 @@ fn compressed_values_round_trip_at_every_size() {
         for (kind, v) in [("text", text(n)), ("random", random(n))] {
             let key = format!("{kind}{i}");
             let flags = 0xC0FF_EE00 | i as u32;
-            assert_eq!(s.store(StoreMode::Set, key.as_bytes(), flags, 0, &v, 0, NOW), StoreOutcome::Stored);
+            assert_eq!(s.store(StoreMode::Set, key.as_bytes(), flags, 0, &v, 0, 0, NOW), StoreOutcome::Stored);
             let item = s.get(key.as_bytes(), NOW).unwrap();
             assert_eq!(item.flags, flags, "flags are never touched");
             assert!(item.read_value().unwrap() == v, "{key}: {n} bytes");
-            s.store(StoreMode::Append, key.as_bytes(), 0, 0, b"<tail>", 0, NOW);
-            s.store(StoreMode::Prepend, key.as_bytes(), 0, 0, b"<head>", 0, NOW);
+            s.store(StoreMode::Append, key.as_bytes(), 0, 0, b"<tail>", 0, 0, NOW);
+            s.store(StoreMode::Prepend, key.as_bytes(), 0, 0, b"<head>", 0, 0, NOW);
             let want = [&b"<head>"[..], &v, b"<tail>"].concat();
             assert!(s.get(key.as_bytes(), NOW).unwrap().read_value().unwrap() == want, "{key} after append/prepend");
         }
@@ -606,12 +614,12 @@ fn compressed_values_round_trip_at_every_size() {
     // A long, padded number compresses; incr still works on it.
     let mut n = b"41".to_vec();
     n.resize(500, b' ');
-    s.store(StoreMode::Set, b"num", 0, 0, &n, 0, NOW);
-    assert_eq!(s.arith(b"num", true, 1, NOW), ArithOutcome::Value(42));
+    s.store(StoreMode::Set, b"num", 0, 0, &n, 0, 0, NOW);
+    assert_eq!(s.arith(b"num", true, 1, 0, NOW), ArithOutcome::Value(42));
     let got = s.get(b"num", NOW).unwrap().read_value().unwrap();
     assert_eq!((&got[..3], got.len()), (&b"42 "[..], 500));
     // gat on a compressed item keeps it readable.
-    assert_eq!(s.get_and_touch(b"num", NOW, NOW + 100, |i| i.read_value().unwrap().len()).unwrap(), 500);
+    assert_eq!(s.get_and_touch(b"num", NOW, NOW + 100, 0, |i| i.read_value().unwrap().len()).unwrap(), 500);
     check(&s);
 }
 
@@ -621,7 +629,7 @@ fn compressed_values_round_trip_at_every_size() {
 fn a_corrupt_frame_reads_as_a_miss() {
     let mut s = compressing_store(64 << 20, 64);
     let v = b"abcdefgh".repeat(200);
-    s.store(StoreMode::Set, b"k", 0, 0, &v, 0, NOW);
+    s.store(StoreMode::Set, b"k", 0, 0, &v, 0, 0, NOW);
     let loc = s.find(b"k").unwrap();
     let h = s.header(loc);
     assert!(h.compressed.is_some());
@@ -650,12 +658,12 @@ fn append_and_prepend_past_the_item_size_limit_are_not_stored_and_keep_the_item(
         // The longest value of key "k" that -I 1k admits, as the parser counts.
         let max = (0..1024).rev().find(|&n| crate::item::item_total_size(1, 7, n) <= 1024).unwrap();
         let v = vec![b'0'; max - 10];
-        assert_eq!(s.store(StoreMode::Set, b"k", 7, 0, &v, 0, NOW), StoreOutcome::Stored);
-        assert_eq!(s.store(StoreMode::Append, b"k", 0, 0, &[b'a'; 5], 0, NOW), StoreOutcome::Stored);
-        assert_eq!(s.store(StoreMode::Prepend, b"k", 0, 0, &[b'p'; 5], 0, NOW), StoreOutcome::Stored);
+        assert_eq!(s.store(StoreMode::Set, b"k", 7, 0, &v, 0, 0, NOW), StoreOutcome::Stored);
+        assert_eq!(s.store(StoreMode::Append, b"k", 0, 0, &[b'a'; 5], 0, 0, NOW), StoreOutcome::Stored);
+        assert_eq!(s.store(StoreMode::Prepend, b"k", 0, 0, &[b'p'; 5], 0, 0, NOW), StoreOutcome::Stored);
         assert_eq!(s.get(b"k", NOW).unwrap().value_len(), max, "compress {compress}: exactly at the limit");
-        assert_eq!(s.store(StoreMode::Append, b"k", 0, 0, b"a", 0, NOW), StoreOutcome::NotStored);
-        assert_eq!(s.store(StoreMode::Prepend, b"k", 0, 0, b"p", 0, NOW), StoreOutcome::NotStored);
+        assert_eq!(s.store(StoreMode::Append, b"k", 0, 0, b"a", 0, 0, NOW), StoreOutcome::NotStored);
+        assert_eq!(s.store(StoreMode::Prepend, b"k", 0, 0, b"p", 0, 0, NOW), StoreOutcome::NotStored);
         let item = s.get(b"k", NOW).unwrap();
         assert_eq!((item.value_len(), item.flags), (max, 7), "compress {compress}: the item is kept as it was");
     }
@@ -672,9 +680,9 @@ fn an_append_chain_of_compressible_chunks_stops_at_the_item_size_limit() {
         ..Default::default()
     });
     let chunk = vec![0u8; 64 << 10];
-    assert_eq!(s.store(StoreMode::Set, b"zeros", 0, 0, &chunk, 0, NOW), StoreOutcome::Stored);
+    assert_eq!(s.store(StoreMode::Set, b"zeros", 0, 0, &chunk, 0, 0, NOW), StoreOutcome::Stored);
     let refused = (0..100)
-        .filter(|_| s.store(StoreMode::Append, b"zeros", 0, 0, &chunk, 0, NOW) == StoreOutcome::NotStored)
+        .filter(|_| s.store(StoreMode::Append, b"zeros", 0, 0, &chunk, 0, 0, NOW) == StoreOutcome::NotStored)
         .count();
     let len = s.get(b"zeros", NOW).unwrap().value_len();
     assert!(crate::item::item_total_size(5, 0, len) <= 1 << 20, "{len} bytes");
@@ -690,7 +698,7 @@ fn digests_agree_across_stores_whose_index_keys_differ() {
         .map(|index_key| Store::new(StoreConfig { started: NOW - 100, digest: true, index_key, ..Default::default() }));
     for s in &mut stores {
         for i in 0..1000 {
-            s.store(StoreMode::Set, format!("k{i}").as_bytes(), i, 0, format!("v{i}").as_bytes(), 0, NOW);
+            s.store(StoreMode::Set, format!("k{i}").as_bytes(), i, 0, format!("v{i}").as_bytes(), 0, 0, NOW);
         }
     }
     assert_ne!(stores[0].digest(), 0);
