@@ -64,11 +64,15 @@ impl ConnBudget {
     /// Replies built on another core for this core's connections, until
     /// they are delivered here (`uncharge`) and their connections hold them.
     pub fn charge(&self, bytes: usize) {
-        self.used.fetch_add(bytes, Relaxed);
+        if bytes > 0 {
+            self.used.fetch_add(bytes, Relaxed);
+        }
     }
 
     pub fn uncharge(&self, bytes: usize) {
-        let _ = self.used.fetch_update(Relaxed, Relaxed, |u| Some(u.saturating_sub(bytes)));
+        if bytes > 0 {
+            let _ = self.used.fetch_update(Relaxed, Relaxed, |u| Some(u.saturating_sub(bytes)));
+        }
     }
 
     pub fn limit(&self) -> usize {
@@ -101,9 +105,10 @@ impl Charge {
     /// previous charge.
     pub fn settle(&mut self, budget: &ConnBudget, held: usize) {
         let now = held.saturating_sub(FREE_PER_CONN);
+        // Most requests leave a connection within its free bytes: no atomic.
         if now > self.charged {
             budget.charge(now - self.charged);
-        } else {
+        } else if now < self.charged {
             budget.uncharge(self.charged - now);
         }
         self.charged = now;
