@@ -246,15 +246,6 @@ fn a_get_line_at_the_limit_with_a_bare_newline_crosses_no_replies() {
     assert_eq!(stat_u64(&c.stats("stats"), "forward_errors"), 0);
 }
 
-fn rss_bytes(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-        .map_or(0, |kb| kb * 1024)
-}
-
 /// A client socket with a small receive buffer, so that what the server
 /// cannot send stays in the server (where the budget must hold it).
 fn small_window_conn(addr: &str) -> TcpStream {

@@ -66,12 +66,6 @@ fn keys_with_old_hash(target: u64, count: usize) -> Vec<String> {
     keys
 }
 
-fn rss_bytes(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
-    line.split_whitespace().nth(1).unwrap().parse::<u64>().unwrap() * 1024
-}
-
 /// Up to fc6ff6e, the 17th of these keys made the index grow until the
 /// process ran out of memory (1.29 GiB in 16 s on `-m 64`). Now each core
 /// hashes with a secret key of its own: they are ordinary keys.

@@ -32,17 +32,6 @@ fn fill(c: &mut Conn, prefix: &str, n: usize, size: usize, exptime: i64) {
     assert!(c.request(b"version\r\n").starts_with(b"VERSION "));
 }
 
-fn rss_bytes(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let kb: u64 = status
-        .lines()
-        .find(|l| l.starts_with("VmRSS:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
-        .unwrap();
-    kb * 1024
-}
-
 /// A 100 MiB value is stored in chunks and comes back byte for byte.
 #[test]
 fn hundred_mib_value_round_trips() {

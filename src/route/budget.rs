@@ -10,7 +10,7 @@
 //! builds in reply to its forwarded gets (the owner caps those replies by
 //! what the budget leaves, and charges them until they are delivered). The
 //! budget is `--conn-memory`, split over the cores. When it is spent
-//! (server/conn.rs, and `route::get` for a get's reply):
+//! (server/conn.rs, and `route::dispatch` for a get's reply):
 //! - a get whose reply does not fit in what is left is not run yet: its
 //!   batch writes what it owes first (a connection that does not read its
 //!   replies therefore stops being read), or, owing nothing, waits up to

@@ -48,12 +48,12 @@ struct GetSpan {
 }
 
 /// Run one request here, or queue it for the core that owns its key.
-pub fn dispatch(core: &Core, req: &Request<'_>, raw: &[u8], now: u64, batch: &mut Batch) {
+/// Returns false, having done nothing, only for a get that `may_wait` for
+/// room in the connection budget (see `get`).
+pub fn dispatch(core: &Core, req: &Request<'_>, raw: &[u8], now: u64, batch: &mut Batch, may_wait: bool) -> bool {
     let Batch { out, inserts, wait, .. } = batch;
     match *req {
-        Request::Get { kind, exptime, keys } => {
-            get(core, kind, exptime, keys, now, batch, false);
-        }
+        Request::Get { kind, exptime, keys } => return get(core, kind, exptime, keys, now, batch, may_wait),
         _ if req.is_write() => {
             // It runs on the core that owns its key.
             let o = owner(req.key().unwrap_or_default(), core.ncores);
@@ -73,7 +73,7 @@ pub fn dispatch(core: &Core, req: &Request<'_>, raw: &[u8], now: u64, batch: &mu
                 if !noreply {
                     out.extend_from_slice(encode::FLUSH_DISABLED);
                 }
-                return;
+                return true;
             }
             let at = if delay > 0 { absolute_expiry(delay, now, core.global.started) } else { 0 };
             {
@@ -120,6 +120,7 @@ pub fn dispatch(core: &Core, req: &Request<'_>, raw: &[u8], now: u64, batch: &mu
         // Writes are above; quit and stats are the connection's.
         _ => {}
     }
+    true
 }
 
 /// get/gets/gat/gats: keys owned here are answered at once; the others go
@@ -128,15 +129,7 @@ pub fn dispatch(core: &Core, req: &Request<'_>, raw: &[u8], now: u64, batch: &mu
 /// `may_wait` and the reply outgrew what the connection budget leaves now
 /// (the caller makes room and runs it again); otherwise a reply past its
 /// cap is memcached's out-of-memory error.
-pub fn get(
-    core: &Core,
-    kind: GetKind,
-    exptime: i64,
-    keys: Keys<'_>,
-    now: u64,
-    batch: &mut Batch,
-    may_wait: bool,
-) -> bool {
+fn get(core: &Core, kind: GetKind, exptime: i64, keys: Keys<'_>, now: u64, batch: &mut Batch, may_wait: bool) -> bool {
     let Batch { out, inserts, spans, wait, owners } = batch;
     let n = core.ncores;
     let out_start = out.len();

@@ -1,7 +1,7 @@
 //! The one place that decides "run here or forward".
 //!
 //! Every key is owned by one core (`owner`). A connection hands each parsed
-//! request to `dispatch` (retrievals to `get`); a request for a key this
+//! request to `dispatch` (which hands retrievals to `get`); a request for a key this
 //! core owns runs at once on its `Shard`, any other travels to the owner
 //! over the mesh and its reply is spliced back into the batch in request
 //! order. Keyless commands (flush_all, cache_memlimit, stats gathering) go
@@ -31,7 +31,7 @@ pub mod mesh;
 pub mod shard;
 pub mod state;
 
-pub use dispatch::{Batch, dispatch, get, set_verbosity, version};
+pub use dispatch::{Batch, dispatch, set_verbosity, version};
 pub use mesh::{owner, set_owner_key};
 pub use shard::{ReplFigures, Shard};
 pub use state::{ConnInfo, Core, GET_TOO_LARGE, Global, Shutdown, unix_now};

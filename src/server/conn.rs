@@ -18,7 +18,7 @@ use crate::protocol::{Parsed, Request, parse};
 use crate::route::budget::{BUDGET_WAIT, Charge, FLUSH_AT};
 use crate::route::dispatch::{SyncWrite, broadcast, sync_write, write_changed};
 use crate::route::mesh::{Cmd, Interruptible};
-use crate::route::{Batch, Core, dispatch, get, unix_now, version};
+use crate::route::{Batch, Core, dispatch, unix_now, version};
 use crate::stats::{self, Counters, ServerInfo};
 
 const INITIAL_BUFFER: usize = 16 * 1024;
@@ -298,7 +298,7 @@ impl Conn {
                         if handled > 0 {
                             return Stop::Boundary;
                         }
-                        dispatch(&core, &req, raw, now, &mut self.batch);
+                        dispatch(&core, &req, raw, now, &mut self.batch, false);
                         self.start += consumed;
                         self.skip = swallow;
                         return Stop::SyncWrite(w);
@@ -310,10 +310,12 @@ impl Conn {
                             self.start += consumed;
                             return Stop::Stats(args);
                         }
-                        Request::Get { kind, exptime, keys } => {
+                        _ => {
+                            // A get's reply is capped by what the budget
+                            // leaves beside this connection's own charge.
                             let held = self.held();
                             self.charge.settle(core.budget(), held);
-                            if !get(&core, kind, exptime, keys, now, &mut self.batch, !self.budget_waited) {
+                            if !dispatch(&core, &req, raw, now, &mut self.batch, !self.budget_waited) {
                                 // Not run: the budget had no room for its
                                 // reply. Write what the batch owes (that
                                 // frees room), or wait for others to.
@@ -321,7 +323,6 @@ impl Conn {
                                 return if self.batch.owes() { Stop::Drain } else { Stop::WaitBudget };
                             }
                         }
-                        _ => dispatch(&core, &req, raw, now, &mut self.batch),
                     }
                     self.budget_waited = false;
                     self.start += consumed;

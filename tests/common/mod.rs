@@ -299,6 +299,18 @@ impl Drop for Server {
     }
 }
 
+/// Resident memory of process `pid`, in bytes (`VmRSS` of /proc/PID/status).
+pub fn rss_bytes(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let kb: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap();
+    kb * 1024
+}
+
 /// A unique key prefix for this test (tests share an external server).
 pub fn uniq(name: &str) -> String {
     static N: AtomicU64 = AtomicU64::new(0);
