@@ -158,7 +158,38 @@ const COMMANDS: &[&str] = &[
     "shutdown",
     "stats",
     "cache_memlimit",
+    "mg",
+    "ms",
+    "md",
+    "ma",
+    "me",
+    "mn",
 ];
+
+/// Flags of each meta command, any subset in any order (each once).
+fn meta_flags(rng: &mut Rng, cmd: &str) -> String {
+    let all: &[&str] = match cmd {
+        "mg" => &["c", "f", "h", "k", "l", "Oop", "q", "s", "t", "u", "v", "N30", "R10", "T-1"],
+        "ms" => &["c", "C5", "F7", "I", "k", "O1", "q", "T0", "ME", "MA", "MS"],
+        "md" => &["C9", "I", "k", "Oz", "q", "T30"],
+        "ma" => &["c", "C1", "D5", "J9", "k", "N0", "Oa", "q", "t", "T5", "v", "MD"],
+        _ => &[],
+    };
+    let mut out = String::new();
+    let mut seen = Vec::new();
+    if all.is_empty() {
+        return out;
+    }
+    for _ in 0..rng.range(0, 6) {
+        let f = *rng.pick(all);
+        if !seen.contains(&f.as_bytes()[0]) {
+            seen.push(f.as_bytes()[0]);
+            out.push_str(sep(rng));
+            out.push_str(f);
+        }
+    }
+    out
+}
 
 /// A valid request, every command of the grammar, with random arguments.
 fn valid_request(rng: &mut Rng) -> (Vec<u8>, Expect) {
@@ -250,6 +281,24 @@ fn valid_request(rng: &mut Rng) -> (Vec<u8>, Expect) {
             out.extend_from_slice(format!("{lead}{cmd}{}{n}{}{}", sep(rng), nr(noreply, rng), eol(rng)).as_bytes());
             ex.noreply = Some(noreply);
         }
+        "mg" | "md" | "ma" | "me" | "ms" => {
+            let k = key(rng);
+            out.extend_from_slice(format!("{lead}{cmd}{}", sep(rng)).as_bytes());
+            out.extend_from_slice(&k);
+            let dlen = rng.range(0, 40);
+            if cmd == "ms" {
+                out.extend_from_slice(format!("{}{dlen}", sep(rng)).as_bytes());
+            }
+            out.extend_from_slice(format!("{}{}", meta_flags(rng, cmd), eol(rng)).as_bytes());
+            ex.line_len = out.len();
+            if cmd == "ms" {
+                let data: Vec<u8> = (0..dlen).map(|_| *rng.pick(b"ab\r\n \x00xyz")).collect();
+                out.extend_from_slice(&data);
+                out.extend_from_slice(b"\r\n");
+                ex.data = Some(data);
+            }
+            ex.key = Some(k);
+        }
         "stats" => {
             let args = ["", " items", " slabs", " settings", " cachedump 1 2", " reset", " detail on"];
             out.extend_from_slice(format!("{lead}stats{}{}", rng.pick(&args), eol(rng)).as_bytes());
@@ -263,6 +312,13 @@ fn valid_request(rng: &mut Rng) -> (Vec<u8>, Expect) {
 fn check_valid(input: &[u8], ex: &Expect, limits: &Limits) {
     match parse(input, limits) {
         Parsed::Request { req, consumed, swallow } => {
+            if let Request::Meta(m) = req
+                && m.too_large
+            {
+                assert_eq!(consumed, ex.line_len, "a too large ms consumes the command line");
+                assert_eq!(consumed + swallow, input.len(), "a too large ms swallows the rest");
+                return;
+            }
             if let Request::TooLarge { key, noreply, .. } = req {
                 assert_eq!(consumed, ex.line_len, "TooLarge consumes the command line");
                 assert_eq!(consumed + swallow, input.len(), "TooLarge swallows the rest");
@@ -280,6 +336,9 @@ fn check_valid(input: &[u8], ex: &Expect, limits: &Limits) {
                     let got: Vec<&[u8]> = keys.iter().collect();
                     let want: Vec<&[u8]> = ex.keys.as_ref().expect("keys").iter().map(|k| &k[..]).collect();
                     assert_eq!(got, want);
+                }
+                Request::Meta(m) if m.cmd == memcore::protocol::MetaCmd::Set => {
+                    assert_eq!(Some(m.data), ex.data.as_deref());
                 }
                 Request::Store { data, noreply, .. } => {
                     assert_eq!(Some(data), ex.data.as_deref());
@@ -390,6 +449,19 @@ fn random_bytes(rng: &mut Rng) -> Vec<u8> {
         b"stats",
         b"quit",
         b"cache_memlimit ",
+        b"mg ",
+        b"ms ",
+        b"md ",
+        b"ma ",
+        b"me ",
+        b"mn",
+        b" v",
+        b" q",
+        b" b",
+        b" T30",
+        b" N30",
+        b" MA",
+        b" O123",
         b" ",
         b" ",
         b"\r\n",

@@ -22,7 +22,9 @@
 
 use std::collections::{HashMap, HashSet};
 
-use memcore::protocol::{KEY_MAX_LENGTH, Limits, MAX_LINE_WITHOUT_NEWLINE, Parsed, Request, absolute_expiry, parse};
+use memcore::protocol::{
+    KEY_MAX_LENGTH, Limits, MAX_LINE_WITHOUT_NEWLINE, MetaCmd, Parsed, Request, absolute_expiry, parse,
+};
 use memcore::storage::{
     ArithOutcome, CompressConfig, MIN_LIMIT, Store, StoreConfig, StoreMode, StoreOutcome, parse_stored_number,
 };
@@ -82,6 +84,17 @@ pub fn check_result(avail: &[u8], r: &Parsed<'_>) {
                     assert_eq!(&avail[consumed - 2..consumed], b"\r\n", "store not ended by CRLF");
                     let start = consumed - 2 - data.len();
                     assert_eq!(data.as_ptr(), avail[start..].as_ptr(), "data not where the block is");
+                }
+                Request::Meta(m) if m.cmd == MetaCmd::Set && !m.too_large => {
+                    assert_eq!(swallow, 0);
+                    assert!(consumed >= m.data.len() + 2);
+                    assert_eq!(&avail[consumed - 2..consumed], b"\r\n", "ms not ended by CRLF");
+                    let start = consumed - 2 - m.data.len();
+                    assert_eq!(m.data.as_ptr(), avail[start..].as_ptr(), "ms data not where the block is");
+                }
+                Request::TooLarge { .. } | Request::Refused { .. } | Request::Meta(_) if swallow > 0 => {
+                    assert!(swallow >= 2, "a refused data block swallows data + CRLF, got {swallow}");
+                    assert_eq!(avail[consumed - 1], b'\n');
                 }
                 Request::TooLarge { .. } => {
                     assert!(swallow >= 2, "TooLarge swallows data + CRLF, got {swallow}");

@@ -10,17 +10,25 @@
 //! an exptime means (`absolute_expiry`). Imports only the shared `item`
 //! sizes; must not import storage, route, repl, server, stats or config.
 
+pub mod base64;
 pub mod encode;
+pub mod meta;
 pub mod parse;
 
+pub use meta::{MetaCmd, MetaFlags, MetaRequest};
 pub use parse::{GetKind, Limits, Parsed, Request, StoreMode, parse};
 
 /// Longest key memcached accepts (`KEY_MAX_LENGTH`).
 pub const KEY_MAX_LENGTH: usize = 250;
 
-/// A command line this long without a newline closes the connection, unless
-/// it is a get/gets (memcached's rule: such a line must be a large multiget).
-pub const MAX_LINE_WITHOUT_NEWLINE: usize = 2048;
+/// memcached's read buffer (16 KiB): a command line whose newline is not
+/// within this many bytes closes the connection, unless it is a get/gets
+/// (which must be a large multiget). memcached decides this with a 2,048-byte
+/// check on whatever one read brought, so its answer depends on where the
+/// reads fall; memcore decides on the line itself, so the same bytes get
+/// the same answer however they arrive (a line that arrives whole is
+/// answered alike by both).
+pub const MAX_LINE_WITHOUT_NEWLINE: usize = 16384;
 
 /// memcore's cap on a get/gets line. memcached buffers them without bound;
 /// past this the connection gets an error and is closed.

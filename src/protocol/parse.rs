@@ -11,6 +11,7 @@
 //! touch <key> <exptime> [noreply]    flush_all [delay] [noreply]
 //! verbosity <level> [noreply]        version | quit | stats [<args>]
 //! cache_memlimit <megabytes> [noreply]
+//! bget <key>+ (= get)                mg|ms|md|ma|me|mn ... (meta.rs)
 //! ```
 //!
 //! Replies for malformed input follow memcached 1.6.18 byte for byte
@@ -18,6 +19,7 @@
 //! flags of 2^32 or more are refused instead of truncated, and a get line
 //! is capped at `MAX_GET_LINE`.
 
+use super::meta::MetaRequest;
 use super::{KEY_MAX_LENGTH, MAX_GET_LINE, MAX_LINE_WITHOUT_NEWLINE};
 use crate::item::item_total_size;
 
@@ -139,6 +141,15 @@ pub enum Request<'a> {
     Stats {
         args: &'a [u8],
     },
+    /// mg, ms, md, ma, me (`protocol::meta`).
+    Meta(MetaRequest<'a>),
+    /// mn: answered MN in order, the end of a quiet pipeline.
+    MetaNoop,
+    /// A request refused after its data block's length was known: `msg`
+    /// goes out whatever the quiet flag, and the data is swallowed.
+    Refused {
+        msg: &'static str,
+    },
 }
 
 impl<'a> Request<'a> {
@@ -147,11 +158,15 @@ impl<'a> Request<'a> {
     /// Exactly the requests with a `key` (gat/gats touch, but travel as
     /// retrievals).
     pub fn is_write(&self) -> bool {
-        self.key().is_some()
+        match self {
+            Request::Meta(m) => m.may_write(),
+            _ => self.key().is_some(),
+        }
     }
 
-    /// The key of a write (see `is_write`): it decides which core owns the
-    /// request.
+    /// The key of a request that runs on the core owning it: the writes
+    /// (see `is_write`) and the meta commands, whose key is as sent (base64
+    /// with the `b` flag; `route_key` decodes it).
     pub fn key(&self) -> Option<&'a [u8]> {
         match *self {
             Request::Store { key, .. }
@@ -159,7 +174,20 @@ impl<'a> Request<'a> {
             | Request::Delete { key, .. }
             | Request::Arith { key, .. }
             | Request::Touch { key, .. } => Some(key),
+            Request::Meta(m) => Some(m.key),
             _ => None,
+        }
+    }
+
+    /// The key as stored, which decides the owning core: `key`, with a
+    /// meta command's base64 key decoded into `scratch`.
+    pub fn route_key<'s>(&self, scratch: &'s mut [u8; KEY_MAX_LENGTH]) -> Option<&'s [u8]>
+    where
+        'a: 's,
+    {
+        match *self {
+            Request::Meta(m) => Some(m.stored_key(scratch)),
+            _ => self.key(),
         }
     }
 
@@ -174,7 +202,14 @@ impl<'a> Request<'a> {
             | Request::FlushAll { noreply, .. }
             | Request::CacheMemlimit { noreply, .. }
             | Request::Verbosity { noreply, .. } => noreply,
-            Request::Get { .. } | Request::Version | Request::Quit | Request::Shutdown | Request::Stats { .. } => false,
+            Request::Meta(m) => m.flags.quiet,
+            Request::Get { .. }
+            | Request::Version
+            | Request::Quit
+            | Request::Shutdown
+            | Request::Stats { .. }
+            | Request::MetaNoop
+            | Request::Refused { .. } => false,
         }
     }
 }
@@ -235,8 +270,11 @@ pub fn parse<'a>(buf: &'a [u8], limits: &Limits) -> Parsed<'a> {
     let Some(nl) = memchr(b'\n', buf) else {
         return incomplete_line(buf);
     };
+    if nl >= MAX_LINE_WITHOUT_NEWLINE && !is_get_line(buf) {
+        // memcached's read buffer could not have held this line.
+        return Parsed::Close { msg: None };
+    }
     if nl > MAX_GET_LINE {
-        // Only a get could have grown this long without being closed.
         return Parsed::Close { msg: Some(LINE_TOO_LONG) };
     }
     let line_end = if nl > 0 && buf[nl - 1] == b'\r' { nl - 1 } else { nl };
@@ -248,12 +286,16 @@ pub fn parse<'a>(buf: &'a [u8], limits: &Limits) -> Parsed<'a> {
     if t.n == 0 {
         return error(ERROR);
     }
+    if t.tok[0].len() == 2 && t.tok[0][0] == b'm' {
+        return super::meta::parse_meta(buf, line, consumed, limits);
+    }
     let req = match t.tok[0] {
-        b"get" | b"gets" => {
+        // memcached takes "bget" (a binary-protocol-era spelling) as get.
+        b"get" | b"gets" | b"bget" => {
             if t.n < 2 {
                 return error(ERROR);
             }
-            let kind = if t.tok[0] == b"get" { GetKind::Get } else { GetKind::Gets };
+            let kind = if t.tok[0] == b"gets" { GetKind::Gets } else { GetKind::Get };
             let keys = Keys(rest_after_tokens(line, 1));
             if keys.iter().any(|k| k.len() > KEY_MAX_LENGTH) {
                 return error(BAD_FORMAT);
@@ -281,7 +323,8 @@ pub fn parse<'a>(buf: &'a [u8], limits: &Limits) -> Parsed<'a> {
             if !(2..=4).contains(&t.n) {
                 return error(ERROR);
             }
-            let noreply = t.noreply();
+            // "delete noreply" deletes the key named noreply, and answers.
+            let noreply = t.n > 2 && t.noreply();
             if t.n > 2 {
                 let hold_is_zero = t.tok[2] == b"0";
                 let valid = (t.n == 3 && (hold_is_zero || noreply)) || (t.n == 4 && hold_is_zero && noreply);
@@ -430,15 +473,20 @@ fn parse_storage<'a>(buf: &'a [u8], line_len: usize, t: &Tokens<'a>, limits: &Li
     }
 }
 
-/// No newline yet: wait, or give up on a line that cannot be a request.
-fn incomplete_line(buf: &[u8]) -> Parsed<'_> {
-    if buf.len() <= MAX_LINE_WITHOUT_NEWLINE {
-        return Parsed::Incomplete { need: 0 };
-    }
+/// memcached's test for a line that may grow without bound: a get or gets
+/// after at most 100 spaces.
+fn is_get_line(buf: &[u8]) -> bool {
     let lead = buf.iter().take_while(|&&b| b == b' ').count();
     let rest = &buf[lead..];
-    let is_get = lead <= 100 && (rest.starts_with(b"get ") || rest.starts_with(b"gets "));
-    if !is_get {
+    lead <= 100 && (rest.starts_with(b"get ") || rest.starts_with(b"gets "))
+}
+
+/// No newline yet: wait, or give up on a line that cannot be a request.
+fn incomplete_line(buf: &[u8]) -> Parsed<'_> {
+    if buf.len() < MAX_LINE_WITHOUT_NEWLINE {
+        return Parsed::Incomplete { need: 0 };
+    }
+    if !is_get_line(buf) {
         return Parsed::Close { msg: None };
     }
     if buf.len() > MAX_GET_LINE {
@@ -464,7 +512,7 @@ fn rest_after_tokens(line: &[u8], n: usize) -> &[u8] {
     &line[i..]
 }
 
-fn memchr(needle: u8, hay: &[u8]) -> Option<usize> {
+pub(super) fn memchr(needle: u8, hay: &[u8]) -> Option<usize> {
     hay.iter().position(|&b| b == needle)
 }
 
@@ -484,7 +532,7 @@ pub fn parse_u64(tok: &[u8]) -> Option<u64> {
     Some(v)
 }
 
-fn parse_u32(tok: &[u8]) -> Option<u32> {
+pub(super) fn parse_u32(tok: &[u8]) -> Option<u32> {
     parse_u64(tok).and_then(|v| u32::try_from(v).ok())
 }
 
@@ -503,7 +551,7 @@ fn parse_signed(tok: &[u8], lo: i64, hi: i64) -> Option<i64> {
 /// memcached 1.6.18 reads exptimes and delays with strtol and then
 /// truncates them to 32 bits, so 2147483648 becomes a time in the past and
 /// the item silently vanishes; memcore refuses what does not fit instead.
-fn parse_i32(tok: &[u8]) -> Option<i64> {
+pub(super) fn parse_i32(tok: &[u8]) -> Option<i64> {
     parse_signed(tok, i32::MIN as i64, i32::MAX as i64)
 }
 
@@ -735,6 +783,56 @@ mod tests {
         assert_eq!(req(b"flush_all noreply\r\n"), Request::FlushAll { delay: 0, noreply: true });
         assert_eq!(req(b"delete a 0 noreply\r\n"), Request::Delete { key: b"a", noreply: true });
         assert_eq!(req(b"delete a noreply\r\n"), Request::Delete { key: b"a", noreply: true });
+    }
+
+    #[test]
+    fn framing_follows_memcached() {
+        // "delete noreply" names the key noreply and is answered.
+        assert_eq!(req(b"delete noreply\r\n"), Request::Delete { key: b"noreply", noreply: false });
+        assert_eq!(req(b"delete noreply noreply\r\n"), Request::Delete { key: b"noreply", noreply: true });
+        // bget is get.
+        let Request::Get { kind: GetKind::Get, keys, .. } = req(b"bget k\r\n") else { panic!() };
+        assert_eq!(keys.iter().collect::<Vec<_>>(), vec![&b"k"[..]]);
+        assert_eq!(err(b"bget\r\n").0, ERROR);
+    }
+
+    /// A line longer than 2,048 bytes that ends in a newline is answered,
+    /// wherever the reads that bring it are cut: memcached answers
+    /// `ERROR ERROR END` when it arrives in one read.
+    #[test]
+    fn long_lines_are_answered_however_they_arrive() {
+        let stream = [vec![b'x'; 2000], b"\r\n".to_vec(), vec![b'y'; 2100], b"\r\nget k\r\n".to_vec()].concat();
+        for cut in 0..stream.len() {
+            let mut got = Vec::new();
+            let mut off = 0;
+            for end in [cut, stream.len()] {
+                loop {
+                    match p(&stream[off..end]) {
+                        Parsed::Incomplete { .. } => break,
+                        Parsed::Error { msg, consumed, .. } => {
+                            got.push(msg.to_string());
+                            off += consumed;
+                        }
+                        Parsed::Request { req, consumed, .. } => {
+                            got.push(format!("{req:?}"));
+                            off += consumed;
+                        }
+                        Parsed::Close { .. } => panic!("closed at cut {cut}"),
+                    }
+                    if off == end {
+                        break;
+                    }
+                }
+            }
+            assert_eq!(got.len(), 3, "cut {cut}: {got:?}");
+            assert_eq!(&got[..2], &[ERROR, ERROR]);
+        }
+        // A non-get line whose newline lies past memcached's 16 KiB read
+        // buffer closes the connection, whole or in pieces.
+        let long = [vec![b'y'; MAX_LINE_WITHOUT_NEWLINE], b"\r\n".to_vec()].concat();
+        assert_eq!(p(&long), Parsed::Close { msg: None });
+        assert_eq!(p(&long[..MAX_LINE_WITHOUT_NEWLINE]), Parsed::Close { msg: None });
+        assert_eq!(p(&long[..MAX_LINE_WITHOUT_NEWLINE - 1]), Parsed::Incomplete { need: 0 });
     }
 
     #[test]

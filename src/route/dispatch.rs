@@ -17,7 +17,7 @@ use std::rc::Rc;
 
 use crate::protocol::encode;
 use crate::protocol::parse::{GetKind, Keys};
-use crate::protocol::{Request, absolute_expiry};
+use crate::protocol::{KEY_MAX_LENGTH, Request, absolute_expiry};
 
 use super::mesh::{Cmd, ConnWait, owner};
 use super::state::{Core, GET_TOO_LARGE};
@@ -54,9 +54,13 @@ pub fn dispatch(core: &Core, req: &Request<'_>, raw: &[u8], now: u64, batch: &mu
     let Batch { out, inserts, wait, .. } = batch;
     match *req {
         Request::Get { kind, exptime, keys } => return get(core, kind, exptime, keys, now, batch, may_wait),
-        _ if req.is_write() => {
-            // It runs on the core that owns its key.
-            let o = owner(req.key().unwrap_or_default(), core.ncores);
+        Request::MetaNoop => out.extend_from_slice(crate::protocol::meta::MN),
+        Request::Refused { msg } => encode::encode_line(out, msg),
+        _ if req.key().is_some() => {
+            // It runs on the core that owns its key (a meta command's
+            // base64 key decoded: the key as stored decides).
+            let mut scratch = [0u8; KEY_MAX_LENGTH];
+            let o = owner(req.route_key(&mut scratch).unwrap_or_default(), core.ncores);
             if o == core.id {
                 core.shard.borrow_mut().execute(req, now, out);
             } else {
@@ -289,14 +293,16 @@ pub struct SyncWrite {
 /// peers: it then goes alone in its batch.
 pub fn sync_write(core: &Core, req: &Request<'_>) -> Option<SyncWrite> {
     let sync = core.global.repl.as_ref().is_some_and(|r| r.cfg.mode != crate::repl::Mode::Async);
-    let key = req.key().filter(|_| sync && req.is_write())?;
+    let mut scratch = [0u8; KEY_MAX_LENGTH];
+    let key = req.route_key(&mut scratch).filter(|_| sync && req.is_write())?;
     Some(SyncWrite { owner: owner(key, core.ncores), noreply: req.noreply() })
 }
 
 /// Whether the reply of a lone write says it changed something (and so
-/// was shipped to the peers): STORED, DELETED, TOUCHED or a number.
+/// was shipped to the peers): STORED, DELETED, TOUCHED, a number, or a
+/// meta write's HD or VA.
 pub fn write_changed(reply: &[u8]) -> bool {
-    [&b"STORED"[..], b"DELETED", b"TOUCHED"].iter().any(|w| reply.starts_with(w))
+    [&b"STORED"[..], b"DELETED", b"TOUCHED", b"HD", b"VA "].iter().any(|w| reply.starts_with(w))
         || reply.first().is_some_and(u8::is_ascii_digit)
 }
 

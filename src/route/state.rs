@@ -180,7 +180,7 @@ impl Core {
                 Cmd::Request { start, end } => {
                     shard.counters.forwarded_in += 1;
                     match parse(&frame.arena[start..end], &self.limits) {
-                        Parsed::Request { req, .. } if req.is_write() => {
+                        Parsed::Request { req, .. } if req.key().is_some() => {
                             shard.execute(&req, now, &mut back.reply_arena)
                         }
                         // The sender parsed these very bytes with the same
