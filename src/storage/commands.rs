@@ -38,7 +38,7 @@ impl Store {
     /// Look a key up for reading: counts the access and marks it fetched.
     pub fn get(&mut self, key: &[u8], now: u64) -> Result<ItemRef<'_>, Miss> {
         let (loc, h) = self.find_live(key, now)?;
-        record::mark_fetched(self.info_byte(loc));
+        self.note_access(loc, &h, now);
         Ok(self.item_ref(loc, &h))
     }
 
@@ -104,6 +104,23 @@ impl Store {
         version: u64,
         now: u64,
     ) -> StoreOutcome {
+        self.store_with_state(mode, key, flags, exptime, data, cas, 0, version, now)
+    }
+
+    /// `store`, the new item carrying meta protocol `state` (record::STATE_*).
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn store_with_state(
+        &mut self,
+        mode: StoreMode,
+        key: &[u8],
+        flags: u32,
+        exptime: u64,
+        data: &[u8],
+        cas: u64,
+        state: u8,
+        version: u64,
+        now: u64,
+    ) -> StoreOutcome {
         let old = self.find_live(key, now).ok();
         match (mode, old) {
             (StoreMode::Add, Some((loc, _))) => {
@@ -141,7 +158,8 @@ impl Store {
                 self.insert(key, meta, Body::Value(&parts), now)
             }
             _ => {
-                let meta = Meta { flags, exp: self.rel_exp(exptime), version, ..Default::default() };
+                let atime = if state != 0 { self.now_rel(now) } else { 0 };
+                let meta = Meta { flags, exp: self.rel_exp(exptime), version, state, atime, ..Default::default() };
                 self.insert(key, meta, Body::Value(&[data]), now)
             }
         };
@@ -196,8 +214,16 @@ impl Store {
         if digits.len() < h.value_len {
             digits.resize(h.value_len, b' ');
         }
-        let meta =
-            Meta { flags: h.flags, exp: h.exp, version, fetched: h.fetched(), freq: h.freq(), ..Default::default() };
+        let meta = Meta {
+            flags: h.flags,
+            exp: h.exp,
+            version,
+            fetched: h.fetched(),
+            freq: h.freq(),
+            state: h.state,
+            atime: h.atime,
+            ..Default::default()
+        };
         if self.insert(key, meta, Body::Value(&[&digits]), now) {
             ArithOutcome::Value(v)
         } else {
@@ -301,6 +327,7 @@ impl Store {
         }
         {
             let (seg, off) = self.split(loc);
+            self.segs[seg].written = now;
             let dst = &mut self.segs[seg].data.as_mut().expect("head segment")[off..off + len];
             let mut at = record::write_head(dst, &meta, key, value_len);
             match handle {

@@ -29,7 +29,8 @@
 //! write path; `item_ref.rs` an item as read; `segments.rs` segment space
 //! and accounting; `eviction.rs` S3-FIFO eviction; `crawl.rs` the expiry
 //! crawler; `replication.rs` versions, scan and digest; `stats.rs` the
-//! counters and the limit; `compress.rs`, `index.rs`, `large.rs` and
+//! counters and the limit; `meta.rs` the meta protocol's per-item
+//! stampede state (stale, won, last access); `compress.rs`, `index.rs`, `large.rs` and
 //! `record.rs` the pieces below them.
 //!
 //! The store's own types at its edge (`StoreMode`, `StoreOutcome`,
@@ -44,6 +45,7 @@ mod eviction;
 mod index;
 mod item_ref;
 mod large;
+mod meta;
 mod record;
 mod replication;
 mod segments;
@@ -60,6 +62,7 @@ use index::Index;
 pub use item_ref::ItemRef;
 use item_ref::{Body, Value};
 use large::LargeValue;
+pub use meta::{MetaDeleteOutcome, MetaView};
 use record::{Compressed, Header, Meta};
 pub use replication::ApplyOutcome;
 use stats::size_bucket;
@@ -176,6 +179,10 @@ struct Segment {
     /// crawler skip segments with nothing to reclaim.
     min_exp: u32,
     opened: u64,
+    /// When a record was last written into it (Unix seconds): the last
+    /// access the meta protocol reports for an item without its own
+    /// (`meta.rs`).
+    written: u64,
     queue: Queue,
 }
 

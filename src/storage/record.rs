@@ -3,7 +3,7 @@
 //! ```text
 //! info    u8   kind (2 bits) | has_flags | has_exp | has_cas | fetched | freq (2 bits)
 //! klen    u8   key length, 1..=250
-//! ext     u8   only for kind EXT: LARGE | COMPRESSED | VERSIONED (bits 3-7 free)
+//! ext     u8   only for kind EXT: LARGE | COMPRESSED | VERSIONED | STATE (bits 4-7 free)
 //! vlen    LEB128, 1-5 bytes: the value's length as the client sees it
 //! zlen    LEB128, only when COMPRESSED: the stored (compressed) length
 //! dict    u8   only when COMPRESSED: the dictionary it was written with (0: none)
@@ -14,6 +14,10 @@
 //! ver     u64  only when VERSIONED: the replication version (hybrid logical
 //!              clock and node id, see `repl::hlc`); only written when the
 //!              server replicates, so a plain item pays nothing for it
+//! state   u8   only when STATE: the meta protocol's per-item state (STALE,
+//!              WON, BINARY_KEY), never 0; written only while some of it
+//!              is set, so an item no meta client marked pays nothing
+//! atime   u32  only when STATE: last access, seconds after `Store::started`
 //! key     klen bytes
 //! body    the stored value (inline) or a u32 handle to the large value
 //! ```
@@ -30,6 +34,15 @@ const KIND_EXT: u8 = 3;
 const EXT_LARGE: u8 = 1;
 const EXT_COMPRESSED: u8 = 2;
 const EXT_VERSIONED: u8 = 4;
+const EXT_STATE: u8 = 8;
+
+/// Per-item state of the meta protocol's stampede control: marked stale by
+/// `md I` or a stale `ms I`.
+pub const STATE_STALE: u8 = 1;
+/// A client was sent the win (`W`); the others see `Z`.
+pub const STATE_WON: u8 = 2;
+/// Stored with a base64 key (`b`): `k` returns it encoded.
+pub const STATE_BINARY_KEY: u8 = 4;
 
 const KIND_MASK: u8 = 0b11;
 const HAS_FLAGS: u8 = 1 << 2;
@@ -63,18 +76,23 @@ pub struct Meta {
     pub version: u64,
     pub fetched: bool,
     pub freq: u8,
+    /// Meta protocol state (`STATE_*`), 0 = none (no field written).
+    pub state: u8,
+    /// Last access (relative like `exp`), written with `state`.
+    pub atime: u32,
 }
 
 impl Meta {
     fn kind(&self) -> (u8, u8) {
-        match (self.large, self.compressed.is_some(), self.version != 0) {
-            (false, false, false) => (KIND_INLINE, 0),
-            (true, false, false) => (KIND_LARGE, 0),
-            (large, z, v) => (
+        match (self.large, self.compressed.is_some(), self.version != 0, self.state != 0) {
+            (false, false, false, false) => (KIND_INLINE, 0),
+            (true, false, false, false) => (KIND_LARGE, 0),
+            (large, z, v, st) => (
                 KIND_EXT,
                 if large { EXT_LARGE } else { 0 }
                     | if z { EXT_COMPRESSED } else { 0 }
-                    | if v { EXT_VERSIONED } else { 0 },
+                    | if v { EXT_VERSIONED } else { 0 }
+                    | if st { EXT_STATE } else { 0 },
             ),
         }
     }
@@ -94,6 +112,11 @@ pub struct Header {
     /// Replication version (0 = none) and where its field is.
     pub version: u64,
     pub ver_at: Option<usize>,
+    /// Meta protocol state and last access, and where the state byte is
+    /// (the access time follows it).
+    pub state: u8,
+    pub atime: u32,
+    pub state_at: Option<usize>,
     pub key_at: usize,
     pub key_len: usize,
     pub body_at: usize,
@@ -130,6 +153,8 @@ impl Header {
             version: self.version,
             fetched: self.fetched(),
             freq: self.freq(),
+            state: self.state,
+            atime: self.atime,
         }
     }
 }
@@ -185,6 +210,7 @@ pub fn header_len(meta: &Meta, value_len: usize) -> usize {
         + if has_exp(meta) { 4 } else { 0 }
         + if meta.cas_pos.is_some() { 8 } else { 0 }
         + if meta.version != 0 { 8 } else { 0 }
+        + if meta.state != 0 { 5 } else { 0 }
 }
 
 /// Length of a whole record (before alignment).
@@ -239,6 +265,11 @@ pub fn write_head(dst: &mut [u8], meta: &Meta, key: &[u8], value_len: usize) -> 
         dst[at..at + 8].copy_from_slice(&meta.version.to_le_bytes());
         at += 8;
     }
+    if meta.state != 0 {
+        dst[at] = meta.state;
+        dst[at + 1..at + 5].copy_from_slice(&meta.atime.to_le_bytes());
+        at += 5;
+    }
     dst[at..at + key.len()].copy_from_slice(key);
     at + key.len()
 }
@@ -252,13 +283,14 @@ pub fn parse(rec: &[u8]) -> Header {
     let info = rec[0];
     let key_len = rec[1] as usize;
     let mut at = 2;
-    let (mut large, mut z, mut versioned) = (info & KIND_MASK == KIND_LARGE, false, false);
+    let (mut large, mut z, mut versioned, mut stated) = (info & KIND_MASK == KIND_LARGE, false, false, false);
     if info & KIND_MASK == KIND_EXT {
         let ext = rec[at];
         at += 1;
         large = ext & EXT_LARGE != 0;
         z = ext & EXT_COMPRESSED != 0;
         versioned = ext & EXT_VERSIONED != 0;
+        stated = ext & EXT_STATE != 0;
     }
     let (value_len, next) = get_varint(rec, at);
     at = next;
@@ -295,6 +327,13 @@ pub fn parse(rec: &[u8]) -> Header {
         ver_at = Some(at);
         at += 8;
     }
+    let (mut state, mut atime, mut state_at) = (0, 0, None);
+    if stated {
+        state = rec[at];
+        atime = u32_at(rec, at + 1);
+        state_at = Some(at);
+        at += 5;
+    }
     Header {
         info,
         large,
@@ -305,6 +344,9 @@ pub fn parse(rec: &[u8]) -> Header {
         exp_at,
         version,
         ver_at,
+        state,
+        atime,
+        state_at,
         key_at: at,
         key_len,
         body_at: at + key_len,
@@ -340,6 +382,8 @@ mod tests {
             Meta { large: true, version: u64::MAX - 3, cas_pos: Some(5), freq: 3, ..Default::default() },
             Meta { version: 1, compressed: z, ..Default::default() },
             Meta { version: 1, ..Default::default() },
+            Meta { state: STATE_STALE | STATE_WON, atime: 12345, ..Default::default() },
+            Meta { large: true, version: 9, state: STATE_BINARY_KEY, atime: u32::MAX, flags: 3, ..Default::default() },
         ] {
             for vlen in [0usize, 1, 127, 128, 100_000, 1 << 30] {
                 let key = b"some:key";
@@ -355,11 +399,14 @@ mod tests {
                 );
                 assert_eq!(h.exp, meta.exp);
                 assert_eq!((h.version, h.ver_at.is_some()), (meta.version, meta.version != 0));
+                assert_eq!((h.state, h.atime, h.state_at.is_some()), (meta.state, meta.atime, meta.state != 0));
                 assert_eq!((h.fetched(), h.freq(), h.value_len), (meta.fetched, meta.freq, vlen));
                 assert_eq!(h.len(), record_len(&meta, key.len(), vlen));
             }
         }
         assert_eq!(header_len(&Meta::default(), 100), 3, "a plain 100-byte item has a 3-byte header");
+        let stale = Meta { state: STATE_STALE, ..Default::default() };
+        assert_eq!(header_len(&stale, 100), 9, "stampede state costs an ext byte and 5 bytes");
     }
 
     #[test]

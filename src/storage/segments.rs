@@ -45,6 +45,7 @@ impl Store {
             live_bytes: 0,
             min_exp: 0,
             opened: now,
+            written: now,
             queue,
         };
         self.next_seq += SEG_SIZE as u64;
