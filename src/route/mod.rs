@@ -16,6 +16,7 @@
 //!
 //! - `mesh`: the key-to-core hash, frames, reply slots, the per-peer FIFO.
 //! - `shard`: one core's store plus its counters; runs a request on it.
+//! - `meta`: the meta commands (mg ms md ma me) on the owning core's shard.
 //! - `state`: one core's state (`Core`), what all cores share (`Global`),
 //!   serving forwarded frames and the mesh's sender and receiver tasks.
 //! - `dispatch`: the decision, the multi-get split, the splice.
@@ -28,6 +29,7 @@
 pub mod budget;
 pub mod dispatch;
 pub mod mesh;
+pub mod meta;
 pub mod shard;
 pub mod state;
 

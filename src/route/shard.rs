@@ -109,7 +109,7 @@ impl Shard {
 
     /// The version of the next write (0 when not replicating), passed to
     /// the store's write calls.
-    fn begin_write(&mut self) -> u64 {
+    pub(super) fn begin_write(&mut self) -> u64 {
         let Some(r) = self.repl.as_mut() else { return 0 };
         let version = r.stamp((self.clock_ms)());
         // Tombstones past their TTL go as writes come by.
@@ -117,13 +117,13 @@ impl Shard {
         version
     }
 
-    fn ship_item(&mut self, key: &[u8], version: u64, now: u64) {
+    pub(super) fn ship_item(&mut self, key: &[u8], version: u64, now: u64) {
         if let Some(r) = self.repl.as_mut() {
             r.ship_item(&mut self.store, key, version, now);
         }
     }
 
-    fn ship_delete(&mut self, key: &[u8], version: u64, now: u64) {
+    pub(super) fn ship_delete(&mut self, key: &[u8], version: u64, now: u64) {
         if let Some(r) = self.repl.as_mut() {
             r.ship_delete(key, version, (self.clock_ms)());
             r.charge(&mut self.store, now);
@@ -151,7 +151,7 @@ impl Shard {
         f
     }
 
-    fn expiry(&self, exptime: i64, now: u64) -> u64 {
+    pub(super) fn expiry(&self, exptime: i64, now: u64) -> u64 {
         absolute_expiry(exptime, now, self.store.config().started)
     }
 
@@ -235,6 +235,22 @@ impl Shard {
         fits
     }
 
+    /// cmd_set and, for a CAS write, its hit, miss or bad value.
+    pub(super) fn count_store(&mut self, cas_mode: bool, outcome: StoreOutcome) {
+        let c = &mut self.counters;
+        if outcome != StoreOutcome::NoMemory {
+            c.cmd_set += 1;
+        }
+        if cas_mode {
+            match outcome {
+                StoreOutcome::Stored => c.cas_hits += 1,
+                StoreOutcome::Exists => c.cas_badval += 1,
+                StoreOutcome::NotFound => c.cas_misses += 1,
+                _ => {}
+            }
+        }
+    }
+
     /// Every keyed request but retrieval. Replies are suppressed for noreply.
     pub fn execute(&mut self, req: &Request<'_>, now: u64, out: &mut Vec<u8>) {
         let reply = |out: &mut Vec<u8>, noreply: bool, text: &[u8]| {
@@ -265,18 +281,8 @@ impl Shard {
                     }
                     _ => {}
                 }
+                self.count_store(mode == StoreMode::Cas, outcome);
                 let c = &mut self.counters;
-                if outcome != StoreOutcome::NoMemory {
-                    c.cmd_set += 1;
-                }
-                if mode == StoreMode::Cas {
-                    match outcome {
-                        StoreOutcome::Stored => c.cas_hits += 1,
-                        StoreOutcome::Exists => c.cas_badval += 1,
-                        StoreOutcome::NotFound => c.cas_misses += 1,
-                        _ => {}
-                    }
-                }
                 let text = match outcome {
                     StoreOutcome::Stored => encode::STORED,
                     StoreOutcome::NotStored => encode::NOT_STORED,
@@ -346,6 +352,7 @@ impl Shard {
                     reply(out, noreply, encode::NOT_FOUND);
                 }
             }
+            Request::Meta(m) => self.execute_meta(&m, now, out),
             // Keyless requests are handled by the connection.
             _ => {}
         }
