@@ -148,7 +148,7 @@ impl ReplShard {
             let Some((value, packed)) = item.replication_form() else {
                 return false;
             };
-            wire::encode_value(pending, key, version, item.flags, item.exp, &value, packed);
+            wire::encode_item(pending, key, version, item.flags, item.exp, &value, packed, item.state);
             true
         });
         match shipped {
@@ -276,6 +276,7 @@ impl ReplShard {
             Op::Set { version, .. }
             | Op::SetBegin { version, .. }
             | Op::Del { version, .. }
+            | Op::State { version, .. }
             | Op::Flush { version, .. } => version,
             // Parts are rebuilt into one SET (checked then) before ops apply.
             Op::Part { .. } => return None,
@@ -348,6 +349,12 @@ impl ReplShard {
                     store.flush(at, now);
                 }
                 self.stats.applied += 1;
+            }
+            // The SET of this version just applied (or lost to a newer one).
+            Op::State { key, version, state } => {
+                if store.apply_state(key, version, state, now) {
+                    self.stats.applied += 1;
+                }
             }
             // Reassembled before they reach a core (`Reassembly`).
             Op::SetBegin { .. } | Op::Part { .. } => {
@@ -459,7 +466,7 @@ impl Reassembly {
                 (_, Some(_)) | (Op::Part { .. }, None) => return Err(wire::WireError::Malformed),
                 (_, None) => {
                     out.extend_from_slice(raw);
-                    fed.items += 1;
+                    fed.items += usize::from(op.is_item());
                 }
             }
         }

@@ -654,7 +654,16 @@ async fn send_snapshot(
                             long_keys.push(key.into());
                         } else if let Some((value, packed)) = item.replication_form() {
                             // A corrupt value is not sent (its next read drops it).
-                            wire::encode_value(&mut ops, key, item.version, item.flags, item.exp, &value, packed);
+                            wire::encode_item(
+                                &mut ops,
+                                key,
+                                item.version,
+                                item.flags,
+                                item.exp,
+                                &value,
+                                packed,
+                                item.state,
+                            );
                         }
                     });
                 }

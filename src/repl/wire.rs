@@ -77,6 +77,9 @@ pub const OP_SET_PACKED: u8 = 4;
 pub const OP_SET_BEGIN: u8 = 5;
 /// Up to `CHUNK` bytes of the value a BEGIN announced.
 pub const OP_SET_PART: u8 = 6;
+/// The meta protocol's state (stale, won, binary key) of the item a SET of
+/// the same key and version just carried: sent only when some is set.
+pub const OP_STATE: u8 = 7;
 
 pub const NONCE_LEN: usize = 16;
 pub const PROOF_LEN: usize = 32;
@@ -351,19 +354,25 @@ pub enum Op<'a> {
     Part {
         bytes: &'a [u8],
     },
+    /// The meta state of the item just SET at `version` (see OP_STATE).
+    State {
+        key: &'a [u8],
+        version: u64,
+        state: u8,
+    },
 }
 
 impl<'a> Op<'a> {
     pub fn key(&self) -> Option<&'a [u8]> {
         match *self {
-            Op::Set { key, .. } | Op::Del { key, .. } | Op::SetBegin { key, .. } => Some(key),
+            Op::Set { key, .. } | Op::Del { key, .. } | Op::SetBegin { key, .. } | Op::State { key, .. } => Some(key),
             Op::Flush { .. } | Op::Part { .. } => None,
         }
     }
 
-    /// Does this op count as an item (a PART is a piece of one)?
+    /// Does this op count as an item (a PART or a STATE is a piece of one)?
     pub fn is_item(&self) -> bool {
-        !matches!(self, Op::Part { .. })
+        !matches!(self, Op::Part { .. } | Op::State { .. })
     }
 }
 
@@ -388,6 +397,24 @@ pub fn encode_value(
     encode_op(out, &Op::SetBegin { key, version, flags, exp, packed, total: value.len() as u64 });
     for bytes in value.chunks(CHUNK) {
         encode_op(out, &Op::Part { bytes });
+    }
+}
+
+/// `encode_value`, then the item's meta state when it has any.
+#[allow(clippy::too_many_arguments)]
+pub fn encode_item(
+    out: &mut Vec<u8>,
+    key: &[u8],
+    version: u64,
+    flags: u32,
+    exp: u64,
+    value: &[u8],
+    packed: Option<u32>,
+    state: u8,
+) {
+    encode_value(out, key, version, flags, exp, value, packed);
+    if state != 0 {
+        encode_op(out, &Op::State { key, version, state });
     }
 }
 
@@ -435,6 +462,13 @@ pub fn encode_op(out: &mut Vec<u8>, op: &Op<'_>) {
             out.extend_from_slice(&packed.unwrap_or(0).to_le_bytes());
             out.extend_from_slice(&total.to_le_bytes());
         }
+        Op::State { key, version, state } => {
+            out.push(OP_STATE);
+            out.push(key.len() as u8);
+            out.extend_from_slice(key);
+            out.extend_from_slice(&version.to_le_bytes());
+            out.push(state);
+        }
         Op::Part { bytes } => {
             debug_assert!(!bytes.is_empty() && bytes.len() <= CHUNK);
             out.push(OP_SET_PART);
@@ -478,6 +512,10 @@ pub fn next_op<'a>(r: &mut Reader<'a>) -> Result<Op<'a>, WireError> {
             Ok(Op::Del { key, version: r.u64()? })
         }
         OP_FLUSH => Ok(Op::Flush { at: r.u64()?, version: r.u64()? }),
+        OP_STATE => {
+            let key = key(r)?;
+            Ok(Op::State { key, version: r.u64()?, state: r.u8()? })
+        }
         _ => Err(WireError::Malformed),
     }
 }
@@ -538,6 +576,7 @@ mod tests {
         let ops = [
             Op::Set { key: b"k1", version: 99, flags: 7, exp: 1_900_000_000, value: b"hello", packed: None },
             Op::Del { key: b"k2", version: 100 },
+            Op::State { key: b"k2", version: 101, state: 3 },
             Op::Flush { at: 0, version: 101 },
             Op::Set { key: b"k3", version: 1, flags: 0, exp: 0, value: b"", packed: None },
             Op::Set { key: b"k4", version: 2, flags: 1, exp: 0, value: b"frame", packed: Some(4000) },
@@ -553,7 +592,7 @@ mod tests {
         }
         assert!(r.is_empty());
         for cut in 1..b.len() {
-            let whole_ops = [33, 33 + 12, 33 + 12 + 17, 33 + 12 + 17 + 28];
+            let whole_ops = [33, 33 + 12, 33 + 12 + 13, 33 + 12 + 13 + 17, 33 + 12 + 13 + 17 + 28];
             if !whole_ops.contains(&cut) {
                 assert!(validate_ops(&b[..cut]).is_err(), "cut at {cut}");
             }

@@ -24,6 +24,8 @@ pub struct ItemRef<'a> {
     pub version: u64,
     /// Absolute expiry in Unix seconds, 0 = never.
     pub exp: u64,
+    /// The meta protocol's state bits (`meta.rs`), carried to peers.
+    pub state: u8,
     pub(super) value: Value<'a>,
     pub(super) len: usize,
     pub(super) compressed: Option<Compressed>,

@@ -194,6 +194,15 @@ impl Store {
         (outcome, new_cas)
     }
 
+    /// A peer's meta state for the item it just replicated at `version`:
+    /// applied when that version is the one stored here. True when applied.
+    pub fn apply_state(&mut self, key: &[u8], version: u64, state: u8, now: u64) -> bool {
+        match self.find_live(key, now) {
+            Ok((_, h)) if h.version == version && h.state != state => self.restate(key, state, None, false, 0, now),
+            _ => false,
+        }
+    }
+
     /// md: remove the item, or with `invalidate` mark it stale, clear its
     /// won mark, give it a new CAS and (with `exp`, absolute) a new expiry.
     pub fn meta_delete(

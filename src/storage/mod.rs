@@ -437,6 +437,7 @@ impl Store {
             cas: self.cas_value(self.position(loc, h)),
             version: h.version,
             exp: self.abs_exp(h.exp),
+            state: h.state,
             value,
             len: h.value_len,
             compressed: h.compressed,

@@ -136,3 +136,39 @@ def test_hashclient_over_two_replica_groups_every_key_on_both_nodes_of_its_group
         for g in clients:
             for c in g:
                 c.close()
+
+
+def meta(srv: Server, line: bytes) -> bytes:
+    """One meta request, its reply line (and a value block's line after VA)."""
+    r = Raw(srv.host, srv.port)
+    try:
+        r.send(line)
+        out = r.line()
+        if out.startswith(b"VA "):
+            out += b"|" + r.line()
+        return out
+    finally:
+        r.close()
+
+
+def test_meta_writes_reach_the_other_node_of_the_group(two_groups):
+    """What meta writes change travels: an invalidated (stale) item, a TTL
+    set by mg T, an ma result, a vivified lease; the other node answers
+    alike (CAS values are each node's own)."""
+    a, b = two_groups[0]
+    assert meta(a, b"ms page 2 T100\r\nv1\r\n") == b"HD"
+    assert wait_until(lambda: meta(b, b"mg page v u\r\n") == b"VA 2|v1")
+    assert meta(a, b"md page I T30\r\n") == b"HD"
+    # Stale on b too: the first reader there wins the recache, the next
+    # is told another did.
+    assert wait_until(lambda: meta(b, b"mg page u\r\n") == b"HD X W")
+    got = meta(b, b"mg page v t\r\n")
+    assert got.startswith(b"VA 2 t") and got.endswith(b" Z X|v1"), got
+    assert meta(a, b"mg page T500 v\r\n").startswith(b"VA 2")
+    assert wait_until(lambda: meta(b, b"mg page t u\r\n").startswith(b"HD t4"))
+    assert meta(a, b"ma cnt N0 J40 v\r\n") == b"VA 2|40"
+    assert meta(a, b"ma cnt D2 v\r\n") == b"VA 2|42"
+    assert wait_until(lambda: meta(b, b"mg cnt v\r\n") == b"VA 2|42")
+    # A lease won on a is held on b: b's readers see Z, not a second W.
+    assert meta(a, b"mg lease N30 s\r\n") == b"HD s0 W"
+    assert wait_until(lambda: meta(b, b"mg lease N30 s\r\n") == b"HD s0 Z")
