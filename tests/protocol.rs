@@ -7,6 +7,7 @@
 mod common;
 
 use common::*;
+use std::io::Write;
 use std::time::{Duration, Instant};
 
 both_threads!(
@@ -30,6 +31,10 @@ both_threads!(
     bad_length,
     long_line_closes,
     long_get_line,
+    get_line_of_ten_thousand_long_keys,
+    framing_found_by_random_input,
+    meta_commands,
+    meta_cas_agrees_with_gets,
     version_verbosity_quit,
     stats_misc,
     split_requests,
@@ -964,5 +969,104 @@ fn stats_counters_t1() {
 fn stats_counters_t2() {
     if let Some(s) = Server::start_custom_or_skip("stats_counters_t2", 2, &[]) {
         stats_counters_body(&s);
+    }
+}
+
+/// memcached answers a get of 10,000 keys of 250 bytes (a 2.5 MB line);
+/// memcore answers it as the keys arrive, with the same bytes.
+fn get_line_of_ten_thousand_long_keys(s: &Server) {
+    let p = uniq("huge");
+    let keys: Vec<String> = (0..10_000).map(|i| format!("{p}{i:0>w$}", w = 250 - p.len())).collect();
+    let mut c = s.conn();
+    let mut want = Vec::new();
+    for (i, k) in keys.iter().enumerate().filter(|(i, _)| i % 97 == 0) {
+        assert_bytes!(c.request(&store_cmd("set", k, 0, 0, format!("{i}").as_bytes())), b"STORED\r\n");
+        want.extend(value(k, 0, format!("{i}").as_bytes()));
+    }
+    want.extend(b"END\r\n");
+    let line = format!("get {}\r\n", keys.join(" "));
+    assert!(line.len() > 2_500_000);
+    // Sent from another thread: the replies flow while the line does.
+    let mut tx = c.stream.try_clone().unwrap();
+    let sender = std::thread::spawn(move || tx.write_all(line.as_bytes()).unwrap());
+    assert_bytes!(c.read_reply(), want);
+    sender.join().unwrap();
+    c.version_check();
+}
+
+/// Differences with memcached that random input found.
+fn framing_found_by_random_input(s: &Server) {
+    let mut c = s.conn();
+    // A long line with its newline, cut across reads: answered, not closed.
+    let mut req = vec![b'x'; 2000];
+    req.extend(b"\r\n");
+    req.extend(vec![b'y'; 2100]);
+    req.extend(b"\r\nget nokey-framing\r\n");
+    c.send(&req);
+    assert_bytes!(c.read_until(b"END\r\n"), b"ERROR\r\nERROR\r\nEND\r\n");
+    // "delete noreply" names the key noreply, and is answered.
+    assert_bytes!(c.request(b"delete noreply\r\n"), b"NOT_FOUND\r\n");
+    // bget is get.
+    assert_bytes!(c.request(b"bget nokey-framing\r\n"), b"END\r\n");
+    c.version_check();
+}
+
+/// The meta commands through the binary (memcached's t/metaget.t runs in
+/// tests/python/test_memcached_t.py; these are the shapes it leaves out).
+/// A meta request and its reply: the line, and after VA its data line.
+fn meta_request(c: &mut Conn, req: &[u8]) -> Vec<u8> {
+    c.send(req);
+    let mut out = c.read_line();
+    if out.starts_with(b"VA ") {
+        out.extend(c.read_line());
+    }
+    out
+}
+
+fn meta_commands(s: &Server) {
+    let p = uniq("meta");
+    let mut c = s.conn();
+    let k = format!("{p}k");
+    assert_bytes!(c.request(format!("mg {k} v\r\n").as_bytes()), b"EN\r\n");
+    assert_bytes!(c.request(format!("ms {k} 2 T0 F5 k\r\nhi\r\n").as_bytes()), format!("HD k{k}\r\n").as_bytes());
+    c.send(format!("mg {k} s f v q\r\nmg {p}none v q\r\nmn\r\n").as_bytes());
+    assert_bytes!(c.read_until(b"MN\r\n"), b"VA 2 s2 f5\r\nhi\r\nMN\r\n");
+    assert_bytes!(c.request(format!("md {k} q\r\nmn\r\n").as_bytes()), b"MN\r\n");
+    assert_bytes!(c.request(format!("md {k} Oxy\r\n").as_bytes()), b"NF Oxy\r\n");
+    // Vivify: one client wins, the others are told.
+    assert_bytes!(c.request(format!("mg {k} N30 s t\r\n").as_bytes()), b"HD s0 t30 W\r\n");
+    assert_bytes!(c.request(format!("mg {k} N30 s\r\n").as_bytes()), b"HD s0 Z\r\n");
+    assert_bytes!(c.request(format!("ms {k} 1 MA\r\nx\r\n").as_bytes()), b"HD\r\n");
+    assert_bytes!(c.request(format!("get {k}\r\n").as_bytes()), [value(&k, 0, b"x"), b"END\r\n".to_vec()].concat());
+    // Base64 keys are the same keys as text ones.
+    let b64 = "bWV0YS1iNjQ="; // "meta-b64"
+    assert_bytes!(c.request(format!("ms {b64} 1 b\r\nz\r\n").as_bytes()), b"HD\r\n");
+    assert_bytes!(meta_request(&mut c, b"mg meta-b64 v k\r\n"), format!("VA 1 k{b64} b\r\nz\r\n").as_bytes());
+    assert_bytes!(meta_request(&mut c, format!("ma {p}n N0 J5 v\r\n").as_bytes()), b"VA 1\r\n5\r\n");
+    assert_bytes!(meta_request(&mut c, format!("ma {p}n MD D9 v\r\n").as_bytes()), b"VA 1\r\n0\r\n");
+    assert_bytes!(
+        c.request(format!("ms {k} 2 MZ\r\nhi\r\n").as_bytes()),
+        b"CLIENT_ERROR invalid mode for ms M token\r\n"
+    );
+    c.version_check();
+}
+
+/// The CAS a meta command reports is the one gets shows, whichever core
+/// owns the key.
+fn meta_cas_agrees_with_gets(s: &Server) {
+    let p = uniq("mcas");
+    let mut c = s.conn();
+    for i in 0..16 {
+        let k = format!("{p}{i}");
+        let r = c.request(format!("ms {k} 1 c\r\nx\r\n").as_bytes());
+        let cas: u64 = String::from_utf8_lossy(&r[4..r.len() - 2]).parse().unwrap();
+        assert_eq!(gets_cas(&mut c, &k), cas, "{k}");
+        let r = c.request(format!("mg {k} c\r\n").as_bytes());
+        assert_bytes!(r, format!("HD c{cas}\r\n").as_bytes());
+        assert_bytes!(c.request(format!("md {k} C{cas} I\r\n").as_bytes()), b"HD\r\n");
+        let bumped = gets_cas(&mut c, &k);
+        assert_ne!(bumped, cas, "md I gives a new CAS");
+        let got = meta_request(&mut c, format!("mg {k} c v\r\n").as_bytes());
+        assert_bytes!(got, format!("VA 1 c{bumped} X W\r\nx\r\n").as_bytes());
     }
 }

@@ -23,7 +23,7 @@
 use std::collections::{HashMap, HashSet};
 
 use memcore::protocol::{
-    KEY_MAX_LENGTH, Limits, MAX_LINE_WITHOUT_NEWLINE, MetaCmd, Parsed, Request, absolute_expiry, parse,
+    KEY_MAX_LENGTH, Limits, MAX_LINE_WITHOUT_NEWLINE, MetaCmd, Parsed, Request, absolute_expiry, parse, parse_get_rest,
 };
 use memcore::storage::{
     ArithOutcome, CompressConfig, MIN_LIMIT, Store, StoreConfig, StoreMode, StoreOutcome, parse_stored_number,
@@ -77,6 +77,11 @@ pub fn check_result(avail: &[u8], r: &Parsed<'_>) {
             }
             match req {
                 Request::Get { keys, .. } => keys.iter().for_each(check_key),
+                Request::GetPart { keys, .. } => {
+                    keys.iter().for_each(check_key);
+                    assert_eq!(swallow, 0);
+                    assert_eq!(avail[consumed - 1], b' ', "a get part ends after a key's space");
+                }
                 Request::Store { data, .. } => {
                     assert_eq!(swallow, 0);
                     // The data block sits right before the closing CRLF.
@@ -109,6 +114,27 @@ pub fn check_result(avail: &[u8], r: &Parsed<'_>) {
     }
 }
 
+/// A retrieval as events: one per key, then its END; so a long get line
+/// answered in parts (`GetPart`) reads the same as the whole line.
+fn get_events(r: &Parsed<'_>, events: &mut Vec<Event>) -> bool {
+    let (keys, end) = match *r {
+        Parsed::Request { req: Request::Get { keys, kind, exptime }, .. } => (keys, Some((kind, exptime))),
+        Parsed::Request { req: Request::GetPart { keys, .. }, .. } => (keys, None),
+        _ => return false,
+    };
+    for k in keys.iter() {
+        events.push(Event::Request { req: format!("key {k:?}"), consumed: 0, swallow: 0 });
+    }
+    if let Some((kind, exptime)) = end {
+        events.push(Event::Request { req: format!("end {kind:?} {exptime}"), consumed: 0, swallow: 0 });
+    }
+    true
+}
+
+fn is_key_event(e: &Event) -> bool {
+    matches!(e, Event::Request { req, .. } if req.starts_with("key ") || req.starts_with("end "))
+}
+
 fn event_of(r: &Parsed<'_>) -> Event {
     match *r {
         Parsed::Request { req, consumed, swallow } => Event::Request { req: format!("{req:?}"), consumed, swallow },
@@ -127,6 +153,8 @@ pub fn run_stream(chunks: &[&[u8]], limits: &Limits) -> Run {
     // The `need` of the last Incomplete: once that many bytes are buffered
     // the request must not be incomplete any more.
     let mut need = 0usize;
+    // Inside a long get line answered in parts (see `parse_get_rest`).
+    let mut rest = None;
     for chunk in chunks {
         buf.extend_from_slice(chunk);
         loop {
@@ -137,10 +165,14 @@ pub fn run_stream(chunks: &[&[u8]], limits: &Limits) -> Run {
                 break;
             }
             let avail = &buf[pos..];
-            let r = parse(avail, limits);
+            let parse_here = |avail| match rest {
+                Some((kind, exptime)) => parse_get_rest(avail, kind, exptime),
+                None => parse(avail, limits),
+            };
+            let r = parse_here(avail);
             check_result(avail, &r);
             // Pure: the same input gives the same answer.
-            assert_eq!(r, parse(avail, limits), "parse is not deterministic");
+            assert_eq!(r, parse_here(avail), "parse is not deterministic");
             match r {
                 Parsed::Incomplete { need: n } => {
                     assert!(need == 0 || avail.len() < need, "still Incomplete with the {need} bytes it asked for");
@@ -148,7 +180,8 @@ pub fn run_stream(chunks: &[&[u8]], limits: &Limits) -> Run {
                     break;
                 }
                 Parsed::Close { .. } => {
-                    let long_partial = !avail.contains(&b'\n') && avail.len() > MAX_LINE_WITHOUT_NEWLINE;
+                    let long_partial =
+                        rest.is_some() || (!avail.contains(&b'\n') && avail.len() > MAX_LINE_WITHOUT_NEWLINE);
                     events.push(event_of(&r));
                     // What else had arrived by then depends on the cuts.
                     return Run { events, closed_on_long_partial_line: long_partial, pending: 0, skip: 0 };
@@ -158,8 +191,14 @@ pub fn run_stream(chunks: &[&[u8]], limits: &Limits) -> Run {
                     pos += consumed;
                     need = 0;
                 }
-                Parsed::Request { consumed, swallow, .. } => {
-                    events.push(event_of(&r));
+                Parsed::Request { consumed, swallow, req } => {
+                    if !get_events(&r, &mut events) {
+                        events.push(event_of(&r));
+                    }
+                    rest = match req {
+                        Request::GetPart { kind, exptime, .. } => Some((kind, exptime)),
+                        _ => None,
+                    };
                     pos += consumed;
                     skip = swallow;
                     need = 0;
@@ -182,9 +221,12 @@ pub fn assert_same_run(whole: &Run, split: &Run, what: &str) {
         return;
     }
     if split.closed_on_long_partial_line {
-        let before = &split.events[..split.events.len() - 1];
+        // A long get line may have been answered in part before the close:
+        // the other events must agree up to there.
+        let others = |ev: &[Event]| ev.iter().filter(|e| !is_key_event(e)).cloned().collect::<Vec<_>>();
+        let before = others(&split.events[..split.events.len() - 1]);
         assert!(
-            whole.events.starts_with(before),
+            others(&whole.events).starts_with(&before),
             "{what}: events before the early close differ\nwhole: {:?}\nsplit: {:?}",
             whole.events,
             split.events

@@ -16,23 +16,23 @@ pub mod meta;
 pub mod parse;
 
 pub use meta::{MetaCmd, MetaFlags, MetaRequest};
-pub use parse::{GetKind, Limits, Parsed, Request, StoreMode, parse};
+pub use parse::{GetKind, Limits, Parsed, Request, StoreMode, parse, parse_get_rest};
 
 /// Longest key memcached accepts (`KEY_MAX_LENGTH`).
 pub const KEY_MAX_LENGTH: usize = 250;
 
-/// memcached's read buffer (16 KiB): a command line whose newline is not
-/// within this many bytes closes the connection, unless it is a get/gets
-/// (which must be a large multiget). memcached decides this with a 2,048-byte
-/// check on whatever one read brought, so its answer depends on where the
-/// reads fall; memcore decides on the line itself, so the same bytes get
-/// the same answer however they arrive (a line that arrives whole is
-/// answered alike by both).
-pub const MAX_LINE_WITHOUT_NEWLINE: usize = 16384;
+/// A command line this long without a newline closes the connection, unless
+/// it is a get/gets (memcached's rule: such a line must be a large
+/// multiget). memcached applies it to what one read brought; the parser
+/// answers `Close` for it, and the connection closes only when the socket
+/// has nothing more to give at once (`server::conn`), so a long line whose
+/// newline is already on its way is answered however memcore's reads cut it.
+pub const MAX_LINE_WITHOUT_NEWLINE: usize = 2048;
 
-/// memcore's cap on a get/gets line. memcached buffers them without bound;
-/// past this the connection gets an error and is closed.
-pub const MAX_GET_LINE: usize = 1 << 20;
+/// memcached's read buffer: a non-get line whose newline lies past it closes
+/// the connection; a get line longer than this is answered in parts as its
+/// keys arrive (`Request::GetPart`), so that no line is buffered whole.
+pub const READ_BUFFER: usize = 16384;
 
 /// Largest relative expiry; anything above is an absolute Unix time.
 pub const REALTIME_MAXDELTA: i64 = 60 * 60 * 24 * 30;

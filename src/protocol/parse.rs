@@ -16,11 +16,12 @@
 //!
 //! Replies for malformed input follow memcached 1.6.18 byte for byte
 //! (checked against the real server), except where memcached is unsafe:
-//! flags of 2^32 or more are refused instead of truncated, and a get line
-//! is capped at `MAX_GET_LINE`.
+//! flags of 2^32 or more are refused instead of truncated; and a get line
+//! longer than `READ_BUFFER` is answered as its keys arrive
+//! (`GetPart`, `parse_get_rest`) instead of being buffered whole.
 
 use super::meta::MetaRequest;
-use super::{KEY_MAX_LENGTH, MAX_GET_LINE, MAX_LINE_WITHOUT_NEWLINE};
+use super::{KEY_MAX_LENGTH, MAX_LINE_WITHOUT_NEWLINE, READ_BUFFER};
 use crate::item::item_total_size;
 
 /// Limits the parser needs to know to decide between buffering a data block
@@ -86,6 +87,15 @@ impl<'a> Keys<'a> {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Request<'a> {
     Get {
+        kind: GetKind,
+        exptime: i64,
+        keys: Keys<'a>,
+    },
+    /// The keys so far of a get line longer than `READ_BUFFER`
+    /// whose newline has not come: answered at once, without END; the
+    /// line's rest is read with `parse_get_rest`, so a line of any length
+    /// is answered key by key in bounded memory.
+    GetPart {
         kind: GetKind,
         exptime: i64,
         keys: Keys<'a>,
@@ -204,6 +214,7 @@ impl<'a> Request<'a> {
             | Request::Verbosity { noreply, .. } => noreply,
             Request::Meta(m) => m.flags.quiet,
             Request::Get { .. }
+            | Request::GetPart { .. }
             | Request::Version
             | Request::Quit
             | Request::Shutdown
@@ -235,7 +246,6 @@ pub const BAD_CHUNK: &str = "CLIENT_ERROR bad data chunk";
 pub const BAD_DELTA: &str = "CLIENT_ERROR invalid numeric delta argument";
 pub const BAD_EXPTIME: &str = "CLIENT_ERROR invalid exptime argument";
 pub const DELETE_USAGE: &str = "CLIENT_ERROR bad command line format.  Usage: delete <key> [noreply]";
-pub const LINE_TOO_LONG: &str = "CLIENT_ERROR line too long";
 pub const MEMLIMIT_TOO_SMALL: &str = "MEMLIMIT_TOO_SMALL cannot set maxbytes to less than 8m";
 
 /// Most tokens any fixed-arity command has (`cas` with noreply has 7).
@@ -270,12 +280,9 @@ pub fn parse<'a>(buf: &'a [u8], limits: &Limits) -> Parsed<'a> {
     let Some(nl) = memchr(b'\n', buf) else {
         return incomplete_line(buf);
     };
-    if nl >= MAX_LINE_WITHOUT_NEWLINE && !is_get_line(buf) {
+    if nl >= READ_BUFFER && !is_get_line(buf) {
         // memcached's read buffer could not have held this line.
         return Parsed::Close { msg: None };
-    }
-    if nl > MAX_GET_LINE {
-        return Parsed::Close { msg: Some(LINE_TOO_LONG) };
     }
     let line_end = if nl > 0 && buf[nl - 1] == b'\r' { nl - 1 } else { nl };
     let line = &buf[..line_end];
@@ -481,18 +488,52 @@ fn is_get_line(buf: &[u8]) -> bool {
     lead <= 100 && (rest.starts_with(b"get ") || rest.starts_with(b"gets "))
 }
 
-/// No newline yet: wait, or give up on a line that cannot be a request.
+/// No newline yet: wait, give up on a line that cannot be a request, or
+/// answer the complete keys of a long get line so far.
 fn incomplete_line(buf: &[u8]) -> Parsed<'_> {
-    if buf.len() < MAX_LINE_WITHOUT_NEWLINE {
+    if buf.len() <= MAX_LINE_WITHOUT_NEWLINE {
         return Parsed::Incomplete { need: 0 };
     }
     if !is_get_line(buf) {
         return Parsed::Close { msg: None };
     }
-    if buf.len() > MAX_GET_LINE {
-        return Parsed::Close { msg: Some(LINE_TOO_LONG) };
+    if buf.len() < READ_BUFFER {
+        return Parsed::Incomplete { need: 0 };
     }
-    Parsed::Incomplete { need: 0 }
+    let lead = buf.iter().take_while(|&&b| b == b' ').count();
+    let kind = if buf[lead..].starts_with(b"gets ") { GetKind::Gets } else { GetKind::Get };
+    get_part(buf, kind, 0, lead + kind.name().len())
+}
+
+/// The complete keys of `buf[from..]` (those followed by a space), as a
+/// `GetPart` that consumes them; a key longer than memcached's limit
+/// closes the connection after the error (the keys before it were answered).
+fn get_part(buf: &[u8], kind: GetKind, exptime: i64, from: usize) -> Parsed<'_> {
+    let Some(last_space) = buf[from..].iter().rposition(|&b| b == b' ').map(|p| from + p) else {
+        return Parsed::Close { msg: Some(BAD_FORMAT) };
+    };
+    let keys = Keys(&buf[from..last_space]);
+    if keys.iter().any(|k| k.len() > KEY_MAX_LENGTH) || buf.len() - last_space > KEY_MAX_LENGTH + 1 {
+        return Parsed::Close { msg: Some(BAD_FORMAT) };
+    }
+    Parsed::Request { req: Request::GetPart { kind, exptime, keys }, consumed: last_space + 1, swallow: 0 }
+}
+
+/// The rest of a get line after a `GetPart` (a connection keeps `kind` and
+/// `exptime` between them): more keys, and the END once its newline comes.
+pub fn parse_get_rest(buf: &[u8], kind: GetKind, exptime: i64) -> Parsed<'_> {
+    let Some(nl) = memchr(b'\n', buf) else {
+        if buf.len() < READ_BUFFER / 4 {
+            return Parsed::Incomplete { need: 0 };
+        }
+        return get_part(buf, kind, exptime, 0);
+    };
+    let line_end = if nl > 0 && buf[nl - 1] == b'\r' { nl - 1 } else { nl };
+    let keys = Keys(&buf[..line_end]);
+    if keys.iter().any(|k| k.len() > KEY_MAX_LENGTH) {
+        return Parsed::Close { msg: Some(BAD_FORMAT) };
+    }
+    Parsed::Request { req: Request::Get { kind, exptime, keys }, consumed: nl + 1, swallow: 0 }
 }
 
 /// The part of `line` after its first `n` tokens, leading spaces removed.
@@ -797,8 +838,10 @@ mod tests {
     }
 
     /// A line longer than 2,048 bytes that ends in a newline is answered,
-    /// wherever the reads that bring it are cut: memcached answers
-    /// `ERROR ERROR END` when it arrives in one read.
+    /// wherever the reads that bring it are cut, when the rest is already
+    /// there: the parser's Close on a long partial line is a close only if
+    /// nothing more has arrived (the connection checks), as memcached
+    /// answers `ERROR ERROR END` when it all arrives in one read.
     #[test]
     fn long_lines_are_answered_however_they_arrive() {
         let stream = [vec![b'x'; 2000], b"\r\n".to_vec(), vec![b'y'; 2100], b"\r\nget k\r\n".to_vec()].concat();
@@ -817,6 +860,11 @@ mod tests {
                             got.push(format!("{req:?}"));
                             off += consumed;
                         }
+                        Parsed::Close { msg: None } if end < stream.len() => {
+                            assert!(!stream[off..end].contains(&b'\n'));
+                            assert!(end - off > MAX_LINE_WITHOUT_NEWLINE && end - off < READ_BUFFER);
+                            break;
+                        }
                         Parsed::Close { .. } => panic!("closed at cut {cut}"),
                     }
                     if off == end {
@@ -829,10 +877,71 @@ mod tests {
         }
         // A non-get line whose newline lies past memcached's 16 KiB read
         // buffer closes the connection, whole or in pieces.
-        let long = [vec![b'y'; MAX_LINE_WITHOUT_NEWLINE], b"\r\n".to_vec()].concat();
+        let long = [vec![b'y'; READ_BUFFER], b"\r\n".to_vec()].concat();
         assert_eq!(p(&long), Parsed::Close { msg: None });
-        assert_eq!(p(&long[..MAX_LINE_WITHOUT_NEWLINE]), Parsed::Close { msg: None });
-        assert_eq!(p(&long[..MAX_LINE_WITHOUT_NEWLINE - 1]), Parsed::Incomplete { need: 0 });
+        assert_eq!(p(&long[..READ_BUFFER - 1]), Parsed::Close { msg: None });
+        assert_eq!(p(&long[..MAX_LINE_WITHOUT_NEWLINE]), Parsed::Incomplete { need: 0 });
+    }
+
+    /// 10,000 keys of 250 bytes (2.5 MB, as memcached answers): answered
+    /// in parts as the line arrives, whatever the reads; the keys come out
+    /// all and in order, and no part needs more than a 16 KiB buffer.
+    #[test]
+    fn a_get_line_of_any_length_is_answered_key_by_key() {
+        let keys: Vec<Vec<u8>> = (0..10_000).map(|i| format!("{i:0>250}").into_bytes()).collect();
+        let mut line = b"get".to_vec();
+        for k in &keys {
+            line.push(b' ');
+            line.extend_from_slice(k);
+        }
+        line.extend_from_slice(b"\r\nversion\r\n");
+        for read in [1000usize, 4096, 16384, 65536] {
+            let (mut buf, mut fed, mut got) = (Vec::new(), 0, Vec::new());
+            let mut rest: Option<(GetKind, i64)> = None;
+            let mut ends = 0;
+            loop {
+                let r = match rest {
+                    Some((kind, exptime)) => parse_get_rest(&buf, kind, exptime),
+                    None => p(&buf),
+                };
+                match r {
+                    Parsed::Incomplete { .. } => {
+                        assert!(fed < line.len(), "stuck");
+                        let n = read.min(line.len() - fed);
+                        buf.extend_from_slice(&line[fed..fed + n]);
+                        fed += n;
+                        assert!(buf.len() <= READ_BUFFER + read, "buffer of {}", buf.len());
+                    }
+                    Parsed::Request { req, consumed, .. } => {
+                        match req {
+                            Request::GetPart { kind, exptime, keys } => {
+                                got.extend(keys.iter().map(<[u8]>::to_vec));
+                                rest = Some((kind, exptime));
+                            }
+                            Request::Get { keys, .. } => {
+                                got.extend(keys.iter().map(<[u8]>::to_vec));
+                                rest = None;
+                                ends += 1;
+                            }
+                            Request::Version => {
+                                buf.drain(..consumed);
+                                break;
+                            }
+                            other => panic!("{other:?}"),
+                        }
+                        buf.drain(..consumed);
+                    }
+                    other => panic!("read {read}: {other:?}"),
+                }
+            }
+            assert_eq!(ends, 1);
+            assert!(got == keys, "read {read}: {} keys", got.len());
+        }
+        // A key over 250 bytes in a long line: the error, then a close.
+        let mut bad = b"get a ".to_vec();
+        bad.resize(READ_BUFFER + 300, b'k');
+        bad.push(b' ');
+        assert_eq!(p(&bad), Parsed::Close { msg: Some(BAD_FORMAT) });
     }
 
     #[test]
@@ -849,11 +958,8 @@ mod tests {
         let mut get = b"get ".to_vec();
         get.resize(MAX_LINE_WITHOUT_NEWLINE + 10, b'k');
         assert_eq!(p(&get), Parsed::Incomplete { need: 0 });
-        get.resize(MAX_GET_LINE + 1, b'k');
-        assert_eq!(p(&get), Parsed::Close { msg: Some(LINE_TOO_LONG) });
-        // Also when the whole over-long line arrived at once.
-        get.extend_from_slice(b"\r\n");
-        assert_eq!(p(&get), Parsed::Close { msg: Some(LINE_TOO_LONG) });
+        get.resize(READ_BUFFER + 10, b'k');
+        assert_eq!(p(&get), Parsed::Close { msg: Some(BAD_FORMAT) }, "one key of 16 KiB");
         // A long line that arrives whole is parsed like any other.
         let mut set = b"set ".to_vec();
         set.resize(3000, b'k');

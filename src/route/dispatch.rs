@@ -53,7 +53,10 @@ struct GetSpan {
 pub fn dispatch(core: &Core, req: &Request<'_>, raw: &[u8], now: u64, batch: &mut Batch, may_wait: bool) -> bool {
     let Batch { out, inserts, wait, .. } = batch;
     match *req {
-        Request::Get { kind, exptime, keys } => return get(core, kind, exptime, keys, now, batch, may_wait),
+        Request::Get { kind, exptime, keys } => return get(core, kind, exptime, keys, true, now, batch, may_wait),
+        Request::GetPart { kind, exptime, keys } => {
+            return get(core, kind, exptime, keys, false, now, batch, may_wait);
+        }
         Request::MetaNoop => out.extend_from_slice(crate::protocol::meta::MN),
         Request::Refused { msg } => encode::encode_line(out, msg),
         _ if req.key().is_some() => {
@@ -133,7 +136,19 @@ pub fn dispatch(core: &Core, req: &Request<'_>, raw: &[u8], now: u64, batch: &mu
 /// `may_wait` and the reply outgrew what the connection budget leaves now
 /// (the caller makes room and runs it again); otherwise a reply past its
 /// cap is memcached's out-of-memory error.
-fn get(core: &Core, kind: GetKind, exptime: i64, keys: Keys<'_>, now: u64, batch: &mut Batch, may_wait: bool) -> bool {
+/// `end`: the line ends here (END follows its keys); false for the keys
+/// so far of a long line (`Request::GetPart`).
+#[allow(clippy::too_many_arguments)]
+fn get(
+    core: &Core,
+    kind: GetKind,
+    exptime: i64,
+    keys: Keys<'_>,
+    end: bool,
+    now: u64,
+    batch: &mut Batch,
+    may_wait: bool,
+) -> bool {
     let Batch { out, inserts, spans, wait, owners } = batch;
     let n = core.ncores;
     let out_start = out.len();
@@ -179,7 +194,9 @@ fn get(core: &Core, kind: GetKind, exptime: i64, keys: Keys<'_>, now: u64, batch
         out.extend_from_slice(GET_TOO_LARGE);
         return true;
     }
-    out.extend_from_slice(encode::END);
+    if end {
+        out.extend_from_slice(encode::END);
+    }
     if remote == 0 {
         return true;
     }

@@ -14,7 +14,7 @@ use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use glommio::net::TcpStream;
 
 use crate::protocol::encode::{self, encode_line};
-use crate::protocol::{Parsed, Request, parse};
+use crate::protocol::{GetKind, Parsed, READ_BUFFER, Request, parse, parse_get_rest};
 use crate::route::budget::{BUDGET_WAIT, Charge, FLUSH_AT};
 use crate::route::dispatch::{SyncWrite, broadcast, sync_write, write_changed};
 use crate::route::mesh::{Cmd, Interruptible};
@@ -62,6 +62,9 @@ pub struct Conn {
     budget_waited: bool,
     /// Buffer length that completes the pending request, when known.
     need: usize,
+    /// Inside a long get line whose first keys were answered: its kind
+    /// and exptime, until its newline (`parse_get_rest`).
+    get_rest: Option<(GetKind, i64)>,
     batch: Batch,
     spliced: Vec<u8>,
     /// What this connection holds, charged to its core's `ConnBudget`.
@@ -81,6 +84,7 @@ impl Conn {
             skip: 0,
             budget_waited: false,
             need: 0,
+            get_rest: None,
             batch: Batch::new(ncores, INITIAL_BUFFER),
             spliced: Vec::new(),
             charge: Charge::default(),
@@ -275,7 +279,11 @@ impl Conn {
                 self.need = 0;
                 return Stop::NeedInput;
             }
-            match parse(avail, &core.limits) {
+            let parsed = match self.get_rest {
+                Some((kind, exptime)) => parse_get_rest(avail, kind, exptime),
+                None => parse(avail, &core.limits),
+            };
+            match parsed {
                 Parsed::Incomplete { need } => {
                     self.need = need;
                     return Stop::NeedInput;
@@ -285,6 +293,14 @@ impl Conn {
                         encode_line(&mut self.batch.out, msg);
                     }
                     self.start += consumed;
+                }
+                Parsed::Close { msg: None }
+                    if avail.len() < READ_BUFFER && !avail.contains(&b'\n') && input_waiting(&self.stream) =>
+                {
+                    // memcached's 2,048-byte rule is for a line whose newline
+                    // has not come: first read what the socket already holds.
+                    self.need = 0;
+                    return Stop::NeedInput;
                 }
                 Parsed::Close { msg } => {
                     if let Some(msg) = msg {
@@ -325,6 +341,10 @@ impl Conn {
                         }
                     }
                     self.budget_waited = false;
+                    self.get_rest = match req {
+                        Request::GetPart { kind, exptime, .. } => Some((kind, exptime)),
+                        _ => None,
+                    };
                     self.start += consumed;
                     self.skip = swallow;
                 }
@@ -524,4 +544,14 @@ impl Drop for Conn {
     fn drop(&mut self) {
         self.charge.release(self.core.budget());
     }
+}
+
+/// Whether the socket holds bytes not read yet (FIONREAD; the stream is
+/// unbuffered, so nothing is held on this side).
+fn input_waiting(stream: &TcpStream) -> bool {
+    use std::os::fd::AsRawFd;
+    let mut n: libc::c_int = 0;
+    // SAFETY: FIONREAD stores one int through the pointer given.
+    let r = unsafe { libc::ioctl(stream.as_raw_fd(), libc::FIONREAD, &mut n) };
+    r == 0 && n > 0
 }
