@@ -166,3 +166,33 @@ def test_dictionary_training_helps_small_json(spawned_server_factory):
     added_in = int(st["compress_bytes_in"]) - int(before["compress_bytes_in"])
     added_out = int(st["compress_bytes_out"]) - int(before["compress_bytes_out"])
     assert added_in > 1.8 * added_out, f"{added_in} -> {added_out}"
+
+
+def test_meta_commands_on_compressed_items(memcore):
+    """Values the server compressed behave the same under the meta
+    commands: read back (mg v), marked stale and read again (md I keeps the
+    value and rewrites the stored frame), appended to, counted (ma reads a
+    compressed number)."""
+    doc = record(7) * 8
+    r = Raw(memcore.host, memcore.port)
+    try:
+        def meta(line: bytes) -> bytes:
+            r.send(line)
+            head = r.line()
+            if head.startswith(b"VA "):
+                return head + b"|" + r.exact(int(head.split()[1]) + 2)[:-2]
+            return head
+
+        assert meta(b"ms zdoc %d F9 T0\r\n%s\r\n" % (len(doc), doc)) == b"HD"
+        assert meta(b"mg zdoc v f s\r\n") == b"VA %d f9 s%d|%s" % (len(doc), len(doc), doc)
+        assert meta(b"md zdoc I T60\r\n") == b"HD"
+        assert meta(b"mg zdoc v\r\n") == b"VA %d X W|%s" % (len(doc), doc)
+        assert meta(b"ms zdoc 5 MA\r\n!tail\r\n") == b"HD"
+        assert meta(b"mg zdoc v\r\n") == b"VA %d|%s!tail" % (len(doc) + 5, doc)
+        padded = b"41" + b" " * 98
+        assert meta(b"ms znum 100\r\n%s\r\n" % padded) == b"HD"
+        assert meta(b"ma znum v\r\n") == b"VA 2|42"
+        assert meta(b"mg znum v\r\n") == b"VA 100|42" + b" " * 98
+    finally:
+        r.close()
+    assert int(stats(memcore)["compress_items"]) >= 2
