@@ -4,10 +4,10 @@
 //! Wire grammar (a flag is one character, some followed by a token):
 //!
 //! ```text
-//! mg <key> <flag>*                 flags b c f h k l O q s t u v N R T
-//! ms <key> <datalen> <flag>*\r\n<data>\r\n   flags b c C F I k O q T M(E|A|P|R|S)
-//! md <key> <flag>*                 flags b C I k O q T
-//! ma <key> <flag>*                 flags b c C D J k N O q t T v M(I|+|D|-)
+//! mg <key> <flag>*                 flags b c f h k l O q s t u v E N R T
+//! ms <key> <datalen> <flag>*\r\n<data>\r\n   flags b c C E F I k O q s T M(E|A|P|R|S)
+//! md <key> <flag>*                 flags b C E F I k O q T x
+//! ma <key> <flag>*                 flags b c C D E J k N O q t T v M(I|+|D|-)
 //! me <key> [b]                     mn
 //! ```
 //!
@@ -16,7 +16,9 @@
 //! gets the same reply. Where 1.6.18 acts before it finds an error (an
 //! over-long opaque token met after `ma` applied its delta), memcore
 //! refuses the request before acting. Flags that 1.6.18 does not know yet
-//! (`E`, `x`, `N` on ms) are refused as 1.6.18 refuses them (docs/protocol.md).
+//! follow memcached's later protocol.txt: `E` (the new CAS value), `x` (md
+//! empties the item instead of removing it) and `s` in an ms reply; `N` on
+//! ms (append vivify) is refused as 1.6.18 refuses it.
 //!
 //! Pure: no store, no clock. The semantics live in `route::shard` (which
 //! walks the flag tokens in order to build the reply, as memcached does)
@@ -71,6 +73,8 @@ pub struct MetaFlags {
     pub no_update: bool,
     /// I: invalidate (md: mark stale; ms: a lower CAS stores a stale item).
     pub invalidate: bool,
+    /// x: md empties the item (value, client flags `F`, TTL `T`) and keeps it.
+    pub remove_value: bool,
     /// T: a new TTL (wire exptime).
     pub ttl: Option<i64>,
     /// N: vivify on a miss with this TTL.
@@ -81,6 +85,8 @@ pub struct MetaFlags {
     pub client_flags: u32,
     /// C: compare this CAS.
     pub compare_cas: Option<u64>,
+    /// E: the CAS value the changed item takes.
+    pub new_cas: Option<u64>,
     /// M: the mode character, 0 when not given.
     pub mode: u8,
     /// D: ma's delta (default 1).
@@ -99,11 +105,13 @@ impl Default for MetaFlags {
             value: false,
             no_update: false,
             invalidate: false,
+            remove_value: false,
             ttl: None,
             vivify: None,
             recache: None,
             client_flags: 0,
             compare_cas: None,
+            new_cas: None,
             mode: 0,
             delta: 1,
             initial: 0,
@@ -200,8 +208,9 @@ fn preparse(tokens: &[&[u8]], key: &[u8]) -> Result<MetaFlags, &'static str> {
                 Some(v) => f.client_flags = v,
                 None => fail(None),
             },
-            b'C' => match parse_u64(arg) {
-                Some(v) => f.compare_cas = Some(v),
+            b'C' | b'E' => match parse_u64(arg) {
+                Some(v) if o == b'C' => f.compare_cas = Some(v),
+                Some(v) => f.new_cas = Some(v),
                 None => fail(Some(BAD_TOKEN)),
             },
             b'M' => {
@@ -220,6 +229,7 @@ fn preparse(tokens: &[&[u8]], key: &[u8]) -> Result<MetaFlags, &'static str> {
                 None => fail(Some(BAD_DELTA)),
             },
             b'I' => f.invalidate = true,
+            b'x' => f.remove_value = true,
             _ => return Err(INVALID_FLAG),
         }
     }
@@ -420,14 +430,14 @@ mod tests {
         b"mg foo v\r\n",
         b"mg foo s v c f t h l k Oabc q u\r\n",
         b"mg Zm9v b k v\r\n",
-        b"mg foo N30 R10 T60 v\r\n",
+        b"mg foo N30 R10 T60 E77 v\r\n",
         b"mg foo\r\n",
         b"ms foo 3\r\nbar\r\n",
         b"ms foo 2 T90 F5 C12 I q k c O1 MS s\r\nhi\r\n",
         b"ms Zm9v 0 b ME\r\n\r\n",
-        b"ms foo 1 MA C9\r\nx\r\n",
+        b"ms foo 1 MA C9 E10 s\r\nx\r\n",
         b"md foo\r\n",
-        b"md foo I T30 C5 q k O9\r\n",
+        b"md foo I T30 C5 q k O9 x F3 E4\r\n",
         b"ma foo\r\n",
         b"ma foo N0 J13 D5 MD T10 t c v k Oz q\r\n",
         b"me foo\r\n",
@@ -468,9 +478,10 @@ mod tests {
         let f = m.flags;
         assert!(f.value && f.quiet && f.no_update && !f.base64);
         assert_eq!((f.vivify, f.recache, f.ttl), (Some(30), Some(10), Some(-1)));
-        let m = meta(b"ms k 2 F7 C9 I MA\r\nab\r\n");
+        let m = meta(b"ms k 2 F7 C9 E11 I MA\r\nab\r\n");
         assert_eq!(m.data, b"ab");
-        assert_eq!((m.flags.client_flags, m.flags.compare_cas), (7, Some(9)));
+        assert_eq!((m.flags.client_flags, m.flags.compare_cas, m.flags.new_cas), (7, Some(9), Some(11)));
+        assert!(meta(b"md k x\r\n").flags.remove_value);
         assert!(m.flags.invalidate);
         assert_eq!(m.flags.mode, b'A');
         let m = meta(b"ma k MD D5 J3\r\n");
@@ -500,9 +511,8 @@ mod tests {
         assert_eq!(err(b"mg foo MXY\r\n"), M_LENGTH);
         assert_eq!(err(b"mg foo Jx\r\n"), BAD_INITIAL);
         assert_eq!(err(b"mg foo Dx\r\n"), BAD_DELTA);
-        // Flags of later memcached versions, refused as 1.6.18 does.
-        assert_eq!(err(b"md foo x\r\n"), INVALID_OR_DUPLICATE);
-        assert_eq!(err(b"mg foo E5\r\n"), INVALID_FLAG);
+        assert_eq!(err(b"mg foo Ex\r\n"), BAD_TOKEN);
+        assert_eq!(err(b"md foo Ex\r\n"), INVALID_OR_DUPLICATE);
         assert_eq!(err(b"mg foo a b c d e f g h i j k l m n o p q r\r\n"), MG_TOO_MANY);
         assert_eq!(err(b"md foo a b c d e f g h i j k l m n o p q r\r\n"), TOO_MANY);
         assert_eq!(err(b"md foo v v\r\n"), INVALID_OR_DUPLICATE);

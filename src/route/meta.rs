@@ -99,6 +99,9 @@ impl Shard {
             let exp = self.expiry(n, now);
             if self.store.meta_vivify(key, exp, version, now) {
                 created = true;
+                if let Some(cas) = f.new_cas {
+                    self.store.meta_set_cas(key, cas, now);
+                }
                 view = self.store.meta_view(key, now);
             }
         }
@@ -223,8 +226,18 @@ impl Shard {
         let version = self.begin_write();
         let cas = f.compare_cas.unwrap_or(0);
         let invalidate = f.invalidate && mode == StoreMode::Cas;
-        let (outcome, new_cas) =
+        let (outcome, mut new_cas) =
             self.store.meta_store(mode, key, f.client_flags, exp, m.data, cas, invalidate, f.base64, version, now);
+        let mut size = m.data.len() as u64;
+        if outcome == StoreOutcome::Stored {
+            if let Some(cas) = f.new_cas
+                && self.store.meta_set_cas(key, cas, now)
+            {
+                new_cas = cas;
+            }
+            // The item's size after an append or prepend.
+            size = self.store.meta_view(key, now).map_or(size, |v| v.value_len as u64);
+        }
         self.count_store(mode == StoreMode::Cas, outcome);
         let code = match outcome {
             StoreOutcome::Stored => {
@@ -252,6 +265,7 @@ impl Shard {
         for tok in m.flag_tokens() {
             match tok[0] {
                 b'c' => flag_num(out, b'c', new_cas),
+                b's' => flag_num(out, b's', size),
                 _ => echo(out, tok, key, f.base64),
             }
         }
@@ -262,10 +276,16 @@ impl Shard {
         let f = m.flags;
         let version = self.begin_write();
         let exp = if f.invalidate { f.ttl.map(|t| self.expiry(t, now)) } else { None };
-        let outcome = self.store.meta_delete(key, f.compare_cas, f.invalidate, exp, version, now);
+        // x: the item stays, emptied, with the flags and TTL given.
+        let emptied = f.remove_value.then(|| (f.client_flags, f.ttl.map_or(0, |t| self.expiry(t, now))));
+        let outcome = self.store.meta_delete(key, f.compare_cas, f.invalidate, exp, emptied, f.new_cas, version, now);
         let code = match outcome {
             MetaDeleteOutcome::Deleted => {
-                self.ship_delete(key, version, now);
+                if f.remove_value {
+                    self.ship_item(key, version, now);
+                } else {
+                    self.ship_delete(key, version, now);
+                }
                 self.counters.delete_hits += 1;
                 wire::HD
             }
@@ -347,6 +367,9 @@ impl Shard {
                 return;
             }
         };
+        if let Some(cas) = f.new_cas {
+            self.store.meta_set_cas(key, cas, now);
+        }
         let Ok(v) = self.store.meta_view(key, now) else {
             // Written and gone at once (a store of a few segments).
             out.extend_from_slice(wire::NF);

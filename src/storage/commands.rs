@@ -134,7 +134,7 @@ impl Store {
             (StoreMode::Replace | StoreMode::Append | StoreMode::Prepend, None) => return StoreOutcome::NotStored,
             (StoreMode::Cas, None) => return StoreOutcome::NotFound,
             // Without CAS (-C) no unique ever matches, as in memcached.
-            (StoreMode::Cas, Some((loc, h))) if !self.cfg.use_cas || self.cas_value(self.position(loc, &h)) != cas => {
+            (StoreMode::Cas, Some((loc, h))) if !self.cfg.use_cas || self.item_cas(loc, &h) != cas => {
                 return StoreOutcome::Exists;
             }
             _ => {}

@@ -35,6 +35,16 @@ pub struct MetaView {
     pub binary_key: bool,
 }
 
+/// What a rewrite does to an item's CAS value.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum CasChange {
+    Keep,
+    /// A new one from the record's new position.
+    Fresh,
+    /// This one (a client's, meta `E`).
+    Set(u64),
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum MetaDeleteOutcome {
     Deleted,
@@ -67,7 +77,7 @@ impl Store {
         };
         Ok(MetaView {
             flags: h.flags,
-            cas: self.cas_value(self.position(loc, &h)),
+            cas: self.item_cas(loc, &h),
             exp: self.abs_exp(h.exp),
             value_len: h.value_len,
             fetched: h.fetched(),
@@ -78,19 +88,23 @@ impl Store {
         })
     }
 
-    /// Rewrite a live item with new state bits, keeping its CAS unless
-    /// `new_cas`, and its expiry unless `exp` (absolute). False when it
-    /// could not be written again (a full store under -M).
-    fn restate(&mut self, key: &[u8], state: u8, exp: Option<u64>, new_cas: bool, version: u64, now: u64) -> bool {
+    /// Rewrite a live item with new state bits, its CAS as `cas` says, and
+    /// its expiry unless `exp` (absolute). False when it could not be
+    /// written again (a full store under -M).
+    fn restate(&mut self, key: &[u8], state: u8, exp: Option<u64>, cas: CasChange, version: u64, now: u64) -> bool {
         let Ok((loc, h)) = self.find_live(key, now) else { return false };
-        let cas_pos = if new_cas { None } else { Some(self.position(loc, &h)) };
+        let (cas_pos, xcas) = match cas {
+            CasChange::Keep => (Some(self.position(loc, &h)), h.xcas),
+            CasChange::Fresh => (None, 0),
+            CasChange::Set(v) => (None, v),
+        };
         let atime = if h.state_at.is_some() { h.atime } else { self.now_rel(now) };
         let exp = match exp {
             Some(abs) => self.rel_exp(abs),
             None => h.exp,
         };
         let version = if version != 0 { version } else { h.version };
-        let meta = Meta { exp, cas_pos, version, state, atime, ..h.meta() };
+        let meta = Meta { exp, cas_pos, version, state, atime, xcas, ..h.meta() };
         let item = self.item_ref(loc, &h);
         let stored: Vec<u8> = match item.value {
             Value::Inline(v) => v.to_vec(),
@@ -122,7 +136,7 @@ impl Store {
                     self.segs[seg].data.as_mut().expect("live segment")[off + at] |= STATE_WON;
                 }
                 None => {
-                    if !self.restate(key, h.state | STATE_WON, None, false, 0, now) {
+                    if !self.restate(key, h.state | STATE_WON, None, CasChange::Keep, 0, now) {
                         return false;
                     }
                 }
@@ -166,13 +180,11 @@ impl Store {
         let binary = if binary_key { STATE_BINARY_KEY } else { 0 };
         let old = self.find_live(key, now).ok();
         let outcome = match (mode, old) {
-            (StoreMode::Append | StoreMode::Prepend, Some((loc, h)))
-                if cas != 0 && cas != self.cas_value(self.position(loc, &h)) =>
-            {
+            (StoreMode::Append | StoreMode::Prepend, Some((loc, h))) if cas != 0 && cas != self.item_cas(loc, &h) => {
                 StoreOutcome::Exists
             }
             (StoreMode::Cas, Some((loc, h)))
-                if invalidate && self.cfg.use_cas && cas != 0 && cas < self.cas_value(self.position(loc, &h)) =>
+                if invalidate && self.cfg.use_cas && cas != 0 && cas < self.item_cas(loc, &h) =>
             {
                 let state = STATE_STALE | (h.state & STATE_WON) | binary;
                 let meta = Meta { flags, exp: h.exp, version, state, atime: self.now_rel(now), ..Default::default() };
@@ -198,29 +210,62 @@ impl Store {
     /// applied when that version is the one stored here. True when applied.
     pub fn apply_state(&mut self, key: &[u8], version: u64, state: u8, now: u64) -> bool {
         match self.find_live(key, now) {
-            Ok((_, h)) if h.version == version && h.state != state => self.restate(key, state, None, false, 0, now),
+            Ok((_, h)) if h.version == version && h.state != state => {
+                self.restate(key, state, None, CasChange::Keep, 0, now)
+            }
             _ => false,
         }
     }
 
+    /// Give a live item the CAS value a client chose (meta `E`) after the
+    /// command changed it. False when it could not be written again.
+    pub fn meta_set_cas(&mut self, key: &[u8], cas: u64, now: u64) -> bool {
+        match self.find_live(key, now) {
+            Ok((_, h)) => self.restate(key, h.state, None, CasChange::Set(cas), 0, now),
+            Err(_) => false,
+        }
+    }
+
     /// md: remove the item, or with `invalidate` mark it stale, clear its
-    /// won mark, give it a new CAS and (with `exp`, absolute) a new expiry.
+    /// won mark, give it a new CAS (`new_cas`, else a fresh one) and (with
+    /// `exp`, absolute) a new expiry. With `remove_value` (`x`: client
+    /// flags and absolute expiry) the item stays, emptied, with those flags
+    /// and expiry and its CAS (or `new_cas`), as later memcached does.
+    #[allow(clippy::too_many_arguments)]
     pub fn meta_delete(
         &mut self,
         key: &[u8],
         cas: Option<u64>,
         invalidate: bool,
         exp: Option<u64>,
+        remove_value: Option<(u32, u64)>,
+        new_cas: Option<u64>,
         version: u64,
         now: u64,
     ) -> MetaDeleteOutcome {
         let Ok((loc, h)) = self.find_live(key, now) else { return MetaDeleteOutcome::NotFound };
-        if cas.is_some_and(|c| c != self.cas_value(self.position(loc, &h))) {
+        if cas.is_some_and(|c| c != self.item_cas(loc, &h)) {
             return MetaDeleteOutcome::Exists;
         }
+        let mut state = h.state;
+        if let Some((flags, abs)) = remove_value {
+            let (cas_pos, xcas) = match new_cas {
+                Some(v) => (None, v),
+                None => (Some(self.position(loc, &h)), h.xcas),
+            };
+            let meta = Meta { flags, exp: self.rel_exp(abs), cas_pos, xcas, version, ..Default::default() };
+            if !self.insert(key, meta, Body::Value(&[]), now) {
+                return MetaDeleteOutcome::NotFound;
+            }
+            state = 0;
+            if !invalidate {
+                return MetaDeleteOutcome::Deleted;
+            }
+        }
         if invalidate {
-            let state = (h.state | STATE_STALE) & !STATE_WON;
-            self.restate(key, state, exp, true, version, now);
+            let state = (state | STATE_STALE) & !STATE_WON;
+            let cas = new_cas.map_or(CasChange::Fresh, CasChange::Set);
+            self.restate(key, state, exp, cas, version, now);
             return MetaDeleteOutcome::Invalidated;
         }
         self.unlink(loc, &h, self.index_hash(key));
@@ -246,8 +291,11 @@ mod tests {
         assert!(!v.stale && !v.won && !v.fetched);
         let before = s.engine_stats(NOW).key_value_bytes;
         let cas = v.cas;
-        assert_eq!(s.meta_delete(b"k", Some(cas + 1), true, None, 0, NOW), MetaDeleteOutcome::Exists);
-        assert_eq!(s.meta_delete(b"k", Some(cas), true, Some(NOW + 30), 0, NOW), MetaDeleteOutcome::Invalidated);
+        assert_eq!(s.meta_delete(b"k", Some(cas + 1), true, None, None, None, 0, NOW), MetaDeleteOutcome::Exists);
+        assert_eq!(
+            s.meta_delete(b"k", Some(cas), true, Some(NOW + 30), None, None, 0, NOW),
+            MetaDeleteOutcome::Invalidated
+        );
         let v = s.meta_view(b"k", NOW).unwrap();
         assert!(v.stale && !v.won);
         assert_ne!(v.cas, cas, "invalidation bumps the CAS");
@@ -271,7 +319,7 @@ mod tests {
         let v = s.meta_view(b"k", NOW).unwrap();
         assert!(v.won && v.fetched);
         assert_eq!(v.cas, cas, "a win keeps the CAS");
-        s.meta_delete(b"k", None, true, None, 0, NOW);
+        s.meta_delete(b"k", None, true, None, None, None, 0, NOW);
         assert!(!s.meta_view(b"k", NOW).unwrap().won, "invalidation opens a new win");
     }
 
@@ -279,7 +327,7 @@ mod tests {
     fn stale_cas_stores_stale_and_keeps_ttl_and_win() {
         let mut s = store();
         s.store(StoreMode::Set, b"k", 0, NOW + 100, b"old", 0, 0, NOW);
-        s.meta_delete(b"k", None, true, Some(NOW + 30), 0, NOW);
+        s.meta_delete(b"k", None, true, Some(NOW + 30), None, None, 0, NOW);
         s.meta_update(b"k", None, true, true, 0, NOW);
         let cur = s.meta_view(b"k", NOW).unwrap().cas;
         let (o, _) = s.meta_store(StoreMode::Cas, b"k", 0, NOW + 90, b"f", cur - 1, false, false, 0, NOW);
@@ -311,6 +359,29 @@ mod tests {
         let (o, c) = s.meta_store(StoreMode::Set, b"b", 0, 0, b"z", 0, false, true, 0, NOW);
         assert_eq!(o, StoreOutcome::Stored);
         assert!(c != 0 && s.meta_view(b"b", NOW).unwrap().binary_key);
+    }
+
+    #[test]
+    fn a_client_chosen_cas_sticks_until_the_item_changes() {
+        let mut s = store();
+        s.store(StoreMode::Set, b"k", 0, 0, b"v", 0, 0, NOW);
+        assert!(s.meta_set_cas(b"k", 12345, NOW));
+        assert_eq!(s.meta_view(b"k", NOW).unwrap().cas, 12345);
+        assert!(s.touch(b"k", NOW + 100, 0, NOW));
+        assert_eq!(s.meta_view(b"k", NOW).unwrap().cas, 12345, "touch keeps it");
+        let (o, _) = s.meta_store(StoreMode::Cas, b"k", 0, 0, b"w", 12345, false, false, 0, NOW);
+        assert_eq!(o, StoreOutcome::Stored, "cas compares with it");
+        assert_ne!(s.meta_view(b"k", NOW).unwrap().cas, 12345, "a new write gets a fresh one");
+        // md x: emptied, flags and expiry given, CAS kept.
+        let cas = s.meta_view(b"k", NOW).unwrap().cas;
+        let o = s.meta_delete(b"k", None, false, None, Some((7, NOW + 50)), None, 0, NOW);
+        assert_eq!(o, MetaDeleteOutcome::Deleted);
+        let v = s.meta_view(b"k", NOW).unwrap();
+        assert_eq!((v.value_len, v.flags, v.exp, v.cas), (0, 7, NOW + 50, cas));
+        let o = s.meta_delete(b"k", None, true, None, Some((0, 0)), Some(99), 0, NOW);
+        assert_eq!(o, MetaDeleteOutcome::Invalidated);
+        let v = s.meta_view(b"k", NOW).unwrap();
+        assert!(v.stale && v.cas == 99 && v.exp == 0);
     }
 
     #[test]

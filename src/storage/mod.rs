@@ -374,6 +374,12 @@ impl Store {
         if self.cfg.use_cas { pos * self.cfg.cas_stride + self.cfg.cas_offset } else { 0 }
     }
 
+    /// A record's CAS value: the one a client chose (meta `E`), else the
+    /// one its position gives; 0 with `-C`.
+    fn item_cas(&self, loc: u32, h: &Header) -> u64 {
+        if self.cfg.use_cas && h.xcas != 0 { h.xcas } else { self.cas_value(self.position(loc, h)) }
+    }
+
     /// Expiry relative to process start, so that it fits 32 bits: 0 never,
     /// otherwise `abs - started + 1` (anything before the start is 1).
     fn rel_exp(&self, abs: u64) -> u32 {
@@ -434,7 +440,7 @@ impl Store {
         };
         ItemRef {
             flags: h.flags,
-            cas: self.cas_value(self.position(loc, h)),
+            cas: self.item_cas(loc, h),
             version: h.version,
             exp: self.abs_exp(h.exp),
             state: h.state,

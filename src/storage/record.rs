@@ -3,7 +3,7 @@
 //! ```text
 //! info    u8   kind (2 bits) | has_flags | has_exp | has_cas | fetched | freq (2 bits)
 //! klen    u8   key length, 1..=250
-//! ext     u8   only for kind EXT: LARGE | COMPRESSED | VERSIONED | STATE (bits 4-7 free)
+//! ext     u8   only for kind EXT: LARGE | COMPRESSED | VERSIONED | STATE | XCAS (bits 5-7 free)
 //! vlen    LEB128, 1-5 bytes: the value's length as the client sees it
 //! zlen    LEB128, only when COMPRESSED: the stored (compressed) length
 //! dict    u8   only when COMPRESSED: the dictionary it was written with (0: none)
@@ -18,6 +18,8 @@
 //!              WON, BINARY_KEY), never 0; written only while some of it
 //!              is set, so an item no meta client marked pays nothing
 //! atime   u32  only when STATE: last access, seconds after `Store::started`
+//! xcas    u64  only when XCAS: a CAS value a client chose (meta `E`), in
+//!              place of the one the record's position gives
 //! key     klen bytes
 //! body    the stored value (inline) or a u32 handle to the large value
 //! ```
@@ -35,6 +37,7 @@ const EXT_LARGE: u8 = 1;
 const EXT_COMPRESSED: u8 = 2;
 const EXT_VERSIONED: u8 = 4;
 const EXT_STATE: u8 = 8;
+const EXT_XCAS: u8 = 16;
 
 /// Per-item state of the meta protocol's stampede control: marked stale by
 /// `md I` or a stale `ms I`.
@@ -80,19 +83,22 @@ pub struct Meta {
     pub state: u8,
     /// Last access (relative like `exp`), written with `state`.
     pub atime: u32,
+    /// A client's CAS value (meta `E`), 0 = none (no field written).
+    pub xcas: u64,
 }
 
 impl Meta {
     fn kind(&self) -> (u8, u8) {
-        match (self.large, self.compressed.is_some(), self.version != 0, self.state != 0) {
+        match (self.large, self.compressed.is_some(), self.version != 0, self.state != 0 || self.xcas != 0) {
             (false, false, false, false) => (KIND_INLINE, 0),
             (true, false, false, false) => (KIND_LARGE, 0),
-            (large, z, v, st) => (
+            (large, z, v, _) => (
                 KIND_EXT,
                 if large { EXT_LARGE } else { 0 }
                     | if z { EXT_COMPRESSED } else { 0 }
                     | if v { EXT_VERSIONED } else { 0 }
-                    | if st { EXT_STATE } else { 0 },
+                    | if self.state != 0 { EXT_STATE } else { 0 }
+                    | if self.xcas != 0 { EXT_XCAS } else { 0 },
             ),
         }
     }
@@ -117,6 +123,8 @@ pub struct Header {
     pub state: u8,
     pub atime: u32,
     pub state_at: Option<usize>,
+    /// A client's CAS value, 0 = none.
+    pub xcas: u64,
     pub key_at: usize,
     pub key_len: usize,
     pub body_at: usize,
@@ -155,6 +163,7 @@ impl Header {
             freq: self.freq(),
             state: self.state,
             atime: self.atime,
+            xcas: self.xcas,
         }
     }
 }
@@ -211,6 +220,7 @@ pub fn header_len(meta: &Meta, value_len: usize) -> usize {
         + if meta.cas_pos.is_some() { 8 } else { 0 }
         + if meta.version != 0 { 8 } else { 0 }
         + if meta.state != 0 { 5 } else { 0 }
+        + if meta.xcas != 0 { 8 } else { 0 }
 }
 
 /// Length of a whole record (before alignment).
@@ -270,6 +280,10 @@ pub fn write_head(dst: &mut [u8], meta: &Meta, key: &[u8], value_len: usize) -> 
         dst[at + 1..at + 5].copy_from_slice(&meta.atime.to_le_bytes());
         at += 5;
     }
+    if meta.xcas != 0 {
+        dst[at..at + 8].copy_from_slice(&meta.xcas.to_le_bytes());
+        at += 8;
+    }
     dst[at..at + key.len()].copy_from_slice(key);
     at + key.len()
 }
@@ -283,7 +297,8 @@ pub fn parse(rec: &[u8]) -> Header {
     let info = rec[0];
     let key_len = rec[1] as usize;
     let mut at = 2;
-    let (mut large, mut z, mut versioned, mut stated) = (info & KIND_MASK == KIND_LARGE, false, false, false);
+    let (mut large, mut z, mut versioned, mut stated, mut xcased) =
+        (info & KIND_MASK == KIND_LARGE, false, false, false, false);
     if info & KIND_MASK == KIND_EXT {
         let ext = rec[at];
         at += 1;
@@ -291,6 +306,7 @@ pub fn parse(rec: &[u8]) -> Header {
         z = ext & EXT_COMPRESSED != 0;
         versioned = ext & EXT_VERSIONED != 0;
         stated = ext & EXT_STATE != 0;
+        xcased = ext & EXT_XCAS != 0;
     }
     let (value_len, next) = get_varint(rec, at);
     at = next;
@@ -334,6 +350,13 @@ pub fn parse(rec: &[u8]) -> Header {
         state_at = Some(at);
         at += 5;
     }
+    let mut xcas = 0;
+    if xcased {
+        let mut w = [0u8; 8];
+        w.copy_from_slice(&rec[at..at + 8]);
+        xcas = u64::from_le_bytes(w);
+        at += 8;
+    }
     Header {
         info,
         large,
@@ -347,6 +370,7 @@ pub fn parse(rec: &[u8]) -> Header {
         state,
         atime,
         state_at,
+        xcas,
         key_at: at,
         key_len,
         body_at: at + key_len,
@@ -384,6 +408,8 @@ mod tests {
             Meta { version: 1, ..Default::default() },
             Meta { state: STATE_STALE | STATE_WON, atime: 12345, ..Default::default() },
             Meta { large: true, version: 9, state: STATE_BINARY_KEY, atime: u32::MAX, flags: 3, ..Default::default() },
+            Meta { xcas: 77, ..Default::default() },
+            Meta { xcas: u64::MAX, state: STATE_STALE, version: 5, cas_pos: Some(9), ..Default::default() },
         ] {
             for vlen in [0usize, 1, 127, 128, 100_000, 1 << 30] {
                 let key = b"some:key";
@@ -400,6 +426,7 @@ mod tests {
                 assert_eq!(h.exp, meta.exp);
                 assert_eq!((h.version, h.ver_at.is_some()), (meta.version, meta.version != 0));
                 assert_eq!((h.state, h.atime, h.state_at.is_some()), (meta.state, meta.atime, meta.state != 0));
+                assert_eq!(h.xcas, meta.xcas);
                 assert_eq!((h.fetched(), h.freq(), h.value_len), (meta.fetched, meta.freq, vlen));
                 assert_eq!(h.len(), record_len(&meta, key.len(), vlen));
             }

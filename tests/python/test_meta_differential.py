@@ -46,7 +46,7 @@ CASES = [
     b"ma x N0 J5 q v\r\nma x q v\r\nma x v q k Oab\r\nmn\r\n",
     b"mg foo m o o o o o o o o o\r\nmg foo a b c d e f g h i j k l m n o p q\r\nmg foo a b c d e f g h i j k l m n o p q r\r\nmd foo a b c d e f g h i j k l m n o p q r\r\nms foo 2 a b c d e f g h i j k l m n o p q\r\nhi\r\n",
     b"mg\r\nms\r\nmd\r\nma\r\nme\r\nmn\r\nmx\r\nm\r\nmgg foo\r\n",
-    b"mg foo T\r\nmg foo Tx\r\nmg foo b\r\nmg foo Fx\r\nmg foo MXY\r\nmg foo Jx\r\nmg foo Dx\r\nmg foo v v\r\nmg foo E5\r\nmd foo x\r\nmg foo Oaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\r\nmd foo Oaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\r\n",
+    b"mg foo T\r\nmg foo Tx\r\nmg foo b\r\nmg foo Fx\r\nmg foo MXY\r\nmg foo Jx\r\nmg foo Dx\r\nmg foo v v\r\nmg foo Oaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\r\nmd foo Oaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\r\n",
     b"ms 44OG44K544OI 2 b\r\npo\r\nmg 44OG44K544OI v\r\nmg 44OG44K544OI b v k\r\nmg 44OG44K544OI b k s\r\nme 44OG44K544OI b\r\nmd 44OG44K544OI b k\r\nmg 44OG44K544OI b k\r\n",
     b"ms Zm9v 2 b k c\r\nhi\r\nget foo\r\nmg foo k v\r\nmg Zm9v b k v\r\nme foo\r\n",
     b"set k 0 0 2\r\nhi\r\nmg k t T30 t\r\nmg k t\r\nmg k T-1 v\r\nmg k v\r\n",
