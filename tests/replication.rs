@@ -1444,3 +1444,35 @@ fn a_link_cut_inside_a_long_value_resumes_from_the_backlog_at_the_value() {
     assert!(accepted.len() >= 2, "the link was cut and came back: {log}");
     assert!(!accepted[accepted.len() - 1].ends_with("resume at 0)"), "resumed after the small write: {log}");
 }
+
+/// Meta writes in `sync` mode: once answered, what they changed (a value,
+/// the stale mark, a TTL, an `ma` result, a vivified lease) is on the peer.
+#[test]
+fn sync_mode_meta_writes_are_on_the_peer_when_answered() {
+    let ports = [free_port(), free_port()];
+    let nodes: Vec<Node> = (0..2).map(|i| start_node(i, &ports, 2, &["--repl-mode", "sync"])).collect();
+    all_linked(&nodes);
+    let mut ca = nodes[0].srv.conn();
+    let mut cb = nodes[1].srv.conn();
+    let line = |c: &mut Conn, req: &[u8]| {
+        c.send(req);
+        let mut out = c.read_line();
+        if out.starts_with(b"VA ") {
+            out.extend(c.read_line());
+        }
+        out
+    };
+    for i in 0..20 {
+        let k = format!("m:{i}");
+        assert_eq!(line(&mut ca, format!("ms {k} 2 T100\r\nv{}\r\n", i % 10).as_bytes()), b"HD\r\n");
+        // No polling: an answered write is already on the live peer.
+        assert_eq!(line(&mut cb, format!("mg {k} v u\r\n").as_bytes()), format!("VA 2\r\nv{}\r\n", i % 10).as_bytes());
+        assert_eq!(line(&mut ca, format!("md {k} I\r\n").as_bytes()), b"HD\r\n");
+        assert_eq!(line(&mut cb, format!("mg {k} u\r\n").as_bytes()), b"HD X W\r\n");
+        assert_eq!(line(&mut ca, format!("ma {k}n N0 J3 D4 v\r\n").as_bytes()), b"VA 1\r\n3\r\n");
+        assert_eq!(line(&mut ca, format!("ma {k}n D4 v\r\n").as_bytes()), b"VA 1\r\n7\r\n");
+        assert_eq!(line(&mut cb, format!("mg {k}n v\r\n").as_bytes()), b"VA 1\r\n7\r\n");
+        assert_eq!(line(&mut ca, format!("mg {k}lease N30\r\n").as_bytes()), b"HD W\r\n");
+        assert_eq!(line(&mut cb, format!("mg {k}lease N30\r\n").as_bytes()), b"HD Z\r\n");
+    }
+}
