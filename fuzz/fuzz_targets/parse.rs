@@ -6,7 +6,10 @@
 //! consume 1..=len bytes; Incomplete's `need` is 0 or more than what is
 //! buffered (and exact); keys are 1..=250 bytes without space/LF; a store's
 //! data sits just before its CRLF; feeding the stream in pieces gives the
-//! same requests, errors and leftovers as feeding it whole.
+//! same requests, errors and leftovers as feeding it whole (a long get
+//! line answered in parts reads the same as whole). The meta commands are
+//! parsed like the rest; `fuzz/parse.dict` holds their tokens
+//! (`cargo +nightly fuzz run -O parse -- -dict=fuzz/parse.dict`).
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;

@@ -165,8 +165,8 @@ pub enum Request<'a> {
 impl<'a> Request<'a> {
     /// Whether the request may change the item under its key: the requests
     /// that replicate, and whose reply waits for the peers in `sync` mode.
-    /// Exactly the requests with a `key` (gat/gats touch, but travel as
-    /// retrievals).
+    /// The requests with a `key` but the meta commands that only read
+    /// (`MetaRequest::may_write`); gat/gats touch, but travel as retrievals.
     pub fn is_write(&self) -> bool {
         match self {
             Request::Meta(m) => m.may_write(),
