@@ -16,13 +16,21 @@
 //! ```
 //!
 //! `hlc`, `wire`, `backlog` and `apply` are pure (no I/O, no clock);
-//! `link` holds the glommio tasks. What is shared between cores is here:
-//! atomics only, read by `stats repl` and by connections waiting in the
-//! `sync` and `majority` modes.
+//! `link` holds the glommio tasks, which see their core only through the
+//! narrow handle of `host` (its store and replication state, backlog,
+//! clock, and applying a peer's ops on the owner cores), which `route`
+//! implements. What is shared between cores is here: atomics only, read by
+//! `stats repl` and by connections waiting in the `sync` and `majority`
+//! modes.
+//!
+//! Imports storage (and protocol's key limit and stat encoder); must not
+//! import `route`, `server`, `stats` or `config` (config and route import
+//! this).
 
 pub mod apply;
 pub mod backlog;
 pub mod hlc;
+pub mod host;
 pub mod link;
 pub mod wire;
 
@@ -203,11 +211,71 @@ impl ReplShared {
     }
 }
 
+/// One core's replication figures for `stats repl`, gathered from every
+/// core (as a typed value, in-process) and summed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ReplFigures {
+    pub digest: u64,
+    pub items: u64,
+    pub received: u64,
+    pub applied: u64,
+    pub conflicts: u64,
+    pub tombstones: u64,
+    pub shipped: u64,
+    /// Peer ops refused (a version too far ahead, a value over -I).
+    pub refused: u64,
+}
+
+impl ReplFigures {
+    pub fn encode(&self, out: &mut Vec<u8>) {
+        for v in [
+            self.digest,
+            self.items,
+            self.received,
+            self.applied,
+            self.conflicts,
+            self.tombstones,
+            self.shipped,
+            self.refused,
+        ] {
+            out.extend_from_slice(&v.to_le_bytes());
+        }
+    }
+    pub fn decode(b: &[u8]) -> Self {
+        let mut v = [0u64; 8];
+        for (x, c) in v.iter_mut().zip(b.chunks_exact(8)) {
+            *x = u64::from_le_bytes(c.try_into().unwrap_or_default());
+        }
+        ReplFigures {
+            digest: v[0],
+            items: v[1],
+            received: v[2],
+            applied: v[3],
+            conflicts: v[4],
+            tombstones: v[5],
+            shipped: v[6],
+            refused: v[7],
+        }
+    }
+    /// Digests combine by XOR (order-free), counts by sum.
+    pub fn add(&mut self, o: &ReplFigures) {
+        self.digest ^= o.digest;
+        self.items += o.items;
+        self.received += o.received;
+        self.applied += o.applied;
+        self.conflicts += o.conflicts;
+        self.tombstones += o.tombstones;
+        self.shipped += o.shipped;
+        self.refused += o.refused;
+    }
+}
+
 /// `stats repl`: this node, then each peer (`peer<i>_*`, in `--peers`
-/// order), summed over the cores' links.
-pub fn render_stats(g: &crate::route::Global, f: &crate::route::ReplFigures, out: &mut Vec<u8>) {
+/// order), summed over the cores' links. `sh` is None when the node does
+/// not replicate.
+pub fn render_stats(sh: Option<&ReplShared>, f: &ReplFigures, out: &mut Vec<u8>) {
     use crate::protocol::encode::{END, encode_stat};
-    let Some(sh) = &g.repl else {
+    let Some(sh) = sh else {
         encode_stat(out, "repl_enabled", "no");
         out.extend_from_slice(END);
         return;

@@ -40,6 +40,7 @@ use std::task::{Context, Poll, Waker};
 
 use crate::protocol::GetKind;
 use crate::storage::HashKey;
+use crate::wake::Notify;
 
 /// Key of the key-to-core hash: one per process, so that every core agrees
 /// on a key's owner, and secret, so that no client can pick keys that all
@@ -279,32 +280,6 @@ struct Waiter {
     conn: Rc<ConnWait>,
     first_slot: usize,
     count: u32,
-}
-
-/// A one-task wake-up flag.
-#[derive(Default)]
-pub struct Notify {
-    set: Cell<bool>,
-    waker: RefCell<Option<Waker>>,
-}
-
-impl Notify {
-    pub fn notify(&self) {
-        self.set.set(true);
-        if let Some(w) = self.waker.borrow_mut().take() {
-            w.wake();
-        }
-    }
-    pub fn wait(&self) -> impl Future<Output = ()> + '_ {
-        std::future::poll_fn(move |cx| {
-            if self.set.replace(false) {
-                Poll::Ready(())
-            } else {
-                *self.waker.borrow_mut() = Some(cx.waker().clone());
-                Poll::Pending
-            }
-        })
-    }
 }
 
 /// This core's side of its link with one other core.

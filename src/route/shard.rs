@@ -16,6 +16,7 @@
 
 use crate::protocol::encode::{self, encode_number_line, encode_value_head};
 use crate::protocol::{GetKind, Request, StoreMode, absolute_expiry};
+use crate::repl::ReplFigures;
 use crate::repl::apply::ReplShard;
 use crate::stats::Counters;
 use crate::storage::{self, ArithOutcome, ItemRef, Miss, Store, StoreOutcome};
@@ -27,64 +28,6 @@ pub struct Shard {
     pub repl: Option<ReplShard>,
     /// Wall clock in ms for write versions (a fake one in tests).
     pub clock_ms: fn() -> u64,
-}
-
-/// One core's replication figures for `stats repl`.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct ReplFigures {
-    pub digest: u64,
-    pub items: u64,
-    pub received: u64,
-    pub applied: u64,
-    pub conflicts: u64,
-    pub tombstones: u64,
-    pub shipped: u64,
-    /// Peer ops refused (a version too far ahead, a value over -I).
-    pub refused: u64,
-}
-
-impl ReplFigures {
-    pub fn encode(&self, out: &mut Vec<u8>) {
-        for v in [
-            self.digest,
-            self.items,
-            self.received,
-            self.applied,
-            self.conflicts,
-            self.tombstones,
-            self.shipped,
-            self.refused,
-        ] {
-            out.extend_from_slice(&v.to_le_bytes());
-        }
-    }
-    pub fn decode(b: &[u8]) -> Self {
-        let mut v = [0u64; 8];
-        for (x, c) in v.iter_mut().zip(b.chunks_exact(8)) {
-            *x = u64::from_le_bytes(c.try_into().unwrap_or_default());
-        }
-        ReplFigures {
-            digest: v[0],
-            items: v[1],
-            received: v[2],
-            applied: v[3],
-            conflicts: v[4],
-            tombstones: v[5],
-            shipped: v[6],
-            refused: v[7],
-        }
-    }
-    /// Digests combine by XOR (order-free), counts by sum.
-    pub fn add(&mut self, o: &ReplFigures) {
-        self.digest ^= o.digest;
-        self.items += o.items;
-        self.received += o.received;
-        self.applied += o.applied;
-        self.conflicts += o.conflicts;
-        self.tombstones += o.tombstones;
-        self.shipped += o.shipped;
-        self.refused += o.refused;
-    }
 }
 
 /// The store's way of combining a write with the item already there, for

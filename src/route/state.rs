@@ -21,9 +21,10 @@ use slab::Slab;
 use crate::config::Config;
 use crate::protocol::{Limits, Parsed, parse};
 use crate::stats::Counters;
+use crate::wake::Notify;
 
 use super::budget::ConnBudget;
-use super::mesh::{Cmd, Frame, Notify, Peer, get_keys};
+use super::mesh::{Cmd, Frame, Peer, get_keys};
 use super::shard::Shard;
 
 /// What every core shares: set once at start, atomics only off the request path.

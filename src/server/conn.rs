@@ -122,7 +122,7 @@ impl Conn {
     async fn serve(&mut self) -> io::Result<()> {
         loop {
             let stop = self.process();
-            crate::repl::link::kick(&self.core);
+            crate::repl::link::kick(&*self.core);
             if let Stop::SyncWrite(w) = stop {
                 self.finish_sync_write(w).await?;
                 continue;
@@ -436,11 +436,11 @@ impl Conn {
                 let slots = self.broadcast(|| Cmd::ReplStats).await;
                 let mut figures = core.shard.borrow().repl_figures();
                 for s in slots {
-                    let f = self.batch.wait.with_slot(s, crate::route::ReplFigures::decode);
+                    let f = self.batch.wait.with_slot(s, crate::repl::ReplFigures::decode);
                     figures.add(&f);
                 }
                 self.batch.wait.clear();
-                crate::repl::render_stats(&self.core.global, &figures, &mut self.batch.out);
+                crate::repl::render_stats(self.core.global.repl.as_ref(), &figures, &mut self.batch.out);
             }
             b"conns" => {
                 let now = unix_now();
