@@ -9,8 +9,9 @@
 //! test pins both replies' names and order.
 //!
 //! Each core counts into its own `Counters` (plain integers, no atomics on
-//! the request path); `stats` gathers one snapshot per core over the mesh
-//! and sums them. Imports protocol's encoder and storage's size buckets;
+//! the request path); `stats` gathers one snapshot per core over the mesh,
+//! as a typed value (the cores share one process: nothing is encoded), and
+//! sums them. Imports protocol's encoder and storage's size buckets;
 //! must not import `server` or `route`.
 
 use crate::protocol::encode::encode_stat;
@@ -183,27 +184,6 @@ impl Counters {
                 *self.slot(s) = 0;
             }
         }
-    }
-
-    /// Serialize for the trip across cores: the figures in the table's
-    /// order, then the size buckets.
-    pub fn encode(&self, out: &mut Vec<u8>) {
-        let sizes = self.sizes.0.iter().copied();
-        for v in Stat::ALL.iter().map(|&s| self.get(s)).chain(sizes) {
-            out.extend_from_slice(&v.to_le_bytes());
-        }
-    }
-
-    pub fn decode(b: &[u8]) -> Counters {
-        let mut it = b.chunks_exact(8).map(|c| u64::from_le_bytes(c.try_into().unwrap_or([0; 8])));
-        let mut c = Counters::default();
-        for &s in Stat::ALL {
-            *c.slot(s) = it.next().unwrap_or(0);
-        }
-        for (slot, v) in c.sizes.0.iter_mut().zip(it) {
-            *slot = v;
-        }
-        c
     }
 }
 
@@ -454,14 +434,6 @@ fn rusage() -> ((i64, i64), (i64, i64)) {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn counters_survive_the_trip_across_cores() {
-        let c = Counters { cmd_get: 7, curr_items: 3, evictions: 9, ..Default::default() };
-        let mut b = Vec::new();
-        c.encode(&mut b);
-        assert_eq!(Counters::decode(&b), c);
-    }
 
     #[test]
     fn reset_keeps_gauges() {

@@ -227,36 +227,6 @@ pub struct ReplFigures {
 }
 
 impl ReplFigures {
-    pub fn encode(&self, out: &mut Vec<u8>) {
-        for v in [
-            self.digest,
-            self.items,
-            self.received,
-            self.applied,
-            self.conflicts,
-            self.tombstones,
-            self.shipped,
-            self.refused,
-        ] {
-            out.extend_from_slice(&v.to_le_bytes());
-        }
-    }
-    pub fn decode(b: &[u8]) -> Self {
-        let mut v = [0u64; 8];
-        for (x, c) in v.iter_mut().zip(b.chunks_exact(8)) {
-            *x = u64::from_le_bytes(c.try_into().unwrap_or_default());
-        }
-        ReplFigures {
-            digest: v[0],
-            items: v[1],
-            received: v[2],
-            applied: v[3],
-            conflicts: v[4],
-            tombstones: v[5],
-            shipped: v[6],
-            refused: v[7],
-        }
-    }
     /// Digests combine by XOR (order-free), counts by sum.
     pub fn add(&mut self, o: &ReplFigures) {
         self.digest ^= o.digest;

@@ -24,7 +24,7 @@ use crate::stats::Counters;
 use crate::wake::Notify;
 
 use super::budget::ConnBudget;
-use super::mesh::{Cmd, Frame, Peer, get_keys};
+use super::mesh::{Cmd, Frame, Peer, Typed, get_keys};
 use super::shard::Shard;
 
 /// What every core shares: set once at start, atomics only off the request path.
@@ -197,7 +197,7 @@ impl Core {
                 }
                 Cmd::Flush { at } => shard.store.flush(at, now),
                 Cmd::MemLimit { bytes } => shard.store.set_limit(bytes as usize, now),
-                Cmd::Stats => self.counters_of(&shard, now).encode(&mut back.reply_arena),
+                Cmd::Stats => back.typed.push((*id, Typed::Counters(Box::new(self.counters_of(&shard, now))))),
                 Cmd::StatsReset => shard.reset_stats(),
                 Cmd::Conns => self.render_conns(now, &mut back.reply_arena),
                 Cmd::Apply { start, end } => {
@@ -206,7 +206,7 @@ impl Core {
                         r.apply_ops(&mut shard.store, &frame.arena[start..end], now, crate::repl::unix_ms());
                     }
                 }
-                Cmd::ReplStats => shard.repl_figures().encode(&mut back.reply_arena),
+                Cmd::ReplStats => back.typed.push((*id, Typed::Repl(shard.repl_figures()))),
             }
             back.reply_ends.push(back.reply_arena.len());
             back.end_reply(*id, first_segment);

@@ -17,7 +17,7 @@ use crate::protocol::encode::{self, encode_line};
 use crate::protocol::{Parsed, Request, parse};
 use crate::route::budget::{BUDGET_WAIT, Charge, FLUSH_AT};
 use crate::route::dispatch::{SyncWrite, broadcast, sync_write, write_changed};
-use crate::route::mesh::{Cmd, Interruptible};
+use crate::route::mesh::{Cmd, Interruptible, Typed};
 use crate::route::{Batch, Core, dispatch, unix_now, version};
 use crate::stats::{self, Counters, ServerInfo};
 
@@ -436,8 +436,9 @@ impl Conn {
                 let slots = self.broadcast(|| Cmd::ReplStats).await;
                 let mut figures = core.shard.borrow().repl_figures();
                 for s in slots {
-                    let f = self.batch.wait.with_slot(s, crate::repl::ReplFigures::decode);
-                    figures.add(&f);
+                    if let Some(Typed::Repl(f)) = self.batch.wait.take_typed(s) {
+                        figures.add(&f);
+                    }
                 }
                 self.batch.wait.clear();
                 crate::repl::render_stats(self.core.global.repl.as_ref(), &figures, &mut self.batch.out);
@@ -465,7 +466,11 @@ impl Conn {
             if id == self.core.id {
                 per_core.push(self.core.snapshot());
             } else if let Some(s) = remote.next() {
-                per_core.push(self.batch.wait.with_slot(s, Counters::decode));
+                let counters = match self.batch.wait.take_typed(s) {
+                    Some(Typed::Counters(c)) => *c,
+                    _ => Counters::default(),
+                };
+                per_core.push(counters);
             }
         }
         self.batch.wait.clear();
