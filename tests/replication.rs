@@ -301,6 +301,36 @@ fn majority_mode_reports_a_write_no_peer_could_take_and_keeps_it_locally() {
     assert_eq!(get(&mut cb, "m2"), [value("m2", 0, b"b"), b"END\r\n".to_vec()].concat());
 }
 
+/// A sync write waits for the peers only when it changed something, on
+/// whichever core owns its key (the owner says so with the reply, typed):
+/// with no peer reachable, a set, touch or incr that wrote times out, and
+/// a delete, add or incr that changed nothing answers at once.
+#[test]
+fn only_writes_that_changed_something_wait_for_the_peers_on_any_core() {
+    let ports = [free_port(), free_port()];
+    // The second node never starts: no ACK ever comes.
+    let node = start_node(0, &ports, 2, &["--repl-mode", "majority", "--repl-timeout", "100"]);
+    let mut c = node.srv.conn();
+    let keys: Vec<String> = (0..12).map(|i| format!("w{i}")).collect();
+    for key in &keys {
+        let t = Instant::now();
+        let r = c.request(&store_cmd("set", key, 0, 0, b"1"));
+        assert!(r.starts_with(b"SERVER_ERROR replication timeout: 0 of 1 peers"), "{key}: {}", show(&r));
+        assert!(t.elapsed() >= Duration::from_millis(100), "{key} did not wait: {:?}", t.elapsed());
+        // Had these waited, they would answer the timeout's SERVER_ERROR.
+        assert_bytes!(c.request(format!("delete {key}-missing\r\n").as_bytes()), b"NOT_FOUND\r\n");
+        assert_bytes!(c.request(&store_cmd("add", key, 0, 0, b"2")), b"NOT_STORED\r\n");
+        assert_bytes!(c.request(format!("incr {key}-missing 1\r\n").as_bytes()), b"NOT_FOUND\r\n");
+    }
+    let r = c.request(format!("incr {} 1\r\n", keys[0]).as_bytes());
+    assert!(r.starts_with(b"SERVER_ERROR replication timeout"), "{}", show(&r));
+    let r = c.request(format!("touch {} 0\r\n", keys[1]).as_bytes());
+    assert!(r.starts_with(b"SERVER_ERROR replication timeout"), "{}", show(&r));
+    assert_eq!(repl_stats(&mut c)["repl_write_timeouts"], "14");
+    let forwarded = stat_u64(&c.stats("stats"), "forwarded_requests");
+    assert!(forwarded > 0, "no key was owned by the other core");
+}
+
 /// Values the sender stores compressed travel as they are stored (no
 /// decompression and recompression on the peer): a peer running with
 /// --compress off holds them compressed too, serves them as clients wrote

@@ -124,6 +124,27 @@ pub fn kick<H: Host>(core: &H) {
     rc.wake.iter().for_each(Notify::notify);
 }
 
+/// For the `sync` and `majority` modes: wait until a write that core
+/// `core` sealed in batch `target` or before reached enough peers (`live`:
+/// those connected when it was made), or `--repl-timeout` passed; then
+/// how many peers had it and how many it needed. The core's ACK readers
+/// wake the wait (`AckWaiters`); nothing polls.
+pub async fn wait_acked(sh: &ReplShared, core: usize, target: u64, live: &[usize]) -> Result<(), (usize, usize)> {
+    let acked = std::future::poll_fn(|cx| {
+        if sh.acked_enough(core, target, live).is_ok() {
+            return std::task::Poll::Ready(());
+        }
+        sh.ack_waiters[core].register(cx.waker());
+        // An ACK that came between the check and the registration woke
+        // nobody: look again.
+        if sh.acked_enough(core, target, live).is_ok() { std::task::Poll::Ready(()) } else { std::task::Poll::Pending }
+    });
+    match with_timeout(sh.cfg.timeout, acked).await {
+        Some(()) => Ok(()),
+        None => sh.acked_enough(core, target, live),
+    }
+}
+
 async fn with_timeout<T>(d: Duration, f: impl std::future::Future<Output = T>) -> Option<T> {
     futures_lite::future::or(async { Some(f.await) }, async {
         glommio::timer::sleep(d).await;
@@ -471,6 +492,7 @@ async fn run_link<H: Host>(core: &Rc<H>, peer: usize) -> io::Result<()> {
                             );
                         }
                         link.acked.fetch_max(seq, Ordering::AcqRel);
+                        sh.ack_waiters[core.core_id()].wake_all();
                         let b = local(&*core).backlog.borrow();
                         if let Some(ms) = b.sealed_ms(seq) {
                             link.lag_ms.store(unix_ms().saturating_sub(ms), Ordering::Relaxed);

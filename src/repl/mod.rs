@@ -38,6 +38,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU8, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::task::Waker;
 use std::time::Duration;
 
 pub const DEFAULT_TIMEOUT_MS: u64 = 1000;
@@ -164,6 +165,33 @@ pub struct ReplShared {
     pub links_refused: AtomicU64,
     /// The newest flush_all this node took, shared by its cores' `ReplShard`s.
     pub flush_mark: Arc<apply::FlushMark>,
+    /// Per core: the connections waiting for its links' ACKs (`sync` and
+    /// `majority` writes), woken by its ACK readers.
+    pub ack_waiters: Vec<AckWaiters>,
+}
+
+/// Tasks waiting for the ACKs of one core's links: each registers its
+/// waker, and the core's ACK readers wake them all when an ACK moves a
+/// link forward. A waiting connection may run on another core, so this is
+/// a lock (taken once per ACK and per wait, never on the request path of
+/// the `async` mode), not a cell; glommio takes wakes from other threads.
+/// A task is listed once however often it waits, so the list is bounded
+/// by the tasks that ever waited since the last ACK.
+#[derive(Default)]
+pub struct AckWaiters(Mutex<Vec<Waker>>);
+
+impl AckWaiters {
+    pub fn register(&self, waker: &Waker) {
+        let mut w = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if !w.iter().any(|x| x.will_wake(waker)) {
+            w.push(waker.clone());
+        }
+    }
+
+    pub fn wake_all(&self) {
+        let wakers = std::mem::take(&mut *self.0.lock().unwrap_or_else(|e| e.into_inner()));
+        wakers.into_iter().for_each(Waker::wake);
+    }
 }
 
 impl ReplShared {
@@ -179,6 +207,7 @@ impl ReplShared {
             inbound_links: AtomicUsize::new(0),
             links_refused: AtomicU64::new(0),
             flush_mark: Arc::default(),
+            ack_waiters: (0..ncores).map(|_| AckWaiters::default()).collect(),
             cfg,
         }
     }

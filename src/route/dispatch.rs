@@ -19,7 +19,8 @@ use crate::protocol::encode;
 use crate::protocol::parse::{GetKind, Keys};
 use crate::protocol::{Request, absolute_expiry};
 
-use super::mesh::{Cmd, ConnWait, owner};
+use super::mesh::{Cmd, ConnWait, Typed, owner};
+use super::shard::Wrote;
 use super::state::{Core, GET_TOO_LARGE};
 
 /// Replies of one batch of requests: local replies in `out`, forwarded ones
@@ -33,6 +34,25 @@ pub struct Batch {
     pub wait: Rc<ConnWait>,
     /// Scratch: owning core of each key of a multi-get.
     owners: Vec<usize>,
+    /// The lone write of a `sync`/`majority` batch (`dispatch_sync_write`):
+    /// where its outcome is, until `take_written`.
+    sync_write: Option<WriteAt>,
+}
+
+/// A write's outcome: known (it ran here, or its forwarded reply came),
+/// or to come as the typed part of the reply in `slot` from `owner`.
+#[derive(Clone, Copy, Debug)]
+enum WriteAt {
+    Done(Option<Written>),
+    Forwarded { owner: usize, slot: usize },
+}
+
+/// A write that changed the store of core `owner` (and so went to the
+/// peers in that core's replication stream) with `version`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Written {
+    pub owner: usize,
+    pub version: u64,
 }
 
 /// A get whose keys are partly on other cores: its local bytes are
@@ -51,23 +71,15 @@ struct GetSpan {
 /// Returns false, having done nothing, only for a get that `may_wait` for
 /// room in the connection budget (see `get`).
 pub fn dispatch(core: &Core, req: &Request<'_>, raw: &[u8], now: u64, batch: &mut Batch, may_wait: bool) -> bool {
+    if let Request::Get { kind, exptime, keys } = *req {
+        return get(core, kind, exptime, keys, now, batch, may_wait);
+    }
+    if req.is_write() {
+        write(core, req, raw, now, batch);
+        return true;
+    }
     let Batch { out, inserts, wait, .. } = batch;
     match *req {
-        Request::Get { kind, exptime, keys } => return get(core, kind, exptime, keys, now, batch, may_wait),
-        _ if req.is_write() => {
-            // It runs on the core that owns its key.
-            let o = owner(req.key().unwrap_or_default(), core.ncores);
-            if o == core.id {
-                core.shard.borrow_mut().execute(req, now, out);
-            } else {
-                let slot = wait.reserve(1);
-                inserts.push((out.len(), slot));
-                let peer = &core.peers[o];
-                peer.forward(wait, slot, raw);
-                peer.wake_sender.notify();
-                core.shard.borrow_mut().counters.forwarded_out += 1;
-            }
-        }
         Request::FlushAll { delay, noreply } => {
             if !core.cfg().flush_enabled {
                 if !noreply {
@@ -117,10 +129,35 @@ pub fn dispatch(core: &Core, req: &Request<'_>, raw: &[u8], now: u64, batch: &mu
             out.extend_from_slice(b"\r\n");
         }
         Request::Shutdown => out.extend_from_slice(encode::SHUTDOWN_DISABLED),
-        // Writes are above; quit and stats are the connection's.
+        // Gets and writes are above; quit and stats are the connection's.
         _ => {}
     }
     true
+}
+
+/// A keyed write runs on the core that owns its key: here at once, or
+/// forwarded, its reply spliced in later.
+fn write(core: &Core, req: &Request<'_>, raw: &[u8], now: u64, batch: &mut Batch) -> WriteAt {
+    let Batch { out, inserts, wait, .. } = batch;
+    let o = owner(req.key().unwrap_or_default(), core.ncores);
+    if o == core.id {
+        let wrote = core.shard.borrow_mut().execute(req, now, out);
+        return WriteAt::Done(wrote.map(|Wrote { version }| Written { owner: o, version }));
+    }
+    let slot = wait.reserve(1);
+    inserts.push((out.len(), slot));
+    let peer = &core.peers[o];
+    peer.forward(wait, slot, raw);
+    peer.wake_sender.notify();
+    core.shard.borrow_mut().counters.forwarded_out += 1;
+    WriteAt::Forwarded { owner: o, slot }
+}
+
+/// A write whose reply waits for the replication peers (see `sync_write`),
+/// alone in its batch: run as `dispatch` runs it, its outcome kept for
+/// `Batch::take_written`.
+pub fn dispatch_sync_write(core: &Core, req: &Request<'_>, raw: &[u8], now: u64, batch: &mut Batch) {
+    batch.sync_write = Some(write(core, req, raw, now, batch));
 }
 
 /// get/gets/gat/gats: keys owned here are answered at once; the others go
@@ -130,7 +167,7 @@ pub fn dispatch(core: &Core, req: &Request<'_>, raw: &[u8], now: u64, batch: &mu
 /// (the caller makes room and runs it again); otherwise a reply past its
 /// cap is memcached's out-of-memory error.
 fn get(core: &Core, kind: GetKind, exptime: i64, keys: Keys<'_>, now: u64, batch: &mut Batch, may_wait: bool) -> bool {
-    let Batch { out, inserts, spans, wait, owners } = batch;
+    let Batch { out, inserts, spans, wait, owners, .. } = batch;
     let n = core.ncores;
     let out_start = out.len();
     // What this reply may grow to: what the connection budget leaves (the
@@ -210,6 +247,17 @@ impl Batch {
             spans: Vec::new(),
             wait: Rc::new(ConnWait::default()),
             owners: Vec::with_capacity(ncores),
+            sync_write: None,
+        }
+    }
+
+    /// What the batch's sync write (`dispatch_sync_write`) wrote, once its
+    /// reply is in (after `splice_into` when it was forwarded); None when
+    /// it changed nothing.
+    pub fn take_written(&mut self) -> Option<Written> {
+        match self.sync_write.take() {
+            Some(WriteAt::Done(w)) => w,
+            _ => None,
         }
     }
 
@@ -222,6 +270,14 @@ impl Batch {
     /// forwarded replies; a get whose reply outgrew `cap` becomes memcached's
     /// out-of-memory error.
     pub fn splice_into(&mut self, dst: &mut Vec<u8>) {
+        // The typed outcome of a forwarded sync write goes with the slots.
+        if let Some(WriteAt::Forwarded { owner, slot }) = self.sync_write {
+            let written = match self.wait.take_typed(slot) {
+                Some(Typed::Wrote { version }) => Some(Written { owner, version }),
+                _ => None,
+            };
+            self.sync_write = Some(WriteAt::Done(written));
+        }
         dst.clear();
         let mut prev = 0;
         let mut ins = 0;
@@ -280,24 +336,13 @@ pub fn set_verbosity(level: u8) {
 /// A write whose reply waits for the replication peers (`sync`/`majority`).
 #[derive(Clone, Copy, Debug)]
 pub struct SyncWrite {
-    /// The core that owns the key, whose replication stream carries it.
-    pub owner: usize,
     pub noreply: bool,
 }
 
 /// Whether `req` is a write whose reply must wait for the replication
-/// peers: it then goes alone in its batch.
+/// peers: it then goes alone in its batch (`dispatch_sync_write`).
 pub fn sync_write(core: &Core, req: &Request<'_>) -> Option<SyncWrite> {
-    let sync = core.global.repl.as_ref().is_some_and(|r| r.cfg.mode != crate::repl::Mode::Async);
-    let key = req.key().filter(|_| sync && req.is_write())?;
-    Some(SyncWrite { owner: owner(key, core.ncores), noreply: req.noreply() })
-}
-
-/// Whether the reply of a lone write says it changed something (and so
-/// was shipped to the peers): STORED, DELETED, TOUCHED or a number.
-pub fn write_changed(reply: &[u8]) -> bool {
-    [&b"STORED"[..], b"DELETED", b"TOUCHED"].iter().any(|w| reply.starts_with(w))
-        || reply.first().is_some_and(u8::is_ascii_digit)
+    (req.is_write() && core.waits_for_peers()).then(|| SyncWrite { noreply: req.noreply() })
 }
 
 /// Send a control command to every other core and wait for the replies;

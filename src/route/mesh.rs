@@ -162,6 +162,10 @@ pub enum Typed {
     Counters(Box<Counters>),
     /// `Cmd::ReplStats`: the core's replication figures.
     Repl(ReplFigures),
+    /// A keyed write (`Cmd::Request`) that changed the store, run for a
+    /// connection in the `sync` or `majority` mode, which waits for the
+    /// peers to apply it: the version it wrote with.
+    Wrote { version: u64 },
 }
 
 /// One message on the mesh.

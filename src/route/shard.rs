@@ -30,6 +30,15 @@ pub struct Shard {
     pub clock_ms: fn() -> u64,
 }
 
+/// What a keyed request did when it changed the store (and so, when the
+/// node replicates, went to the peers): the version it wrote with (0 when
+/// the node does not replicate). A request that changed nothing, or failed
+/// (even one that removed the old item, as a refused set does), is None.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Wrote {
+    pub version: u64,
+}
+
 /// The store's way of combining a write with the item already there, for
 /// each storage command of the protocol.
 impl From<StoreMode> for storage::StoreMode {
@@ -178,8 +187,10 @@ impl Shard {
         fits
     }
 
-    /// Every keyed request but retrieval. Replies are suppressed for noreply.
-    pub fn execute(&mut self, req: &Request<'_>, now: u64, out: &mut Vec<u8>) {
+    /// Every keyed request but retrieval. Replies are suppressed for
+    /// noreply. Returns what it wrote, if it stored, deleted, touched or
+    /// counted (see `Wrote`).
+    pub fn execute(&mut self, req: &Request<'_>, now: u64, out: &mut Vec<u8>) -> Option<Wrote> {
         let reply = |out: &mut Vec<u8>, noreply: bool, text: &[u8]| {
             if !noreply {
                 out.extend_from_slice(text);
@@ -191,6 +202,7 @@ impl Shard {
                     self.get_one(kind, exptime, key, now, out, usize::MAX);
                 }
                 out.extend_from_slice(encode::END);
+                None
             }
             Request::Store { mode, key, flags, exptime, data, cas, noreply } => {
                 let exp = self.expiry(exptime, now);
@@ -198,7 +210,6 @@ impl Shard {
                 let outcome = self.store.store(mode.into(), key, flags, exp, data, cas, version, now);
                 match outcome {
                     StoreOutcome::Stored => self.ship_item(key, version, now),
-                    // A set that could not be stored removed the old item.
                     // A set that could not be stored removed the old item;
                     // peers drop theirs, but a refusal leaves no tombstone.
                     StoreOutcome::NoMemory if mode == StoreMode::Set => {
@@ -231,6 +242,7 @@ impl Shard {
                     }
                 };
                 reply(out, noreply, text);
+                (outcome == StoreOutcome::Stored).then_some(Wrote { version })
             }
             Request::TooLarge { mode, key, noreply } => {
                 self.counters.store_too_large += 1;
@@ -242,6 +254,7 @@ impl Shard {
                     }
                 }
                 reply(out, noreply, encode::TOO_LARGE);
+                None
             }
             Request::Delete { key, noreply } => {
                 let version = self.begin_write();
@@ -249,9 +262,11 @@ impl Shard {
                     self.ship_delete(key, version, now);
                     self.counters.delete_hits += 1;
                     reply(out, noreply, encode::DELETED);
+                    Some(Wrote { version })
                 } else {
                     self.counters.delete_misses += 1;
                     reply(out, noreply, encode::NOT_FOUND);
+                    None
                 }
             }
             Request::Arith { incr, key, delta, noreply } => {
@@ -275,6 +290,7 @@ impl Shard {
                     ArithOutcome::NonNumeric => reply(out, noreply, encode::NON_NUMERIC),
                     ArithOutcome::NoMemory => reply(out, noreply, encode::ARITH_NO_MEMORY),
                 }
+                matches!(outcome, ArithOutcome::Value(_)).then_some(Wrote { version })
             }
             Request::Touch { key, exptime, noreply } => {
                 let exp = self.expiry(exptime, now);
@@ -284,13 +300,15 @@ impl Shard {
                     self.ship_item(key, version, now);
                     self.counters.touch_hits += 1;
                     reply(out, noreply, encode::TOUCHED);
+                    Some(Wrote { version })
                 } else {
                     self.counters.touch_misses += 1;
                     reply(out, noreply, encode::NOT_FOUND);
+                    None
                 }
             }
             // Keyless requests are handled by the connection.
-            _ => {}
+            _ => None,
         }
     }
 

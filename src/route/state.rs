@@ -143,6 +143,12 @@ impl Core {
         &self.global.cfg
     }
 
+    /// Whether a write's reply waits for the replication peers (the `sync`
+    /// and `majority` modes).
+    pub fn waits_for_peers(&self) -> bool {
+        self.global.repl.as_ref().is_some_and(|r| r.cfg.mode != crate::repl::Mode::Async)
+    }
+
     pub fn remote_ids(&self) -> impl Iterator<Item = usize> + '_ {
         (0..self.ncores).filter(move |&i| i != self.id)
     }
@@ -153,6 +159,7 @@ impl Core {
         let mut back = self.peers[from].outbox.borrow_mut();
         let back = &mut *back;
         let mut shard = self.shard.borrow_mut();
+        let waits_for_peers = self.waits_for_peers();
         for (id, cmd) in &frame.cmds {
             let first_segment = back.reply_ends.len();
             match *cmd {
@@ -182,7 +189,12 @@ impl Core {
                     shard.counters.forwarded_in += 1;
                     match parse(&frame.arena[start..end], &self.limits) {
                         Parsed::Request { req, .. } if req.is_write() => {
-                            shard.execute(&req, now, &mut back.reply_arena)
+                            let wrote = shard.execute(&req, now, &mut back.reply_arena);
+                            // The asking connection waits for the peers
+                            // when its write changed something.
+                            if let Some(w) = wrote.filter(|_| waits_for_peers) {
+                                back.typed.push((*id, Typed::Wrote { version: w.version }));
+                            }
                         }
                         // The sender parsed these very bytes with the same
                         // limits; if that ever differs, no segment goes

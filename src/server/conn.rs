@@ -16,7 +16,7 @@ use glommio::net::TcpStream;
 use crate::protocol::encode::{self, encode_line};
 use crate::protocol::{Parsed, Request, parse};
 use crate::route::budget::{BUDGET_WAIT, Charge, FLUSH_AT};
-use crate::route::dispatch::{SyncWrite, broadcast, sync_write, write_changed};
+use crate::route::dispatch::{SyncWrite, broadcast, dispatch_sync_write, sync_write};
 use crate::route::mesh::{Cmd, Interruptible, Typed};
 use crate::route::{Batch, Core, dispatch, unix_now, version};
 use crate::stats::{self, Counters, ServerInfo};
@@ -37,8 +37,8 @@ enum Stop {
     Close,
     /// `sync`/`majority` replication: the next write goes alone in its batch.
     Boundary,
-    /// `sync`/`majority` replication: a write on core `owner` whose reply
-    /// waits for the peers.
+    /// `sync`/`majority` replication: a write whose reply waits for the
+    /// peers.
     SyncWrite(SyncWrite),
     /// The batch owes enough, or the next request needs room in the
     /// connection budget: write the batch before taking more requests.
@@ -155,24 +155,19 @@ impl Conn {
     /// A write in `sync` or `majority` mode: its reply goes out once enough
     /// peers applied it, or becomes a SERVER_ERROR after `--repl-timeout`
     /// (the write stays applied here; docs/replication.md).
-    async fn finish_sync_write(&mut self, SyncWrite { owner, noreply }: SyncWrite) -> io::Result<()> {
+    async fn finish_sync_write(&mut self, SyncWrite { noreply }: SyncWrite) -> io::Result<()> {
         self.collect_forwarded().await?;
         let b = &mut self.batch;
         // Only a write that changed something was shipped.
-        if write_changed(&b.out)
+        if let Some(written) = b.take_written()
             && !noreply
             && let Some(sh) = &self.core.global.repl
         {
             // The owner sealed the write before replying (`link::kick`).
+            let owner = written.owner;
             let target = sh.pending_seq[owner].load(std::sync::atomic::Ordering::Acquire) - 1;
             let live = sh.live_peers(owner);
-            let deadline = std::time::Instant::now() + sh.cfg.timeout;
-            let mut result = sh.acked_enough(owner, target, &live);
-            while result.is_err() && std::time::Instant::now() < deadline {
-                glommio::timer::sleep(std::time::Duration::from_micros(200)).await;
-                result = sh.acked_enough(owner, target, &live);
-            }
-            if let Err((have, need)) = result {
+            if let Err((have, need)) = crate::repl::link::wait_acked(sh, owner, target, &live).await {
                 sh.timeouts.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 b.out.clear();
                 b.out.extend_from_slice(
@@ -298,7 +293,7 @@ impl Conn {
                         if handled > 0 {
                             return Stop::Boundary;
                         }
-                        dispatch(&core, &req, raw, now, &mut self.batch, false);
+                        dispatch_sync_write(&core, &req, raw, now, &mut self.batch);
                         self.start += consumed;
                         self.skip = swallow;
                         return Stop::SyncWrite(w);
