@@ -18,7 +18,7 @@ use crate::protocol::encode::{self, encode_number_line, encode_value_head};
 use crate::protocol::{GetKind, Request, StoreMode, absolute_expiry};
 use crate::repl::ReplFigures;
 use crate::repl::apply::ReplShard;
-use crate::stats::Counters;
+use crate::stats::{Counters, StoreFigures};
 use crate::storage::{self, ArithOutcome, ItemRef, Miss, Store, StoreOutcome};
 
 pub struct Shard {
@@ -315,40 +315,14 @@ impl Shard {
     /// Counters of this core with the store's figures filled in.
     pub fn snapshot(&self, now: u64) -> Counters {
         let mut c = self.counters;
-        let s = &self.store.stats;
-        c.curr_items = self.store.curr_items();
-        c.bytes = self.store.bytes();
-        c.limit_maxbytes = self.store.limit() as u64;
-        c.total_items = s.total_items;
-        c.evictions = s.evictions;
-        c.evicted_unfetched = s.evicted_unfetched;
-        c.reclaimed = s.reclaimed;
-        c.expired_unfetched = s.expired_unfetched;
-        c.crawler_reclaimed = s.crawler_reclaimed;
-        c.moved_items = s.moved;
-        c.segments_evicted = s.segments_evicted;
-        let e = self.store.engine_stats(now);
-        c.engine_memory = e.memory;
-        c.engine_segments = e.segments;
-        c.engine_small_segments = e.small_segments;
-        c.engine_small_items = e.small_items;
-        c.engine_index_bytes = e.index_bytes;
-        c.engine_large_bytes = e.large_bytes;
-        c.engine_key_value_bytes = e.key_value_bytes;
-        c.engine_dead_bytes = e.dead_bytes;
-        c.compress_items = e.compressed_items;
-        c.compress_bytes_in = e.compressed_bytes_in;
-        c.compress_bytes_out = e.compressed_bytes_out;
-        c.compress_dictionaries = e.dictionaries;
-        let z = self.store.compress_stats();
-        c.compress_skipped_incompressible = z.skipped_incompressible;
-        c.compress_skipped_compressed = z.skipped_compressed;
-        c.compress_dict_trainings = z.dict_trainings;
-        c.compress_corrupt = z.corrupt;
+        c.read_store(&StoreFigures {
+            store: self.store.stats,
+            engine: self.store.engine_stats(now),
+            compress: self.store.compress_stats(),
+        });
         c.sizes.0 = *self.store.sizes();
         c
     }
-
     pub fn reset_stats(&mut self) {
         self.counters.reset();
         self.store.reset_stats();
