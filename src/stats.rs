@@ -13,8 +13,9 @@
 //! Each core counts into its own `Counters` (plain integers, no atomics on
 //! the request path); `stats` gathers one snapshot per core over the mesh,
 //! as a typed value (the cores share one process: nothing is encoded), and
-//! sums them. Imports protocol's encoder and storage's size buckets;
-//! must not import `server` or `route`.
+//! sums them. Imports protocol's encoder and storage's reports (its figure
+//! structs, the size buckets); must not import `server`, `route`, `repl`
+//! or `config`.
 
 use crate::protocol::encode::encode_stat;
 use crate::storage::{CompressStats, EngineStats, SIZE_BUCKETS, StoreStats, size_bucket_label};

@@ -17,6 +17,9 @@
 //! (checked against the real server), except where memcached is unsafe:
 //! flags of 2^32 or more are refused instead of truncated, and a get line
 //! is capped at `MAX_GET_LINE`.
+//!
+//! Pure (byte slices in, requests out): imports only the shared `item`
+//! sizes; must not import storage, route, repl, server, stats or config.
 
 use super::{KEY_MAX_LENGTH, MAX_GET_LINE, MAX_LINE_WITHOUT_NEWLINE};
 use crate::item::item_total_size;

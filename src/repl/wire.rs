@@ -50,6 +50,9 @@
 //!
 //! Without a secret (`--repl-insecure`) the proofs use an empty key and
 //! frames carry no tag at all.
+//!
+//! Pure: imports protocol's key limit; must not import route, server or
+//! storage (ops name keys and values, not the store's records).
 
 use hmac::{Hmac, Mac};
 use sha2::Sha256;

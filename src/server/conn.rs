@@ -5,6 +5,8 @@
 //!
 //! Owns the connection's buffers and its charge against the core's
 //! connection budget; what a request means and where it runs is `route`'s.
+//! Imports route (dispatch, the batch, the mesh's reply slots), protocol,
+//! stats and repl (the ACK wait); nothing below imports it.
 
 use std::io;
 use std::pin::pin;
