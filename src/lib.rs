@@ -7,7 +7,7 @@
 //! forward: key to core, the cross-core mesh, ordered replies, the
 //! multi-get split, a request run on its owning core's `Shard`, and the
 //! narrow handle replication is given), `repl` (replication between nodes:
-//! storage and its `Host` handle, never route or server), `stats`
+//! storage and its `Host` handle only, never route or server), `stats`
 //! (counters with memcached's names), then `protocol` (pure parsing and
 //! encoding, what a request is) and `storage` (one core's items,
 //! runtime-free), which do not know each other, and the leaves `item`
@@ -37,7 +37,7 @@ mod arrows {
         ("wake.rs", &["server", "route", "repl", "stats", "config", "protocol", "storage", "item"]),
         // Replication depends on storage and the handle it is given
         // (repl/host.rs), which route implements.
-        ("repl", &["server", "route", "stats", "config"]),
+        ("repl", &["server", "route", "stats", "config", "protocol"]),
         ("route", &["server"]),
         ("stats.rs", &["server", "route", "repl", "config"]),
         ("config.rs", &["server", "route"]),

@@ -23,9 +23,9 @@
 //! `stats repl` and by connections waiting in the `sync` and `majority`
 //! modes.
 //!
-//! Imports storage (and protocol's key limit and stat encoder); must not
-//! import `route`, `server`, `stats` or `config` (config and route import
-//! this).
+//! Imports storage; must not import `route`, `server`, `stats`, `config`
+//! or `protocol` (config and route import this; `stats repl` is encoded by
+//! the caller of `report`).
 
 pub mod apply;
 pub mod backlog;
@@ -269,53 +269,51 @@ impl ReplFigures {
     }
 }
 
-/// `stats repl`: this node, then each peer (`peer<i>_*`, in `--peers`
-/// order), summed over the cores' links. `sh` is None when the node does
-/// not replicate.
-pub fn render_stats(sh: Option<&ReplShared>, f: &ReplFigures, out: &mut Vec<u8>) {
-    use crate::protocol::encode::{END, encode_stat};
+/// The lines of `stats repl`, each handed to `stat` as a name and a value
+/// (the caller encodes them): this node, then each peer (`peer<i>_*`, in
+/// `--peers` order), summed over the cores' links. `sh` is None when the
+/// node does not replicate.
+pub fn report(sh: Option<&ReplShared>, f: &ReplFigures, stat: &mut dyn FnMut(&str, &dyn std::fmt::Display)) {
     let Some(sh) = sh else {
-        encode_stat(out, "repl_enabled", "no");
-        out.extend_from_slice(END);
+        stat("repl_enabled", &"no");
         return;
     };
     let inbound = sh.inbound.lock().map(|m| m.clone()).unwrap_or_default();
     let syncing = inbound.values().any(|i| i.syncing > 0);
-    encode_stat(out, "repl_enabled", "yes");
-    encode_stat(out, "repl_node_id", sh.cfg.node_id);
-    encode_stat(out, "repl_mode", sh.cfg.mode.name());
-    encode_stat(out, "repl_state", if syncing { "syncing" } else { "ok" });
-    encode_stat(out, "repl_digest", format!("{:016x}", f.digest));
-    encode_stat(out, "repl_items", f.items);
-    encode_stat(out, "repl_items_shipped", f.shipped);
-    encode_stat(out, "repl_items_received", f.received);
-    encode_stat(out, "repl_items_applied", f.applied);
-    encode_stat(out, "repl_conflicts_resolved", f.conflicts);
-    encode_stat(out, "repl_tombstones", f.tombstones);
-    encode_stat(out, "repl_ops_refused", f.refused);
-    encode_stat(out, "repl_links_refused", sh.links_refused.load(Ordering::Relaxed));
-    encode_stat(out, "repl_write_timeouts", sh.timeouts.load(Ordering::Relaxed));
+    stat("repl_enabled", &"yes");
+    stat("repl_node_id", &sh.cfg.node_id);
+    stat("repl_mode", &sh.cfg.mode.name());
+    stat("repl_state", &if syncing { "syncing" } else { "ok" });
+    stat("repl_digest", &format!("{:016x}", f.digest));
+    stat("repl_items", &f.items);
+    stat("repl_items_shipped", &f.shipped);
+    stat("repl_items_received", &f.received);
+    stat("repl_items_applied", &f.applied);
+    stat("repl_conflicts_resolved", &f.conflicts);
+    stat("repl_tombstones", &f.tombstones);
+    stat("repl_ops_refused", &f.refused);
+    stat("repl_links_refused", &sh.links_refused.load(Ordering::Relaxed));
+    stat("repl_write_timeouts", &sh.timeouts.load(Ordering::Relaxed));
     for (p, addr) in sh.cfg.peers.iter().enumerate() {
         let links: Vec<&LinkShared> = (0..sh.ncores).map(|c| sh.link(c, p)).collect();
         let state = links.iter().map(|l| l.state.load(Ordering::Relaxed)).min().unwrap_or(LINK_DOWN);
         let node = links.iter().map(|l| l.peer_node.load(Ordering::Relaxed)).max().unwrap_or(0);
         let sum = |f: &dyn Fn(&LinkShared) -> u64| links.iter().map(|l| f(l)).sum::<u64>();
         let name = format!("peer{p}");
-        encode_stat(out, &format!("{name}_addr"), addr);
-        encode_stat(out, &format!("{name}_node_id"), if node == 0 { "unknown".into() } else { (node - 1).to_string() });
+        stat(&format!("{name}_addr"), &addr);
+        stat(&format!("{name}_node_id"), &if node == 0 { "unknown".into() } else { (node - 1).to_string() });
         let recv =
             if node > 0 { inbound.get(&((node - 1) as u16)).copied().unwrap_or_default() } else { Default::default() };
         let st = if recv.syncing > 0 { "syncing" } else { link_state_name(state) };
-        encode_stat(out, &format!("{name}_state"), st);
+        stat(&format!("{name}_state"), &st);
         let lag = links.iter().map(|l| l.lag_ms.load(Ordering::Relaxed)).max().unwrap_or(0);
-        encode_stat(out, &format!("{name}_lag_ms"), lag);
-        encode_stat(out, &format!("{name}_backlog_bytes"), sum(&|l| l.backlog_bytes.load(Ordering::Relaxed)));
-        encode_stat(out, &format!("{name}_items_sent"), sum(&|l| l.items_sent.load(Ordering::Relaxed)));
-        encode_stat(out, &format!("{name}_items_received"), recv.items_received);
-        encode_stat(out, &format!("{name}_resyncs_sent"), sum(&|l| l.resyncs.load(Ordering::Relaxed)));
-        encode_stat(out, &format!("{name}_resyncs_received"), recv.resyncs);
+        stat(&format!("{name}_lag_ms"), &lag);
+        stat(&format!("{name}_backlog_bytes"), &sum(&|l| l.backlog_bytes.load(Ordering::Relaxed)));
+        stat(&format!("{name}_items_sent"), &sum(&|l| l.items_sent.load(Ordering::Relaxed)));
+        stat(&format!("{name}_items_received"), &recv.items_received);
+        stat(&format!("{name}_resyncs_sent"), &sum(&|l| l.resyncs.load(Ordering::Relaxed)));
+        stat(&format!("{name}_resyncs_received"), &recv.resyncs);
     }
-    out.extend_from_slice(END);
 }
 
 /// Unix time in milliseconds.

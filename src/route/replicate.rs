@@ -98,3 +98,11 @@ async fn apply_routed(core: &Core, ops: &[u8]) {
         wait.all_filled().await;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_replication_wire_takes_every_key_a_client_can_store() {
+        assert_eq!(crate::repl::wire::KEY_MAX, crate::protocol::KEY_MAX_LENGTH);
+    }
+}

@@ -438,7 +438,11 @@ impl Conn {
                     }
                 }
                 self.batch.wait.clear();
-                crate::repl::render_stats(self.core.global.repl.as_ref(), &figures, &mut self.batch.out);
+                let out = &mut self.batch.out;
+                crate::repl::report(self.core.global.repl.as_ref(), &figures, &mut |name, value| {
+                    encode::encode_stat(out, name, value)
+                });
+                out.extend_from_slice(encode::END);
             }
             b"conns" => {
                 let now = unix_now();
