@@ -1,16 +1,18 @@
 //! memcore: a memcached-compatible, thread-per-core cache server.
 //!
 //! Rooms, from the sockets inwards; a room imports only rooms after it in
-//! this list (the `arrows` test below checks it): `server` (glommio
-//! executors, listeners, connections, signals, startup I/O), `route` (run
-//! here or forward: key to core, the cross-core mesh, ordered replies, the
-//! multi-get split, a request run on its owning core's `Shard`; it and
-//! `repl` still use each other), `repl` (replication between nodes),
-//! `stats` (counters with memcached's names), then `protocol` (pure parsing
-//! and encoding, what a request is) and `storage` (one core's items,
-//! runtime-free), which do not know each other, and `item` (what `-I`
-//! counts) under both. `config` (the command line, pure) is read by all.
-//! See docs/architecture.md.
+//! this list, and no two rooms import each other, however indirectly (the
+//! `arrows` tests below check both): `server` (glommio executors,
+//! listeners, connections, signals, startup I/O), `route` (run here or
+//! forward: key to core, the cross-core mesh, ordered replies, the
+//! multi-get split, a request run on its owning core's `Shard`, and the
+//! narrow handle replication is given), `repl` (replication between nodes:
+//! storage and its `Host` handle only, never route or server), `stats`
+//! (counters with memcached's names), then `protocol` (pure parsing and
+//! encoding, what a request is) and `storage` (one core's items,
+//! runtime-free), which do not know each other, and the leaves `item`
+//! (what `-I` counts) and `wake` (a task wake-up flag). `config` (the
+//! command line, pure) is read by all. See docs/architecture.md.
 
 pub mod config;
 pub mod item;
@@ -20,6 +22,7 @@ pub mod route;
 pub mod server;
 pub mod stats;
 pub mod storage;
+pub mod wake;
 
 /// Arrows point one way: a room may import only the rooms below it
 /// (docs/architecture.md, module map). A `crate::` path to a forbidden
@@ -31,7 +34,10 @@ mod arrows {
         ("protocol", &["server", "route", "repl", "stats", "config", "storage"]),
         ("storage", &["server", "route", "repl", "stats", "config", "protocol"]),
         ("item.rs", &["server", "route", "repl", "stats", "config", "protocol", "storage"]),
-        ("repl", &["server"]),
+        ("wake.rs", &["server", "route", "repl", "stats", "config", "protocol", "storage", "item"]),
+        // Replication depends on storage and the handle it is given
+        // (repl/host.rs), which route implements.
+        ("repl", &["server", "route", "stats", "config", "protocol"]),
         ("route", &["server"]),
         ("stats.rs", &["server", "route", "repl", "config"]),
         ("config.rs", &["server", "route"]),
@@ -104,6 +110,83 @@ mod arrows {
             }
         }
         assert!(wrong.is_empty(), "storage uses threads or system calls:\n{}", wrong.join("\n"));
+    }
+
+    /// Every room (a folder or a file of `src/`) and the rooms it names.
+    fn imports() -> Vec<(String, Vec<String>)> {
+        let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+        let mut rooms = Vec::new();
+        for e in std::fs::read_dir(&src).expect("read src dir").flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if name == "lib.rs" || name == "main.rs" {
+                continue;
+            }
+            let room = name.strip_suffix(".rs").unwrap_or(&name).to_string();
+            let mut paths = Vec::new();
+            files(&e.path(), &mut paths);
+            let mut named = Vec::new();
+            for path in paths {
+                let text = std::fs::read_to_string(&path).expect("read source");
+                for line in text.lines().filter(|l| !l.trim_start().starts_with("//")) {
+                    named.extend(rooms_named(line).into_iter().filter(|n| *n != room && !n.is_empty()));
+                }
+            }
+            named.sort();
+            named.dedup();
+            rooms.push((room, named));
+        }
+        rooms
+    }
+
+    /// A cycle of rooms, each importing the next (the last the first), if
+    /// there is one.
+    fn find_cycle(graph: &[(String, Vec<String>)]) -> Option<Vec<String>> {
+        fn visit(
+            graph: &[(String, Vec<String>)],
+            room: &str,
+            path: &mut Vec<String>,
+            done: &mut Vec<String>,
+        ) -> Option<Vec<String>> {
+            if let Some(i) = path.iter().position(|r| r == room) {
+                return Some(path[i..].to_vec());
+            }
+            if done.iter().any(|r| r == room) {
+                return None;
+            }
+            path.push(room.to_string());
+            let next = graph.iter().find(|(r, _)| r == room).map(|(_, n)| n.as_slice()).unwrap_or(&[]);
+            for n in next {
+                if let Some(c) = visit(graph, n, path, done) {
+                    return Some(c);
+                }
+            }
+            path.pop();
+            done.push(room.to_string());
+            None
+        }
+        let mut done = Vec::new();
+        graph.iter().find_map(|(room, _)| visit(graph, room, &mut Vec::new(), &mut done))
+    }
+
+    /// No module cycle among the rooms, whichever rooms it goes through.
+    #[test]
+    fn rooms_form_no_cycle() {
+        let graph = imports();
+        assert!(graph.iter().any(|(r, n)| r == "server" && n.iter().any(|n| n == "route")), "imports not read");
+        if let Some(cycle) = find_cycle(&graph) {
+            panic!("rooms import each other: {} -> {}", cycle.join(" -> "), cycle[0]);
+        }
+    }
+
+    #[test]
+    fn a_cycle_through_three_rooms_is_found() {
+        let g = |edges: &[(&str, &[&str])]| -> Vec<(String, Vec<String>)> {
+            edges.iter().map(|(r, n)| (r.to_string(), n.iter().map(|s| s.to_string()).collect())).collect()
+        };
+        let acyclic = g(&[("server", &["route", "repl"]), ("route", &["repl", "storage"]), ("repl", &["storage"])]);
+        assert_eq!(find_cycle(&acyclic), None);
+        let cyclic = g(&[("server", &["route"]), ("route", &["repl"]), ("repl", &["stats"]), ("stats", &["route"])]);
+        assert_eq!(find_cycle(&cyclic), Some(vec!["route".into(), "repl".into(), "stats".into()]));
     }
 
     #[test]

@@ -1,3 +1,9 @@
+//! The memcore binary: reads the command line into a `Config` (exit 64 on
+//! a bad flag or an unreadable file it names, as memcached does), sets up
+//! logging, and runs the server until a signal ends it (exit 71 when it
+//! cannot start). Owns the exit status and logging's setup; the work is
+//! the library's (`config`, `server`), and nothing imports this.
+
 use std::process::ExitCode;
 
 use memcore::config::{Command, parse_args};

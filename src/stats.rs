@@ -3,18 +3,22 @@
 //!
 //! The `counters!` table below is the one place a figure is declared: its
 //! name, its kind (a counter that `stats reset` zeroes, or a gauge that
-//! describes state) and one line of help for an exporter. `Stat` names a
+//! describes state), one line of help for an exporter, and, for a figure
+//! the store keeps, which field of the store's reports it is read from
+//! (`read_store`; nothing copies them by hand). `Stat` names a
 //! figure in code, so a misspelt name does not compile; `stats` (`GENERAL`,
 //! in memcached's order) and `stats cores` (`CORES`) list `Stat`s, and a
 //! test pins both replies' names and order.
 //!
 //! Each core counts into its own `Counters` (plain integers, no atomics on
-//! the request path); `stats` gathers one snapshot per core over the mesh
-//! and sums them. Imports protocol's encoder and storage's size buckets;
-//! must not import `server` or `route`.
+//! the request path); `stats` gathers one snapshot per core over the mesh,
+//! as a typed value (the cores share one process: nothing is encoded), and
+//! sums them. Imports protocol's encoder and storage's reports (its figure
+//! structs, the size buckets); must not import `server`, `route`, `repl`
+//! or `config`.
 
 use crate::protocol::encode::encode_stat;
-use crate::storage::{SIZE_BUCKETS, size_bucket_label};
+use crate::storage::{CompressStats, EngineStats, SIZE_BUCKETS, StoreStats, size_bucket_label};
 
 /// Whether `stats reset` zeroes a figure.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -25,11 +29,18 @@ pub enum Kind {
     Gauge,
 }
 
-/// Declares the table: each figure once, with its kind and help. From it
-/// come the `Counters` fields, the `Stat` names that the renderers and an
-/// exporter refer to (a misspelt one does not compile), `add` and `reset`.
+/// Declares the table: each figure once, with its kind and help, and for
+/// a figure the store keeps, where in the store's reports it comes from
+/// (`= engine.items`: a field of `StoreFigures`). From it come the
+/// `Counters` fields, the `Stat` names that the renderers and an exporter
+/// refer to (a misspelt one does not compile), `add`, `reset` and
+/// `read_store`.
 macro_rules! counters {
-    ($($name:ident: $kind:ident $help:literal,)*) => {
+    (@read $c:ident $f:ident $name:ident) => {};
+    (@read $c:ident $f:ident $name:ident $src:ident . $field:ident) => {
+        $c.$name = $f.$src.$field;
+    };
+    ($($name:ident: $kind:ident $help:literal $(= $src:ident . $field:ident)?,)*) => {
         /// Figures of one core (or their sum). Names are memcached's where
         /// memcached has the figure.
         #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -82,8 +93,24 @@ macro_rules! counters {
                     $(Stat::$name => &mut self.$name,)*
                 }
             }
+
+            /// Take the figures the store keeps from its reports, each from
+            /// the source its table line names.
+            pub fn read_store(&mut self, f: &StoreFigures) {
+                $(counters!(@read self f $name $($src . $field)?);)*
+            }
         }
     };
+}
+
+/// The store's reports, which the table's storage figures are read from.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct StoreFigures {
+    /// Event counters (`stats reset` zeroes them in the store).
+    pub store: StoreStats,
+    /// What the engine holds now.
+    pub engine: EngineStats,
+    pub compress: CompressStats,
 }
 
 counters! {
@@ -114,16 +141,16 @@ counters! {
     idle_kicks: Counter "Connections closed by -o idle_timeout.",
     bytes_read: Counter "Bytes read from clients.",
     bytes_written: Counter "Bytes written to clients.",
-    limit_maxbytes: Gauge "Memory limit for items, in bytes.",
+    limit_maxbytes: Gauge "Memory limit for items, in bytes." = engine.limit,
     conn_yields: Counter "Times a connection yielded to others after -R requests.",
-    bytes: Gauge "Bytes of live items.",
-    curr_items: Gauge "Live items.",
-    total_items: Counter "Items stored.",
-    expired_unfetched: Counter "Items expired without being read.",
-    evicted_unfetched: Counter "Items evicted without being read.",
-    evictions: Counter "Live items evicted to make room.",
-    reclaimed: Counter "Writes that reused the room of an expired item.",
-    crawler_reclaimed: Counter "Expired items removed by the background crawl.",
+    bytes: Gauge "Bytes of live items." = engine.item_bytes,
+    curr_items: Gauge "Live items." = engine.items,
+    total_items: Counter "Items stored." = store.total_items,
+    expired_unfetched: Counter "Items expired without being read." = store.expired_unfetched,
+    evicted_unfetched: Counter "Items evicted without being read." = store.evicted_unfetched,
+    evictions: Counter "Live items evicted to make room." = store.evictions,
+    reclaimed: Counter "Writes that reused the room of an expired item." = store.reclaimed,
+    crawler_reclaimed: Counter "Expired items removed by the background crawl." = store.crawler_reclaimed,
     forwarded_out: Counter "Requests this core sent to the core owning the key.",
     forwarded_in: Counter "Requests this core ran for another core.",
     forward_errors: Counter "Forwarded replies that did not match their request.",
@@ -135,25 +162,25 @@ counters! {
     conn_memory_backpressure: Counter "Batches cut short to drain replies under the budget.",
     conn_memory_refused: Counter "Requests refused because the connection budget was spent.",
     // The engine's memory (storage, EngineStats).
-    engine_memory: Gauge "Bytes the engine holds (segments, index, large items).",
-    engine_segments: Gauge "Segments in use.",
-    engine_small_segments: Gauge "Segments of the small (probation) queue.",
-    engine_small_items: Gauge "Items in the small (probation) queue.",
-    engine_index_bytes: Gauge "Bytes of the index.",
-    engine_large_bytes: Gauge "Bytes of items stored outside segments.",
-    engine_key_value_bytes: Gauge "Bytes of live keys and values.",
-    engine_dead_bytes: Gauge "Bytes of dead records not yet compacted.",
-    moved_items: Counter "Items moved from the small queue to the main queue.",
-    segments_evicted: Counter "Segments evicted whole.",
+    engine_memory: Gauge "Bytes the engine holds (segments, index, large items)." = engine.memory,
+    engine_segments: Gauge "Segments in use." = engine.segments,
+    engine_small_segments: Gauge "Segments of the small (probation) queue." = engine.small_segments,
+    engine_small_items: Gauge "Items in the small (probation) queue." = engine.small_items,
+    engine_index_bytes: Gauge "Bytes of the index." = engine.index_bytes,
+    engine_large_bytes: Gauge "Bytes of items stored outside segments." = engine.large_bytes,
+    engine_key_value_bytes: Gauge "Bytes of live keys and values." = engine.key_value_bytes,
+    engine_dead_bytes: Gauge "Bytes of dead records not yet compacted." = engine.dead_bytes,
+    moved_items: Counter "Items moved from the small queue to the main queue." = store.moved,
+    segments_evicted: Counter "Segments evicted whole." = store.segments_evicted,
     // Compression (storage/compress.rs).
-    compress_items: Gauge "Live items stored compressed.",
-    compress_bytes_in: Gauge "Bytes of compressed items' values before compression.",
-    compress_bytes_out: Gauge "Bytes of compressed items' values after compression.",
-    compress_skipped_incompressible: Counter "Values left uncompressed because they did not shrink.",
-    compress_skipped_compressed: Counter "Values left uncompressed because they looked compressed already.",
-    compress_dictionaries: Gauge "Compression dictionaries in use.",
-    compress_dict_trainings: Counter "Compression dictionaries trained.",
-    compress_corrupt: Counter "Compressed values that failed to decompress.",
+    compress_items: Gauge "Live items stored compressed." = engine.compressed_items,
+    compress_bytes_in: Gauge "Bytes of compressed items' values before compression." = engine.compressed_bytes_in,
+    compress_bytes_out: Gauge "Bytes of compressed items' values after compression." = engine.compressed_bytes_out,
+    compress_skipped_incompressible: Counter "Values left uncompressed because they did not shrink." = compress.skipped_incompressible,
+    compress_skipped_compressed: Counter "Values left uncompressed because they looked compressed already." = compress.skipped_compressed,
+    compress_dictionaries: Gauge "Compression dictionaries in use." = engine.dictionaries,
+    compress_dict_trainings: Counter "Compression dictionaries trained." = compress.dict_trainings,
+    compress_corrupt: Counter "Compressed values that failed to decompress." = compress.corrupt,
 }
 
 /// Live items per `stats sizes` bucket.
@@ -183,27 +210,6 @@ impl Counters {
                 *self.slot(s) = 0;
             }
         }
-    }
-
-    /// Serialize for the trip across cores: the figures in the table's
-    /// order, then the size buckets.
-    pub fn encode(&self, out: &mut Vec<u8>) {
-        let sizes = self.sizes.0.iter().copied();
-        for v in Stat::ALL.iter().map(|&s| self.get(s)).chain(sizes) {
-            out.extend_from_slice(&v.to_le_bytes());
-        }
-    }
-
-    pub fn decode(b: &[u8]) -> Counters {
-        let mut it = b.chunks_exact(8).map(|c| u64::from_le_bytes(c.try_into().unwrap_or([0; 8])));
-        let mut c = Counters::default();
-        for &s in Stat::ALL {
-            *c.slot(s) = it.next().unwrap_or(0);
-        }
-        for (slot, v) in c.sizes.0.iter_mut().zip(it) {
-            *slot = v;
-        }
-        c
     }
 }
 
@@ -456,11 +462,17 @@ mod tests {
     use super::*;
 
     #[test]
-    fn counters_survive_the_trip_across_cores() {
-        let c = Counters { cmd_get: 7, curr_items: 3, evictions: 9, ..Default::default() };
-        let mut b = Vec::new();
-        c.encode(&mut b);
-        assert_eq!(Counters::decode(&b), c);
+    fn storage_figures_are_read_from_the_source_their_line_names() {
+        let mut f = StoreFigures::default();
+        f.engine.items = 7;
+        f.engine.item_bytes = 700;
+        f.engine.dictionaries = 2;
+        f.store.moved = 5;
+        f.compress.corrupt = 3;
+        let mut c = Counters { cmd_get: 9, ..Default::default() };
+        c.read_store(&f);
+        assert_eq!((c.curr_items, c.bytes, c.compress_dictionaries), (7, 700, 2));
+        assert_eq!((c.moved_items, c.compress_corrupt, c.cmd_get), (5, 3, 9));
     }
 
     #[test]

@@ -58,10 +58,20 @@ fn signal_exits_cleanly(sig: i32, name: &str) {
     // idle connections, one of them in the middle of a command
     let mut conns: Vec<Conn> = (0..5).map(|_| s.conn()).collect();
     conns[0].version_check();
+    let mut sc = s.conn();
+    let read = |sc: &mut Conn| stat_u64(&sc.stats("stats"), "bytes_read");
+    let before = read(&mut sc);
     conns[1].send(b"set half 0 0 10\r\nabc");
     conns[2].send(b"get a b");
-    // Time for the halves to arrive: no stat shows a half-read request.
-    std::thread::sleep(Duration::from_millis(100));
+    // The halves have arrived once the server read their 27 bytes (and
+    // the 7 of each `stats` asking).
+    let mut asked = 0;
+    let arrived = poll_every(Duration::from_secs(2), Duration::from_millis(5), || {
+        asked += 1;
+        read(&mut sc) >= before + 27 + 7 * asked
+    });
+    assert!(arrived, "the half requests were not read");
+    drop(sc);
     let t0 = Instant::now();
     s.signal(sig);
     let st = s.wait_exit(Duration::from_secs(2));
@@ -448,13 +458,29 @@ fn sighup_is_ignored() {
     let Some(mut s) = Server::start_custom_or_skip("sighup_is_ignored", 2, &[]) else { return };
     let mut c = s.conn();
     assert_bytes!(c.request(&store_cmd("set", "hup", 0, 0, b"kept")), b"STORED\r\n");
+    let pid = s.pid().expect("own server");
     s.signal(libc::SIGHUP);
-    // Nothing to poll for: give a signal that would end it time to do so.
-    std::thread::sleep(Duration::from_millis(200));
+    // Once no thread has it pending, the kernel has dealt with it (a
+    // fatal one would have begun to end the process by then).
+    assert!(poll_every(Duration::from_secs(2), Duration::from_millis(5), || !signal_pending(pid, libc::SIGHUP)));
     assert_bytes!(c.request(b"get hup\r\n"), b"VALUE hup 0 4\r\nkept\r\nEND\r\n");
     s.signal(libc::SIGTERM);
     let st = s.wait_exit(Duration::from_secs(2)).expect("exit after SIGTERM");
     assert!(st.success());
+}
+
+/// Whether signal `sig` is pending for `pid` (process-wide or on any thread).
+fn signal_pending(pid: u32, sig: i32) -> bool {
+    let bit = 1u64 << (sig - 1);
+    let pending = |status: &str| {
+        status
+            .lines()
+            .filter(|l| l.starts_with("SigPnd:") || l.starts_with("ShdPnd:"))
+            .any(|l| u64::from_str_radix(l.split_whitespace().nth(1).unwrap_or("0"), 16).unwrap_or(0) & bit != 0)
+    };
+    let threads =
+        std::fs::read_dir(format!("/proc/{pid}/task")).map(|d| d.flatten().collect::<Vec<_>>()).unwrap_or_default();
+    threads.iter().any(|t| std::fs::read_to_string(t.path().join("status")).map(|s| pending(&s)).unwrap_or(false))
 }
 
 /// utime + stime of all of `pid`'s threads, in clock ticks.
@@ -487,8 +513,13 @@ fn idle_server_uses_no_cpu() {
         }
     }
     // The point of the test: CPU used while idle, over a fixed second, once
-    // the burst's tail (and any spin before parking) is over.
-    std::thread::sleep(Duration::from_millis(300));
+    // the burst's tail (and any spin before parking) is over: no tick for
+    // 100 ms (a spinning server never gets there, and fails below).
+    let mut last = cpu_ticks(pid);
+    poll_every(Duration::from_secs(2), Duration::from_millis(100), || {
+        let now = cpu_ticks(pid);
+        std::mem::replace(&mut last, now) == now
+    });
     let before = cpu_ticks(pid);
     std::thread::sleep(Duration::from_secs(1));
     let used = cpu_ticks(pid) - before;

@@ -218,11 +218,17 @@ fn touch_replies(s: &Server) {
     let k = format!("{p}t");
     assert_bytes!(c.request(format!("touch {k} 10\r\n").as_bytes()), b"NOT_FOUND\r\n");
     assert_bytes!(c.request(&store_cmd("set", &k, 0, 1, b"x")), b"STORED\r\n");
+    // Set after it with the same 1 s: once this one is gone, so is the
+    // moment the first would have expired.
+    let witness = format!("{p}w");
+    assert_bytes!(c.request(&store_cmd("set", &witness, 0, 1, b"w")), b"STORED\r\n");
     assert_bytes!(c.request(format!("touch {k} 0\r\n").as_bytes()), b"TOUCHED\r\n");
     assert_bytes!(c.request(format!("touch {k} abc\r\n").as_bytes()), b"CLIENT_ERROR invalid exptime argument\r\n");
     assert_bytes!(c.request(format!("touch {k}\r\n").as_bytes()), b"ERROR\r\n");
     // touched to never expire: still there after the original 1 s
-    std::thread::sleep(Duration::from_millis(2100));
+    let passed =
+        poll_until(Duration::from_secs(5), || c.request(format!("get {witness}\r\n").as_bytes()) == b"END\r\n");
+    assert!(passed, "an item set with exptime 1 never expired");
     assert_bytes!(c.request(format!("get {k}\r\n").as_bytes()), [value(&k, 0, b"x"), b"END\r\n".to_vec()].concat());
     assert_bytes!(c.request(format!("touch {k} -1\r\n").as_bytes()), b"TOUCHED\r\n");
     assert_bytes!(c.request(format!("get {k}\r\n").as_bytes()), b"END\r\n");

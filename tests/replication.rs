@@ -48,6 +48,18 @@ fn poll(limit: Duration, f: impl FnMut() -> bool) -> bool {
     common::poll_every(limit, Duration::from_millis(1), f)
 }
 
+/// Storage commands `c`'s node has run.
+fn sets(c: &mut Conn) -> u64 {
+    stat_u64(&c.stats("stats"), "cmd_set")
+}
+
+/// Wait until `c`'s node has run `more` storage commands beyond what it
+/// had (a load running on it made progress).
+fn wait_for_sets(c: &mut Conn, more: u64) {
+    let start = sets(c);
+    assert!(poll(Duration::from_secs(10), || sets(c) >= start + more), "the load made no progress");
+}
+
 fn all_linked(nodes: &[Node]) {
     for n in nodes {
         let ok = poll(Duration::from_secs(10), || {
@@ -188,15 +200,17 @@ fn a_node_killed_mid_load_and_restarted_empty_resyncs() {
             i
         })
     };
-    std::thread::sleep(Duration::from_millis(300));
+    let mut c0 = nodes[0].srv.conn();
+    wait_for_sets(&mut c0, 2000);
     nodes[2].srv.signal(libc::SIGKILL);
     nodes[2].srv.wait_exit(Duration::from_secs(5)).expect("killed node exits");
     // The others keep serving meanwhile.
     let mut c1 = nodes[1].srv.conn();
     assert_eq!(c1.request(&store_cmd("set", "during", 0, 0, b"x")), b"STORED\r\n");
-    std::thread::sleep(Duration::from_millis(300));
+    wait_for_sets(&mut c0, 2000);
     nodes[2] = start_node(2, &ports, 2, &extra);
-    std::thread::sleep(Duration::from_millis(300));
+    // The load goes on while the restarted node links and resyncs.
+    wait_for_sets(&mut c0, 2000);
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let written = load.join().unwrap();
     assert!(converged(&nodes, Duration::from_secs(10)), "digests: {:?}", nodes.iter().map(digest).collect::<Vec<_>>());
@@ -299,6 +313,36 @@ fn majority_mode_reports_a_write_no_peer_could_take_and_keeps_it_locally() {
     assert_eq!(ca.request(&store_cmd("set", "m4", 0, 0, b"d")), b"STORED\r\n");
     assert!(converged(&nodes, Duration::from_secs(5)));
     assert_eq!(get(&mut cb, "m2"), [value("m2", 0, b"b"), b"END\r\n".to_vec()].concat());
+}
+
+/// A sync write waits for the peers only when it changed something, on
+/// whichever core owns its key (the owner says so with the reply, typed):
+/// with no peer reachable, a set, touch or incr that wrote times out, and
+/// a delete, add or incr that changed nothing answers at once.
+#[test]
+fn only_writes_that_changed_something_wait_for_the_peers_on_any_core() {
+    let ports = [free_port(), free_port()];
+    // The second node never starts: no ACK ever comes.
+    let node = start_node(0, &ports, 2, &["--repl-mode", "majority", "--repl-timeout", "100"]);
+    let mut c = node.srv.conn();
+    let keys: Vec<String> = (0..12).map(|i| format!("w{i}")).collect();
+    for key in &keys {
+        let t = Instant::now();
+        let r = c.request(&store_cmd("set", key, 0, 0, b"1"));
+        assert!(r.starts_with(b"SERVER_ERROR replication timeout: 0 of 1 peers"), "{key}: {}", show(&r));
+        assert!(t.elapsed() >= Duration::from_millis(100), "{key} did not wait: {:?}", t.elapsed());
+        // Had these waited, they would answer the timeout's SERVER_ERROR.
+        assert_bytes!(c.request(format!("delete {key}-missing\r\n").as_bytes()), b"NOT_FOUND\r\n");
+        assert_bytes!(c.request(&store_cmd("add", key, 0, 0, b"2")), b"NOT_STORED\r\n");
+        assert_bytes!(c.request(format!("incr {key}-missing 1\r\n").as_bytes()), b"NOT_FOUND\r\n");
+    }
+    let r = c.request(format!("incr {} 1\r\n", keys[0]).as_bytes());
+    assert!(r.starts_with(b"SERVER_ERROR replication timeout"), "{}", show(&r));
+    let r = c.request(format!("touch {} 0\r\n", keys[1]).as_bytes());
+    assert!(r.starts_with(b"SERVER_ERROR replication timeout"), "{}", show(&r));
+    assert_eq!(repl_stats(&mut c)["repl_write_timeouts"], "14");
+    let forwarded = stat_u64(&c.stats("stats"), "forwarded_requests");
+    assert!(forwarded > 0, "no key was owned by the other core");
 }
 
 /// Values the sender stores compressed travel as they are stored (no
@@ -693,7 +737,9 @@ fn a_version_from_the_future_and_an_oversize_unpacked_value_are_refused() {
     // stamped now, and the later one wins.
     assert_eq!(c.request(&store_cmd("set", "f:max", 0, 0, b"local")), b"STORED\r\n");
     assert_eq!(get(&mut c, "f:max"), [value("f:max", 0, b"local"), b"END\r\n".to_vec()].concat());
-    std::thread::sleep(Duration::from_millis(5));
+    // A version stamped from here on is later than the local write's.
+    let local_ms = memcore::repl::unix_ms();
+    assert!(poll(Duration::from_secs(1), || memcore::repl::unix_ms() > local_ms + 4));
     p.batch(2, &[set_op("f:max", b"newer", fake_version(0))]);
     assert_eq!(p.frame_of(wire::ACK), Some(2u64.to_le_bytes().to_vec()));
     assert_eq!(get(&mut c, "f:max"), [value("f:max", 0, b"newer"), b"END\r\n".to_vec()].concat());
@@ -1093,7 +1139,9 @@ fn a_ten_second_split_of_one_node_heals_and_all_converge() {
             })
         })
         .collect();
-    std::thread::sleep(Duration::from_millis(500));
+    // Both writers are writing (and their nodes replicating) before the cut.
+    wait_for_sets(&mut conns[0], 200);
+    wait_for_sets(&mut conns[2], 200);
 
     lab.set_link(false);
     let split = Instant::now();
@@ -1120,7 +1168,9 @@ fn a_ten_second_split_of_one_node_heals_and_all_converge() {
     let healed = Instant::now();
     assert!(poll(Duration::from_secs(10), || all_up(&mut conns)), "links not back after the heal\n{}", lab.logs());
     eprintln!("links back {:?} after the heal", healed.elapsed());
-    std::thread::sleep(Duration::from_millis(500));
+    // Writes go on across the heal on both sides.
+    wait_for_sets(&mut conns[0], 200);
+    wait_for_sets(&mut conns[2], 200);
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let batches: Vec<u64> = writers.into_iter().map(|w| w.join().unwrap()).collect();
     eprintln!("write batches of 21 commands: node 1 {}, node 3 {}", batches[0], batches[1]);

@@ -1,5 +1,8 @@
 //! Replies in memcached's text protocol, written straight into an output
 //! buffer so that a batch of pipelined requests becomes one write.
+//!
+//! Pure: imports nothing of memcore's; must not import storage, route,
+//! repl, server, stats or config.
 
 pub const STORED: &[u8] = b"STORED\r\n";
 pub const NOT_STORED: &[u8] = b"NOT_STORED\r\n";

@@ -19,6 +19,10 @@
 //! flags of 2^32 or more are refused instead of truncated; and a get line
 //! longer than `READ_BUFFER` is answered as its keys arrive
 //! (`GetPart`, `parse_get_rest`) instead of being buffered whole.
+//!
+//! Pure (byte slices in, requests out): imports only the shared `item`
+//! sizes and its sibling `meta`; must not import storage, route, repl,
+//! server, stats or config.
 
 use super::meta::MetaRequest;
 use super::{KEY_MAX_LENGTH, MAX_LINE_WITHOUT_NEWLINE, READ_BUFFER};

@@ -9,6 +9,9 @@
 //! `1/TOMB_SHARE` of it and never more than is free without eviction;
 //! past that the oldest are forgotten early (a late, older write of such
 //! a key may then come back: the price of bounded memory).
+//!
+//! Imports storage (the store it applies to); must not import route,
+//! server, stats or config.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};

@@ -5,6 +5,8 @@
 //! batch it applied last; if the batches after it are still here it gets
 //! them, otherwise (it fell further behind, or this core restarted and so
 //! has a new epoch) it needs a full resync.
+//!
+//! Pure: imports only `wire`; must not import route, server or storage.
 
 use std::collections::VecDeque;
 

@@ -18,6 +18,9 @@
 //! single bad or hostile peer could pin a key forever and drag every
 //! later local write behind it. The timestamp saturates at its 56 bits
 //! instead of wrapping.
+//!
+//! Pure: imports nothing of memcore's; must not import route, server or
+//! storage.
 
 pub const NODE_BITS: u32 = 8;
 pub const LOGICAL_BITS: u32 = 12;

@@ -25,6 +25,9 @@
 //! `HANDSHAKE_TIMEOUT`, so strangers at the replication port can hold
 //! only a bounded number of descriptors, briefly. An ACK for a batch this
 //! side never sent is a protocol error that drops the link.
+//!
+//! The tasks take a `Host` (host.rs), never a core's whole state: they
+//! must not import `route` or `server`.
 
 use std::cell::{Cell, RefCell};
 use std::io;
@@ -36,10 +39,10 @@ use futures_lite::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use glommio::net::{TcpListener, TcpStream};
 
 use super::backlog::{Backlog, Resume};
+use super::host::Host;
 use super::wire::{self, Hello, NONCE_LEN, Reader};
 use super::{LINK_CONNECTING, LINK_DOWN, LINK_LIVE, LINK_SYNCING, ReplShared, random_bytes, unix_ms};
-use crate::route::Core;
-use crate::route::mesh::{Cmd, ConnWait, Notify, owner};
+use crate::wake::Notify;
 
 const CONNECT_TIMEOUT: Duration = Duration::from_millis(1000);
 /// The whole handshake, from accept (or connect) to the session's start.
@@ -78,36 +81,40 @@ impl ReplCore {
     }
 }
 
-fn shared(core: &Core) -> &ReplShared {
-    core.global.repl.as_ref().expect("replication configured")
+fn shared<H: Host>(core: &H) -> &ReplShared {
+    core.shared().expect("replication configured")
+}
+
+fn local<H: Host>(core: &H) -> &ReplCore {
+    core.local().expect("replication configured")
 }
 
 /// Seal this core's pending ops into the backlog.
-pub fn seal(core: &Core) {
-    let Some(rc) = &core.repl else { return };
-    let mut shard = core.shard.borrow_mut();
-    let Some(r) = shard.repl.as_mut() else { return };
-    if r.pending.is_empty() {
-        return;
-    }
-    let mut b = rc.backlog.borrow_mut();
-    r.pending_ops = 0;
-    b.seal(&mut r.pending, unix_ms());
-    shared(core).pending_seq[core.id].store(b.last_seq() + 1, Ordering::Release);
+pub fn seal<H: Host>(core: &H) {
+    let (Some(sh), Some(rc)) = (core.shared(), core.local()) else { return };
+    core.with_store(|_, r| {
+        if r.pending.is_empty() {
+            return;
+        }
+        let mut b = rc.backlog.borrow_mut();
+        r.pending_ops = 0;
+        b.seal(&mut r.pending, unix_ms());
+        sh.pending_seq[core.core_id()].store(b.last_seq() + 1, Ordering::Release);
+    });
 }
 
 /// Bytes of this core's ops not yet sealed into a batch.
-fn pending_bytes(core: &Core) -> usize {
-    core.shard.borrow().repl.as_ref().map_or(0, |r| r.pending.len())
+fn pending_bytes<H: Host>(core: &H) -> usize {
+    core.with_store(|_, r| r.pending.len()).unwrap_or(0)
 }
 
 /// After local writes: wake the links (and seal when much is pending).
 /// In the `sync` and `majority` modes every write is sealed at once, so
 /// that a connection waiting for it knows a seq that covers it: the last
 /// sealed one when its reply arrived.
-pub fn kick(core: &Core) {
-    let Some(rc) = &core.repl else { return };
-    let len = core.shard.borrow().repl.as_ref().map_or(0, |r| r.pending.len());
+pub fn kick<H: Host>(core: &H) {
+    let Some(rc) = core.local() else { return };
+    let len = pending_bytes(core);
     if len == 0 {
         return;
     }
@@ -115,6 +122,27 @@ pub fn kick(core: &Core) {
         seal(core);
     }
     rc.wake.iter().for_each(Notify::notify);
+}
+
+/// For the `sync` and `majority` modes: wait until a write that core
+/// `core` sealed in batch `target` or before reached enough peers (`live`:
+/// those connected when it was made), or `--repl-timeout` passed; then
+/// how many peers had it and how many it needed. The core's ACK readers
+/// wake the wait (`AckWaiters`); nothing polls.
+pub async fn wait_acked(sh: &ReplShared, core: usize, target: u64, live: &[usize]) -> Result<(), (usize, usize)> {
+    let acked = std::future::poll_fn(|cx| {
+        if sh.acked_enough(core, target, live).is_ok() {
+            return std::task::Poll::Ready(());
+        }
+        sh.ack_waiters[core].register(cx.waker());
+        // An ACK that came between the check and the registration woke
+        // nobody: look again.
+        if sh.acked_enough(core, target, live).is_ok() { std::task::Poll::Ready(()) } else { std::task::Poll::Pending }
+    });
+    match with_timeout(sh.cfg.timeout, acked).await {
+        Some(()) => Ok(()),
+        None => sh.acked_enough(core, target, live),
+    }
 }
 
 async fn with_timeout<T>(d: Duration, f: impl std::future::Future<Output = T>) -> Option<T> {
@@ -369,22 +397,22 @@ async fn expect_frame(
 // ---- outgoing ---------------------------------------------------------------
 
 /// Keep this core's link to `peer` up, forever (the executor's end stops it).
-pub async fn link_task(core: Rc<Core>, peer: usize) {
-    let sh = shared(&core);
+pub async fn link_task<H: Host>(core: Rc<H>, peer: usize) {
+    let sh = shared(&*core);
     let mut attempt = 0u32;
     let mut last_error = String::new();
     loop {
-        if core.stopping.get() {
+        if core.stopping() {
             return;
         }
-        sh.link(core.id, peer).state.store(LINK_CONNECTING, Ordering::Release);
+        sh.link(core.core_id(), peer).state.store(LINK_CONNECTING, Ordering::Release);
         let started = unix_ms();
         let r = run_link(&core, peer).await;
-        sh.link(core.id, peer).state.store(LINK_DOWN, Ordering::Release);
+        sh.link(core.core_id(), peer).state.store(LINK_DOWN, Ordering::Release);
         if let Err(e) = r {
             let e = e.to_string();
             // One line per distinct failure, not one per retry.
-            if e != last_error && core.id == 0 {
+            if e != last_error && core.core_id() == 0 {
                 log::warn!("replication link to {}: {e}", sh.cfg.peers[peer]);
             }
             last_error = e;
@@ -399,8 +427,8 @@ pub async fn link_task(core: Rc<Core>, peer: usize) {
     }
 }
 
-async fn run_link(core: &Rc<Core>, peer: usize) -> io::Result<()> {
-    let sh = shared(core);
+async fn run_link<H: Host>(core: &Rc<H>, peer: usize) -> io::Result<()> {
+    let sh = shared(&**core);
     let cfg = &sh.cfg;
     let spec = &cfg.peers[peer];
     let addr = resolve(spec).await?;
@@ -414,7 +442,7 @@ async fn run_link(core: &Rc<Core>, peer: usize) -> io::Result<()> {
     // Until the handshake passes, accept nothing bigger than its frames.
     let mut frames = FrameReader::new(wire::HELLO_LEN + 1);
     let (their_epoch, their_seq) =
-        with_timeout(HANDSHAKE_TIMEOUT, handshake_out(core, peer, &mut frames, &mut rd, &mut wr))
+        with_timeout(HANDSHAKE_TIMEOUT, handshake_out(&**core, peer, &mut frames, &mut rd, &mut wr))
             .await
             .unwrap_or_else(|| Err(err(format!("no handshake within {} ms", HANDSHAKE_TIMEOUT.as_millis()))))?;
 
@@ -428,9 +456,9 @@ async fn run_link(core: &Rc<Core>, peer: usize) -> io::Result<()> {
     let ticker = {
         let (core, end, heard, wrote) = (core.clone(), end.clone(), heard.clone(), wrote.clone());
         glommio::spawn_local(async move {
-            let sh = shared(&core);
+            let sh = shared(&*core);
             let (heartbeat, limit) = (sh.cfg.heartbeat, sh.cfg.silence_limit());
-            let wake = &core.repl.as_ref().expect("repl core").wake[peer];
+            let wake = &local(&*core).wake[peer];
             loop {
                 glommio::timer::sleep(heartbeat / 2).await;
                 if heard.get().elapsed() >= limit {
@@ -447,8 +475,8 @@ async fn run_link(core: &Rc<Core>, peer: usize) -> io::Result<()> {
     let reader = {
         let (core, end, heard, sent) = (core.clone(), end.clone(), heard.clone(), wr.sent.clone());
         glommio::spawn_local(async move {
-            let sh = shared(&core);
-            let link = sh.link(core.id, peer);
+            let sh = shared(&*core);
+            let link = sh.link(core.core_id(), peer);
             let why = loop {
                 let f = frames.next(&mut rd).await;
                 heard.set(frames.progress);
@@ -464,7 +492,8 @@ async fn run_link(core: &Rc<Core>, peer: usize) -> io::Result<()> {
                             );
                         }
                         link.acked.fetch_max(seq, Ordering::AcqRel);
-                        let b = core.repl.as_ref().expect("repl core").backlog.borrow();
+                        sh.ack_waiters[core.core_id()].wake_all();
+                        let b = local(&*core).backlog.borrow();
                         if let Some(ms) = b.sealed_ms(seq) {
                             link.lag_ms.store(unix_ms().saturating_sub(ms), Ordering::Relaxed);
                         }
@@ -477,10 +506,10 @@ async fn run_link(core: &Rc<Core>, peer: usize) -> io::Result<()> {
                 }
             };
             end.end(why);
-            core.repl.as_ref().expect("repl core").wake[peer].notify();
+            local(&*core).wake[peer].notify();
         })
     };
-    let r = stream_to_peer(core, peer, &mut wr, (their_epoch, their_seq), &end, &wrote).await;
+    let r = stream_to_peer(&**core, peer, &mut wr, (their_epoch, their_seq), &end, &wrote).await;
     // The reader owns the read half; ending the write side makes the peer
     // close, which ends the reader. A vanished peer takes no FIN either.
     let _ = with_timeout(sh.cfg.heartbeat, wr.close()).await;
@@ -491,8 +520,8 @@ async fn run_link(core: &Rc<Core>, peer: usize) -> io::Result<()> {
 
 /// The linking side's handshake: HELLO, the peer's CHALLENGE, our proof,
 /// then the peer's; the session starts keyed; the peer's RESUME point.
-async fn handshake_out(
-    core: &Rc<Core>,
+async fn handshake_out<H: Host>(
+    core: &H,
     peer: usize,
     frames: &mut FrameReader,
     rd: &mut (impl AsyncRead + Unpin),
@@ -501,10 +530,10 @@ async fn handshake_out(
     let sh = shared(core);
     let cfg = &sh.cfg;
     let me = u16::from(cfg.node_id);
-    let epoch = core.repl.as_ref().expect("repl core").backlog.borrow().epoch;
+    let epoch = local(core).backlog.borrow().epoch;
     let nonce_l = random_bytes::<NONCE_LEN>();
     let mut out = Vec::new();
-    wire::encode_hello(&mut out, &Hello { node: me, core: core.id as u16, epoch, nonce: nonce_l });
+    wire::encode_hello(&mut out, &Hello { node: me, core: core.core_id() as u16, epoch, nonce: nonce_l });
     wr.write_all(&out).await?;
     let p = expect_frame(frames, rd, wire::CHALLENGE, "challenge").await?;
     let mut r = Reader(&p);
@@ -528,13 +557,13 @@ async fn handshake_out(
     frames.open = wire::Session::for_secret(cfg.secret(), &to_linker);
     frames.max = wire::FRAME_SLACK;
     let p = expect_frame(frames, rd, wire::RESUME, "resume point").await?;
-    sh.link(core.id, peer).peer_node.store(u64::from(their) + 1, Ordering::Release);
+    sh.link(core.core_id(), peer).peer_node.store(u64::from(their) + 1, Ordering::Release);
     let mut r = Reader(&p);
     Ok((r.u64().unwrap_or(0), r.u64().unwrap_or(0)))
 }
 
-async fn stream_to_peer(
-    core: &Rc<Core>,
+async fn stream_to_peer<H: Host>(
+    core: &H,
     peer: usize,
     wr: &mut Sealed<impl AsyncWrite + Unpin>,
     (their_epoch, their_seq): (u64, u64),
@@ -542,8 +571,8 @@ async fn stream_to_peer(
     wrote: &Cell<Instant>,
 ) -> io::Result<()> {
     let sh = shared(core);
-    let link = sh.link(core.id, peer);
-    let rc = core.repl.as_ref().expect("repl core");
+    let link = sh.link(core.core_id(), peer);
+    let rc = local(core);
     seal(core);
     let resume = rc.backlog.borrow().resume(their_epoch, their_seq);
     let mut cursor = match resume {
@@ -568,7 +597,7 @@ async fn stream_to_peer(
         if end.is_over() {
             return Err(end.error());
         }
-        if core.stopping.get() {
+        if core.stopping() {
             return Err(err("shutting down"));
         }
         // Let the connections that are ready run first: their writes then
@@ -620,8 +649,8 @@ async fn stream_to_peer(
 /// longer than a `CHUNK` goes in PARTs, and the long values a segment
 /// refers to are sent one at a time after it, so the memory a resync holds
 /// is one segment's items (decompressed) plus one value.
-async fn send_snapshot(
-    core: &Rc<Core>,
+async fn send_snapshot<H: Host>(
+    core: &H,
     link: &super::LinkShared,
     wr: &mut Sealed<impl AsyncWrite + Unpin>,
     end: &LinkEnd,
@@ -644,12 +673,10 @@ async fn send_snapshot(
             return Err(err(format!("{} (during a resync)", end.error())));
         }
         {
-            let now = core.clock.get();
-            let mut shard = core.shard.borrow_mut();
-            let shard = &mut *shard;
-            match cursor {
+            let now = core.now();
+            core.with_store(|store, r| match cursor {
                 Some(c) => {
-                    cursor = shard.store.scan(c, now, |key, item| {
+                    cursor = store.scan(c, now, |key, item| {
                         if item.value_len() > wire::CHUNK {
                             long_keys.push(key.into());
                         } else if let Some((value, packed)) = item.replication_form() {
@@ -668,12 +695,11 @@ async fn send_snapshot(
                     });
                 }
                 None => {
-                    if let Some(r) = shard.repl.as_ref() {
-                        r.encode_tombstones(&mut ops);
-                    }
+                    r.encode_tombstones(&mut ops);
                     last_tombs = true;
                 }
-            }
+            })
+            .ok_or_else(|| err("replication is off on this core"))?;
         }
         send_snapshot_ops(link, wr, end, &mut ops, &mut out).await?;
         // Each long value on its own, read again now: a newer version
@@ -681,12 +707,14 @@ async fn send_snapshot(
         // deleted one is skipped (its tombstone follows).
         for key in long_keys.drain(..) {
             {
-                let now = core.clock.get();
-                let mut shard = core.shard.borrow_mut();
-                shard.store.peek(&key, now, |item| {
-                    if let Some((value, packed)) = item.replication_form() {
-                        wire::encode_value(&mut ops, &key, item.version, item.flags, item.exp, &value, packed);
-                    }
+                let now = core.now();
+                core.with_store(|store, _| {
+                    store.peek(&key, now, |item| {
+                        if let Some((value, packed)) = item.replication_form() {
+                            let (version, flags, exp, state) = (item.version, item.flags, item.exp, item.state);
+                            wire::encode_item(&mut ops, &key, version, flags, exp, &value, packed, state);
+                        }
+                    })
                 });
             }
             send_snapshot_ops(link, wr, end, &mut ops, &mut out).await?;
@@ -734,7 +762,7 @@ impl Drop for InboundSlot<'_> {
     }
 }
 
-pub async fn accept_loop(core: Rc<Core>, listener: TcpListener) {
+pub async fn accept_loop<H: Host>(core: Rc<H>, listener: TcpListener) {
     let mut last_cap_log: Option<Instant> = None;
     loop {
         let stream = match listener.accept().await {
@@ -745,7 +773,7 @@ pub async fn accept_loop(core: Rc<Core>, listener: TcpListener) {
                 continue;
             }
         };
-        let sh = shared(&core);
+        let sh = shared(&*core);
         if sh.inbound_links.fetch_add(1, Ordering::AcqRel) >= sh.cfg.max_links {
             sh.inbound_links.fetch_sub(1, Ordering::AcqRel);
             sh.links_refused.fetch_add(1, Ordering::Relaxed);
@@ -759,9 +787,9 @@ pub async fn accept_loop(core: Rc<Core>, listener: TcpListener) {
         let _ = stream.set_nodelay(true);
         let c = core.clone();
         glommio::spawn_local(async move {
-            let _slot = InboundSlot(shared(&c));
+            let _slot = InboundSlot(shared(&*c));
             let peer = stream.peer_addr().map_or_else(|_| "?".to_string(), |a| a.to_string());
-            if let Err(e) = serve_inbound(&c, stream).await {
+            if let Err(e) = serve_inbound(&*c, stream).await {
                 log::warn!("replication link from {peer} refused or closed: {e}");
             }
         })
@@ -772,8 +800,8 @@ pub async fn accept_loop(core: Rc<Core>, listener: TcpListener) {
 /// The accepting side's handshake: the peer's HELLO, our CHALLENGE, the
 /// peer's proof (checked before we prove anything), ours; the session
 /// starts keyed. On a bad proof the peer gets REFUSE and the link ends.
-async fn handshake_in(
-    core: &Rc<Core>,
+async fn handshake_in<H: Host>(
+    core: &H,
     frames: &mut FrameReader,
     rd: &mut (impl AsyncRead + Unpin),
     wr: &mut Sealed<impl AsyncWrite + Unpin>,
@@ -815,7 +843,7 @@ async fn handshake_in(
     Ok(hello)
 }
 
-async fn serve_inbound(core: &Rc<Core>, stream: TcpStream) -> io::Result<()> {
+async fn serve_inbound<H: Host>(core: &H, stream: TcpStream) -> io::Result<()> {
     let sh = shared(core);
     let cfg = &sh.cfg;
     let (mut rd, wr) = futures_lite::io::split(stream);
@@ -839,9 +867,8 @@ async fn serve_inbound(core: &Rc<Core>, stream: TcpStream) -> io::Result<()> {
     wr.write_all(&out).await?;
     log::info!("replication link from node {} core {} accepted (resume at {seq})", hello.node, hello.core);
 
-    let wait = Rc::new(ConnWait::default());
     let mut syncing = false;
-    let mut values = super::apply::Reassembly::new(core.cfg().item_size_max);
+    let mut values = super::apply::Reassembly::new(core.item_size_max());
     let mut whole = Vec::new();
     let (heartbeat, limit) = (cfg.heartbeat, cfg.silence_limit());
     let mut last_write = Instant::now();
@@ -893,7 +920,7 @@ async fn serve_inbound(core: &Rc<Core>, stream: TcpStream) -> io::Result<()> {
                             );
                         }
                         if !whole.is_empty() {
-                            apply_routed(core, &whole, &wait).await;
+                            core.apply(&whole).await;
                         }
                         if whole.capacity() > 4 * wire::BATCH_MAX {
                             whole = Vec::new();
@@ -955,56 +982,4 @@ async fn serve_inbound(core: &Rc<Core>, stream: TcpStream) -> io::Result<()> {
         sh.inbound_update(hello.node, |i| i.syncing -= 1);
     }
     r
-}
-
-/// Apply ops on the cores that own their keys (a flush on every core), in
-/// order per core, and wait until all have.
-async fn apply_routed(core: &Rc<Core>, ops: &[u8], wait: &Rc<ConnWait>) {
-    let n = core.ncores;
-    let now = core.clock.get();
-    if n == 1 {
-        let mut shard = core.shard.borrow_mut();
-        let shard = &mut *shard;
-        if let Some(r) = shard.repl.as_mut() {
-            r.apply_ops(&mut shard.store, ops, now, unix_ms());
-        }
-        return;
-    }
-    let mut per_core: Vec<Vec<u8>> = vec![Vec::new(); n];
-    let mut r = Reader(ops);
-    while !r.is_empty() {
-        let before = r.0;
-        let Ok(op) = wire::next_op(&mut r) else { break };
-        let bytes = &before[..before.len() - r.0.len()];
-        match op.key() {
-            Some(key) => per_core[owner(key, n)].extend_from_slice(bytes),
-            None => per_core.iter_mut().for_each(|c| c.extend_from_slice(bytes)),
-        }
-    }
-    for (id, ops) in per_core.iter().enumerate() {
-        if ops.is_empty() || id == core.id {
-            continue;
-        }
-        let peer = &core.peers[id];
-        let (start, end) = {
-            let mut f = peer.outbox.borrow_mut();
-            let start = f.arena.len();
-            f.arena.extend_from_slice(ops);
-            (start, f.arena.len())
-        };
-        let slot = wait.reserve(1);
-        peer.control(wait, slot, Cmd::Apply { start, end });
-        peer.wake_sender.notify();
-    }
-    if !per_core[core.id].is_empty() {
-        let mut shard = core.shard.borrow_mut();
-        let shard = &mut *shard;
-        if let Some(r) = shard.repl.as_mut() {
-            r.apply_ops(&mut shard.store, &per_core[core.id], now, unix_ms());
-        }
-    }
-    if wait.has_pending() {
-        wait.all_filled().await;
-        wait.clear();
-    }
 }

@@ -16,13 +16,21 @@
 //! ```
 //!
 //! `hlc`, `wire`, `backlog` and `apply` are pure (no I/O, no clock);
-//! `link` holds the glommio tasks. What is shared between cores is here:
-//! atomics only, read by `stats repl` and by connections waiting in the
-//! `sync` and `majority` modes.
+//! `link` holds the glommio tasks, which see their core only through the
+//! narrow handle of `host` (its store and replication state, backlog,
+//! clock, and applying a peer's ops on the owner cores), which `route`
+//! implements. What is shared between cores is here: atomics only, read by
+//! `stats repl` and by connections waiting in the `sync` and `majority`
+//! modes.
+//!
+//! Imports storage; must not import `route`, `server`, `stats`, `config`
+//! or `protocol` (config and route import this; `stats repl` is encoded by
+//! the caller of `report`).
 
 pub mod apply;
 pub mod backlog;
 pub mod hlc;
+pub mod host;
 pub mod link;
 pub mod wire;
 
@@ -30,6 +38,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU8, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::task::Waker;
 use std::time::Duration;
 
 pub const DEFAULT_TIMEOUT_MS: u64 = 1000;
@@ -156,6 +165,33 @@ pub struct ReplShared {
     pub links_refused: AtomicU64,
     /// The newest flush_all this node took, shared by its cores' `ReplShard`s.
     pub flush_mark: Arc<apply::FlushMark>,
+    /// Per core: the connections waiting for its links' ACKs (`sync` and
+    /// `majority` writes), woken by its ACK readers.
+    pub ack_waiters: Vec<AckWaiters>,
+}
+
+/// Tasks waiting for the ACKs of one core's links: each registers its
+/// waker, and the core's ACK readers wake them all when an ACK moves a
+/// link forward. A waiting connection may run on another core, so this is
+/// a lock (taken once per ACK and per wait, never on the request path of
+/// the `async` mode), not a cell; glommio takes wakes from other threads.
+/// A task is listed once however often it waits, so the list is bounded
+/// by the tasks that ever waited since the last ACK.
+#[derive(Default)]
+pub struct AckWaiters(Mutex<Vec<Waker>>);
+
+impl AckWaiters {
+    pub fn register(&self, waker: &Waker) {
+        let mut w = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if !w.iter().any(|x| x.will_wake(waker)) {
+            w.push(waker.clone());
+        }
+    }
+
+    pub fn wake_all(&self) {
+        let wakers = std::mem::take(&mut *self.0.lock().unwrap_or_else(|e| e.into_inner()));
+        wakers.into_iter().for_each(Waker::wake);
+    }
 }
 
 impl ReplShared {
@@ -171,6 +207,7 @@ impl ReplShared {
             inbound_links: AtomicUsize::new(0),
             links_refused: AtomicU64::new(0),
             flush_mark: Arc::default(),
+            ack_waiters: (0..ncores).map(|_| AckWaiters::default()).collect(),
             cfg,
         }
     }
@@ -203,52 +240,80 @@ impl ReplShared {
     }
 }
 
-/// `stats repl`: this node, then each peer (`peer<i>_*`, in `--peers`
-/// order), summed over the cores' links.
-pub fn render_stats(g: &crate::route::Global, f: &crate::route::ReplFigures, out: &mut Vec<u8>) {
-    use crate::protocol::encode::{END, encode_stat};
-    let Some(sh) = &g.repl else {
-        encode_stat(out, "repl_enabled", "no");
-        out.extend_from_slice(END);
+/// One core's replication figures for `stats repl`, gathered from every
+/// core (as a typed value, in-process) and summed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ReplFigures {
+    pub digest: u64,
+    pub items: u64,
+    pub received: u64,
+    pub applied: u64,
+    pub conflicts: u64,
+    pub tombstones: u64,
+    pub shipped: u64,
+    /// Peer ops refused (a version too far ahead, a value over -I).
+    pub refused: u64,
+}
+
+impl ReplFigures {
+    /// Digests combine by XOR (order-free), counts by sum.
+    pub fn add(&mut self, o: &ReplFigures) {
+        self.digest ^= o.digest;
+        self.items += o.items;
+        self.received += o.received;
+        self.applied += o.applied;
+        self.conflicts += o.conflicts;
+        self.tombstones += o.tombstones;
+        self.shipped += o.shipped;
+        self.refused += o.refused;
+    }
+}
+
+/// The lines of `stats repl`, each handed to `stat` as a name and a value
+/// (the caller encodes them): this node, then each peer (`peer<i>_*`, in
+/// `--peers` order), summed over the cores' links. `sh` is None when the
+/// node does not replicate.
+pub fn report(sh: Option<&ReplShared>, f: &ReplFigures, stat: &mut dyn FnMut(&str, &dyn std::fmt::Display)) {
+    let Some(sh) = sh else {
+        stat("repl_enabled", &"no");
         return;
     };
     let inbound = sh.inbound.lock().map(|m| m.clone()).unwrap_or_default();
     let syncing = inbound.values().any(|i| i.syncing > 0);
-    encode_stat(out, "repl_enabled", "yes");
-    encode_stat(out, "repl_node_id", sh.cfg.node_id);
-    encode_stat(out, "repl_mode", sh.cfg.mode.name());
-    encode_stat(out, "repl_state", if syncing { "syncing" } else { "ok" });
-    encode_stat(out, "repl_digest", format!("{:016x}", f.digest));
-    encode_stat(out, "repl_items", f.items);
-    encode_stat(out, "repl_items_shipped", f.shipped);
-    encode_stat(out, "repl_items_received", f.received);
-    encode_stat(out, "repl_items_applied", f.applied);
-    encode_stat(out, "repl_conflicts_resolved", f.conflicts);
-    encode_stat(out, "repl_tombstones", f.tombstones);
-    encode_stat(out, "repl_ops_refused", f.refused);
-    encode_stat(out, "repl_links_refused", sh.links_refused.load(Ordering::Relaxed));
-    encode_stat(out, "repl_write_timeouts", sh.timeouts.load(Ordering::Relaxed));
+    stat("repl_enabled", &"yes");
+    stat("repl_node_id", &sh.cfg.node_id);
+    stat("repl_mode", &sh.cfg.mode.name());
+    stat("repl_state", &if syncing { "syncing" } else { "ok" });
+    stat("repl_digest", &format!("{:016x}", f.digest));
+    stat("repl_items", &f.items);
+    stat("repl_items_shipped", &f.shipped);
+    stat("repl_items_received", &f.received);
+    stat("repl_items_applied", &f.applied);
+    stat("repl_conflicts_resolved", &f.conflicts);
+    stat("repl_tombstones", &f.tombstones);
+    stat("repl_ops_refused", &f.refused);
+    stat("repl_links_refused", &sh.links_refused.load(Ordering::Relaxed));
+    stat("repl_write_timeouts", &sh.timeouts.load(Ordering::Relaxed));
     for (p, addr) in sh.cfg.peers.iter().enumerate() {
         let links: Vec<&LinkShared> = (0..sh.ncores).map(|c| sh.link(c, p)).collect();
         let state = links.iter().map(|l| l.state.load(Ordering::Relaxed)).min().unwrap_or(LINK_DOWN);
         let node = links.iter().map(|l| l.peer_node.load(Ordering::Relaxed)).max().unwrap_or(0);
         let sum = |f: &dyn Fn(&LinkShared) -> u64| links.iter().map(|l| f(l)).sum::<u64>();
         let name = format!("peer{p}");
-        encode_stat(out, &format!("{name}_addr"), addr);
-        encode_stat(out, &format!("{name}_node_id"), if node == 0 { "unknown".into() } else { (node - 1).to_string() });
+        stat(&format!("{name}_addr"), &addr);
+        stat(&format!("{name}_node_id"), &if node == 0 { "unknown".into() } else { (node - 1).to_string() });
         let recv =
             if node > 0 { inbound.get(&((node - 1) as u16)).copied().unwrap_or_default() } else { Default::default() };
         let st = if recv.syncing > 0 { "syncing" } else { link_state_name(state) };
-        encode_stat(out, &format!("{name}_state"), st);
+        stat(&format!("{name}_state"), &st);
         let lag = links.iter().map(|l| l.lag_ms.load(Ordering::Relaxed)).max().unwrap_or(0);
-        encode_stat(out, &format!("{name}_lag_ms"), lag);
-        encode_stat(out, &format!("{name}_backlog_bytes"), sum(&|l| l.backlog_bytes.load(Ordering::Relaxed)));
-        encode_stat(out, &format!("{name}_items_sent"), sum(&|l| l.items_sent.load(Ordering::Relaxed)));
-        encode_stat(out, &format!("{name}_items_received"), recv.items_received);
-        encode_stat(out, &format!("{name}_resyncs_sent"), sum(&|l| l.resyncs.load(Ordering::Relaxed)));
-        encode_stat(out, &format!("{name}_resyncs_received"), recv.resyncs);
+        stat(&format!("{name}_lag_ms"), &lag);
+        stat(&format!("{name}_backlog_bytes"), &sum(&|l| l.backlog_bytes.load(Ordering::Relaxed)));
+        stat(&format!("{name}_items_sent"), &sum(&|l| l.items_sent.load(Ordering::Relaxed)));
+        stat(&format!("{name}_items_received"), &recv.items_received);
+        stat(&format!("{name}_resyncs_sent"), &sum(&|l| l.resyncs.load(Ordering::Relaxed)));
+        stat(&format!("{name}_resyncs_received"), &recv.resyncs);
     }
-    out.extend_from_slice(END);
 }
 
 /// Unix time in milliseconds.

@@ -50,6 +50,9 @@
 //!
 //! Without a secret (`--repl-insecure`) the proofs use an empty key and
 //! frames carry no tag at all.
+//!
+//! Pure: imports nothing of memcore's; must not import route, server,
+//! protocol or storage (ops name keys and values, not the store's records).
 
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
@@ -97,9 +100,13 @@ pub const BATCH_MAX: usize = 1 << 20;
 /// its seq and type, and room for a per-frame trailer. Independent of
 /// `-I`, so a node with a larger `-I` can never send what its peers refuse.
 pub const MAX_FRAME: usize = BATCH_MAX + 4096;
+/// The longest key an op may name: memcached's (`protocol::KEY_MAX_LENGTH`,
+/// which route's tests check it against), so every key a client could
+/// store travels and no longer one does.
+pub const KEY_MAX: usize = 250;
 /// The largest SET op header: kind, klen, a 250-byte key, version, flags,
 /// exp, unpacked and the value's length.
-const SET_HEAD_MAX: usize = 1 + 1 + crate::protocol::KEY_MAX_LENGTH + 8 + 4 + 8 + 4 + 8;
+const SET_HEAD_MAX: usize = 1 + 1 + KEY_MAX + 8 + 4 + 8 + 4 + 8;
 const _: () = assert!(CHUNK + SET_HEAD_MAX <= BATCH_MAX);
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -522,7 +529,7 @@ pub fn next_op<'a>(r: &mut Reader<'a>) -> Result<Op<'a>, WireError> {
 
 fn key<'a>(r: &mut Reader<'a>) -> Result<&'a [u8], WireError> {
     let n = r.u8()? as usize;
-    if n == 0 || n > crate::protocol::KEY_MAX_LENGTH {
+    if n == 0 || n > KEY_MAX {
         return Err(WireError::Malformed);
     }
     r.bytes(n)

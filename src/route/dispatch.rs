@@ -19,7 +19,8 @@ use crate::protocol::encode;
 use crate::protocol::parse::{GetKind, Keys};
 use crate::protocol::{KEY_MAX_LENGTH, Request, absolute_expiry};
 
-use super::mesh::{Cmd, ConnWait, owner};
+use super::mesh::{Cmd, ConnWait, Typed, owner};
+use super::shard::Wrote;
 use super::state::{Core, GET_TOO_LARGE};
 
 /// Replies of one batch of requests: local replies in `out`, forwarded ones
@@ -33,6 +34,25 @@ pub struct Batch {
     pub wait: Rc<ConnWait>,
     /// Scratch: owning core of each key of a multi-get.
     owners: Vec<usize>,
+    /// The lone write of a `sync`/`majority` batch (`dispatch_sync_write`):
+    /// where its outcome is, until `take_written`.
+    sync_write: Option<WriteAt>,
+}
+
+/// A write's outcome: known (it ran here, or its forwarded reply came),
+/// or to come as the typed part of the reply in `slot` from `owner`.
+#[derive(Clone, Copy, Debug)]
+enum WriteAt {
+    Done(Option<Written>),
+    Forwarded { owner: usize, slot: usize },
+}
+
+/// A write that changed the store of core `owner` (and so went to the
+/// peers in that core's replication stream) with `version`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Written {
+    pub owner: usize,
+    pub version: u64,
 }
 
 /// A get whose keys are partly on other cores: its local bytes are
@@ -51,30 +71,22 @@ struct GetSpan {
 /// Returns false, having done nothing, only for a get that `may_wait` for
 /// room in the connection budget (see `get`).
 pub fn dispatch(core: &Core, req: &Request<'_>, raw: &[u8], now: u64, batch: &mut Batch, may_wait: bool) -> bool {
-    let Batch { out, inserts, wait, .. } = batch;
     match *req {
         Request::Get { kind, exptime, keys } => return get(core, kind, exptime, keys, true, now, batch, may_wait),
         Request::GetPart { kind, exptime, keys } => {
             return get(core, kind, exptime, keys, false, now, batch, may_wait);
         }
+        _ => {}
+    }
+    // Writes, and the meta commands that only read, run on their key's owner.
+    if req.key().is_some() {
+        write(core, req, raw, now, batch);
+        return true;
+    }
+    let Batch { out, inserts, wait, .. } = batch;
+    match *req {
         Request::MetaNoop => out.extend_from_slice(crate::protocol::meta::MN),
         Request::Refused { msg } => encode::encode_line(out, msg),
-        _ if req.key().is_some() => {
-            // It runs on the core that owns its key (a meta command's
-            // base64 key decoded: the key as stored decides).
-            let mut scratch = [0u8; KEY_MAX_LENGTH];
-            let o = owner(req.route_key(&mut scratch).unwrap_or_default(), core.ncores);
-            if o == core.id {
-                core.shard.borrow_mut().execute(req, now, out);
-            } else {
-                let slot = wait.reserve(1);
-                inserts.push((out.len(), slot));
-                let peer = &core.peers[o];
-                peer.forward(wait, slot, raw);
-                peer.wake_sender.notify();
-                core.shard.borrow_mut().counters.forwarded_out += 1;
-            }
-        }
         Request::FlushAll { delay, noreply } => {
             if !core.cfg().flush_enabled {
                 if !noreply {
@@ -124,10 +136,37 @@ pub fn dispatch(core: &Core, req: &Request<'_>, raw: &[u8], now: u64, batch: &mu
             out.extend_from_slice(b"\r\n");
         }
         Request::Shutdown => out.extend_from_slice(encode::SHUTDOWN_DISABLED),
-        // Writes are above; quit and stats are the connection's.
+        // Gets and writes are above; quit and stats are the connection's.
         _ => {}
     }
     true
+}
+
+/// A keyed write runs on the core that owns its key: here at once, or
+/// forwarded, its reply spliced in later.
+fn write(core: &Core, req: &Request<'_>, raw: &[u8], now: u64, batch: &mut Batch) -> WriteAt {
+    let Batch { out, inserts, wait, .. } = batch;
+    // A meta command's base64 key decoded: the key as stored decides.
+    let mut scratch = [0u8; KEY_MAX_LENGTH];
+    let o = owner(req.route_key(&mut scratch).unwrap_or_default(), core.ncores);
+    if o == core.id {
+        let wrote = core.shard.borrow_mut().execute(req, now, out);
+        return WriteAt::Done(wrote.map(|Wrote { version }| Written { owner: o, version }));
+    }
+    let slot = wait.reserve(1);
+    inserts.push((out.len(), slot));
+    let peer = &core.peers[o];
+    peer.forward(wait, slot, raw);
+    peer.wake_sender.notify();
+    core.shard.borrow_mut().counters.forwarded_out += 1;
+    WriteAt::Forwarded { owner: o, slot }
+}
+
+/// A write whose reply waits for the replication peers (see `sync_write`),
+/// alone in its batch: run as `dispatch` runs it, its outcome kept for
+/// `Batch::take_written`.
+pub fn dispatch_sync_write(core: &Core, req: &Request<'_>, raw: &[u8], now: u64, batch: &mut Batch) {
+    batch.sync_write = Some(write(core, req, raw, now, batch));
 }
 
 /// get/gets/gat/gats: keys owned here are answered at once; the others go
@@ -149,7 +188,7 @@ fn get(
     batch: &mut Batch,
     may_wait: bool,
 ) -> bool {
-    let Batch { out, inserts, spans, wait, owners } = batch;
+    let Batch { out, inserts, spans, wait, owners, .. } = batch;
     let n = core.ncores;
     let out_start = out.len();
     // What this reply may grow to: what the connection budget leaves (the
@@ -231,6 +270,17 @@ impl Batch {
             spans: Vec::new(),
             wait: Rc::new(ConnWait::default()),
             owners: Vec::with_capacity(ncores),
+            sync_write: None,
+        }
+    }
+
+    /// What the batch's sync write (`dispatch_sync_write`) wrote, once its
+    /// reply is in (after `splice_into` when it was forwarded); None when
+    /// it changed nothing.
+    pub fn take_written(&mut self) -> Option<Written> {
+        match self.sync_write.take() {
+            Some(WriteAt::Done(w)) => w,
+            _ => None,
         }
     }
 
@@ -243,6 +293,14 @@ impl Batch {
     /// forwarded replies; a get whose reply outgrew `cap` becomes memcached's
     /// out-of-memory error.
     pub fn splice_into(&mut self, dst: &mut Vec<u8>) {
+        // The typed outcome of a forwarded sync write goes with the slots.
+        if let Some(WriteAt::Forwarded { owner, slot }) = self.sync_write {
+            let written = match self.wait.take_typed(slot) {
+                Some(Typed::Wrote { version }) => Some(Written { owner, version }),
+                _ => None,
+            };
+            self.sync_write = Some(WriteAt::Done(written));
+        }
         dst.clear();
         let mut prev = 0;
         let mut ins = 0;
@@ -301,26 +359,13 @@ pub fn set_verbosity(level: u8) {
 /// A write whose reply waits for the replication peers (`sync`/`majority`).
 #[derive(Clone, Copy, Debug)]
 pub struct SyncWrite {
-    /// The core that owns the key, whose replication stream carries it.
-    pub owner: usize,
     pub noreply: bool,
 }
 
 /// Whether `req` is a write whose reply must wait for the replication
-/// peers: it then goes alone in its batch.
+/// peers: it then goes alone in its batch (`dispatch_sync_write`).
 pub fn sync_write(core: &Core, req: &Request<'_>) -> Option<SyncWrite> {
-    let sync = core.global.repl.as_ref().is_some_and(|r| r.cfg.mode != crate::repl::Mode::Async);
-    let mut scratch = [0u8; KEY_MAX_LENGTH];
-    let key = req.route_key(&mut scratch).filter(|_| sync && req.is_write())?;
-    Some(SyncWrite { owner: owner(key, core.ncores), noreply: req.noreply() })
-}
-
-/// Whether the reply of a lone write says it changed something (and so
-/// was shipped to the peers): STORED, DELETED, TOUCHED, a number, or a
-/// meta write's HD or VA.
-pub fn write_changed(reply: &[u8]) -> bool {
-    [&b"STORED"[..], b"DELETED", b"TOUCHED", b"HD", b"VA "].iter().any(|w| reply.starts_with(w))
-        || reply.first().is_some_and(u8::is_ascii_digit)
+    (req.is_write() && core.waits_for_peers()).then(|| SyncWrite { noreply: req.noreply() })
 }
 
 /// Send a control command to every other core and wait for the replies;

@@ -27,8 +27,14 @@
 //! connection reads no more input until its forwarded requests are answered,
 //! so outboxes are bounded by the connections' input buffers.
 //!
-//! Plumbing only: imports protocol's `GetKind` and storage's `HashKey`;
-//! must not import `server`, the rest of `route`, or the store.
+//! Replies are bytes (what the client will read) with, for the gathering
+//! commands, a typed part (`Typed`: a core's counters or replication
+//! figures), handed over as values: the cores share one process, so
+//! nothing that stays inside it is encoded.
+//!
+//! Plumbing only: imports protocol's `GetKind`, storage's `HashKey`, the
+//! figure types of stats and repl, and the leaf `wake`; must not import
+//! `server`, the rest of `route`, or the store.
 
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
@@ -39,7 +45,10 @@ use std::sync::OnceLock;
 use std::task::{Context, Poll, Waker};
 
 use crate::protocol::GetKind;
+use crate::repl::ReplFigures;
+use crate::stats::Counters;
 use crate::storage::HashKey;
+use crate::wake::Notify;
 
 /// Key of the key-to-core hash: one per process, so that every core agrees
 /// on a key's owner, and secret, so that no client can pick keys that all
@@ -101,7 +110,8 @@ pub enum Cmd {
     MemLimit {
         bytes: u64,
     },
-    /// Counters of the core, encoded (see `Counters::encode`).
+    /// The core's counters; replies one empty segment and
+    /// `Typed::Counters`.
     Stats,
     StatsReset,
     /// `stats conns` lines of the core.
@@ -112,7 +122,8 @@ pub enum Cmd {
         start: usize,
         end: usize,
     },
-    /// The core's replication figures (see `shard::ReplFigures`).
+    /// The core's replication figures; replies one empty segment and
+    /// `Typed::Repl`.
     ReplStats,
 }
 
@@ -143,6 +154,20 @@ pub struct ReplyHead {
     pub segments: u32,
 }
 
+/// The typed part of a reply: figures one core hands another as values
+/// (the cores share one process, so nothing is encoded).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Typed {
+    /// `Cmd::Stats`: the core's counters with its store's figures.
+    Counters(Box<Counters>),
+    /// `Cmd::ReplStats`: the core's replication figures.
+    Repl(ReplFigures),
+    /// A keyed write (`Cmd::Request`) that changed the store, run for a
+    /// connection in the `sync` or `majority` mode, which waits for the
+    /// peers to apply it: the version it wrote with.
+    Wrote { version: u64 },
+}
+
 /// One message on the mesh.
 #[derive(Debug, Default)]
 pub struct Frame {
@@ -155,6 +180,9 @@ pub struct Frame {
     /// One head per reply, in order; its segments are the next ones in
     /// `reply_ends`.
     pub reply_heads: Vec<ReplyHead>,
+    /// Typed parts of replies, by the id of the request they answer, in
+    /// reply order (most replies have none).
+    pub typed: Vec<(u64, Typed)>,
     /// Bytes of get replies in `reply_arena` that the replying core charged
     /// to the asking core's connection budget (route/budget.rs).
     pub charged: usize,
@@ -180,6 +208,8 @@ impl Frame {
 pub struct ConnWait {
     data: RefCell<Vec<u8>>,
     slots: RefCell<Vec<(usize, usize)>>,
+    /// Typed parts of replies, by slot.
+    typed: RefCell<Vec<(usize, Typed)>>,
     outstanding: Cell<usize>,
     waker: RefCell<Option<Waker>>,
     /// A reply did not match its request: the connection must close.
@@ -216,6 +246,13 @@ impl ConnWait {
         data.extend_from_slice(bytes);
         self.slots.borrow_mut()[slot] = (start, data.len());
         self.filled_one();
+    }
+
+    /// The typed part of the reply in `slot`, if it had one (taken out).
+    pub fn take_typed(&self, slot: usize) -> Option<Typed> {
+        let mut typed = self.typed.borrow_mut();
+        let i = typed.iter().position(|(s, _)| *s == slot)?;
+        Some(typed.swap_remove(i).1)
     }
 
     /// Give up on `count` slots from `first`: the connection is closed once
@@ -271,6 +308,7 @@ impl ConnWait {
             *data = Vec::new();
         }
         self.slots.borrow_mut().clear();
+        self.typed.borrow_mut().clear();
     }
 }
 
@@ -279,32 +317,6 @@ struct Waiter {
     conn: Rc<ConnWait>,
     first_slot: usize,
     count: u32,
-}
-
-/// A one-task wake-up flag.
-#[derive(Default)]
-pub struct Notify {
-    set: Cell<bool>,
-    waker: RefCell<Option<Waker>>,
-}
-
-impl Notify {
-    pub fn notify(&self) {
-        self.set.set(true);
-        if let Some(w) = self.waker.borrow_mut().take() {
-            w.wake();
-        }
-    }
-    pub fn wait(&self) -> impl Future<Output = ()> + '_ {
-        std::future::poll_fn(move |cx| {
-            if self.set.replace(false) {
-                Poll::Ready(())
-            } else {
-                *self.waker.borrow_mut() = Some(cx.waker().clone());
-                Poll::Pending
-            }
-        })
-    }
 }
 
 /// This core's side of its link with one other core.
@@ -384,6 +396,7 @@ impl Peer {
         let mut errors = 0;
         let mut seg = 0usize;
         let mut start = 0usize;
+        let mut typed = frame.typed.iter().peekable();
         for head in &frame.reply_heads {
             let ends = frame.reply_ends.get(seg..seg + head.segments as usize).unwrap_or(&[]);
             seg += head.segments as usize;
@@ -414,6 +427,10 @@ impl Peer {
                 errors += 1;
                 start = end_of(ends, start);
                 continue;
+            }
+            while typed.next_if(|(id, _)| *id < head.id).is_some() {}
+            if let Some((_, t)) = typed.next_if(|(id, _)| *id == head.id) {
+                w.conn.typed.borrow_mut().push((w.first_slot, t.clone()));
             }
             for (i, &end) in ends.iter().enumerate() {
                 match frame.reply_arena.get(start..end) {
@@ -532,6 +549,24 @@ mod tests {
         a.with_slot(1, |s| assert!(s.is_empty()));
         b.with_slot(0, |s| assert_eq!(s, b"DELETED\r\n"));
         assert!(!a.is_broken() && !b.is_broken());
+    }
+
+    #[test]
+    fn typed_parts_reach_the_slot_of_the_reply_they_belong_to() {
+        let peer = Peer::default();
+        let (a, b) = (Rc::new(ConnWait::default()), Rc::new(ConnWait::default()));
+        let sa = a.reserve(1);
+        peer.control(&a, sa, Cmd::Stats);
+        let sb = b.reserve(1);
+        peer.control(&b, sb, Cmd::ReplStats);
+        let mut fr = reply(&[(0, &[b""]), (1, &[b""])]);
+        let counters = Counters { cmd_get: 3, ..Default::default() };
+        let figures = ReplFigures { items: 5, ..Default::default() };
+        fr.typed = vec![(0, Typed::Counters(Box::new(counters))), (1, Typed::Repl(figures))];
+        assert_eq!(peer.deliver_replies(&fr), 0);
+        assert_eq!(a.take_typed(sa), Some(Typed::Counters(Box::new(counters))));
+        assert_eq!(b.take_typed(sb), Some(Typed::Repl(figures)));
+        assert_eq!(a.take_typed(sa), None, "taken once");
     }
 
     #[test]

@@ -16,7 +16,7 @@ use crate::protocol::meta::{self as wire, EN, MetaCmd, MetaRequest, encode_key_f
 use crate::protocol::{KEY_MAX_LENGTH, base64};
 use crate::storage::{ArithOutcome, MetaDeleteOutcome, MetaView, StoreMode, StoreOutcome};
 
-use super::shard::Shard;
+use super::shard::{Shard, Wrote};
 
 fn line(out: &mut Vec<u8>, text: &str) {
     out.extend_from_slice(text.as_bytes());
@@ -75,8 +75,9 @@ fn slab_class(ntotal: usize) -> usize {
 }
 
 impl Shard {
-    /// One meta command (mn is answered by the dispatcher).
-    pub fn execute_meta(&mut self, m: &MetaRequest<'_>, now: u64, out: &mut Vec<u8>) {
+    /// One meta command (mn is answered by the dispatcher). Returns what it
+    /// wrote when it changed something that was shipped to the peers.
+    pub fn execute_meta(&mut self, m: &MetaRequest<'_>, now: u64, out: &mut Vec<u8>) -> Option<Wrote> {
         let mut scratch = [0u8; KEY_MAX_LENGTH];
         let key = m.stored_key(&mut scratch);
         match m.cmd {
@@ -84,11 +85,14 @@ impl Shard {
             MetaCmd::Set => self.meta_set(m, key, now, out),
             MetaCmd::Delete => self.meta_delete(m, key, now, out),
             MetaCmd::Arith => self.meta_arith(m, key, now, out),
-            MetaCmd::Debug => self.meta_debug(key, now, out),
+            MetaCmd::Debug => {
+                self.meta_debug(key, now, out);
+                None
+            }
         }
     }
 
-    fn meta_get(&mut self, m: &MetaRequest<'_>, key: &[u8], now: u64, out: &mut Vec<u8>) {
+    fn meta_get(&mut self, m: &MetaRequest<'_>, key: &[u8], now: u64, out: &mut Vec<u8>) -> Option<Wrote> {
         let f = m.flags;
         let mut version = if m.may_write() { self.begin_write() } else { 0 };
         let mut view = self.store.meta_view(key, now);
@@ -116,7 +120,7 @@ impl Shard {
                     m.flag_tokens().for_each(|t| echo(out, t, key, f.base64));
                     out.extend_from_slice(b"\r\n");
                 }
-                return;
+                return None;
             }
         };
         let start = out.len();
@@ -177,7 +181,7 @@ impl Shard {
                 if !f.quiet {
                     out.extend_from_slice(EN);
                 }
-                return;
+                return None;
             }
             out.extend_from_slice(b"\r\n");
         }
@@ -187,7 +191,8 @@ impl Shard {
             version = self.begin_write();
         }
         self.store.meta_update(key, new_exp, won, !f.no_update, if new_exp.is_some() { version } else { 0 }, now);
-        if created || new_exp.is_some() {
+        let shipped = created || new_exp.is_some();
+        if shipped {
             self.ship_item(key, version, now);
         }
         let c = &mut self.counters;
@@ -198,9 +203,10 @@ impl Shard {
             c.cmd_get += 1;
             c.get_hits += 1;
         }
+        shipped.then_some(Wrote { version })
     }
 
-    fn meta_set(&mut self, m: &MetaRequest<'_>, key: &[u8], now: u64, out: &mut Vec<u8>) {
+    fn meta_set(&mut self, m: &MetaRequest<'_>, key: &[u8], now: u64, out: &mut Vec<u8>) -> Option<Wrote> {
         let f = m.flags;
         if m.too_large {
             // As memcached: the old item must not outlive a failed update.
@@ -210,7 +216,7 @@ impl Shard {
                 self.ship_delete(key, version, now);
             }
             line(out, wire::TOO_LARGE);
-            return;
+            return None;
         }
         let mut mode = match f.mode {
             b'E' => StoreMode::Add,
@@ -243,7 +249,7 @@ impl Shard {
             StoreOutcome::Stored => {
                 self.ship_item(key, version, now);
                 if f.quiet {
-                    return;
+                    return Some(Wrote { version });
                 }
                 wire::HD
             }
@@ -258,7 +264,7 @@ impl Shard {
                     r.ship_delete_untombed(key, version);
                 }
                 line(out, "SERVER_ERROR out of memory storing object");
-                return;
+                return None;
             }
         };
         out.extend_from_slice(code);
@@ -270,9 +276,10 @@ impl Shard {
             }
         }
         out.extend_from_slice(b"\r\n");
+        (outcome == StoreOutcome::Stored).then_some(Wrote { version })
     }
 
-    fn meta_delete(&mut self, m: &MetaRequest<'_>, key: &[u8], now: u64, out: &mut Vec<u8>) {
+    fn meta_delete(&mut self, m: &MetaRequest<'_>, key: &[u8], now: u64, out: &mut Vec<u8>) -> Option<Wrote> {
         let f = m.flags;
         let version = self.begin_write();
         let exp = if f.invalidate { f.ttl.map(|t| self.expiry(t, now)) } else { None };
@@ -298,15 +305,17 @@ impl Shard {
                 if outcome == MetaDeleteOutcome::NotFound { wire::NF } else { wire::EX }
             }
         };
+        let wrote = (code == wire::HD).then_some(Wrote { version });
         if f.quiet && code == wire::HD {
-            return;
+            return wrote;
         }
         out.extend_from_slice(code);
         m.flag_tokens().for_each(|t| echo(out, t, key, f.base64));
         out.extend_from_slice(b"\r\n");
+        wrote
     }
 
-    fn meta_arith(&mut self, m: &MetaRequest<'_>, key: &[u8], now: u64, out: &mut Vec<u8>) {
+    fn meta_arith(&mut self, m: &MetaRequest<'_>, key: &[u8], now: u64, out: &mut Vec<u8>) -> Option<Wrote> {
         let f = m.flags;
         let incr = !f.decr;
         let version = self.begin_write();
@@ -326,11 +335,11 @@ impl Shard {
                 ArithOutcome::NotFound => Err(wire::NF),
                 ArithOutcome::NonNumeric => {
                     line(out, "CLIENT_ERROR cannot increment or decrement non-numeric value");
-                    return;
+                    return None;
                 }
                 ArithOutcome::NoMemory => {
                     line(out, "SERVER_ERROR out of memory");
-                    return;
+                    return None;
                 }
             },
             Err(_) if f.vivify.is_some() => {
@@ -343,7 +352,7 @@ impl Shard {
                     }
                     StoreOutcome::NoMemory => {
                         line(out, "SERVER_ERROR Out of memory allocating new item");
-                        return;
+                        return None;
                     }
                     _ => Err(wire::NS),
                 }
@@ -364,7 +373,7 @@ impl Shard {
                 out.extend_from_slice(code);
                 m.flag_tokens().for_each(|t| echo(out, t, key, f.base64));
                 out.extend_from_slice(b"\r\n");
-                return;
+                return None;
             }
         };
         if let Some(cas) = f.new_cas {
@@ -374,7 +383,7 @@ impl Shard {
             // Written and gone at once (a store of a few segments).
             out.extend_from_slice(wire::NF);
             out.extend_from_slice(b"\r\n");
-            return;
+            return None;
         };
         let mut digits = Vec::with_capacity(20);
         encode_u64(&mut digits, value);
@@ -409,6 +418,7 @@ impl Shard {
         if f.quiet && !created {
             out.truncate(start);
         }
+        Some(Wrote { version })
     }
 
     fn meta_debug(&mut self, key: &[u8], now: u64, out: &mut Vec<u8>) {

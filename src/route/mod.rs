@@ -21,19 +21,24 @@
 //!   serving forwarded frames and the mesh's sender and receiver tasks.
 //! - `dispatch`: the decision, the multi-get split, the splice.
 //! - `budget`: the memory one core's connections may hold.
+//! - `replicate`: the handle replication's link tasks are given
+//!   (`repl::host::Host` for `Core`), and routing a peer's ops to their
+//!   owner cores.
 //!
-//! Imports protocol, storage, stats, config and repl's per-core state; must
-//! not import `server`, which sits above (sockets, listeners, connection
-//! lifecycle, signals).
+//! Imports protocol, storage, stats, config and repl (its per-core state
+//! and its `Host` trait; repl never imports route); must not import
+//! `server`, which sits above (sockets, listeners, connection lifecycle,
+//! signals).
 
 pub mod budget;
 pub mod dispatch;
 pub mod mesh;
 pub mod meta;
+pub mod replicate;
 pub mod shard;
 pub mod state;
 
 pub use dispatch::{Batch, dispatch, set_verbosity, version};
 pub use mesh::{owner, set_owner_key};
-pub use shard::{ReplFigures, Shard};
+pub use shard::Shard;
 pub use state::{ConnInfo, Core, GET_TOO_LARGE, Global, Shutdown, unix_now};

@@ -16,8 +16,9 @@
 
 use crate::protocol::encode::{self, encode_number_line, encode_value_head};
 use crate::protocol::{GetKind, Request, StoreMode, absolute_expiry};
+use crate::repl::ReplFigures;
 use crate::repl::apply::ReplShard;
-use crate::stats::Counters;
+use crate::stats::{Counters, StoreFigures};
 use crate::storage::{self, ArithOutcome, ItemRef, Miss, Store, StoreOutcome};
 
 pub struct Shard {
@@ -29,62 +30,13 @@ pub struct Shard {
     pub clock_ms: fn() -> u64,
 }
 
-/// One core's replication figures for `stats repl`.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct ReplFigures {
-    pub digest: u64,
-    pub items: u64,
-    pub received: u64,
-    pub applied: u64,
-    pub conflicts: u64,
-    pub tombstones: u64,
-    pub shipped: u64,
-    /// Peer ops refused (a version too far ahead, a value over -I).
-    pub refused: u64,
-}
-
-impl ReplFigures {
-    pub fn encode(&self, out: &mut Vec<u8>) {
-        for v in [
-            self.digest,
-            self.items,
-            self.received,
-            self.applied,
-            self.conflicts,
-            self.tombstones,
-            self.shipped,
-            self.refused,
-        ] {
-            out.extend_from_slice(&v.to_le_bytes());
-        }
-    }
-    pub fn decode(b: &[u8]) -> Self {
-        let mut v = [0u64; 8];
-        for (x, c) in v.iter_mut().zip(b.chunks_exact(8)) {
-            *x = u64::from_le_bytes(c.try_into().unwrap_or_default());
-        }
-        ReplFigures {
-            digest: v[0],
-            items: v[1],
-            received: v[2],
-            applied: v[3],
-            conflicts: v[4],
-            tombstones: v[5],
-            shipped: v[6],
-            refused: v[7],
-        }
-    }
-    /// Digests combine by XOR (order-free), counts by sum.
-    pub fn add(&mut self, o: &ReplFigures) {
-        self.digest ^= o.digest;
-        self.items += o.items;
-        self.received += o.received;
-        self.applied += o.applied;
-        self.conflicts += o.conflicts;
-        self.tombstones += o.tombstones;
-        self.shipped += o.shipped;
-        self.refused += o.refused;
-    }
+/// What a keyed request did when it changed the store (and so, when the
+/// node replicates, went to the peers): the version it wrote with (0 when
+/// the node does not replicate). A request that changed nothing, or failed
+/// (even one that removed the old item, as a refused set does), is None.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Wrote {
+    pub version: u64,
 }
 
 /// The store's way of combining a write with the item already there, for
@@ -251,8 +203,10 @@ impl Shard {
         }
     }
 
-    /// Every keyed request but retrieval. Replies are suppressed for noreply.
-    pub fn execute(&mut self, req: &Request<'_>, now: u64, out: &mut Vec<u8>) {
+    /// Every keyed request but retrieval. Replies are suppressed for
+    /// noreply. Returns what it wrote, if it stored, deleted, touched or
+    /// counted (see `Wrote`).
+    pub fn execute(&mut self, req: &Request<'_>, now: u64, out: &mut Vec<u8>) -> Option<Wrote> {
         let reply = |out: &mut Vec<u8>, noreply: bool, text: &[u8]| {
             if !noreply {
                 out.extend_from_slice(text);
@@ -264,6 +218,7 @@ impl Shard {
                     self.get_one(kind, exptime, key, now, out, usize::MAX);
                 }
                 out.extend_from_slice(encode::END);
+                None
             }
             Request::Store { mode, key, flags, exptime, data, cas, noreply } => {
                 let exp = self.expiry(exptime, now);
@@ -271,7 +226,6 @@ impl Shard {
                 let outcome = self.store.store(mode.into(), key, flags, exp, data, cas, version, now);
                 match outcome {
                     StoreOutcome::Stored => self.ship_item(key, version, now),
-                    // A set that could not be stored removed the old item.
                     // A set that could not be stored removed the old item;
                     // peers drop theirs, but a refusal leaves no tombstone.
                     StoreOutcome::NoMemory if mode == StoreMode::Set => {
@@ -294,6 +248,7 @@ impl Shard {
                     }
                 };
                 reply(out, noreply, text);
+                (outcome == StoreOutcome::Stored).then_some(Wrote { version })
             }
             Request::TooLarge { mode, key, noreply } => {
                 self.counters.store_too_large += 1;
@@ -305,6 +260,7 @@ impl Shard {
                     }
                 }
                 reply(out, noreply, encode::TOO_LARGE);
+                None
             }
             Request::Delete { key, noreply } => {
                 let version = self.begin_write();
@@ -312,9 +268,11 @@ impl Shard {
                     self.ship_delete(key, version, now);
                     self.counters.delete_hits += 1;
                     reply(out, noreply, encode::DELETED);
+                    Some(Wrote { version })
                 } else {
                     self.counters.delete_misses += 1;
                     reply(out, noreply, encode::NOT_FOUND);
+                    None
                 }
             }
             Request::Arith { incr, key, delta, noreply } => {
@@ -338,6 +296,7 @@ impl Shard {
                     ArithOutcome::NonNumeric => reply(out, noreply, encode::NON_NUMERIC),
                     ArithOutcome::NoMemory => reply(out, noreply, encode::ARITH_NO_MEMORY),
                 }
+                matches!(outcome, ArithOutcome::Value(_)).then_some(Wrote { version })
             }
             Request::Touch { key, exptime, noreply } => {
                 let exp = self.expiry(exptime, now);
@@ -347,54 +306,30 @@ impl Shard {
                     self.ship_item(key, version, now);
                     self.counters.touch_hits += 1;
                     reply(out, noreply, encode::TOUCHED);
+                    Some(Wrote { version })
                 } else {
                     self.counters.touch_misses += 1;
                     reply(out, noreply, encode::NOT_FOUND);
+                    None
                 }
             }
             Request::Meta(m) => self.execute_meta(&m, now, out),
             // Keyless requests are handled by the connection.
-            _ => {}
+            _ => None,
         }
     }
 
     /// Counters of this core with the store's figures filled in.
     pub fn snapshot(&self, now: u64) -> Counters {
         let mut c = self.counters;
-        let s = &self.store.stats;
-        c.curr_items = self.store.curr_items();
-        c.bytes = self.store.bytes();
-        c.limit_maxbytes = self.store.limit() as u64;
-        c.total_items = s.total_items;
-        c.evictions = s.evictions;
-        c.evicted_unfetched = s.evicted_unfetched;
-        c.reclaimed = s.reclaimed;
-        c.expired_unfetched = s.expired_unfetched;
-        c.crawler_reclaimed = s.crawler_reclaimed;
-        c.moved_items = s.moved;
-        c.segments_evicted = s.segments_evicted;
-        let e = self.store.engine_stats(now);
-        c.engine_memory = e.memory;
-        c.engine_segments = e.segments;
-        c.engine_small_segments = e.small_segments;
-        c.engine_small_items = e.small_items;
-        c.engine_index_bytes = e.index_bytes;
-        c.engine_large_bytes = e.large_bytes;
-        c.engine_key_value_bytes = e.key_value_bytes;
-        c.engine_dead_bytes = e.dead_bytes;
-        c.compress_items = e.compressed_items;
-        c.compress_bytes_in = e.compressed_bytes_in;
-        c.compress_bytes_out = e.compressed_bytes_out;
-        c.compress_dictionaries = e.dictionaries;
-        let z = self.store.compress_stats();
-        c.compress_skipped_incompressible = z.skipped_incompressible;
-        c.compress_skipped_compressed = z.skipped_compressed;
-        c.compress_dict_trainings = z.dict_trainings;
-        c.compress_corrupt = z.corrupt;
+        c.read_store(&StoreFigures {
+            store: self.store.stats,
+            engine: self.store.engine_stats(now),
+            compress: self.store.compress_stats(),
+        });
         c.sizes.0 = *self.store.sizes();
         c
     }
-
     pub fn reset_stats(&mut self) {
         self.counters.reset();
         self.store.reset_stats();

@@ -21,9 +21,10 @@ use slab::Slab;
 use crate::config::Config;
 use crate::protocol::{Limits, Parsed, parse};
 use crate::stats::Counters;
+use crate::wake::Notify;
 
 use super::budget::ConnBudget;
-use super::mesh::{Cmd, Frame, Notify, Peer, get_keys};
+use super::mesh::{Cmd, Frame, Peer, Typed, get_keys};
 use super::shard::Shard;
 
 /// What every core shares: set once at start, atomics only off the request path.
@@ -142,6 +143,12 @@ impl Core {
         &self.global.cfg
     }
 
+    /// Whether a write's reply waits for the replication peers (the `sync`
+    /// and `majority` modes).
+    pub fn waits_for_peers(&self) -> bool {
+        self.global.repl.as_ref().is_some_and(|r| r.cfg.mode != crate::repl::Mode::Async)
+    }
+
     pub fn remote_ids(&self) -> impl Iterator<Item = usize> + '_ {
         (0..self.ncores).filter(move |&i| i != self.id)
     }
@@ -152,6 +159,7 @@ impl Core {
         let mut back = self.peers[from].outbox.borrow_mut();
         let back = &mut *back;
         let mut shard = self.shard.borrow_mut();
+        let waits_for_peers = self.waits_for_peers();
         for (id, cmd) in &frame.cmds {
             let first_segment = back.reply_ends.len();
             match *cmd {
@@ -181,7 +189,12 @@ impl Core {
                     shard.counters.forwarded_in += 1;
                     match parse(&frame.arena[start..end], &self.limits) {
                         Parsed::Request { req, .. } if req.key().is_some() => {
-                            shard.execute(&req, now, &mut back.reply_arena)
+                            let wrote = shard.execute(&req, now, &mut back.reply_arena);
+                            // The asking connection waits for the peers
+                            // when its write changed something.
+                            if let Some(w) = wrote.filter(|_| waits_for_peers) {
+                                back.typed.push((*id, Typed::Wrote { version: w.version }));
+                            }
                         }
                         // The sender parsed these very bytes with the same
                         // limits; if that ever differs, no segment goes
@@ -196,7 +209,7 @@ impl Core {
                 }
                 Cmd::Flush { at } => shard.store.flush(at, now),
                 Cmd::MemLimit { bytes } => shard.store.set_limit(bytes as usize, now),
-                Cmd::Stats => self.counters_of(&shard, now).encode(&mut back.reply_arena),
+                Cmd::Stats => back.typed.push((*id, Typed::Counters(Box::new(self.counters_of(&shard, now))))),
                 Cmd::StatsReset => shard.reset_stats(),
                 Cmd::Conns => self.render_conns(now, &mut back.reply_arena),
                 Cmd::Apply { start, end } => {
@@ -205,7 +218,7 @@ impl Core {
                         r.apply_ops(&mut shard.store, &frame.arena[start..end], now, crate::repl::unix_ms());
                     }
                 }
-                Cmd::ReplStats => shard.repl_figures().encode(&mut back.reply_arena),
+                Cmd::ReplStats => back.typed.push((*id, Typed::Repl(shard.repl_figures()))),
             }
             back.reply_ends.push(back.reply_arena.len());
             back.end_reply(*id, first_segment);

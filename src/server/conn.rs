@@ -5,6 +5,8 @@
 //!
 //! Owns the connection's buffers and its charge against the core's
 //! connection budget; what a request means and where it runs is `route`'s.
+//! Imports route (dispatch, the batch, the mesh's reply slots), protocol,
+//! stats and repl (the ACK wait); nothing below imports it.
 
 use std::io;
 use std::pin::pin;
@@ -16,8 +18,8 @@ use glommio::net::TcpStream;
 use crate::protocol::encode::{self, encode_line};
 use crate::protocol::{GetKind, Parsed, READ_BUFFER, Request, parse, parse_get_rest};
 use crate::route::budget::{BUDGET_WAIT, Charge, FLUSH_AT};
-use crate::route::dispatch::{SyncWrite, broadcast, sync_write, write_changed};
-use crate::route::mesh::{Cmd, Interruptible};
+use crate::route::dispatch::{SyncWrite, broadcast, dispatch_sync_write, sync_write};
+use crate::route::mesh::{Cmd, Interruptible, Typed};
 use crate::route::{Batch, Core, dispatch, unix_now, version};
 use crate::stats::{self, Counters, ServerInfo};
 
@@ -37,8 +39,8 @@ enum Stop {
     Close,
     /// `sync`/`majority` replication: the next write goes alone in its batch.
     Boundary,
-    /// `sync`/`majority` replication: a write on core `owner` whose reply
-    /// waits for the peers.
+    /// `sync`/`majority` replication: a write whose reply waits for the
+    /// peers.
     SyncWrite(SyncWrite),
     /// The batch owes enough, or the next request needs room in the
     /// connection budget: write the batch before taking more requests.
@@ -126,7 +128,7 @@ impl Conn {
     async fn serve(&mut self) -> io::Result<()> {
         loop {
             let stop = self.process();
-            crate::repl::link::kick(&self.core);
+            crate::repl::link::kick(&*self.core);
             if let Stop::SyncWrite(w) = stop {
                 self.finish_sync_write(w).await?;
                 continue;
@@ -159,24 +161,19 @@ impl Conn {
     /// A write in `sync` or `majority` mode: its reply goes out once enough
     /// peers applied it, or becomes a SERVER_ERROR after `--repl-timeout`
     /// (the write stays applied here; docs/replication.md).
-    async fn finish_sync_write(&mut self, SyncWrite { owner, noreply }: SyncWrite) -> io::Result<()> {
+    async fn finish_sync_write(&mut self, SyncWrite { noreply }: SyncWrite) -> io::Result<()> {
         self.collect_forwarded().await?;
         let b = &mut self.batch;
         // Only a write that changed something was shipped.
-        if write_changed(&b.out)
+        if let Some(written) = b.take_written()
             && !noreply
             && let Some(sh) = &self.core.global.repl
         {
             // The owner sealed the write before replying (`link::kick`).
+            let owner = written.owner;
             let target = sh.pending_seq[owner].load(std::sync::atomic::Ordering::Acquire) - 1;
             let live = sh.live_peers(owner);
-            let deadline = std::time::Instant::now() + sh.cfg.timeout;
-            let mut result = sh.acked_enough(owner, target, &live);
-            while result.is_err() && std::time::Instant::now() < deadline {
-                glommio::timer::sleep(std::time::Duration::from_micros(200)).await;
-                result = sh.acked_enough(owner, target, &live);
-            }
-            if let Err((have, need)) = result {
+            if let Err((have, need)) = crate::repl::link::wait_acked(sh, owner, target, &live).await {
                 sh.timeouts.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 b.out.clear();
                 b.out.extend_from_slice(
@@ -314,7 +311,7 @@ impl Conn {
                         if handled > 0 {
                             return Stop::Boundary;
                         }
-                        dispatch(&core, &req, raw, now, &mut self.batch, false);
+                        dispatch_sync_write(&core, &req, raw, now, &mut self.batch);
                         self.start += consumed;
                         self.skip = swallow;
                         return Stop::SyncWrite(w);
@@ -456,11 +453,16 @@ impl Conn {
                 let slots = self.broadcast(|| Cmd::ReplStats).await;
                 let mut figures = core.shard.borrow().repl_figures();
                 for s in slots {
-                    let f = self.batch.wait.with_slot(s, crate::route::ReplFigures::decode);
-                    figures.add(&f);
+                    if let Some(Typed::Repl(f)) = self.batch.wait.take_typed(s) {
+                        figures.add(&f);
+                    }
                 }
                 self.batch.wait.clear();
-                crate::repl::render_stats(&self.core.global, &figures, &mut self.batch.out);
+                let out = &mut self.batch.out;
+                crate::repl::report(self.core.global.repl.as_ref(), &figures, &mut |name, value| {
+                    encode::encode_stat(out, name, value)
+                });
+                out.extend_from_slice(encode::END);
             }
             b"conns" => {
                 let now = unix_now();
@@ -485,7 +487,11 @@ impl Conn {
             if id == self.core.id {
                 per_core.push(self.core.snapshot());
             } else if let Some(s) = remote.next() {
-                per_core.push(self.batch.wait.with_slot(s, Counters::decode));
+                let counters = match self.batch.wait.take_typed(s) {
+                    Some(Typed::Counters(c)) => *c,
+                    _ => Counters::default(),
+                };
+                per_core.push(counters);
             }
         }
         self.batch.wait.clear();

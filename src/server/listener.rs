@@ -1,5 +1,8 @@
 //! Listening sockets: one per address per core, all on the same port with
 //! SO_REUSEPORT, so the kernel spreads connections over the cores.
+//!
+//! Plain sockets (socket2): imports nothing of memcore's; nothing below
+//! imports it.
 
 use std::io;
 use std::net::SocketAddr;

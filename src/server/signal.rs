@@ -5,6 +5,8 @@
 //! glommio has no signal support, and a handler interrupting an executor in
 //! io_uring_enter is trouble; so the signals are blocked before any executor
 //! starts (threads inherit the mask) and taken with sigwait.
+//!
+//! Imports nothing of memcore's; nothing below imports it.
 
 fn termination_set() -> libc::sigset_t {
     // SAFETY: plain libc calls on a set we own.

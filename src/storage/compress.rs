@@ -17,6 +17,8 @@
 //! uses the dictionary it gets back for new items from then on; each item records its dictionary
 //! id, so items written before keep decompressing. A core trains at most
 //! `MAX_DICTS` times; dictionaries live as long as the core.
+//!
+//! Must not import protocol, route, repl or server.
 
 use std::sync::Arc;
 

@@ -19,6 +19,8 @@
 //! this bound is what holds if they are.
 //!
 //! Keys are compared by the caller (`eq`), in the segment.
+//!
+//! Must not import protocol, route, repl or server.
 
 const PARTS: usize = 8;
 const WAYS: usize = 8;

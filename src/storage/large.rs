@@ -4,6 +4,8 @@
 //! one exactly as long as what is left), so that a 1 GiB item never needs
 //! one 1 GiB allocation. Its record in the segment log holds a handle into
 //! the store's `Slab<LargeValue>`; the value is freed when that record dies.
+//!
+//! Must not import protocol, route, repl or server.
 
 pub const CHUNK: usize = super::SEG_SIZE;
 

@@ -28,6 +28,8 @@
 //! everything memcached keeps per item beyond that (LRU links, refcount,
 //! slab class, time, CAS) is either derived from where the record sits or
 //! kept per segment.
+//!
+//! Must not import protocol, route, repl or server.
 
 const KIND_INLINE: u8 = 0;
 const KIND_LARGE: u8 = 1;

@@ -3,7 +3,8 @@
 //! `set_external`, `memory_used`).
 //!
 //! Reads the store's fields; must not import protocol, route, repl, server
-//! or the server's stats table (which copies these figures).
+//! or the server's stats table (whose lines name these figures as their
+//! source, stats.rs).
 
 use super::*;
 
@@ -40,6 +41,10 @@ pub fn size_bucket_label(b: usize) -> u64 {
 /// What the engine holds, for `stats`.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct EngineStats {
+    /// Live items.
+    pub items: u64,
+    /// The memory limit, in bytes.
+    pub limit: u64,
     /// Bytes counted against the limit.
     pub memory: u64,
     pub segments: u64,
@@ -113,6 +118,8 @@ impl Store {
 
     pub fn engine_stats(&self, now: u64) -> EngineStats {
         let mut s = EngineStats {
+            items: self.items,
+            limit: self.cfg.limit as u64,
             memory: self.memory_used() as u64,
             index_bytes: self.index.allocation_size() as u64,
             large_bytes: self.large_bytes as u64,

@@ -1,3 +1,8 @@
+//! The store's unit and model tests: commands as memcached answers them,
+//! expiry, flush, the crawl, eviction, large and compressed values, the
+//! replication digest, and random operations checked against a model.
+//! Like the store, must not import protocol, route, repl or server.
+
 use super::*;
 use std::collections::HashMap;
 
