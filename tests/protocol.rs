@@ -945,9 +945,16 @@ fn stats_counters_body(s: &Server) {
         ("curr_items", 3),
         ("total_items", 4),
         ("cmd_set", 6),
+        ("cmd_meta", 0),
     ] {
         assert_eq!(stat_u64(&st, f), v, "{f}");
     }
+    // memcached counts only `me` in cmd_meta, found or not
+    c.request(b"mg n\r\n");
+    c.request(b"mn\r\n");
+    c.request(b"me n\r\n");
+    c.request(b"me zz\r\n");
+    assert_eq!(stat_u64(&c.stats("stats"), "cmd_meta"), 2);
     let mut c2 = s.conn();
     c2.version_check();
     let st = c.stats("stats");

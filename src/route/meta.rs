@@ -422,6 +422,7 @@ impl Shard {
     }
 
     fn meta_debug(&mut self, key: &[u8], now: u64, out: &mut Vec<u8>) {
+        self.counters.cmd_meta += 1;
         let Ok(v) = self.store.meta_view(key, now) else {
             out.extend_from_slice(EN);
             return;
