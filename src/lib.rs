@@ -10,6 +10,8 @@
 //! and encoding, what a request is) and `storage` (one core's items,
 //! runtime-free), which do not know each other, and `item` (what `-I`
 //! counts) under both. `config` (the command line, pure) is read by all.
+//! `top` (`memcore top` and `memcore stat`) is a client of the text
+//! protocol and imports no room of the server.
 //! See docs/architecture.md.
 
 pub mod config;
@@ -20,6 +22,7 @@ pub mod route;
 pub mod server;
 pub mod stats;
 pub mod storage;
+pub mod top;
 
 /// Arrows point one way: a room may import only the rooms below it
 /// (docs/architecture.md, module map). A `crate::` path to a forbidden
@@ -35,6 +38,7 @@ mod arrows {
         ("route", &["server"]),
         ("stats.rs", &["server", "route", "repl", "config"]),
         ("config.rs", &["server", "route"]),
+        ("top", &["server", "route", "repl", "stats", "config", "protocol", "storage", "item"]),
     ];
 
     /// The rooms a line names through `crate::room` or `crate::{room, ...}`.

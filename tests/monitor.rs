@@ -1,0 +1,154 @@
+//! Seeing inside a running server: `memcore top` and `memcore stat`
+//! against memcore and memcached, `stats latency`, `stats hotkeys`,
+//! `/metrics`, and memcached's own diagnostics.
+
+#[macro_use]
+mod common;
+
+use common::*;
+use std::io::{Read, Write};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// memcached to hold the client against, when installed.
+fn memcached() -> Option<Server> {
+    let bin = memcached_bin().unwrap_or_else(|| "/usr/bin/memcached".into());
+    if !std::path::Path::new(&bin).exists() {
+        eprintln!("SKIP memcached half: no memcached at {bin}");
+        return None;
+    }
+    Some(Server::spawn(&bin, Kind::Memcached, 1, &[]))
+}
+
+/// memcore on 2 cores and, when installed, memcached, each having seen
+/// `traffic`; None (with a note) under MEMCORE_TEST_ADDR.
+fn both_with_traffic() -> Option<(Server, Option<Server>)> {
+    if is_external() {
+        eprintln!("SKIP: spawns its own servers");
+        return None;
+    }
+    let mc = Server::start(2, &[]);
+    traffic(&mc);
+    let md = memcached();
+    if let Some(md) = &md {
+        traffic(md);
+    }
+    Some((mc, md))
+}
+
+/// Some traffic: two sets, a hit and a miss.
+fn traffic(srv: &Server) {
+    let mut c = srv.conn();
+    c.request(&store_cmd("set", "mon:a", 0, 0, b"hello"));
+    c.request(&store_cmd("set", "mon:b", 0, 0, b"world"));
+    c.request(b"get mon:a\r\n");
+    c.request(b"get mon:nothing\r\n");
+}
+
+/// Run `memcore args` to completion within `limit`: (exit code, stdout).
+fn run_client(args: &[&str], limit: Duration) -> (i32, String) {
+    let mut child = Command::new(memcore_bin())
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn memcore client");
+    let deadline = Instant::now() + limit;
+    let status = loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            break st;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("memcore {args:?} still running after {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let mut out = String::new();
+    child.stdout.take().unwrap().read_to_string(&mut out).unwrap();
+    (status.code().unwrap_or(-1), out)
+}
+
+#[test]
+fn stat_json_reads_memcore_and_memcached_and_says_which_is_down() {
+    let Some((mc, md)) = both_with_traffic() else { return };
+    let mut args = vec!["stat", "--json", "--interval", "0.2", mc.addr.as_str()];
+    if let Some(md) = &md {
+        args.push(md.addr.as_str());
+    }
+    let (code, out) = run_client(&args, Duration::from_secs(10));
+    assert_eq!(code, 0, "{out}");
+    let servers: Vec<&str> = out.split("{\"addr\":").skip(1).collect();
+    assert_eq!(servers.len(), 1 + md.is_some() as usize, "{out}");
+    let memcore = servers[0];
+    for want in ["\"up\":true", "\"memcore\":true", "\"curr_items\":2", "\"hit_ratio\":0.500", "\"cores\":[{"] {
+        assert!(memcore.contains(want), "memcore: no {want} in {memcore}");
+    }
+    assert_eq!(memcore.matches("\"curr_items\":\"").count(), 1 + 2, "stats and two cores: {memcore}");
+    if md.is_some() {
+        let memcached = servers[1];
+        for want in ["\"up\":true", "\"memcore\":false", "\"curr_items\":2", "\"hit_ratio\":0.500", "\"cores\":[]"] {
+            assert!(memcached.contains(want), "memcached: no {want} in {memcached}");
+        }
+    }
+    // A server that does not answer: shown as down, exit status 1.
+    let (code, out) = run_client(&["stat", "--interval", "0", "127.0.0.1:1", &mc.addr], Duration::from_secs(10));
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("127.0.0.1:1") && out.contains("DOWN"), "{out}");
+    assert!(out.contains("TOTAL"), "{out}");
+}
+
+#[test]
+fn top_draws_over_its_last_frame_and_quits_on_q() {
+    let Some((mc, md)) = both_with_traffic() else { return };
+    let mut args = vec!["top", "--interval", "0.2", mc.addr.as_str()];
+    if let Some(md) = &md {
+        args.push(md.addr.as_str());
+    }
+    let mut child = Command::new(memcore_bin())
+        .args(&args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn memcore top");
+    let mut stdout = child.stdout.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut all = Vec::new();
+        let _ = stdout.read_to_end(&mut all);
+        all
+    });
+    // Let it draw a few frames, then press q.
+    std::thread::sleep(Duration::from_millis(700));
+    child.stdin.as_mut().unwrap().write_all(b"q").unwrap();
+    let quit = poll_until(Duration::from_secs(5), || child.try_wait().unwrap().is_some());
+    if !quit {
+        let _ = child.kill();
+    }
+    assert!(quit, "top did not quit on q");
+    let out = String::from_utf8_lossy(&reader.join().unwrap()).into_owned();
+    // Alternate screen in and out, frames drawn from the cursor home with
+    // each line cleared to its end: no full clear between frames.
+    assert!(out.starts_with("\x1b[?1049h"), "{out:?}");
+    assert!(out.ends_with("\x1b[?1049l"), "{out:?}");
+    assert!(out.matches("\x1b[H").count() >= 3, "several frames: {out:?}");
+    assert_eq!(out.matches("\x1b[2J").count(), 1, "the screen is cleared once only");
+    assert!(out.contains(&mc.addr) && out.contains("CORE") && out.contains("memcore"), "{out}");
+    if let Some(md) = &md {
+        assert!(out.contains(&md.addr) && out.contains("memcached 1.6"), "{out}");
+        assert!(out.contains("TOTAL"), "{out}");
+    }
+}
+
+#[test]
+fn server_flags_are_not_taken_for_a_subcommand() {
+    let (code, out) = run_client(&["top", "--bogus"], Duration::from_secs(5));
+    assert_eq!(code, 64, "{out}");
+    let (code, out) = run_client(&["stat"], Duration::from_secs(5));
+    assert_eq!(code, 64, "{out}");
+    // The server's own flags still parse (-h prints them and exits 0).
+    let (code, out) = run_client(&["-p", "11211", "-h"], Duration::from_secs(5));
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("--port"), "{out}");
+}
