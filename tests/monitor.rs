@@ -152,3 +152,32 @@ fn server_flags_are_not_taken_for_a_subcommand() {
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("--port"), "{out}");
 }
+
+#[test]
+fn stats_latency_shows_percentiles_per_command_and_for_hops() {
+    let Some(srv) = Server::start_custom_or_skip("stats latency", 2, &[]) else { return };
+    if !srv.is_memcore() {
+        return;
+    }
+    let mut c = srv.conn();
+    for i in 0..200 {
+        c.request(&store_cmd("set", &format!("lat:{i}"), 0, 0, b"v"));
+        c.request(format!("get lat:{i}\r\n").as_bytes());
+    }
+    c.request(b"delete lat:0\r\n");
+    let s = c.stats("stats latency");
+    assert_eq!(stat_u64(&s, "get:count"), 200, "{s:?}");
+    assert_eq!(stat_u64(&s, "set:count"), 200, "{s:?}");
+    assert_eq!(stat_u64(&s, "delete:count"), 1, "{s:?}");
+    // With two cores about half the keys live on the other one.
+    assert!(stat_u64(&s, "hop:count") > 20, "{s:?}");
+    let q = |name: &str| -> f64 { s[name].parse().unwrap() };
+    assert!(q("get:p50") > 0.0 && q("get:p50") <= q("get:p90"), "{s:?}");
+    assert!(q("get:p90") <= q("get:p99") && q("get:p99") <= q("get:p99.9") && q("get:p99.9") <= q("get:max"));
+    // Each request took more than nothing and less than a second here.
+    assert!(q("get:max") < 1e6, "{s:?}");
+    assert!(!s.contains_key("touch:p50"), "kinds never seen show their count only");
+    c.request(b"stats reset\r\n");
+    let s = c.stats("stats latency");
+    assert_eq!(stat_u64(&s, "get:count"), 0, "{s:?}");
+}

@@ -37,6 +37,8 @@ pub struct Global {
     pub repl: Option<crate::repl::ReplShared>,
     /// Each core's connection budget, by core id.
     pub budgets: Vec<ConnBudget>,
+    /// Each core's latency histograms (`stats latency`, `/metrics`).
+    pub latency: crate::latency::PerCore,
 }
 
 /// A one-shot, cross-thread event: set once, awaited by many.

@@ -9,10 +9,12 @@
 use std::io;
 use std::pin::pin;
 use std::rc::Rc;
+use std::time::{Duration, Instant};
 
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use glommio::net::TcpStream;
 
+use crate::latency::{self, Op, Pending};
 use crate::protocol::encode::{self, encode_line};
 use crate::protocol::{Parsed, Request, parse};
 use crate::route::budget::{BUDGET_WAIT, Charge, FLUSH_AT};
@@ -66,6 +68,12 @@ pub struct Conn {
     spliced: Vec<u8>,
     /// What this connection holds, charged to its core's `ConnBudget`.
     charge: Charge,
+    /// When the last read returned, and when the first byte of the oldest
+    /// request not yet answered arrived (None: no such request).
+    last_read: Instant,
+    first_byte: Option<Instant>,
+    /// Requests of the batch per kind, recorded when its replies are queued.
+    pending: Pending,
 }
 
 impl Conn {
@@ -84,6 +92,9 @@ impl Conn {
             batch: Batch::new(ncores, INITIAL_BUFFER),
             spliced: Vec::new(),
             charge: Charge::default(),
+            last_read: Instant::now(),
+            first_byte: None,
+            pending: Pending::default(),
         }
     }
 
@@ -237,6 +248,8 @@ impl Conn {
             Some(Ok(0)) => Ok(false),
             Some(Ok(n)) => {
                 self.end += n;
+                self.last_read = Instant::now();
+                self.first_byte.get_or_insert(self.last_read);
                 let now = self.core.clock.get();
                 if let Some(info) = self.core.conns.borrow().get(self.id) {
                     info.last_cmd.set(now);
@@ -299,6 +312,7 @@ impl Conn {
                             return Stop::Boundary;
                         }
                         dispatch(&core, &req, raw, now, &mut self.batch, false);
+                        self.pending.count(Op::of(&req));
                         self.start += consumed;
                         self.skip = swallow;
                         return Stop::SyncWrite(w);
@@ -322,6 +336,7 @@ impl Conn {
                                 core.shard.borrow_mut().counters.conn_memory_backpressure += 1;
                                 return if self.batch.owes() { Stop::Drain } else { Stop::WaitBudget };
                             }
+                            self.pending.count(Op::of(&req));
                         }
                     }
                     self.budget_waited = false;
@@ -350,8 +365,11 @@ impl Conn {
     async fn collect_forwarded(&mut self) -> io::Result<()> {
         if self.batch.wait.has_pending() {
             self.settle();
+            let waiting = Instant::now();
             let b = &mut self.batch;
             b.wait.all_filled().await;
+            let took = waiting.elapsed();
+            self.core.global.latency.with(self.core.id, |l| l.record_one(Op::Hop, took));
             if b.wait.is_broken() {
                 log::warn!("core {}: connection {} lost a forwarded reply; closing it", self.core.id, self.id);
                 return Err(io::Error::other("a forwarded reply did not match its request"));
@@ -366,6 +384,13 @@ impl Conn {
     async fn finish_batch(&mut self) -> io::Result<()> {
         self.collect_forwarded().await?;
         self.settle();
+        // The batch's replies are queued: its requests took this long.
+        if !self.pending.is_empty() {
+            let took = self.first_byte.map_or(Duration::ZERO, |t| t.elapsed());
+            self.core.global.latency.with(self.core.id, |l| l.record(&mut self.pending, took));
+        }
+        // What is left in the buffer arrived by the last read at the latest.
+        self.first_byte = (self.start < self.end).then_some(self.last_read);
         let b = &mut self.batch;
         if !b.out.is_empty() {
             self.stream.write_all(&b.out).await?;
@@ -421,11 +446,13 @@ impl Conn {
                 }
             }
             b"reset" => {
+                core.global.latency.reset();
                 core.shard.borrow_mut().reset_stats();
                 self.broadcast(|| Cmd::StatsReset).await;
                 self.batch.out.extend_from_slice(encode::RESET);
             }
             b"settings" => render_settings(&core, out),
+            b"latency" => latency::render(out, &core.global.latency.merged()),
             b"detail" => match words.next() {
                 Some(b"on") | Some(b"off") => out.extend_from_slice(encode::OK),
                 Some(b"dump") => out.extend_from_slice(encode::END),

@@ -147,6 +147,7 @@ pub fn run(mut cfg: Config) -> Result<(), String> {
         pid: std::process::id(),
         shutdown: Shutdown::default(),
         budgets,
+        latency: crate::latency::PerCore::new(n),
     });
     let mesh = MeshBuilder::<Frame, _>::full(n, MESH_CAPACITY);
     let mut handles = Vec::new();
