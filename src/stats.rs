@@ -444,7 +444,7 @@ pub fn overhead_per_item(c: &Counters) -> f64 {
 }
 
 /// (seconds, microseconds) of user and system CPU time of the process.
-fn rusage() -> ((i64, i64), (i64, i64)) {
+pub fn rusage() -> ((i64, i64), (i64, i64)) {
     // SAFETY: getrusage only writes into the struct we pass.
     let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
     unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) };

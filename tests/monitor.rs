@@ -181,3 +181,77 @@ fn stats_latency_shows_percentiles_per_command_and_for_hops() {
     let s = c.stats("stats latency");
     assert_eq!(stat_u64(&s, "get:count"), 0, "{s:?}");
 }
+
+/// `GET path` over HTTP/1.1: (status line, body).
+fn http_get(addr: &str, path: &str) -> (String, String) {
+    let mut s = std::net::TcpStream::connect(addr).expect("connect to metrics");
+    s.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\n\r\n").as_bytes()).unwrap();
+    let mut all = String::new();
+    s.read_to_string(&mut all).expect("read the reply to its close");
+    let (head, body) = all.split_once("\r\n\r\n").expect("a head and a body");
+    (head.lines().next().unwrap_or("").to_string(), body.to_string())
+}
+
+#[test]
+fn metrics_serve_the_stats_table_in_prometheus_format() {
+    let port = free_port().to_string();
+    let listen = format!("127.0.0.1:{port}");
+    let Some(srv) = Server::start_custom_or_skip("metrics", 2, &["--metrics-listen", &listen]) else { return };
+    if !srv.is_memcore() {
+        return;
+    }
+    traffic(&srv);
+    assert!(srv.log().contains(&format!("metrics at http://{listen}/metrics")), "{}", srv.log());
+    let (status, body) = http_get(&listen, "/metrics");
+    assert_eq!(status, "HTTP/1.1 200 OK");
+    for want in [
+        "memcached_up 1\n",
+        "memcached_current_items 2\n",
+        "memcached_commands_total{command=\"get\",status=\"hit\"} 1\n",
+        "memcached_commands_total{command=\"get\",status=\"miss\"} 1\n",
+        "memcached_commands_total{command=\"set\",status=\"hit\"} 2\n",
+        "memcore_engine_memory{core=\"1\"} ",
+        "memcore_forwarded_out_total{core=\"0\"} ",
+        "memcore_request_duration_seconds_count{command=\"get\"} 2\n",
+        "memcore_request_duration_seconds_count{command=\"set\"} 2\n",
+        "# TYPE memcore_hop_duration_seconds histogram\n",
+        "memcore_repl_enabled 0\n",
+    ] {
+        assert!(body.contains(want), "no {want:?} in\n{body}");
+    }
+    assert_eq!(http_get(&listen, "/nothing").0, "HTTP/1.1 404 Not Found");
+    // A request head that never ends is cut off, and the server still serves.
+    let mut s = std::net::TcpStream::connect(&listen).unwrap();
+    s.write_all(&vec![b'a'; 64 * 1024]).ok();
+    assert_eq!(http_get(&listen, "/metrics").0, "HTTP/1.1 200 OK");
+    srv.conn().version_check();
+
+    // promtool, from Debian's prometheus package, checks the format.
+    let promtool = Command::new("promtool").arg("--version").output();
+    if promtool.is_err() {
+        assert!(std::env::var_os("MEMCORE_CI").is_none(), "promtool is missing in CI (.ci/run installs prometheus)");
+        eprintln!("SKIP promtool check: promtool not installed (apt-get install prometheus)");
+        return;
+    }
+    let mut child = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(body.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success() && text.trim().is_empty(), "promtool check metrics:\n{text}");
+}
+
+#[test]
+fn metrics_are_off_by_default() {
+    let Some(srv) = Server::start_custom_or_skip("metrics off", 1, &[]) else { return };
+    if !srv.is_memcore() {
+        return;
+    }
+    assert!(!srv.log().contains("metrics at"), "{}", srv.log());
+}

@@ -19,7 +19,7 @@ use crate::protocol::encode::{self, encode_line};
 use crate::protocol::{Parsed, Request, parse};
 use crate::route::budget::{BUDGET_WAIT, Charge, FLUSH_AT};
 use crate::route::dispatch::{SyncWrite, broadcast, sync_write, write_changed};
-use crate::route::mesh::{Cmd, Interruptible};
+use crate::route::mesh::{Cmd, ConnWait, Interruptible};
 use crate::route::{Batch, Core, dispatch, unix_now, version};
 use crate::stats::{self, Counters, ServerInfo};
 
@@ -426,19 +426,7 @@ impl Conn {
                     total.add(c);
                 }
                 match sub {
-                    b"" => {
-                        let info = ServerInfo {
-                            pid: core.global.pid,
-                            started: core.global.started,
-                            now: unix_now(),
-                            version: version(),
-                            max_connections: core.cfg().conn_limit as u64,
-                            threads: core.ncores as u64,
-                            listeners: core.cfg().listen.len() as u64,
-                            idle_timeout: core.cfg().idle_timeout.is_some(),
-                        };
-                        stats::render_general(out, &info, &total);
-                    }
+                    b"" => stats::render_general(out, &server_info(&core), &total),
                     b"items" => stats::render_items(out, &total),
                     b"slabs" => stats::render_slabs(out, &total),
                     b"sizes" => stats::render_sizes(out, &total),
@@ -460,13 +448,7 @@ impl Conn {
             },
             b"cachedump" => out.extend_from_slice(encode::END),
             b"repl" => {
-                let slots = self.broadcast(|| Cmd::ReplStats).await;
-                let mut figures = core.shard.borrow().repl_figures();
-                for s in slots {
-                    let f = self.batch.wait.with_slot(s, crate::route::ReplFigures::decode);
-                    figures.add(&f);
-                }
-                self.batch.wait.clear();
+                let figures = gather_repl(&core, &self.batch.wait).await;
                 crate::repl::render_stats(&self.core.global, &figures, &mut self.batch.out);
             }
             b"conns" => {
@@ -483,20 +465,8 @@ impl Conn {
         }
     }
 
-    /// Every core's counters, this core's first... in core order.
     async fn gather_counters(&mut self) -> Vec<Counters> {
-        let slots = self.broadcast(|| Cmd::Stats).await;
-        let mut per_core = Vec::with_capacity(self.core.ncores);
-        let mut remote = slots.into_iter();
-        for id in 0..self.core.ncores {
-            if id == self.core.id {
-                per_core.push(self.core.snapshot());
-            } else if let Some(s) = remote.next() {
-                per_core.push(self.batch.wait.with_slot(s, Counters::decode));
-            }
-        }
-        self.batch.wait.clear();
-        per_core
+        gather_counters(&self.core, &self.batch.wait).await
     }
 
     /// Send a control command to every other core and wait for the replies;
@@ -504,6 +474,47 @@ impl Conn {
     async fn broadcast(&mut self, cmd: impl Fn() -> Cmd) -> Vec<usize> {
         broadcast(&self.core, &self.batch.wait, cmd).await
     }
+}
+
+/// Process-wide facts `stats` (and `/metrics`) print beside the counters.
+pub fn server_info(core: &Core) -> ServerInfo {
+    ServerInfo {
+        pid: core.global.pid,
+        started: core.global.started,
+        now: unix_now(),
+        version: version(),
+        max_connections: core.cfg().conn_limit as u64,
+        threads: core.ncores as u64,
+        listeners: core.cfg().listen.len() as u64,
+        idle_timeout: core.cfg().idle_timeout.is_some(),
+    }
+}
+
+/// Every core's counters, in core order, through `wait` (left cleared).
+pub async fn gather_counters(core: &Core, wait: &Rc<ConnWait>) -> Vec<Counters> {
+    let slots = broadcast(core, wait, || Cmd::Stats).await;
+    let mut per_core = Vec::with_capacity(core.ncores);
+    let mut remote = slots.into_iter();
+    for id in 0..core.ncores {
+        if id == core.id {
+            per_core.push(core.snapshot());
+        } else if let Some(s) = remote.next() {
+            per_core.push(wait.with_slot(s, Counters::decode));
+        }
+    }
+    wait.clear();
+    per_core
+}
+
+/// Replication figures summed over the cores, through `wait` (left cleared).
+pub async fn gather_repl(core: &Core, wait: &Rc<ConnWait>) -> crate::route::ReplFigures {
+    let slots = broadcast(core, wait, || Cmd::ReplStats).await;
+    let mut figures = core.shard.borrow().repl_figures();
+    for s in slots {
+        figures.add(&wait.with_slot(s, crate::route::ReplFigures::decode));
+    }
+    wait.clear();
+    figures
 }
 
 fn render_settings(core: &Core, out: &mut Vec<u8>) {

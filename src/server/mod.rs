@@ -25,6 +25,7 @@
 
 pub mod conn;
 pub mod listener;
+pub mod metrics;
 pub mod signal;
 pub mod startup;
 pub mod trainer;
@@ -100,6 +101,15 @@ pub fn run(mut cfg: Config) -> Result<(), String> {
             .collect(),
         None => vec![None; n],
     };
+    // `/metrics`, served by core 0 only.
+    let mut metrics_fd = match cfg.metrics_listen {
+        Some(addr) => {
+            let bound = listener::bind_all(&[addr], 1, cfg.backlog).map_err(|e| format!("metrics port {addr}: {e}"))?;
+            log::info!("metrics at http://{}/metrics", bound.addrs[0]);
+            bound.fds.into_iter().flatten().next()
+        }
+        None => None,
+    };
     // Replication's descriptors come on top of the clients' budget, so
     // peers (or strangers at the replication port) cannot use up `-c`.
     raise_fd_limit(cfg.conn_limit + cfg.repl.as_ref().map_or(0, |r| r.fd_budget(n)));
@@ -154,6 +164,7 @@ pub fn run(mut cfg: Config) -> Result<(), String> {
     for (i, core_fds) in fds.into_iter().enumerate() {
         let (g, m) = (global.clone(), mesh.clone());
         let repl_fd = repl_fds[i].take();
+        let metrics_fd = if i == 0 { metrics_fd.take() } else { None };
         let cpu = g.cfg.cpus[i];
         let mut builder = LocalExecutorBuilder::new(Placement::Fixed(cpu));
         if !g.cfg.spin_before_park.is_zero() {
@@ -163,7 +174,7 @@ pub fn run(mut cfg: Config) -> Result<(), String> {
             .name(&format!("memcore-{i}"))
             .io_memory(IO_MEMORY)
             .preempt_timer(PREEMPT_TIMER)
-            .spawn(move || core_main(g, m, core_fds, repl_fd))
+            .spawn(move || core_main(g, m, core_fds, repl_fd, metrics_fd))
             .map_err(|e| format!("cannot start executor on CPU {cpu}: {e}"))?;
         handles.push(h);
     }
@@ -204,6 +215,7 @@ async fn core_main(
     mesh: MeshBuilder<Frame, glommio::channels::channel_mesh::Full>,
     fds: Vec<RawFd>,
     repl_fd: Option<Vec<RawFd>>,
+    metrics_fd: Option<RawFd>,
 ) -> Result<(), String> {
     // glommio 0.9's first timer in an executor fires tens of ms late.
     glommio::timer::sleep(Duration::from_millis(1)).await;
@@ -258,6 +270,12 @@ async fn core_main(
             let listener = unsafe { TcpListener::from_raw_fd(fd) };
             glommio::spawn_local(crate::repl::link::accept_loop(core.clone(), listener)).detach();
         }
+    }
+
+    if let Some(fd) = metrics_fd {
+        // SAFETY: as for the client listeners below.
+        let listener = unsafe { TcpListener::from_raw_fd(fd) };
+        glommio::spawn_local(metrics::serve(core.clone(), listener)).detach();
     }
 
     let gate = Rc::new(glommio::sync::Gate::new());
