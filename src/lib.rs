@@ -9,7 +9,8 @@
 //! `stats` (counters with memcached's names), then `protocol` (pure parsing
 //! and encoding, what a request is) and `storage` (one core's items,
 //! runtime-free), which do not know each other, and `item` (what `-I`
-//! counts) under both; `latency` (per-core histograms) sits beside `stats`, and `exporter`
+//! counts) under both; `latency` (per-core histograms) and `hotkeys` (per-core top-k
+//! sketches) sit beside `stats`, and `exporter`
 //! (the Prometheus text of both) above them. `config` (the command line, pure) is read by all.
 //! `top` (`memcore top` and `memcore stat`) is a client of the text
 //! protocol and imports no room of the server.
@@ -17,6 +18,7 @@
 
 pub mod config;
 pub mod exporter;
+pub mod hotkeys;
 pub mod item;
 pub mod latency;
 pub mod protocol;
@@ -42,6 +44,7 @@ mod arrows {
         ("stats.rs", &["server", "route", "repl", "config"]),
         ("config.rs", &["server", "route"]),
         ("exporter.rs", &["server", "route", "repl", "config", "storage", "protocol"]),
+        ("hotkeys.rs", &["server", "route", "repl", "stats", "config", "storage"]),
         ("latency.rs", &["server", "route", "repl", "stats", "config", "storage"]),
         ("top", &["server", "route", "repl", "stats", "config", "protocol", "storage", "item"]),
     ];

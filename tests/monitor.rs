@@ -182,6 +182,10 @@ fn stats_latency_shows_percentiles_per_command_and_for_hops() {
     assert_eq!(stat_u64(&s, "get:count"), 0, "{s:?}");
 }
 
+fn reply_text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
 /// `GET path` over HTTP/1.1: (status line, body).
 fn http_get(addr: &str, path: &str) -> (String, String) {
     let mut s = std::net::TcpStream::connect(addr).expect("connect to metrics");
@@ -254,4 +258,34 @@ fn metrics_are_off_by_default() {
         return;
     }
     assert!(!srv.log().contains("metrics at"), "{}", srv.log());
+}
+
+#[test]
+fn hot_keys_are_counted_once_turned_on() {
+    let Some(srv) = Server::start_custom_or_skip("hot keys", 2, &[]) else { return };
+    if !srv.is_memcore() {
+        return;
+    }
+    let mut c = srv.conn();
+    assert_eq!(reply_text(&c.request(b"stats hotkeys\r\n")), "STAT hotkeys off\r\nEND\r\n");
+    c.request(b"get before\r\n");
+    assert_eq!(reply_text(&c.request(b"stats hotkeys on\r\n")), "OK\r\n");
+    for i in 0..300 {
+        c.request(format!("get hot:r other:{i}\r\n").as_bytes());
+        if i % 3 == 0 {
+            c.request(&store_cmd("set", "hot:w", 0, 0, b"v"));
+        }
+    }
+    let s = c.stats("stats hotkeys");
+    assert_eq!(s["hotkeys"], "on");
+    assert_eq!(s["read:0:key"], "hot:r", "{s:?}");
+    assert_eq!(stat_u64(&s, "read:0:count"), 300, "{s:?}");
+    assert_eq!(s["write:0:key"], "hot:w", "{s:?}");
+    assert_eq!(stat_u64(&s, "write:0:count"), 100, "{s:?}");
+    assert!(!s.values().any(|v| v == "before"), "counting starts when turned on");
+    assert_eq!(reply_text(&c.request(b"stats hotkeys off\r\n")), "OK\r\n");
+    c.request(b"get hot:r\r\n");
+    let s = c.stats("stats hotkeys");
+    assert_eq!((s["hotkeys"].as_str(), stat_u64(&s, "read:0:count")), ("off", 300), "off keeps the last counts");
+    assert_eq!(reply_text(&c.request(b"stats hotkeys maybe\r\n")), "CLIENT_ERROR usage: stats hotkeys [on|off]\r\n");
 }

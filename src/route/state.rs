@@ -39,6 +39,8 @@ pub struct Global {
     pub budgets: Vec<ConnBudget>,
     /// Each core's latency histograms (`stats latency`, `/metrics`).
     pub latency: crate::latency::PerCore,
+    /// Each core's hot-key sketches and the switch (`stats hotkeys on|off`).
+    pub hotkeys: crate::hotkeys::PerCore,
 }
 
 /// A one-shot, cross-thread event: set once, awaited by many.

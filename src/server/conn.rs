@@ -266,6 +266,7 @@ impl Conn {
     fn process(&mut self) -> Stop {
         let core = self.core.clone();
         let now = core.clock.get();
+        let hot = core.global.hotkeys.on();
         let mut handled = 0;
         loop {
             if self.skip > 0 {
@@ -313,6 +314,9 @@ impl Conn {
                         }
                         dispatch(&core, &req, raw, now, &mut self.batch, false);
                         self.pending.count(Op::of(&req));
+                        if hot {
+                            core.global.hotkeys.with(core.id, |s| s.count(&req));
+                        }
                         self.start += consumed;
                         self.skip = swallow;
                         return Stop::SyncWrite(w);
@@ -337,6 +341,9 @@ impl Conn {
                                 return if self.batch.owes() { Stop::Drain } else { Stop::WaitBudget };
                             }
                             self.pending.count(Op::of(&req));
+                            if hot {
+                                core.global.hotkeys.with(core.id, |s| s.count(&req));
+                            }
                         }
                     }
                     self.budget_waited = false;
@@ -441,6 +448,18 @@ impl Conn {
             }
             b"settings" => render_settings(&core, out),
             b"latency" => latency::render(out, &core.global.latency.merged()),
+            b"hotkeys" => match words.next() {
+                None => crate::hotkeys::render(out, &core.global.hotkeys),
+                Some(b"on") => {
+                    core.global.hotkeys.set(true);
+                    out.extend_from_slice(encode::OK);
+                }
+                Some(b"off") => {
+                    core.global.hotkeys.set(false);
+                    out.extend_from_slice(encode::OK);
+                }
+                Some(_) => out.extend_from_slice(b"CLIENT_ERROR usage: stats hotkeys [on|off]\r\n"),
+            },
             b"detail" => match words.next() {
                 Some(b"on") | Some(b"off") => out.extend_from_slice(encode::OK),
                 Some(b"dump") => out.extend_from_slice(encode::END),

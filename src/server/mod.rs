@@ -158,6 +158,7 @@ pub fn run(mut cfg: Config) -> Result<(), String> {
         shutdown: Shutdown::default(),
         budgets,
         latency: crate::latency::PerCore::new(n),
+        hotkeys: crate::hotkeys::PerCore::new(n),
     });
     let mesh = MeshBuilder::<Frame, _>::full(n, MESH_CAPACITY);
     let mut handles = Vec::new();
