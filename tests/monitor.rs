@@ -289,3 +289,76 @@ fn hot_keys_are_counted_once_turned_on() {
     assert_eq!((s["hotkeys"].as_str(), stat_u64(&s, "read:0:count")), ("off", 300), "off keeps the last counts");
     assert_eq!(reply_text(&c.request(b"stats hotkeys maybe\r\n")), "CLIENT_ERROR usage: stats hotkeys [on|off]\r\n");
 }
+
+/// Lines of `lru_crawler metadump all` up to END.
+fn metadump(c: &mut Conn) -> Vec<String> {
+    c.send(b"lru_crawler metadump all\r\n");
+    let raw = c.read_until(b"END\r\n");
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    text.lines().take_while(|l| *l != "END").map(String::from).collect()
+}
+
+#[test]
+fn metadump_lists_every_item_in_memcacheds_format() {
+    let Some(srv) = Server::start_custom_or_skip("metadump", 2, &[]) else { return };
+    let mut c = srv.conn();
+    let n = 3000;
+    for i in 0..n {
+        c.request(&store_cmd("set", &format!("md:{i}"), 7, 0, &[b'x'; 200]));
+    }
+    c.request(&store_cmd("set", "md:exp", 0, 1000, b"v"));
+    c.request(b"get md:exp\r\n");
+    let lines = metadump(&mut c);
+    let shape = |l: &str| {
+        let f: Vec<&str> = l.split(' ').collect();
+        f.len() == 7
+            && f[0].starts_with("key=")
+            && f[1].strip_prefix("exp=").is_some_and(|v| v.parse::<i64>().is_ok())
+            && f[2].strip_prefix("la=").is_some_and(|v| v.parse::<u64>().is_ok())
+            && f[3].strip_prefix("cas=").is_some_and(|v| v.parse::<u64>().is_ok())
+            && (f[4] == "fetch=yes" || f[4] == "fetch=no")
+            && f[5].starts_with("cls=")
+            && f[6].strip_prefix("size=").is_some_and(|v| v.parse::<u64>().is_ok())
+    };
+    assert!(lines.iter().all(|l| shape(l)), "{:?}", lines.iter().find(|l| !shape(l)));
+    let keys: std::collections::HashSet<&str> =
+        lines.iter().map(|l| l.split(' ').next().unwrap().strip_prefix("key=").unwrap()).collect();
+    // Keys are URI-encoded (':' is %3A), as memcached writes them.
+    assert!(keys.contains("md%3A0") && keys.contains(&*format!("md%3A{}", n - 1)), "{keys:?}");
+    assert_eq!(keys.len(), n + 1, "every key once");
+    let exp = lines.iter().find(|l| l.starts_with("key=md%3Aexp ")).unwrap();
+    assert!(exp.contains(" fetch=yes ") && !exp.contains(" exp=-1 "), "{exp}");
+    assert!(lines.iter().find(|l| l.starts_with("key=md%3A5 ")).unwrap().contains(" exp=-1 "));
+    assert_eq!(reply_text(&c.request(b"lru_crawler metadump 99\r\n")), "BADCLASS invalid class id\r\n");
+    assert_eq!(reply_text(&c.request(b"lru_crawler metadump\r\n")), "ERROR\r\n");
+    assert_eq!(reply_text(&c.request(b"lru_crawler crawl all\r\n")), "OK\r\n");
+    c.version_check();
+
+    // memcached-tool (memcached's own script) reads it.
+    let tool = "/usr/share/memcached/scripts/memcached-tool";
+    if !std::path::Path::new(tool).exists() || Command::new("perl").arg("-v").output().is_err() {
+        eprintln!("SKIP memcached-tool half: no {tool} or perl");
+        return;
+    }
+    let run_tool = |mode: &str| {
+        let out = Command::new("perl").args([tool, &srv.addr, mode]).stdin(Stdio::null()).output().unwrap();
+        assert!(out.status.success(), "memcached-tool {mode}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let listed = run_tool("keys");
+    assert_eq!(listed.lines().filter(|l| l.starts_with("key=")).count(), n + 1);
+    let dump = run_tool("dump");
+    assert_eq!(dump.matches("add md:").count(), n + 1, "{}", &dump[..dump.len().min(500)]);
+    assert!(dump.contains(&format!("add md:17 7 0 200\r\n{}\r\n", "x".repeat(200))));
+}
+
+#[test]
+fn watch_is_refused_honestly() {
+    let srv = Server::start(1, &[]);
+    if !srv.is_memcore() {
+        return;
+    }
+    let mut c = srv.conn();
+    assert_eq!(reply_text(&c.request(b"watch fetchers\r\n")), "SERVER_ERROR watch is not supported by memcore\r\n");
+    c.version_check();
+}

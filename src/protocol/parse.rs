@@ -139,6 +139,12 @@ pub enum Request<'a> {
     Stats {
         args: &'a [u8],
     },
+    /// `lru_crawler` with its arguments, still space-separated.
+    LruCrawler {
+        args: &'a [u8],
+    },
+    /// `watch [streams]`: memcached's log streams.
+    Watch,
 }
 
 impl<'a> Request<'a> {
@@ -174,7 +180,13 @@ impl<'a> Request<'a> {
             | Request::FlushAll { noreply, .. }
             | Request::CacheMemlimit { noreply, .. }
             | Request::Verbosity { noreply, .. } => noreply,
-            Request::Get { .. } | Request::Version | Request::Quit | Request::Shutdown | Request::Stats { .. } => false,
+            Request::Get { .. }
+            | Request::Version
+            | Request::Quit
+            | Request::Shutdown
+            | Request::Stats { .. }
+            | Request::LruCrawler { .. }
+            | Request::Watch => false,
         }
     }
 }
@@ -362,6 +374,8 @@ pub fn parse<'a>(buf: &'a [u8], limits: &Limits) -> Parsed<'a> {
         b"quit" => Request::Quit,
         b"shutdown" => Request::Shutdown,
         b"stats" => Request::Stats { args: rest_after_tokens(line, 1) },
+        b"lru_crawler" => Request::LruCrawler { args: rest_after_tokens(line, 1) },
+        b"watch" => Request::Watch,
         _ => {
             // memcached drops connections that speak HTTP to it.
             if t.n >= 2 && t.n <= MAX_TOKENS && t.tok[t.n - 1].starts_with(b"HTTP/") {

@@ -114,6 +114,12 @@ pub enum Cmd {
     },
     /// The core's replication figures (see `shard::ReplFigures`).
     ReplStats,
+    /// `lru_crawler metadump` lines of one segment from `cursor` on, after
+    /// 8 bytes (little-endian) of the cursor to ask next, `u64::MAX` when
+    /// none is left (see `Shard::metadump`).
+    Metadump {
+        cursor: u64,
+    },
 }
 
 impl Cmd {

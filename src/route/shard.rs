@@ -388,6 +388,22 @@ impl Shard {
         c
     }
 
+    /// `lru_crawler metadump` lines (memcached's format) for the live items
+    /// of one segment from `cursor` on; the cursor to pass next, None when
+    /// every segment was seen. The whole engine is memcached's class 1;
+    /// `la` is when the item's segment was opened (memcore keeps no
+    /// per-item access time).
+    pub fn metadump(&mut self, cursor: u64, now: u64, out: &mut Vec<u8>) -> Option<u64> {
+        use std::io::Write;
+        self.store.metadump(cursor, now, |r| {
+            out.extend_from_slice(b"key=");
+            encode::encode_uri(out, r.key);
+            let exp = if r.exp == 0 { -1 } else { r.exp as i64 };
+            let fetch = if r.fetched { "yes" } else { "no" };
+            let _ = writeln!(out, " exp={exp} la={} cas={} fetch={fetch} cls=1 size={}", r.written, r.cas, r.size);
+        })
+    }
+
     pub fn reset_stats(&mut self) {
         self.counters.reset();
         self.store.reset_stats();

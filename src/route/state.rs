@@ -210,6 +210,12 @@ impl Core {
                     }
                 }
                 Cmd::ReplStats => shard.repl_figures().encode(&mut back.reply_arena),
+                Cmd::Metadump { cursor } => {
+                    let at = back.reply_arena.len();
+                    back.reply_arena.extend_from_slice(&[0; 8]);
+                    let next = shard.metadump(cursor, now, &mut back.reply_arena).unwrap_or(u64::MAX);
+                    back.reply_arena[at..at + 8].copy_from_slice(&next.to_le_bytes());
+                }
             }
             back.reply_ends.push(back.reply_arena.len());
             back.end_reply(*id, first_segment);

@@ -35,6 +35,8 @@ enum Stop {
     Yield,
     /// A `stats` request: answered once every earlier reply is out.
     Stats(Vec<u8>),
+    /// An `lru_crawler` request: likewise.
+    LruCrawler(Vec<u8>),
     /// quit, or input that ends the connection.
     Close,
     /// `sync`/`majority` replication: the next write goes alone in its batch.
@@ -153,6 +155,7 @@ impl Conn {
                     self.stats(&args).await;
                     self.finish_batch().await?;
                 }
+                Stop::LruCrawler(args) => self.lru_crawler(&args).await?,
                 Stop::Close => return Ok(()),
                 Stop::WaitBudget => {
                     self.wait_for_budget(self.core.budget().admit()).await;
@@ -328,6 +331,16 @@ impl Conn {
                             self.start += consumed;
                             return Stop::Stats(args);
                         }
+                        Request::LruCrawler { args } => {
+                            let args = args.to_vec();
+                            self.start += consumed;
+                            return Stop::LruCrawler(args);
+                        }
+                        Request::Watch => {
+                            // memcached's log streams are not implemented:
+                            // say so rather than answer OK and stay silent.
+                            encode_line(&mut self.batch.out, "SERVER_ERROR watch is not supported by memcore");
+                        }
                         _ => {
                             // A get's reply is capped by what the budget
                             // leaves beside this connection's own charge.
@@ -484,6 +497,62 @@ impl Conn {
         }
     }
 
+    /// `lru_crawler`: `metadump` lists every live item (memcached's format,
+    /// so that `memcached-tool HOST dump` and `keys` work), one segment of
+    /// one core at a time, each written before the next is asked for, so
+    /// that a dump of any size holds one segment's lines in memory.
+    /// memcore's expiry crawler always runs: `crawl` and `enable` are OK,
+    /// the settings that would stop or slow it are refused.
+    async fn lru_crawler(&mut self, args: &[u8]) -> io::Result<()> {
+        let words: Vec<&[u8]> = args.split(|&b| b == b' ').filter(|w| !w.is_empty()).collect();
+        let reply: &[u8] = match words.as_slice() {
+            [b"metadump", which] => match dump_classes(which) {
+                Some(true) => return self.metadump().await,
+                Some(false) => encode::END,
+                None => b"BADCLASS invalid class id\r\n",
+            },
+            [b"crawl", _] | [b"enable"] => encode::OK,
+            [b"disable"] | [b"sleep", _] | [b"tocrawl", _] => {
+                b"SERVER_ERROR memcore's expiry crawler always runs; its pace is not settable\r\n"
+            }
+            _ => encode::ERROR,
+        };
+        self.batch.out.extend_from_slice(reply);
+        self.finish_batch().await
+    }
+
+    async fn metadump(&mut self) -> io::Result<()> {
+        let core = self.core.clone();
+        for id in 0..core.ncores {
+            let mut cursor = 0;
+            loop {
+                let now = core.clock.get();
+                let next = if id == core.id {
+                    core.shard.borrow_mut().metadump(cursor, now, &mut self.batch.out)
+                } else {
+                    let wait = &self.batch.wait;
+                    let slot = wait.reserve(1);
+                    core.peers[id].control(wait, slot, Cmd::Metadump { cursor });
+                    wait.all_filled().await;
+                    let next = wait.with_slot(slot, |b| {
+                        let (head, lines) = b.split_at(8.min(b.len()));
+                        self.batch.out.extend_from_slice(lines);
+                        u64::from_le_bytes(head.try_into().unwrap_or([0xff; 8]))
+                    });
+                    wait.clear();
+                    (next != u64::MAX).then_some(next)
+                };
+                self.finish_batch().await?;
+                match next {
+                    Some(c) if !core.stopping.get() => cursor = c,
+                    _ => break,
+                }
+            }
+        }
+        self.batch.out.extend_from_slice(encode::END);
+        self.finish_batch().await
+    }
+
     async fn gather_counters(&mut self) -> Vec<Counters> {
         gather_counters(&self.core, &self.batch.wait).await
     }
@@ -493,6 +562,25 @@ impl Conn {
     async fn broadcast(&mut self, cmd: impl Fn() -> Cmd) -> Vec<usize> {
         broadcast(&self.core, &self.batch.wait, cmd).await
     }
+}
+
+/// `lru_crawler metadump`'s argument: `all`, `hash`, or class ids
+/// separated by commas. Some(true) when it names memcore's one class (1),
+/// Some(false) for other valid ids, None for anything else (memcached's
+/// BADCLASS).
+fn dump_classes(which: &[u8]) -> Option<bool> {
+    if which == b"all" || which == b"hash" {
+        return Some(true);
+    }
+    let mut ours = false;
+    for id in which.split(|&b| b == b',') {
+        let id: u8 = std::str::from_utf8(id).ok()?.parse().ok()?;
+        if !(1..64).contains(&id) {
+            return None;
+        }
+        ours |= id == 1;
+    }
+    Some(ours)
 }
 
 /// Process-wide facts `stats` (and `/metrics`) print beside the counters.
