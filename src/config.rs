@@ -147,6 +147,9 @@ struct Args {
     /// a bare PORT listens on 127.0.0.1)
     #[arg(long = "metrics-listen", value_name = "ADDR:PORT")]
     metrics_listen: Option<String>,
+    /// Character that ends a key's prefix for `stats detail` (memcached's -D)
+    #[arg(short = 'D', value_name = "CHAR", default_value = ":")]
+    prefix_delimiter: String,
     /// Verbose logging (-v, -vv, -vvv)
     #[arg(short = 'v', long = "verbose", action = ArgAction::Count)]
     verbose: u8,
@@ -193,6 +196,8 @@ pub struct Config {
     /// `listen` and `secret` are filled by `server::startup` from
     /// `unresolved`; None before.
     pub repl: Option<crate::repl::ReplConfig>,
+    /// `-D`: the byte that ends a key's prefix for `stats detail`.
+    pub prefix_delimiter: u8,
     /// `--metrics-listen`: where `/metrics` is served; None (the default): nowhere.
     pub metrics_listen: Option<SocketAddr>,
     /// Paths and names as given, for `server::startup`.
@@ -355,6 +360,10 @@ fn check(a: Args, cpus: &[usize]) -> Result<Config, String> {
         CompressConfig { enabled: a.compress == "on", min_size: a.compress_min.max(1), level: a.compress_level, dict };
     let repl = check_repl(&a, threads, &mut warnings)?;
     let metrics_listen = a.metrics_listen.as_deref().map(parse_metrics_listen).transpose()?;
+    let prefix_delimiter = match a.prefix_delimiter.as_bytes() {
+        [b] if b.is_ascii_graphic() => *b,
+        _ => return Err(format!("bad -D {:?}: one printable character", a.prefix_delimiter)),
+    };
     let unresolved = Unresolved {
         listen: a.listen.clone(),
         port: a.port,
@@ -387,6 +396,7 @@ fn check(a: Args, cpus: &[usize]) -> Result<Config, String> {
         warnings,
         repl,
         metrics_listen,
+        prefix_delimiter,
         unresolved,
     })
 }
@@ -519,6 +529,13 @@ mod tests {
         assert_eq!(at("0.0.0.0:9150").unwrap(), "0.0.0.0:9150");
         assert_eq!(at("[::1]:9150").unwrap(), "[::1]:9150");
         assert!(at("localhost:9150").is_err() && at("").is_err() && at("1.2.3.4").is_err());
+    }
+
+    #[test]
+    fn the_prefix_delimiter_is_one_printable_character() {
+        assert_eq!(run(&[]).unwrap().prefix_delimiter, b':');
+        assert_eq!(run(&["-D", "/"]).unwrap().prefix_delimiter, b'/');
+        assert!(run(&["-D", "ab"]).is_err() && run(&["-D", " "]).is_err() && run(&["-D", "é"]).is_err());
     }
 
     #[test]

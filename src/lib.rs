@@ -9,14 +9,15 @@
 //! `stats` (counters with memcached's names), then `protocol` (pure parsing
 //! and encoding, what a request is) and `storage` (one core's items,
 //! runtime-free), which do not know each other, and `item` (what `-I`
-//! counts) under both; `latency` (per-core histograms) and `hotkeys` (per-core top-k
-//! sketches) sit beside `stats`, and `exporter`
+//! counts) under both; `latency` (per-core histograms), `hotkeys` (per-core top-k
+//! sketches) and `detail` (per-prefix counters) sit beside `stats`, and `exporter`
 //! (the Prometheus text of both) above them. `config` (the command line, pure) is read by all.
 //! `top` (`memcore top` and `memcore stat`) is a client of the text
 //! protocol and imports no room of the server.
 //! See docs/architecture.md.
 
 pub mod config;
+pub mod detail;
 pub mod exporter;
 pub mod hotkeys;
 pub mod item;
@@ -44,6 +45,7 @@ mod arrows {
         ("stats.rs", &["server", "route", "repl", "config"]),
         ("config.rs", &["server", "route"]),
         ("exporter.rs", &["server", "route", "repl", "config", "storage", "protocol"]),
+        ("detail.rs", &["server", "route", "repl", "stats", "config", "storage", "protocol"]),
         ("hotkeys.rs", &["server", "route", "repl", "stats", "config", "storage"]),
         ("latency.rs", &["server", "route", "repl", "stats", "config", "storage"]),
         ("top", &["server", "route", "repl", "stats", "config", "protocol", "storage", "item"]),

@@ -199,6 +199,10 @@ fn http_get(addr: &str, path: &str) -> (String, String) {
 
 #[test]
 fn metrics_serve_the_stats_table_in_prometheus_format() {
+    if !matches!(Server::custom_bin(), Some((_, Kind::Memcore))) {
+        eprintln!("SKIP metrics: memcore's flag");
+        return;
+    }
     let port = free_port().to_string();
     let listen = format!("127.0.0.1:{port}");
     let Some(srv) = Server::start_custom_or_skip("metrics", 2, &["--metrics-listen", &listen]) else { return };
@@ -361,4 +365,46 @@ fn watch_is_refused_honestly() {
     let mut c = srv.conn();
     assert_eq!(reply_text(&c.request(b"watch fetchers\r\n")), "SERVER_ERROR watch is not supported by memcore\r\n");
     c.version_check();
+}
+
+fn detail_dump(c: &mut Conn) -> String {
+    c.send(b"stats detail dump\r\n");
+    reply_text(&c.read_until(b"END\r\n"))
+}
+
+#[test]
+fn stats_detail_counts_per_prefix_as_memcached_does() {
+    let Some(srv) = Server::start_custom_or_skip("stats detail", 2, &[]) else { return };
+    let mut c = srv.conn();
+    assert_eq!(detail_dump(&mut c), "END\r\n");
+    c.request(&store_cmd("set", "dt:0", 0, 0, b"x"));
+    assert_eq!(reply_text(&c.request(b"stats detail on\r\n")), "OK\r\n");
+    c.request(&store_cmd("set", "dt:1", 0, 0, b"x"));
+    c.request(b"get dt:1\r\n");
+    c.request(b"get dt:2 dt:3\r\n");
+    c.request(b"delete dt:1\r\n");
+    c.request(b"delete dt:9\r\n");
+    c.request(&store_cmd("set", "nodelim", 0, 0, b"x"));
+    c.request(b"get nodelim\r\n");
+    c.request(&store_cmd("add", "dt:1", 0, 0, b"x"));
+    c.request(&store_cmd("add", "dt:1", 0, 0, b"x"));
+    c.request(b"gat 10 dt:1\r\n");
+    c.request(&store_cmd("set", "dt:big", 0, 0, &vec![b'x'; 2 << 20]));
+    assert_eq!(detail_dump(&mut c), "PREFIX dt get 4 hit 2 set 4 del 2\r\nEND\r\n");
+    assert_eq!(reply_text(&c.request(b"stats detail off\r\n")), "OK\r\n");
+    c.request(b"get dt:1\r\n");
+    assert_eq!(detail_dump(&mut c), "PREFIX dt get 4 hit 2 set 4 del 2\r\nEND\r\n");
+    assert_eq!(reply_text(&c.request(b"stats detail\r\n")), "CLIENT_ERROR usage: stats detail on|off|dump\r\n");
+    c.request(b"stats reset\r\n");
+    assert_eq!(detail_dump(&mut c), "END\r\n");
+}
+
+#[test]
+fn stats_detail_ends_prefixes_at_the_d_delimiter() {
+    let Some(srv) = Server::start_custom_or_skip("stats detail -D", 1, &["-D", "/"]) else { return };
+    let mut c = srv.conn();
+    c.request(b"stats detail on\r\n");
+    c.request(&store_cmd("set", "a/b:c", 0, 0, b"x"));
+    c.request(&store_cmd("set", "a:b", 0, 0, b"x"));
+    assert_eq!(detail_dump(&mut c), "PREFIX a get 0 hit 0 set 1 del 0\r\nEND\r\n");
 }

@@ -14,6 +14,7 @@
 //! (`ReplShard`); must not import `server`, nor the rest of `route` (it
 //! knows nothing of cores or the mesh).
 
+use crate::detail::Event;
 use crate::protocol::encode::{self, encode_number_line, encode_value_head};
 use crate::protocol::{GetKind, Request, StoreMode, absolute_expiry};
 use crate::repl::apply::ReplShard;
@@ -27,6 +28,9 @@ pub struct Shard {
     pub repl: Option<ReplShard>,
     /// Wall clock in ms for write versions (a fake one in tests).
     pub clock_ms: fn() -> u64,
+    /// `stats detail` counters and this core's id in them, when the server
+    /// runs (None in tests).
+    pub detail: Option<(std::sync::Arc<crate::detail::PerCore>, usize)>,
 }
 
 /// One core's replication figures for `stats repl`.
@@ -104,7 +108,14 @@ impl From<StoreMode> for storage::StoreMode {
 
 impl Shard {
     pub fn new(store: Store) -> Self {
-        Shard { store, counters: Counters::default(), repl: None, clock_ms: crate::repl::unix_ms }
+        Shard { store, counters: Counters::default(), repl: None, clock_ms: crate::repl::unix_ms, detail: None }
+    }
+
+    /// Count a key's event for `stats detail`, when it is on.
+    fn detail(&self, key: &[u8], event: Event) {
+        if let Some((d, core)) = &self.detail {
+            d.record(*core, key, event);
+        }
     }
 
     /// The version of the next write (0 when not replicating), passed to
@@ -209,6 +220,7 @@ impl Shard {
             Ok(true) => Ok(()),
             Err(miss) => Err(miss),
         };
+        self.detail(key, Event::Get { hit: found.is_ok() });
         match found {
             Ok(()) => {
                 if kind.touches() {
@@ -250,6 +262,7 @@ impl Shard {
                 out.extend_from_slice(encode::END);
             }
             Request::Store { mode, key, flags, exptime, data, cas, noreply } => {
+                self.detail(key, Event::Set);
                 let exp = self.expiry(exptime, now);
                 let version = self.begin_write();
                 let outcome = self.store.store(mode.into(), key, flags, exp, data, cas, version, now);
@@ -290,6 +303,7 @@ impl Shard {
                 reply(out, noreply, text);
             }
             Request::TooLarge { mode, key, noreply } => {
+                self.detail(key, Event::Set);
                 self.counters.store_too_large += 1;
                 // A failed set must not leave the old value readable.
                 if mode == StoreMode::Set {
@@ -301,6 +315,7 @@ impl Shard {
                 reply(out, noreply, encode::TOO_LARGE);
             }
             Request::Delete { key, noreply } => {
+                self.detail(key, Event::Delete);
                 let version = self.begin_write();
                 if self.store.delete(key, now) {
                     self.ship_delete(key, version, now);

@@ -41,6 +41,8 @@ pub struct Global {
     pub latency: crate::latency::PerCore,
     /// Each core's hot-key sketches and the switch (`stats hotkeys on|off`).
     pub hotkeys: crate::hotkeys::PerCore,
+    /// Per-prefix counters (`stats detail`), which each core's shard holds too.
+    pub detail: Arc<crate::detail::PerCore>,
 }
 
 /// A one-shot, cross-thread event: set once, awaited by many.

@@ -455,6 +455,7 @@ impl Conn {
             }
             b"reset" => {
                 core.global.latency.reset();
+                core.global.detail.reset();
                 core.shard.borrow_mut().reset_stats();
                 self.broadcast(|| Cmd::StatsReset).await;
                 self.batch.out.extend_from_slice(encode::RESET);
@@ -474,8 +475,11 @@ impl Conn {
                 Some(_) => out.extend_from_slice(b"CLIENT_ERROR usage: stats hotkeys [on|off]\r\n"),
             },
             b"detail" => match words.next() {
-                Some(b"on") | Some(b"off") => out.extend_from_slice(encode::OK),
-                Some(b"dump") => out.extend_from_slice(encode::END),
+                Some(w @ (b"on" | b"off")) => {
+                    core.global.detail.set(w == b"on");
+                    out.extend_from_slice(encode::OK);
+                }
+                Some(b"dump") => crate::detail::render(out, &core.global.detail),
                 _ => out.extend_from_slice(b"CLIENT_ERROR usage: stats detail on|off|dump\r\n"),
             },
             b"cachedump" => out.extend_from_slice(encode::END),

@@ -149,6 +149,7 @@ pub fn run(mut cfg: Config) -> Result<(), String> {
     let repl = cfg.repl.clone().map(|r| crate::repl::ReplShared::new(r, n));
     let budgets =
         (0..n).map(|_| crate::route::budget::ConnBudget::new(cfg.conn_memory / n, cfg.item_size_max)).collect();
+    let detail = Arc::new(crate::detail::PerCore::new(n, cfg.prefix_delimiter));
     let global = Arc::new(Global {
         repl,
         cfg,
@@ -159,6 +160,7 @@ pub fn run(mut cfg: Config) -> Result<(), String> {
         budgets,
         latency: crate::latency::PerCore::new(n),
         hotkeys: crate::hotkeys::PerCore::new(n),
+        detail,
     });
     let mesh = MeshBuilder::<Frame, _>::full(n, MESH_CAPACITY);
     let mut handles = Vec::new();
@@ -243,6 +245,7 @@ async fn core_main(
         item_size_max: global.cfg.item_size_max,
     });
     let mut shard = Shard::new(store);
+    shard.detail = Some((global.detail.clone(), id));
     let mut core = Core::new(id, n, global.clone(), Shard::new(Store::new(StoreConfig::default())));
     if let Some(r) = &global.repl {
         shard.repl = Some(crate::repl::apply::ReplShard::new(
