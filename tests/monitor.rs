@@ -236,13 +236,8 @@ fn metrics_serve_the_stats_table_in_prometheus_format() {
     srv.conn().version_check();
 
     // promtool, from Debian's prometheus package, checks the format.
-    let promtool = Command::new("promtool").arg("--version").output();
-    if promtool.is_err() {
-        assert!(std::env::var_os("MEMCORE_CI").is_none(), "promtool is missing in CI (.ci/run installs prometheus)");
-        eprintln!("SKIP promtool check: promtool not installed (apt-get install prometheus)");
-        return;
-    }
-    let mut child = Command::new("promtool")
+    let Some(promtool) = promtool() else { return };
+    let mut child = Command::new(promtool)
         .args(["check", "metrics"])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -407,4 +402,77 @@ fn stats_detail_ends_prefixes_at_the_d_delimiter() {
     c.request(&store_cmd("set", "a/b:c", 0, 0, b"x"));
     c.request(&store_cmd("set", "a:b", 0, 0, b"x"));
     assert_eq!(detail_dump(&mut c), "PREFIX a get 0 hit 0 set 1 del 0\r\nEND\r\n");
+}
+
+/// promtool's path, or None (then the caller skips, except in CI).
+fn promtool() -> Option<&'static str> {
+    if Command::new("promtool").arg("--version").output().is_ok() {
+        return Some("promtool");
+    }
+    assert!(std::env::var_os("MEMCORE_CI").is_none(), "promtool is missing in CI (.ci/run installs prometheus)");
+    eprintln!("SKIP: promtool not installed (apt-get install prometheus)");
+    None
+}
+
+#[test]
+fn the_documented_alert_rules_pass_promtool() {
+    let Some(promtool) = promtool() else { return };
+    let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/operations.md")).unwrap();
+    let rules = doc.split("```yaml\n").nth(1).and_then(|r| r.split("```").next()).expect("a yaml block of rules");
+    let path = temp_path("rules.yml");
+    std::fs::write(&path, rules).unwrap();
+    let out = Command::new(promtool).arg("check").arg("rules").arg(&path).output().unwrap();
+    let _ = std::fs::remove_file(&path);
+    assert!(out.status.success(), "{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+}
+
+#[test]
+fn a_real_prometheus_scrapes_it() {
+    if !matches!(Server::custom_bin(), Some((_, Kind::Memcore))) {
+        return;
+    }
+    if Command::new("prometheus").arg("--version").output().is_err() {
+        assert!(std::env::var_os("MEMCORE_CI").is_none(), "prometheus is missing in CI (.ci/run installs it)");
+        eprintln!("SKIP: prometheus not installed");
+        return;
+    }
+    let metrics = format!("127.0.0.1:{}", free_port());
+    let srv = Server::start(2, &["--metrics-listen", &metrics]);
+    traffic(&srv);
+    let dir = temp_path("prometheus");
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = dir.join("prometheus.yml");
+    std::fs::write(
+        &config,
+        format!(
+            "global:\n  scrape_interval: 1s\nscrape_configs:\n- job_name: memcore\n  static_configs:\n  - targets: ['{metrics}']\n"
+        ),
+    )
+    .unwrap();
+    let web = format!("127.0.0.1:{}", free_port());
+    let mut prom = Command::new("prometheus")
+        .arg(format!("--config.file={}", config.display()))
+        .arg(format!("--storage.tsdb.path={}", dir.join("data").display()))
+        .arg(format!("--web.listen-address={web}"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn prometheus");
+    // Prometheus has scraped it once the query answers with the server's figure.
+    let query = "/api/v1/query?query=memcached_current_items";
+    let mut last = String::new();
+    let scraped = poll_every(Duration::from_secs(30), Duration::from_millis(250), || {
+        if let Ok(mut s) = std::net::TcpStream::connect(&web) {
+            let _ = s.set_read_timeout(Some(IO_TIMEOUT));
+            let _ = s.write_all(format!("GET {query} HTTP/1.0\r\nHost: {web}\r\n\r\n").as_bytes());
+            last.clear();
+            let _ = s.read_to_string(&mut last);
+        }
+        last.contains(r#""status":"success""#) && last.contains(r#","2"]"#)
+    });
+    let _ = prom.kill();
+    let _ = prom.wait();
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(scraped, "prometheus did not report memcached_current_items 2: {last}");
 }
