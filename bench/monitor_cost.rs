@@ -55,7 +55,7 @@ fn main() {
         x ^= x << 13;
         x ^= x >> 7;
         x ^= x << 17;
-        let k = if x % 10 == 0 { 0 } else { (x % keys.len() as u64) as usize };
+        let k = if x.is_multiple_of(10) { 0 } else { (x % keys.len() as u64) as usize };
         if let Parsed::Request { req, .. } = parse(&keys[k], &limits) {
             hot.with(0, |s: &mut Sketches| s.count(&req));
         }

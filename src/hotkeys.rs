@@ -33,6 +33,9 @@ struct Entry {
     error: u64,
 }
 
+/// A counted key: (key, count, error).
+pub type Counted = (Vec<u8>, u64, u64);
+
 /// One Space-Saving sketch.
 #[derive(Clone, Debug, Default)]
 pub struct Sketch {
@@ -68,7 +71,7 @@ impl Sketch {
     }
 
     /// (key, count, error), most counted first, at most `n`.
-    pub fn top(&self, n: usize) -> Vec<(Vec<u8>, u64, u64)> {
+    pub fn top(&self, n: usize) -> Vec<Counted> {
         let mut v: Vec<_> = self.entries.iter().map(|e| (e.key.clone(), e.count, e.error)).collect();
         v.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
         v.truncate(n);
@@ -135,7 +138,7 @@ impl PerCore {
     }
 
     /// Reads and writes over all cores: counts and errors of a key summed.
-    pub fn merged(&self) -> (Vec<(Vec<u8>, u64, u64)>, Vec<(Vec<u8>, u64, u64)>) {
+    pub fn merged(&self) -> (Vec<Counted>, Vec<Counted>) {
         let mut reads: HashMap<Vec<u8>, (u64, u64)> = HashMap::new();
         let mut writes: HashMap<Vec<u8>, (u64, u64)> = HashMap::new();
         for c in &self.cores {
