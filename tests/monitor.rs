@@ -233,6 +233,13 @@ fn metrics_serve_the_stats_table_in_prometheus_format() {
     let mut s = std::net::TcpStream::connect(&listen).unwrap();
     s.write_all(&vec![b'a'; 64 * 1024]).ok();
     assert_eq!(http_get(&listen, "/metrics").0, "HTTP/1.1 200 OK");
+    // A client that stalls mid-request holds the endpoint only until its
+    // read times out (2 s).
+    let mut stall = std::net::TcpStream::connect(&listen).unwrap();
+    stall.write_all(b"GET /metrics HTTP/1.1\r\n").unwrap();
+    let t = Instant::now();
+    assert_eq!(http_get(&listen, "/metrics").0, "HTTP/1.1 200 OK");
+    assert!(t.elapsed() < Duration::from_secs(4), "{:?}", t.elapsed());
     srv.conn().version_check();
 
     // promtool, from Debian's prometheus package, checks the format.

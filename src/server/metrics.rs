@@ -1,7 +1,7 @@
 //! `--metrics-listen`: a small HTTP/1.1 server on core 0 answering
 //! `GET /metrics` with `exporter`'s text. One scrape at a time, each
-//! bounded: a request head of at most 8 KiB read within 2 s, then the
-//! reply and close. Figures are gathered over the mesh as `stats` gathers
+//! bounded: a request head of at most 8 KiB, each read within 2 s and the
+//! whole scrape within 5 s, then the reply and close. Figures are gathered over the mesh as `stats` gathers
 //! them; the latency histograms are read from each core's lock.
 //!
 //! Owns the metrics socket; the text is `exporter`'s, the gathering
@@ -21,12 +21,12 @@ use super::conn::{gather_counters, gather_repl, server_info};
 
 const MAX_HEAD: usize = 8 * 1024;
 const TIMEOUT: Duration = Duration::from_secs(2);
+const SCRAPE_DEADLINE: Duration = Duration::from_secs(5);
 
 /// Serve scrapes until shutdown.
 pub async fn serve(core: Rc<Core>, listener: TcpListener) {
     let waker = Rc::new(std::cell::RefCell::new(None));
     core.accept_wakers.borrow_mut().push(waker.clone());
-    let wait = Rc::new(ConnWait::default());
     loop {
         let accept = std::pin::pin!(listener.accept());
         let stream = match (Interruptible { inner: accept, stop: &core.stopping, waker: &waker }).await {
@@ -38,7 +38,16 @@ pub async fn serve(core: Rc<Core>, listener: TcpListener) {
                 continue;
             }
         };
-        if let Err(e) = scrape(&core, &wait, stream).await {
+        // A client that trickles its request in cannot hold the endpoint
+        // longer than this, whatever each read's timeout.
+        let deadline = async {
+            glommio::timer::sleep(SCRAPE_DEADLINE).await;
+            Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "scrape took too long"))
+        };
+        // Reply slots of its own: a scrape cut off mid-gather leaves them
+        // to the replies still on their way.
+        let wait = Rc::new(ConnWait::default());
+        if let Err(e) = futures_lite::future::or(scrape(&core, &wait, stream), deadline).await {
             log::debug!("metrics: {e}");
         }
     }

@@ -25,9 +25,10 @@ impl Screen {
             let mut t: libc::termios = std::mem::zeroed();
             if libc::isatty(STDIN) == 1 && libc::tcgetattr(STDIN, &mut t) == 0 {
                 let saved = t;
-                // No line buffering or echo; keep output processing (\n) and
-                // signals (Ctrl-C still ends the program).
-                t.c_lflag &= !(libc::ICANON | libc::ECHO);
+                // No line buffering, echo or signals: Ctrl-C arrives as a
+                // byte and quits like q, so the terminal is always restored.
+                // Output processing (\n) stays.
+                t.c_lflag &= !(libc::ICANON | libc::ECHO | libc::ISIG);
                 t.c_cc[libc::VMIN] = 0;
                 t.c_cc[libc::VTIME] = 0;
                 libc::tcsetattr(STDIN, libc::TCSANOW, &t);

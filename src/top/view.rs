@@ -392,7 +392,7 @@ fn detail(lines: &mut Vec<String>, s: &Server, f: &Figures) {
             })
             .collect();
         if !keys.is_empty() {
-            lines.push(format!("  hot {dir:<5}{}", keys.join("  ")));
+            lines.push(format!("  hot {dir:<6}{}", keys.join("  ")));
         }
     }
 }
