@@ -380,7 +380,9 @@ fn stats_detail_counts_per_prefix_as_memcached_does() {
     let mut c = srv.conn();
     assert_eq!(detail_dump(&mut c), "END\r\n");
     c.request(&store_cmd("set", "dt:0", 0, 0, b"x"));
+    assert_eq!(c.stats("stats settings")["detail_enabled"], "no");
     assert_eq!(reply_text(&c.request(b"stats detail on\r\n")), "OK\r\n");
+    assert_eq!(c.stats("stats settings")["detail_enabled"], "yes");
     c.request(&store_cmd("set", "dt:1", 0, 0, b"x"));
     c.request(b"get dt:1\r\n");
     c.request(b"get dt:2 dt:3\r\n");
@@ -406,6 +408,7 @@ fn stats_detail_ends_prefixes_at_the_d_delimiter() {
     let Some(srv) = Server::start_custom_or_skip("stats detail -D", 1, &["-D", "/"]) else { return };
     let mut c = srv.conn();
     c.request(b"stats detail on\r\n");
+    assert_eq!(c.stats("stats settings")["stat_key_prefix"], "/");
     c.request(&store_cmd("set", "a/b:c", 0, 0, b"x"));
     c.request(&store_cmd("set", "a:b", 0, 0, b"x"));
     assert_eq!(detail_dump(&mut c), "PREFIX a get 0 hit 0 set 1 del 0\r\nEND\r\n");

@@ -646,6 +646,8 @@ fn render_settings(core: &Core, out: &mut Vec<u8>) {
     encode_stat(out, "verbosity", verbosity);
     encode_stat(out, "evictions", if cfg.evict { "on" } else { "off" });
     encode_stat(out, "num_threads", core.ncores);
+    encode_stat(out, "stat_key_prefix", char::from(cfg.prefix_delimiter));
+    encode_stat(out, "detail_enabled", if core.global.detail.on() { "yes" } else { "no" });
     encode_stat(out, "reqs_per_event", cfg.reqs_per_event);
     encode_stat(out, "cas_enabled", if cfg.use_cas { "yes" } else { "no" });
     encode_stat(out, "tcp_backlog", cfg.backlog);
