@@ -10,7 +10,7 @@
 //! and encoding, what a request is) and `storage` (one core's items,
 //! runtime-free), which do not know each other, and `item` (what `-I`
 //! counts) under both; `latency` (per-core histograms), `hotkeys` (per-core top-k
-//! sketches) and `detail` (per-prefix counters) sit beside `stats`, and `exporter`
+//! sketches) `detail` (per-prefix counters) and `watch` (log streams) sit beside `stats`, and `exporter`
 //! (the Prometheus text of both) above them. `config` (the command line, pure) is read by all.
 //! `top` (`memcore top` and `memcore stat`) is a client of the text
 //! protocol and imports no room of the server.
@@ -29,6 +29,7 @@ pub mod server;
 pub mod stats;
 pub mod storage;
 pub mod top;
+pub mod watch;
 
 /// Arrows point one way: a room may import only the rooms below it
 /// (docs/architecture.md, module map). A `crate::` path to a forbidden
@@ -45,6 +46,7 @@ mod arrows {
         ("stats.rs", &["server", "route", "repl", "config"]),
         ("config.rs", &["server", "route"]),
         ("exporter.rs", &["server", "route", "repl", "config", "storage", "protocol"]),
+        ("watch.rs", &["server", "route", "repl", "stats", "config", "storage", "protocol"]),
         ("detail.rs", &["server", "route", "repl", "stats", "config", "storage", "protocol"]),
         ("hotkeys.rs", &["server", "route", "repl", "stats", "config", "storage"]),
         ("latency.rs", &["server", "route", "repl", "stats", "config", "storage"]),

@@ -143,8 +143,10 @@ pub enum Request<'a> {
     LruCrawler {
         args: &'a [u8],
     },
-    /// `watch [streams]`: memcached's log streams.
-    Watch,
+    /// `watch [streams]`: memcached's log streams, still space-separated.
+    Watch {
+        args: &'a [u8],
+    },
 }
 
 impl<'a> Request<'a> {
@@ -186,7 +188,7 @@ impl<'a> Request<'a> {
             | Request::Shutdown
             | Request::Stats { .. }
             | Request::LruCrawler { .. }
-            | Request::Watch => false,
+            | Request::Watch { .. } => false,
         }
     }
 }
@@ -375,7 +377,7 @@ pub fn parse<'a>(buf: &'a [u8], limits: &Limits) -> Parsed<'a> {
         b"shutdown" => Request::Shutdown,
         b"stats" => Request::Stats { args: rest_after_tokens(line, 1) },
         b"lru_crawler" => Request::LruCrawler { args: rest_after_tokens(line, 1) },
-        b"watch" => Request::Watch,
+        b"watch" => Request::Watch { args: rest_after_tokens(line, 1) },
         _ => {
             // memcached drops connections that speak HTTP to it.
             if t.n >= 2 && t.n <= MAX_TOKENS && t.tok[t.n - 1].starts_with(b"HTTP/") {

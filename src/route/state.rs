@@ -43,6 +43,8 @@ pub struct Global {
     pub hotkeys: crate::hotkeys::PerCore,
     /// Per-prefix counters (`stats detail`), which each core's shard holds too.
     pub detail: Arc<crate::detail::PerCore>,
+    /// `watch` connections, which each core's shard feeds too.
+    pub watch: Arc<crate::watch::Hub>,
 }
 
 /// A one-shot, cross-thread event: set once, awaited by many.

@@ -37,6 +37,8 @@ enum Stop {
     Stats(Vec<u8>),
     /// An `lru_crawler` request: likewise.
     LruCrawler(Vec<u8>),
+    /// `watch`: the connection streams log lines from then on.
+    Watch(Vec<u8>),
     /// quit, or input that ends the connection.
     Close,
     /// `sync`/`majority` replication: the next write goes alone in its batch.
@@ -156,6 +158,11 @@ impl Conn {
                     self.finish_batch().await?;
                 }
                 Stop::LruCrawler(args) => self.lru_crawler(&args).await?,
+                Stop::Watch(args) => {
+                    if self.watch(&args).await? {
+                        return Ok(());
+                    }
+                }
                 Stop::Close => return Ok(()),
                 Stop::WaitBudget => {
                     self.wait_for_budget(self.core.budget().admit()).await;
@@ -336,10 +343,10 @@ impl Conn {
                             self.start += consumed;
                             return Stop::LruCrawler(args);
                         }
-                        Request::Watch => {
-                            // memcached's log streams are not implemented:
-                            // say so rather than answer OK and stay silent.
-                            encode_line(&mut self.batch.out, "SERVER_ERROR watch is not supported by memcore");
+                        Request::Watch { args } => {
+                            let args = args.to_vec();
+                            self.start += consumed;
+                            return Stop::Watch(args);
                         }
                         _ => {
                             // A get's reply is capped by what the budget
@@ -523,6 +530,66 @@ impl Conn {
         };
         self.batch.out.extend_from_slice(reply);
         self.finish_batch().await
+    }
+
+    /// `watch [fetchers] [mutations]`: OK, then the streams' lines until
+    /// the client goes or the server stops; what the client sends is read
+    /// and ignored, as memcached does. Streams memcore cannot feed are
+    /// refused; unknown ones answer ERROR, as memcached does (the
+    /// connection then goes on). True when it streamed: the connection ends.
+    async fn watch(&mut self, args: &[u8]) -> io::Result<bool> {
+        use crate::watch::{FETCHERS, MUTATIONS};
+        let mut streams = 0;
+        for w in args.split(|&b| b == b' ').filter(|w| !w.is_empty()) {
+            streams |= match w {
+                b"fetchers" => FETCHERS,
+                b"mutations" => MUTATIONS,
+                b"rawcmds" | b"evictions" | b"sysevents" | b"connevents" | b"deletions" | b"proxyreqs"
+                | b"proxyevents" | b"proxyuser" => {
+                    let name = String::from_utf8_lossy(w);
+                    let line =
+                        format!("SERVER_ERROR watch {name} is not supported by memcore (fetchers and mutations are)");
+                    encode_line(&mut self.batch.out, &line);
+                    return self.finish_batch().await.map(|()| false);
+                }
+                _ => {
+                    self.batch.out.extend_from_slice(encode::ERROR);
+                    return self.finish_batch().await.map(|()| false);
+                }
+            };
+        }
+        if streams == 0 {
+            streams = FETCHERS;
+        }
+        self.batch.out.extend_from_slice(encode::OK);
+        self.finish_batch().await?;
+        let hub = self.core.global.watch.clone();
+        let watcher = hub.add(streams);
+        let r = self.stream_watch(&watcher).await;
+        hub.remove(&watcher);
+        r.map(|()| true)
+    }
+
+    async fn stream_watch(&mut self, watcher: &crate::watch::Watcher) -> io::Result<()> {
+        let mut scratch = [0u8; 512];
+        loop {
+            let tick = async {
+                glommio::timer::sleep(Duration::from_millis(10)).await;
+                None
+            };
+            let read = async { Some(self.stream.read(&mut scratch).await) };
+            if let Some(Ok(0) | Err(_)) = futures_lite::future::or(read, tick).await {
+                return Ok(());
+            }
+            if self.core.stopping.get() {
+                return Ok(());
+            }
+            let lines = watcher.take();
+            if !lines.is_empty() {
+                self.stream.write_all(&lines).await?;
+                self.core.shard.borrow_mut().counters.bytes_written += lines.len() as u64;
+            }
+        }
     }
 
     async fn metadump(&mut self) -> io::Result<()> {

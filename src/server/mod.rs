@@ -161,6 +161,7 @@ pub fn run(mut cfg: Config) -> Result<(), String> {
         latency: crate::latency::PerCore::new(n),
         hotkeys: crate::hotkeys::PerCore::new(n),
         detail,
+        watch: Default::default(),
     });
     let mesh = MeshBuilder::<Frame, _>::full(n, MESH_CAPACITY);
     let mut handles = Vec::new();
@@ -246,6 +247,7 @@ async fn core_main(
     });
     let mut shard = Shard::new(store);
     shard.detail = Some((global.detail.clone(), id));
+    shard.watch = Some(global.watch.clone());
     let mut core = Core::new(id, n, global.clone(), Shard::new(Store::new(StoreConfig::default())));
     if let Some(r) = &global.repl {
         shard.repl = Some(crate::repl::apply::ReplShard::new(
