@@ -143,6 +143,13 @@ struct Args {
     /// for 4 intervals is dropped and reconnected)
     #[arg(long = "repl-heartbeat", default_value_t = crate::repl::DEFAULT_HEARTBEAT_MS, value_name = "MS")]
     repl_heartbeat: u64,
+    /// Serve Prometheus metrics at http://ADDR:PORT/metrics (off by default;
+    /// a bare PORT listens on 127.0.0.1)
+    #[arg(long = "metrics-listen", value_name = "ADDR:PORT")]
+    metrics_listen: Option<String>,
+    /// Character that ends a key's prefix for `stats detail` (memcached's -D)
+    #[arg(short = 'D', value_name = "CHAR", default_value = ":")]
+    prefix_delimiter: String,
     /// Verbose logging (-v, -vv, -vvv)
     #[arg(short = 'v', long = "verbose", action = ArgAction::Count)]
     verbose: u8,
@@ -189,6 +196,10 @@ pub struct Config {
     /// `listen` and `secret` are filled by `server::startup` from
     /// `unresolved`; None before.
     pub repl: Option<crate::repl::ReplConfig>,
+    /// `-D`: the byte that ends a key's prefix for `stats detail`.
+    pub prefix_delimiter: u8,
+    /// `--metrics-listen`: where `/metrics` is served; None (the default): nowhere.
+    pub metrics_listen: Option<SocketAddr>,
     /// Paths and names as given, for `server::startup`.
     pub unresolved: Unresolved,
 }
@@ -348,6 +359,11 @@ fn check(a: Args, cpus: &[usize]) -> Result<Config, String> {
     let compress =
         CompressConfig { enabled: a.compress == "on", min_size: a.compress_min.max(1), level: a.compress_level, dict };
     let repl = check_repl(&a, threads, &mut warnings)?;
+    let metrics_listen = a.metrics_listen.as_deref().map(parse_metrics_listen).transpose()?;
+    let prefix_delimiter = match a.prefix_delimiter.as_bytes() {
+        [b] if b.is_ascii_graphic() => *b,
+        _ => return Err(format!("bad -D {:?}: one printable character", a.prefix_delimiter)),
+    };
     let unresolved = Unresolved {
         listen: a.listen.clone(),
         port: a.port,
@@ -379,8 +395,18 @@ fn check(a: Args, cpus: &[usize]) -> Result<Config, String> {
         verbosity: a.verbose,
         warnings,
         repl,
+        metrics_listen,
+        prefix_delimiter,
         unresolved,
     })
+}
+
+/// `--metrics-listen`: an IP address and port, or a port alone (loopback).
+fn parse_metrics_listen(s: &str) -> Result<SocketAddr, String> {
+    if let Ok(port) = s.parse::<u16>() {
+        return Ok(SocketAddr::from(([127, 0, 0, 1], port)));
+    }
+    s.parse().map_err(|_| format!("bad --metrics-listen {s:?}: use IP:PORT (e.g. 127.0.0.1:9150) or a port"))
 }
 
 fn parse_hash_key(hex: &str) -> Result<crate::storage::HashKey, String> {
@@ -493,6 +519,23 @@ mod tests {
         assert_eq!(c.conn_limit, 1024);
         assert_eq!(c.item_size_max, 1 << 20);
         assert!(c.use_cas && c.flush_enabled && c.evict);
+    }
+
+    #[test]
+    fn metrics_are_off_unless_asked_for_and_a_bare_port_is_loopback() {
+        assert_eq!(run(&[]).unwrap().metrics_listen, None);
+        let at = |s: &str| run(&["--metrics-listen", s]).map(|c| c.metrics_listen.unwrap().to_string());
+        assert_eq!(at("9150").unwrap(), "127.0.0.1:9150");
+        assert_eq!(at("0.0.0.0:9150").unwrap(), "0.0.0.0:9150");
+        assert_eq!(at("[::1]:9150").unwrap(), "[::1]:9150");
+        assert!(at("localhost:9150").is_err() && at("").is_err() && at("1.2.3.4").is_err());
+    }
+
+    #[test]
+    fn the_prefix_delimiter_is_one_printable_character() {
+        assert_eq!(run(&[]).unwrap().prefix_delimiter, b':');
+        assert_eq!(run(&["-D", "/"]).unwrap().prefix_delimiter, b'/');
+        assert!(run(&["-D", "ab"]).is_err() && run(&["-D", " "]).is_err() && run(&["-D", "é"]).is_err());
     }
 
     #[test]

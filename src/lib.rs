@@ -11,18 +11,29 @@
 //! (counters with memcached's names), then `protocol` (pure parsing and
 //! encoding, what a request is) and `storage` (one core's items,
 //! runtime-free), which do not know each other, and the leaves `item`
-//! (what `-I` counts) and `wake` (a task wake-up flag). `config` (the
-//! command line, pure) is read by all. See docs/architecture.md.
+//! (what `-I` counts) and `wake` (a task wake-up flag). `latency` (per-core
+//! histograms), `hotkeys` (per-core top-k sketches), `detail` (per-prefix
+//! counters) and `watch` (log streams) sit beside `stats`, and `exporter`
+//! (the Prometheus text of both) above them. `config` (the command line,
+//! pure) is read by all. `top` (`memcore top` and `memcore stat`) is a
+//! client of the text protocol and imports no room of the server. See
+//! docs/architecture.md.
 
 pub mod config;
+pub mod detail;
+pub mod exporter;
+pub mod hotkeys;
 pub mod item;
+pub mod latency;
 pub mod protocol;
 pub mod repl;
 pub mod route;
 pub mod server;
 pub mod stats;
 pub mod storage;
+pub mod top;
 pub mod wake;
+pub mod watch;
 
 /// Arrows point one way: a room may import only the rooms below it
 /// (docs/architecture.md, module map). A `crate::` path to a forbidden
@@ -41,6 +52,12 @@ mod arrows {
         ("route", &["server"]),
         ("stats.rs", &["server", "route", "repl", "config"]),
         ("config.rs", &["server", "route"]),
+        ("exporter.rs", &["server", "route", "repl", "config", "storage", "protocol"]),
+        ("watch.rs", &["server", "route", "repl", "stats", "config", "storage", "protocol"]),
+        ("detail.rs", &["server", "route", "repl", "stats", "config", "storage", "protocol"]),
+        ("hotkeys.rs", &["server", "route", "repl", "stats", "config", "storage"]),
+        ("latency.rs", &["server", "route", "repl", "stats", "config", "storage"]),
+        ("top", &["server", "route", "repl", "stats", "config", "protocol", "storage", "item"]),
     ];
 
     /// The rooms a line names through `crate::room` or `crate::{room, ...}`.

@@ -10,6 +10,11 @@ use memcore::config::{Command, parse_args};
 use memcore::server::startup;
 
 fn main() -> ExitCode {
+    // `memcore top` / `memcore stat`: the monitoring client, not the server.
+    let args: Vec<String> = std::env::args_os().map(|a| a.to_string_lossy().into_owned()).collect();
+    if memcore::top::subcommand(&args).is_some() {
+        return ExitCode::from(memcore::top::main(&args));
+    }
     let cpus = startup::allowed_cpus();
     let mut cfg = match parse_args(std::env::args_os(), &cpus) {
         Ok(Command::Run(cfg)) => *cfg,

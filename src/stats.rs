@@ -452,7 +452,7 @@ pub fn overhead_per_item(c: &Counters) -> f64 {
 }
 
 /// (seconds, microseconds) of user and system CPU time of the process.
-fn rusage() -> ((i64, i64), (i64, i64)) {
+pub fn rusage() -> ((i64, i64), (i64, i64)) {
     // SAFETY: getrusage only writes into the struct we pass.
     let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
     unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) };
@@ -511,7 +511,7 @@ mod tests {
         render_general(&mut out, &info(true), &Counters::default());
         let want = "pid uptime time version pointer_size rusage_user rusage_system max_connections \
             curr_connections total_connections rejected_connections connection_structures \
-            cmd_get cmd_set cmd_flush cmd_touch get_hits get_misses get_expired get_flushed \
+            cmd_get cmd_set cmd_flush cmd_touch cmd_meta get_hits get_misses get_expired get_flushed \
             delete_misses delete_hits incr_misses incr_hits decr_misses decr_hits \
             cas_misses cas_hits cas_badval touch_hits touch_misses store_too_large store_no_memory \
             auth_cmds auth_errors idle_kicks bytes_read bytes_written limit_maxbytes accepting_conns \

@@ -71,6 +71,19 @@ pub fn encode_u64(out: &mut Vec<u8>, mut v: u64) {
     out.extend_from_slice(&buf[i..]);
 }
 
+/// A key as memcached's metadump writes it: letters, digits and `-._~`
+/// as they are, every other byte as `%XX`.
+pub fn encode_uri(out: &mut Vec<u8>, key: &[u8]) {
+    const HEX: &[u8; 16] = b"0123456789ABCDEF";
+    for &b in key {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(b);
+        } else {
+            out.extend_from_slice(&[b'%', HEX[usize::from(b >> 4)], HEX[usize::from(b & 15)]]);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -91,5 +104,12 @@ mod tests {
             encode_u64(&mut out, v);
             assert_eq!(out, v.to_string().into_bytes());
         }
+    }
+
+    #[test]
+    fn metadump_keys_are_uri_encoded_as_memcached_does() {
+        let mut out = Vec::new();
+        encode_uri(&mut out, b"a-Z.9_~:/%\xff");
+        assert_eq!(out, b"a-Z.9_~%3A%2F%25%FF");
     }
 }

@@ -164,6 +164,14 @@ pub enum Request<'a> {
     Refused {
         msg: &'static str,
     },
+    /// `lru_crawler` with its arguments, still space-separated.
+    LruCrawler {
+        args: &'a [u8],
+    },
+    /// `watch [streams]`: memcached's log streams, still space-separated.
+    Watch {
+        args: &'a [u8],
+    },
 }
 
 impl<'a> Request<'a> {
@@ -224,7 +232,9 @@ impl<'a> Request<'a> {
             | Request::Shutdown
             | Request::Stats { .. }
             | Request::MetaNoop
-            | Request::Refused { .. } => false,
+            | Request::Refused { .. }
+            | Request::LruCrawler { .. }
+            | Request::Watch { .. } => false,
         }
     }
 }
@@ -416,6 +426,8 @@ pub fn parse<'a>(buf: &'a [u8], limits: &Limits) -> Parsed<'a> {
         b"quit" => Request::Quit,
         b"shutdown" => Request::Shutdown,
         b"stats" => Request::Stats { args: rest_after_tokens(line, 1) },
+        b"lru_crawler" => Request::LruCrawler { args: rest_after_tokens(line, 1) },
+        b"watch" => Request::Watch { args: rest_after_tokens(line, 1) },
         _ => {
             // memcached drops connections that speak HTTP to it.
             if t.n >= 2 && t.n <= MAX_TOKENS && t.tok[t.n - 1].starts_with(b"HTTP/") {

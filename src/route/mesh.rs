@@ -125,6 +125,12 @@ pub enum Cmd {
     /// The core's replication figures; replies one empty segment and
     /// `Typed::Repl`.
     ReplStats,
+    /// `lru_crawler metadump` lines of one segment from `cursor` on; the
+    /// cursor to ask next comes back as `Typed::Cursor` (see
+    /// `Shard::metadump`).
+    Metadump {
+        cursor: u64,
+    },
 }
 
 impl Cmd {
@@ -166,6 +172,9 @@ pub enum Typed {
     /// connection in the `sync` or `majority` mode, which waits for the
     /// peers to apply it: the version it wrote with.
     Wrote { version: u64 },
+    /// `Cmd::Metadump`: the cursor to ask for next, None when every
+    /// segment was listed.
+    Cursor(Option<u64>),
 }
 
 /// One message on the mesh.

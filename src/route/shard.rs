@@ -14,6 +14,7 @@
 //! (`ReplShard`); must not import `server`, nor the rest of `route` (it
 //! knows nothing of cores or the mesh).
 
+use crate::detail::Event;
 use crate::protocol::encode::{self, encode_number_line, encode_value_head};
 use crate::protocol::{GetKind, Request, StoreMode, absolute_expiry};
 use crate::repl::ReplFigures;
@@ -28,6 +29,11 @@ pub struct Shard {
     pub repl: Option<ReplShard>,
     /// Wall clock in ms for write versions (a fake one in tests).
     pub clock_ms: fn() -> u64,
+    /// `stats detail` counters and this core's id in them, when the server
+    /// runs (None in tests).
+    pub detail: Option<(std::sync::Arc<crate::detail::PerCore>, usize)>,
+    /// `watch` connections to feed, when the server runs (None in tests).
+    pub watch: Option<std::sync::Arc<crate::watch::Hub>>,
 }
 
 /// What a keyed request did when it changed the store (and so, when the
@@ -56,7 +62,71 @@ impl From<StoreMode> for storage::StoreMode {
 
 impl Shard {
     pub fn new(store: Store) -> Self {
-        Shard { store, counters: Counters::default(), repl: None, clock_ms: crate::repl::unix_ms }
+        Shard {
+            store,
+            counters: Counters::default(),
+            repl: None,
+            clock_ms: crate::repl::unix_ms,
+            detail: None,
+            watch: None,
+        }
+    }
+
+    /// `watch fetchers`: an `item_get` line, `size` the value's when found.
+    fn watch_get(&self, key: &[u8], size: Option<usize>) {
+        use std::io::Write;
+        let Some(hub) = &self.watch else { return };
+        hub.emit(crate::watch::FETCHERS, |l| {
+            l.extend_from_slice(b"type=item_get key=");
+            encode::encode_uri(l, key);
+            let _ = match size {
+                Some(n) => write!(l, " status=found clsid=1 cfd=0 size={n}"),
+                None => write!(l, " status=not_found clsid=0 cfd=0 size=0"),
+            };
+        });
+    }
+
+    /// `watch fetchers` for a delete, incr, decr or touch: the lookup it
+    /// does, before it changes the item.
+    fn watch_lookup(&mut self, key: &[u8], now: u64) {
+        if self.watch.as_ref().is_some_and(|h| h.wants(crate::watch::FETCHERS)) {
+            let size = self.store.peek(key, now, |i| i.value_len());
+            self.watch_get(key, size);
+        }
+    }
+
+    /// `watch mutations`: an `item_store` line for a storage command, with
+    /// the item's ttl and size as stored (the request's when not stored).
+    fn watch_store(&mut self, key: &[u8], mode: StoreMode, status: &str, exp: u64, len: usize, now: u64) {
+        use std::io::Write;
+        if !self.watch.as_ref().is_some_and(|h| h.wants(crate::watch::MUTATIONS)) {
+            return;
+        }
+        let stored = self.store.peek(key, now, |i| (i.exp, i.value_len()));
+        let (exp, size) = if status == "stored" { stored.unwrap_or((exp, len)) } else { (exp, len) };
+        let ttl = if exp == 0 { 0 } else { exp.saturating_sub(now) };
+        let cmd = match mode {
+            StoreMode::Set => "set",
+            StoreMode::Add => "add",
+            StoreMode::Replace => "replace",
+            StoreMode::Append => "append",
+            StoreMode::Prepend => "prepend",
+            StoreMode::Cas => "cas",
+        };
+        if let Some(hub) = &self.watch {
+            hub.emit(crate::watch::MUTATIONS, |l| {
+                l.extend_from_slice(b"type=item_store key=");
+                encode::encode_uri(l, key);
+                let _ = write!(l, " status={status} cmd={cmd} ttl={ttl} clsid=1 cfd=0 size={size}");
+            });
+        }
+    }
+
+    /// Count a key's event for `stats detail`, when it is on.
+    fn detail(&self, key: &[u8], event: Event) {
+        if let Some((d, core)) = &self.detail {
+            d.record(*core, key, event);
+        }
     }
 
     /// The version of the next write (0 when not replicating), passed to
@@ -132,8 +202,10 @@ impl Shard {
         let use_cas = self.store.config().use_cas;
         let start = out.len();
         let mut fits = true;
+        let mut size = 0;
         // False when the stored value is corrupt; `out` is left as it was.
         let mut encode = |item: &ItemRef<'_>| {
+            size = item.value_len();
             // The VALUE line is at most the key and 64 bytes of numbers.
             if start.saturating_add(key.len() + 64).saturating_add(item.value_len()) > limit {
                 fits = false;
@@ -161,6 +233,8 @@ impl Shard {
             Ok(true) => Ok(()),
             Err(miss) => Err(miss),
         };
+        self.detail(key, Event::Get { hit: found.is_ok() });
+        self.watch_get(key, found.is_ok().then_some(size));
         match found {
             Ok(()) => {
                 if kind.touches() {
@@ -221,9 +295,18 @@ impl Shard {
                 None
             }
             Request::Store { mode, key, flags, exptime, data, cas, noreply } => {
+                self.detail(key, Event::Set);
                 let exp = self.expiry(exptime, now);
                 let version = self.begin_write();
                 let outcome = self.store.store(mode.into(), key, flags, exp, data, cas, version, now);
+                let status = match outcome {
+                    StoreOutcome::Stored => "stored",
+                    StoreOutcome::NotStored => "not_stored",
+                    StoreOutcome::Exists => "exists",
+                    StoreOutcome::NotFound => "not_found",
+                    StoreOutcome::NoMemory => "no_memory",
+                };
+                self.watch_store(key, mode, status, exp, data.len(), now);
                 match outcome {
                     StoreOutcome::Stored => self.ship_item(key, version, now),
                     // A set that could not be stored removed the old item;
@@ -251,6 +334,7 @@ impl Shard {
                 (outcome == StoreOutcome::Stored).then_some(Wrote { version })
             }
             Request::TooLarge { mode, key, noreply } => {
+                self.detail(key, Event::Set);
                 self.counters.store_too_large += 1;
                 // A failed set must not leave the old value readable.
                 if mode == StoreMode::Set {
@@ -263,6 +347,8 @@ impl Shard {
                 None
             }
             Request::Delete { key, noreply } => {
+                self.detail(key, Event::Delete);
+                self.watch_lookup(key, now);
                 let version = self.begin_write();
                 if self.store.delete(key, now) {
                     self.ship_delete(key, version, now);
@@ -276,6 +362,7 @@ impl Shard {
                 }
             }
             Request::Arith { incr, key, delta, noreply } => {
+                self.watch_lookup(key, now);
                 let version = self.begin_write();
                 let outcome = self.store.arith(key, incr, delta, version, now);
                 if let ArithOutcome::Value(_) = outcome {
@@ -299,6 +386,7 @@ impl Shard {
                 matches!(outcome, ArithOutcome::Value(_)).then_some(Wrote { version })
             }
             Request::Touch { key, exptime, noreply } => {
+                self.watch_lookup(key, now);
                 let exp = self.expiry(exptime, now);
                 self.counters.cmd_touch += 1;
                 let version = self.begin_write();
@@ -330,6 +418,23 @@ impl Shard {
         c.sizes.0 = *self.store.sizes();
         c
     }
+
+    /// `lru_crawler metadump` lines (memcached's format) for the live items
+    /// of one segment from `cursor` on; the cursor to pass next, None when
+    /// every segment was seen. The whole engine is memcached's class 1;
+    /// `la` is when the item's segment was opened (memcore keeps no
+    /// per-item access time).
+    pub fn metadump(&mut self, cursor: u64, now: u64, out: &mut Vec<u8>) -> Option<u64> {
+        use std::io::Write;
+        self.store.metadump(cursor, now, |r| {
+            out.extend_from_slice(b"key=");
+            encode::encode_uri(out, r.key);
+            let exp = if r.exp == 0 { -1 } else { r.exp as i64 };
+            let fetch = if r.fetched { "yes" } else { "no" };
+            let _ = writeln!(out, " exp={exp} la={} cas={} fetch={fetch} cls=1 size={}", r.written, r.cas, r.size);
+        })
+    }
+
     pub fn reset_stats(&mut self) {
         self.counters.reset();
         self.store.reset_stats();

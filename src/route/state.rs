@@ -38,6 +38,14 @@ pub struct Global {
     pub repl: Option<crate::repl::ReplShared>,
     /// Each core's connection budget, by core id.
     pub budgets: Vec<ConnBudget>,
+    /// Each core's latency histograms (`stats latency`, `/metrics`).
+    pub latency: crate::latency::PerCore,
+    /// Each core's hot-key sketches and the switch (`stats hotkeys on|off`).
+    pub hotkeys: crate::hotkeys::PerCore,
+    /// Per-prefix counters (`stats detail`), which each core's shard holds too.
+    pub detail: Arc<crate::detail::PerCore>,
+    /// `watch` connections, which each core's shard feeds too.
+    pub watch: Arc<crate::watch::Hub>,
 }
 
 /// A one-shot, cross-thread event: set once, awaited by many.
@@ -219,6 +227,10 @@ impl Core {
                     }
                 }
                 Cmd::ReplStats => back.typed.push((*id, Typed::Repl(shard.repl_figures()))),
+                Cmd::Metadump { cursor } => {
+                    let next = shard.metadump(cursor, now, &mut back.reply_arena);
+                    back.typed.push((*id, Typed::Cursor(next)));
+                }
             }
             back.reply_ends.push(back.reply_arena.len());
             back.end_reply(*id, first_segment);

@@ -11,15 +11,17 @@
 use std::io;
 use std::pin::pin;
 use std::rc::Rc;
+use std::time::{Duration, Instant};
 
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use glommio::net::TcpStream;
 
+use crate::latency::{self, Op, Pending};
 use crate::protocol::encode::{self, encode_line};
 use crate::protocol::{GetKind, Parsed, READ_BUFFER, Request, parse, parse_get_rest};
 use crate::route::budget::{BUDGET_WAIT, Charge, FLUSH_AT};
 use crate::route::dispatch::{SyncWrite, broadcast, dispatch_sync_write, sync_write};
-use crate::route::mesh::{Cmd, Interruptible, Typed};
+use crate::route::mesh::{Cmd, ConnWait, Interruptible, Typed};
 use crate::route::{Batch, Core, dispatch, unix_now, version};
 use crate::stats::{self, Counters, ServerInfo};
 
@@ -35,6 +37,10 @@ enum Stop {
     Yield,
     /// A `stats` request: answered once every earlier reply is out.
     Stats(Vec<u8>),
+    /// An `lru_crawler` request: likewise.
+    LruCrawler(Vec<u8>),
+    /// `watch`: the connection streams log lines from then on.
+    Watch(Vec<u8>),
     /// quit, or input that ends the connection.
     Close,
     /// `sync`/`majority` replication: the next write goes alone in its batch.
@@ -71,6 +77,12 @@ pub struct Conn {
     spliced: Vec<u8>,
     /// What this connection holds, charged to its core's `ConnBudget`.
     charge: Charge,
+    /// When the last read returned, and when the first byte of the oldest
+    /// request not yet answered arrived (None: no such request).
+    last_read: Instant,
+    first_byte: Option<Instant>,
+    /// Requests of the batch per kind, recorded when its replies are queued.
+    pending: Pending,
 }
 
 impl Conn {
@@ -90,6 +102,9 @@ impl Conn {
             batch: Batch::new(ncores, INITIAL_BUFFER),
             spliced: Vec::new(),
             charge: Charge::default(),
+            last_read: Instant::now(),
+            first_byte: None,
+            pending: Pending::default(),
         }
     }
 
@@ -147,6 +162,12 @@ impl Conn {
                 Stop::Stats(args) => {
                     self.stats(&args).await;
                     self.finish_batch().await?;
+                }
+                Stop::LruCrawler(args) => self.lru_crawler(&args).await?,
+                Stop::Watch(args) => {
+                    if self.watch(&args).await? {
+                        return Ok(());
+                    }
                 }
                 Stop::Close => return Ok(()),
                 Stop::WaitBudget => {
@@ -238,6 +259,8 @@ impl Conn {
             Some(Ok(0)) => Ok(false),
             Some(Ok(n)) => {
                 self.end += n;
+                self.last_read = Instant::now();
+                self.first_byte.get_or_insert(self.last_read);
                 let now = self.core.clock.get();
                 if let Some(info) = self.core.conns.borrow().get(self.id) {
                     info.last_cmd.set(now);
@@ -254,6 +277,7 @@ impl Conn {
     fn process(&mut self) -> Stop {
         let core = self.core.clone();
         let now = core.clock.get();
+        let hot = core.global.hotkeys.on();
         let mut handled = 0;
         loop {
             if self.skip > 0 {
@@ -312,6 +336,10 @@ impl Conn {
                             return Stop::Boundary;
                         }
                         dispatch_sync_write(&core, &req, raw, now, &mut self.batch);
+                        self.pending.count(Op::of(&req));
+                        if hot {
+                            core.global.hotkeys.with(core.id, |s| s.count(&req));
+                        }
                         self.start += consumed;
                         self.skip = swallow;
                         return Stop::SyncWrite(w);
@@ -322,6 +350,16 @@ impl Conn {
                             let args = args.to_vec();
                             self.start += consumed;
                             return Stop::Stats(args);
+                        }
+                        Request::LruCrawler { args } => {
+                            let args = args.to_vec();
+                            self.start += consumed;
+                            return Stop::LruCrawler(args);
+                        }
+                        Request::Watch { args } => {
+                            let args = args.to_vec();
+                            self.start += consumed;
+                            return Stop::Watch(args);
                         }
                         _ => {
                             // A get's reply is capped by what the budget
@@ -334,6 +372,10 @@ impl Conn {
                                 // frees room), or wait for others to.
                                 core.shard.borrow_mut().counters.conn_memory_backpressure += 1;
                                 return if self.batch.owes() { Stop::Drain } else { Stop::WaitBudget };
+                            }
+                            self.pending.count(Op::of(&req));
+                            if hot {
+                                core.global.hotkeys.with(core.id, |s| s.count(&req));
                             }
                         }
                     }
@@ -367,8 +409,11 @@ impl Conn {
     async fn collect_forwarded(&mut self) -> io::Result<()> {
         if self.batch.wait.has_pending() {
             self.settle();
+            let waiting = Instant::now();
             let b = &mut self.batch;
             b.wait.all_filled().await;
+            let took = waiting.elapsed();
+            self.core.global.latency.with(self.core.id, |l| l.record_one(Op::Hop, took));
             if b.wait.is_broken() {
                 log::warn!("core {}: connection {} lost a forwarded reply; closing it", self.core.id, self.id);
                 return Err(io::Error::other("a forwarded reply did not match its request"));
@@ -383,6 +428,13 @@ impl Conn {
     async fn finish_batch(&mut self) -> io::Result<()> {
         self.collect_forwarded().await?;
         self.settle();
+        // The batch's replies are queued: its requests took this long.
+        if !self.pending.is_empty() {
+            let took = self.first_byte.map_or(Duration::ZERO, |t| t.elapsed());
+            self.core.global.latency.with(self.core.id, |l| l.record(&mut self.pending, took));
+        }
+        // What is left in the buffer arrived by the last read at the latest.
+        self.first_byte = (self.start < self.end).then_some(self.last_read);
         let b = &mut self.batch;
         if !b.out.is_empty() {
             self.stream.write_all(&b.out).await?;
@@ -418,19 +470,7 @@ impl Conn {
                     total.add(c);
                 }
                 match sub {
-                    b"" => {
-                        let info = ServerInfo {
-                            pid: core.global.pid,
-                            started: core.global.started,
-                            now: unix_now(),
-                            version: version(),
-                            max_connections: core.cfg().conn_limit as u64,
-                            threads: core.ncores as u64,
-                            listeners: core.cfg().listen.len() as u64,
-                            idle_timeout: core.cfg().idle_timeout.is_some(),
-                        };
-                        stats::render_general(out, &info, &total);
-                    }
+                    b"" => stats::render_general(out, &server_info(&core), &total),
                     b"items" => stats::render_items(out, &total),
                     b"slabs" => stats::render_slabs(out, &total),
                     b"sizes" => stats::render_sizes(out, &total),
@@ -438,28 +478,39 @@ impl Conn {
                 }
             }
             b"reset" => {
+                core.global.latency.reset();
+                core.global.detail.reset();
                 core.shard.borrow_mut().reset_stats();
                 self.broadcast(|| Cmd::StatsReset).await;
                 self.batch.out.extend_from_slice(encode::RESET);
             }
             b"settings" => render_settings(&core, out),
+            b"latency" => latency::render(out, &core.global.latency.merged()),
+            b"hotkeys" => match words.next() {
+                None => crate::hotkeys::render(out, &core.global.hotkeys),
+                Some(b"on") => {
+                    core.global.hotkeys.set(true);
+                    out.extend_from_slice(encode::OK);
+                }
+                Some(b"off") => {
+                    core.global.hotkeys.set(false);
+                    out.extend_from_slice(encode::OK);
+                }
+                Some(_) => out.extend_from_slice(b"CLIENT_ERROR usage: stats hotkeys [on|off]\r\n"),
+            },
             b"detail" => match words.next() {
-                Some(b"on") | Some(b"off") => out.extend_from_slice(encode::OK),
-                Some(b"dump") => out.extend_from_slice(encode::END),
+                Some(w @ (b"on" | b"off")) => {
+                    core.global.detail.set(w == b"on");
+                    out.extend_from_slice(encode::OK);
+                }
+                Some(b"dump") => crate::detail::render(out, &core.global.detail),
                 _ => out.extend_from_slice(b"CLIENT_ERROR usage: stats detail on|off|dump\r\n"),
             },
             b"cachedump" => out.extend_from_slice(encode::END),
             b"repl" => {
-                let slots = self.broadcast(|| Cmd::ReplStats).await;
-                let mut figures = core.shard.borrow().repl_figures();
-                for s in slots {
-                    if let Some(Typed::Repl(f)) = self.batch.wait.take_typed(s) {
-                        figures.add(&f);
-                    }
-                }
-                self.batch.wait.clear();
+                let figures = gather_repl(&core, &self.batch.wait).await;
                 let out = &mut self.batch.out;
-                crate::repl::report(self.core.global.repl.as_ref(), &figures, &mut |name, value| {
+                crate::repl::report(core.global.repl.as_ref(), &figures, &mut |name, value| {
                     encode::encode_stat(out, name, value)
                 });
                 out.extend_from_slice(encode::END);
@@ -478,24 +529,124 @@ impl Conn {
         }
     }
 
-    /// Every core's counters, this core's first... in core order.
-    async fn gather_counters(&mut self) -> Vec<Counters> {
-        let slots = self.broadcast(|| Cmd::Stats).await;
-        let mut per_core = Vec::with_capacity(self.core.ncores);
-        let mut remote = slots.into_iter();
-        for id in 0..self.core.ncores {
-            if id == self.core.id {
-                per_core.push(self.core.snapshot());
-            } else if let Some(s) = remote.next() {
-                let counters = match self.batch.wait.take_typed(s) {
-                    Some(Typed::Counters(c)) => *c,
-                    _ => Counters::default(),
-                };
-                per_core.push(counters);
+    /// `lru_crawler`: `metadump` lists every live item (memcached's format,
+    /// so that `memcached-tool HOST dump` and `keys` work), one segment of
+    /// one core at a time, each written before the next is asked for, so
+    /// that a dump of any size holds one segment's lines in memory.
+    /// memcore's expiry crawler always runs: `crawl` and `enable` are OK,
+    /// the settings that would stop or slow it are refused.
+    async fn lru_crawler(&mut self, args: &[u8]) -> io::Result<()> {
+        let words: Vec<&[u8]> = args.split(|&b| b == b' ').filter(|w| !w.is_empty()).collect();
+        let reply: &[u8] = match words.as_slice() {
+            [b"metadump", which] => match dump_classes(which) {
+                Some(true) => return self.metadump().await,
+                Some(false) => encode::END,
+                None => b"BADCLASS invalid class id\r\n",
+            },
+            [b"crawl", _] | [b"enable"] => encode::OK,
+            [b"disable"] | [b"sleep", _] | [b"tocrawl", _] => {
+                b"SERVER_ERROR memcore's expiry crawler always runs; its pace is not settable\r\n"
+            }
+            _ => encode::ERROR,
+        };
+        self.batch.out.extend_from_slice(reply);
+        self.finish_batch().await
+    }
+
+    /// `watch [fetchers] [mutations]`: OK, then the streams' lines until
+    /// the client goes or the server stops; what the client sends is read
+    /// and ignored, as memcached does. Streams memcore cannot feed are
+    /// refused; unknown ones answer ERROR, as memcached does (the
+    /// connection then goes on). True when it streamed: the connection ends.
+    async fn watch(&mut self, args: &[u8]) -> io::Result<bool> {
+        use crate::watch::{FETCHERS, MUTATIONS};
+        let mut streams = 0;
+        for w in args.split(|&b| b == b' ').filter(|w| !w.is_empty()) {
+            streams |= match w {
+                b"fetchers" => FETCHERS,
+                b"mutations" => MUTATIONS,
+                b"rawcmds" | b"evictions" | b"sysevents" | b"connevents" | b"deletions" | b"proxyreqs"
+                | b"proxyevents" | b"proxyuser" => {
+                    let name = String::from_utf8_lossy(w);
+                    let line =
+                        format!("SERVER_ERROR watch {name} is not supported by memcore (fetchers and mutations are)");
+                    encode_line(&mut self.batch.out, &line);
+                    return self.finish_batch().await.map(|()| false);
+                }
+                _ => {
+                    self.batch.out.extend_from_slice(encode::ERROR);
+                    return self.finish_batch().await.map(|()| false);
+                }
+            };
+        }
+        if streams == 0 {
+            streams = FETCHERS;
+        }
+        self.batch.out.extend_from_slice(encode::OK);
+        self.finish_batch().await?;
+        let hub = self.core.global.watch.clone();
+        let watcher = hub.add(streams);
+        let r = self.stream_watch(&watcher).await;
+        hub.remove(&watcher);
+        r.map(|()| true)
+    }
+
+    async fn stream_watch(&mut self, watcher: &crate::watch::Watcher) -> io::Result<()> {
+        let mut scratch = [0u8; 512];
+        loop {
+            let tick = async {
+                glommio::timer::sleep(Duration::from_millis(10)).await;
+                None
+            };
+            let read = async { Some(self.stream.read(&mut scratch).await) };
+            if let Some(Ok(0) | Err(_)) = futures_lite::future::or(read, tick).await {
+                return Ok(());
+            }
+            if self.core.stopping.get() {
+                return Ok(());
+            }
+            let lines = watcher.take();
+            if !lines.is_empty() {
+                self.stream.write_all(&lines).await?;
+                self.core.shard.borrow_mut().counters.bytes_written += lines.len() as u64;
             }
         }
-        self.batch.wait.clear();
-        per_core
+    }
+
+    async fn metadump(&mut self) -> io::Result<()> {
+        let core = self.core.clone();
+        for id in 0..core.ncores {
+            let mut cursor = 0;
+            loop {
+                let now = core.clock.get();
+                let next = if id == core.id {
+                    core.shard.borrow_mut().metadump(cursor, now, &mut self.batch.out)
+                } else {
+                    let wait = &self.batch.wait;
+                    let slot = wait.reserve(1);
+                    core.peers[id].control(wait, slot, Cmd::Metadump { cursor });
+                    wait.all_filled().await;
+                    wait.with_slot(slot, |lines| self.batch.out.extend_from_slice(lines));
+                    let next = match wait.take_typed(slot) {
+                        Some(Typed::Cursor(next)) => next,
+                        _ => None,
+                    };
+                    wait.clear();
+                    next
+                };
+                self.finish_batch().await?;
+                match next {
+                    Some(c) if !core.stopping.get() => cursor = c,
+                    _ => break,
+                }
+            }
+        }
+        self.batch.out.extend_from_slice(encode::END);
+        self.finish_batch().await
+    }
+
+    async fn gather_counters(&mut self) -> Vec<Counters> {
+        gather_counters(&self.core, &self.batch.wait).await
     }
 
     /// Send a control command to every other core and wait for the replies;
@@ -503,6 +654,71 @@ impl Conn {
     async fn broadcast(&mut self, cmd: impl Fn() -> Cmd) -> Vec<usize> {
         broadcast(&self.core, &self.batch.wait, cmd).await
     }
+}
+
+/// `lru_crawler metadump`'s argument: `all`, `hash`, or class ids
+/// separated by commas. Some(true) when it names memcore's one class (1),
+/// Some(false) for other valid ids, None for anything else (memcached's
+/// BADCLASS).
+fn dump_classes(which: &[u8]) -> Option<bool> {
+    if which == b"all" || which == b"hash" {
+        return Some(true);
+    }
+    let mut ours = false;
+    for id in which.split(|&b| b == b',') {
+        let id: u8 = std::str::from_utf8(id).ok()?.parse().ok()?;
+        if !(1..64).contains(&id) {
+            return None;
+        }
+        ours |= id == 1;
+    }
+    Some(ours)
+}
+
+/// Process-wide facts `stats` (and `/metrics`) print beside the counters.
+pub fn server_info(core: &Core) -> ServerInfo {
+    ServerInfo {
+        pid: core.global.pid,
+        started: core.global.started,
+        now: unix_now(),
+        version: version(),
+        max_connections: core.cfg().conn_limit as u64,
+        threads: core.ncores as u64,
+        listeners: core.cfg().listen.len() as u64,
+        idle_timeout: core.cfg().idle_timeout.is_some(),
+    }
+}
+
+/// Every core's counters, in core order, through `wait` (left cleared).
+pub async fn gather_counters(core: &Core, wait: &Rc<ConnWait>) -> Vec<Counters> {
+    let slots = broadcast(core, wait, || Cmd::Stats).await;
+    let mut per_core = Vec::with_capacity(core.ncores);
+    let mut remote = slots.into_iter();
+    for id in 0..core.ncores {
+        if id == core.id {
+            per_core.push(core.snapshot());
+        } else if let Some(s) = remote.next() {
+            per_core.push(match wait.take_typed(s) {
+                Some(Typed::Counters(c)) => *c,
+                _ => Counters::default(),
+            });
+        }
+    }
+    wait.clear();
+    per_core
+}
+
+/// Replication figures summed over the cores, through `wait` (left cleared).
+pub async fn gather_repl(core: &Core, wait: &Rc<ConnWait>) -> crate::repl::ReplFigures {
+    let slots = broadcast(core, wait, || Cmd::ReplStats).await;
+    let mut figures = core.shard.borrow().repl_figures();
+    for s in slots {
+        if let Some(Typed::Repl(f)) = wait.take_typed(s) {
+            figures.add(&f);
+        }
+    }
+    wait.clear();
+    figures
 }
 
 fn render_settings(core: &Core, out: &mut Vec<u8>) {
@@ -523,6 +739,8 @@ fn render_settings(core: &Core, out: &mut Vec<u8>) {
     encode_stat(out, "verbosity", verbosity);
     encode_stat(out, "evictions", if cfg.evict { "on" } else { "off" });
     encode_stat(out, "num_threads", core.ncores);
+    encode_stat(out, "stat_key_prefix", char::from(cfg.prefix_delimiter));
+    encode_stat(out, "detail_enabled", if core.global.detail.on() { "yes" } else { "no" });
     encode_stat(out, "reqs_per_event", cfg.reqs_per_event);
     encode_stat(out, "cas_enabled", if cfg.use_cas { "yes" } else { "no" });
     encode_stat(out, "tcp_backlog", cfg.backlog);

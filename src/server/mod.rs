@@ -25,6 +25,7 @@
 
 pub mod conn;
 pub mod listener;
+pub mod metrics;
 pub mod signal;
 pub mod startup;
 pub mod trainer;
@@ -100,6 +101,15 @@ pub fn run(mut cfg: Config) -> Result<(), String> {
             .collect(),
         None => vec![None; n],
     };
+    // `/metrics`, served by core 0 only.
+    let mut metrics_fd = match cfg.metrics_listen {
+        Some(addr) => {
+            let bound = listener::bind_all(&[addr], 1, cfg.backlog).map_err(|e| format!("metrics port {addr}: {e}"))?;
+            log::info!("metrics at http://{}/metrics", bound.addrs[0]);
+            bound.fds.into_iter().flatten().next()
+        }
+        None => None,
+    };
     // Replication's descriptors come on top of the clients' budget, so
     // peers (or strangers at the replication port) cannot use up `-c`.
     raise_fd_limit(cfg.conn_limit + cfg.repl.as_ref().map_or(0, |r| r.fd_budget(n)));
@@ -139,6 +149,7 @@ pub fn run(mut cfg: Config) -> Result<(), String> {
     let repl = cfg.repl.clone().map(|r| crate::repl::ReplShared::new(r, n));
     let budgets =
         (0..n).map(|_| crate::route::budget::ConnBudget::new(cfg.conn_memory / n, cfg.item_size_max)).collect();
+    let detail = Arc::new(crate::detail::PerCore::new(n, cfg.prefix_delimiter));
     let global = Arc::new(Global {
         repl,
         cfg,
@@ -147,12 +158,17 @@ pub fn run(mut cfg: Config) -> Result<(), String> {
         pid: std::process::id(),
         shutdown: Shutdown::default(),
         budgets,
+        latency: crate::latency::PerCore::new(n),
+        hotkeys: crate::hotkeys::PerCore::new(n),
+        detail,
+        watch: Default::default(),
     });
     let mesh = MeshBuilder::<Frame, _>::full(n, MESH_CAPACITY);
     let mut handles = Vec::new();
     for (i, core_fds) in fds.into_iter().enumerate() {
         let (g, m) = (global.clone(), mesh.clone());
         let repl_fd = repl_fds[i].take();
+        let metrics_fd = if i == 0 { metrics_fd.take() } else { None };
         let cpu = g.cfg.cpus[i];
         let mut builder = LocalExecutorBuilder::new(Placement::Fixed(cpu));
         if !g.cfg.spin_before_park.is_zero() {
@@ -162,7 +178,7 @@ pub fn run(mut cfg: Config) -> Result<(), String> {
             .name(&format!("memcore-{i}"))
             .io_memory(IO_MEMORY)
             .preempt_timer(PREEMPT_TIMER)
-            .spawn(move || core_main(g, m, core_fds, repl_fd))
+            .spawn(move || core_main(g, m, core_fds, repl_fd, metrics_fd))
             .map_err(|e| format!("cannot start executor on CPU {cpu}: {e}"))?;
         handles.push(h);
     }
@@ -203,6 +219,7 @@ async fn core_main(
     mesh: MeshBuilder<Frame, glommio::channels::channel_mesh::Full>,
     fds: Vec<RawFd>,
     repl_fd: Option<Vec<RawFd>>,
+    metrics_fd: Option<RawFd>,
 ) -> Result<(), String> {
     // glommio 0.9's first timer in an executor fires tens of ms late.
     glommio::timer::sleep(Duration::from_millis(1)).await;
@@ -229,6 +246,8 @@ async fn core_main(
         item_size_max: global.cfg.item_size_max,
     });
     let mut shard = Shard::new(store);
+    shard.detail = Some((global.detail.clone(), id));
+    shard.watch = Some(global.watch.clone());
     let mut core = Core::new(id, n, global.clone(), Shard::new(Store::new(StoreConfig::default())));
     if let Some(r) = &global.repl {
         shard.repl = Some(crate::repl::apply::ReplShard::new(
@@ -257,6 +276,12 @@ async fn core_main(
             let listener = unsafe { TcpListener::from_raw_fd(fd) };
             glommio::spawn_local(crate::repl::link::accept_loop(core.clone(), listener)).detach();
         }
+    }
+
+    if let Some(fd) = metrics_fd {
+        // SAFETY: as for the client listeners below.
+        let listener = unsafe { TcpListener::from_raw_fd(fd) };
+        glommio::spawn_local(metrics::serve(core.clone(), listener)).detach();
     }
 
     let gate = Rc::new(glommio::sync::Gate::new());

@@ -41,6 +41,7 @@
 mod commands;
 mod compress;
 mod crawl;
+mod dump;
 mod eviction;
 mod index;
 mod item_ref;
@@ -58,6 +59,7 @@ use slab::Slab;
 pub use commands::{StoreMode, parse_stored_number};
 use compress::Codec;
 pub use compress::{CompressConfig, CompressStats, DictMode, TrainingJob};
+pub use dump::DumpRecord;
 use index::Index;
 pub use item_ref::ItemRef;
 use item_ref::{Body, Value};

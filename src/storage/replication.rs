@@ -136,25 +136,10 @@ impl Store {
     /// been seen. Items moved while a snapshot runs go to newer segments,
     /// so each item present throughout is visited at least once.
     pub fn scan(&mut self, cursor: u64, now: u64, mut f: impl FnMut(&[u8], &ItemRef<'_>)) -> Option<u64> {
-        self.apply_flush(now);
-        let id = self
-            .small
-            .iter()
-            .chain(self.main.iter())
-            .copied()
-            .filter(|&id| self.segs[id as usize].seq >= cursor)
-            .min_by_key(|&id| self.segs[id as usize].seq)?;
-        let used = self.segs[id as usize].used as usize;
-        let mut off = 0;
-        while off < used {
-            let (loc, h, _, live, next) = self.walk(id, off);
-            off = next;
-            if live && self.dead(loc, &h, now).is_none() {
-                let rec = self.rec(loc);
-                f(&rec[h.key_at..h.key_at + h.key_len], &self.item_ref(loc, &h));
-            }
-        }
-        Some(self.segs[id as usize].seq + SEG_SIZE as u64)
+        self.scan_records(cursor, now, |store, loc, h, _| {
+            let rec = store.rec(loc);
+            f(&rec[h.key_at..h.key_at + h.key_len], &store.item_ref(loc, h));
+        })
     }
 
     /// Every live key, oldest segment first. O(items): for tests and the
