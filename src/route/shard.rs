@@ -366,6 +366,10 @@ impl Shard {
         c.crawler_reclaimed = s.crawler_reclaimed;
         c.moved_items = s.moved;
         c.segments_evicted = s.segments_evicted;
+        c.engine_compacted_segments = s.compacted_segments;
+        c.engine_compacted_items = s.compacted_items;
+        c.engine_compacted_dead_bytes = s.compacted_dead_bytes;
+        c.engine_evicted_dead_bytes = s.evicted_dead_bytes;
         let e = self.store.engine_stats(now);
         c.engine_memory = e.memory;
         c.engine_segments = e.segments;

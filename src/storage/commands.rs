@@ -220,6 +220,9 @@ impl Store {
 
     pub(super) fn flush_now(&mut self) {
         self.flush_seq = self.next_seq;
+        // Items moved from now on must not land in a segment older than
+        // the flush.
+        self.survivors = [None, None];
         for id in self.small.back().into_iter().chain(self.main.back()) {
             self.segs[*id as usize].sealed = true;
         }

@@ -86,6 +86,11 @@ impl Store {
                 self.next_crawl_seg(&mut visited, &mut work);
             }
         }
+        // Dead bytes that no write will come to reclaim (deletes, expiry):
+        // compaction shares the slice.
+        if work < budget {
+            work += self.compact(now, budget - work);
+        }
         self.crawl_busy = work >= budget;
         reclaimed
     }

@@ -117,20 +117,22 @@ impl Store {
         self.move_segment(id, now, true);
     }
 
-    /// Empty a segment and free it. Dead items are reclaimed. With `evict`,
-    /// live items read since they were written move to the main queue's
-    /// head and the others are evicted; without, every live item moves to
-    /// the head of the segment's own queue (compaction).
-    pub(super) fn move_segment(&mut self, id: u32, now: u64, evict: bool) {
+    /// Empty a segment and free it; returns the records walked. Dead items
+    /// are reclaimed. With `evict`, live items read since they were written
+    /// move to the main queue's head and the others are evicted; without,
+    /// every live item moves to a survivor segment that takes the freed
+    /// segment's place in its queue (compaction: see compact.rs).
+    pub(super) fn move_segment(&mut self, id: u32, now: u64, evict: bool) -> usize {
         let queue = self.segs[id as usize].queue;
         let from_small = queue == Queue::Small;
-        let dest = if evict { Queue::Main } else { queue };
-        match self.segs[id as usize].queue {
-            Queue::Small => self.small.retain(|&s| s != id),
-            Queue::Main => self.main.retain(|&s| s != id),
-        }
+        let q = if from_small { &mut self.small } else { &mut self.main };
+        let pos = q.iter().position(|&s| s == id).unwrap_or(q.len());
+        q.remove(pos);
+        self.forget_survivor(id);
         if evict {
             self.stats.segments_evicted += 1;
+            let g = &self.segs[id as usize];
+            self.stats.evicted_dead_bytes += u64::from(g.used - g.live_bytes);
         }
         // Freed at the end: it must not stay as memory nobody counts.
         let mut buf = Vec::new();
@@ -138,9 +140,11 @@ impl Store {
         list.clear();
         let used = self.segs[id as usize].used as usize;
         let mut off = 0;
+        let mut walked = 0;
         while off < used {
             let (loc, h, hash, live, next) = self.walk(id, off);
             off = next;
+            walked += 1;
             if !live {
                 continue;
             }
@@ -182,6 +186,7 @@ impl Store {
         // The id is reused only after the moves, so that no new location
         // equals an old one still in the index.
         let block = self.segs[id as usize].data.take();
+        self.seg_used -= u64::from(self.segs[id as usize].used);
         if self.spare.is_none() {
             self.spare = block;
         } else {
@@ -189,7 +194,13 @@ impl Store {
         }
         for &(hash, old, start, len) in &list {
             let rec = &buf[start..start + len];
-            let Some(loc) = self.reserve(dest, self.align(len), now, false) else {
+            let room = self.align(len);
+            let to = if evict {
+                self.reserve(Queue::Main, room, now, false)
+            } else {
+                self.reserve_survivor(queue, pos, room, now)
+            };
+            let Some(loc) = to else {
                 // Cannot happen: the moves fit the head's room plus the
                 // block just freed. Should it, drop the item.
                 self.index.remove(hash, |&l| l == old);
@@ -207,9 +218,14 @@ impl Store {
                 self.large[handle as usize].head = loc;
             }
             self.account_new(loc, len);
-            self.stats.moved += 1;
+            if evict {
+                self.stats.moved += 1;
+            } else {
+                self.stats.compacted_items += 1;
+            }
         }
         self.free_ids.push(id);
         self.move_list = list;
+        walked
     }
 }

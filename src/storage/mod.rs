@@ -38,6 +38,7 @@
 //! shared `item` sizes; must not import protocol, route, repl or server.
 
 mod commands;
+mod compact;
 mod compress;
 mod crawl;
 mod eviction;
@@ -216,6 +217,15 @@ pub struct Store {
     crawl_min_exp: u32,
     /// The last crawl stopped at its budget: more may be waiting.
     crawl_busy: bool,
+    /// Bytes written into the allocated segments (alignment included) and
+    /// the live records' share of them: dead bytes are the difference.
+    seg_used: u64,
+    seg_live: u64,
+    /// Where compaction's choice of a victim starts looking, and the
+    /// segment of each queue (small, main) that compaction is filling with
+    /// moved items (compact.rs).
+    compact_cursor: usize,
+    survivors: [Option<u32>; 2],
     items: u64,
     item_bytes: u64,
     kv_bytes: u64,
@@ -312,6 +322,10 @@ impl Store {
             crawl_off: 0,
             crawl_min_exp: 0,
             crawl_busy: false,
+            seg_used: 0,
+            seg_live: 0,
+            compact_cursor: 0,
+            survivors: [None, None],
             items: 0,
             item_bytes: 0,
             kv_bytes: 0,
