@@ -390,7 +390,7 @@ pub fn check_store(data: &[u8]) -> StoreRun {
     while !r.done() && ops < 10_000 {
         ops += 1;
         let op = r.u8();
-        let op = if overwrites && op % 4 != 0 { op & 0xf0 } else { op };
+        let op = if overwrites && !op.is_multiple_of(4) { op & 0xf0 } else { op };
         let key = key_for(r.u8() % 16);
         now += (op >> 5) as u64 % 3; // the clock advances now and then
         let before: HashSet<Vec<u8>> = s.live_keys().into_iter().collect();

@@ -5,13 +5,14 @@
 //! is. Without compaction those bytes come back only when their segment
 //! reaches the tail of its queue; under an overwrite-heavy Zipf mix that
 //! left three quarters of memory dead (issue 12). Here dead bytes are
-//! reclaimed as they arise: whenever the dead bytes pass `DEAD_TARGET` of
-//! the segments' memory, the segment with the most room to win back has
-//! its live items moved (keeping their CAS) and is freed. Each step moves
-//! at most one segment's live items, as one eviction does; the write path
-//! takes at most `STEPS_PER_SEGMENT` steps per segment it opens, and the
-//! crawler's tick takes the rest (deletes and expiry make dead bytes
-//! without writes).
+//! reclaimed as they arise: whenever the dead bytes pass a tenth of the
+//! segments' memory, the segment most worth it (room won per byte moved,
+//! weighted by its distance from eviction) has its live items moved
+//! (keeping their CAS) into a survivor segment in its place, and is freed.
+//! Each step moves at most one segment's live items, as one eviction does;
+//! the write path takes at most `STEPS_PER_SEGMENT` steps per segment it
+//! opens, and the crawler's tick takes the rest (deletes and expiry make
+//! dead bytes without writes).
 //!
 //! Must not import protocol, route, repl or server.
 
@@ -28,8 +29,8 @@ const DEAD_FLOOR: u64 = SEG_SIZE as u64 / 4;
 const MIN_GAIN: usize = SEG_SIZE / 8;
 /// Steps the write path may take each time it needs a new segment.
 pub(super) const STEPS_PER_SEGMENT: usize = 2;
-/// Segments the choice of a victim looks at, from a cursor that goes round:
-/// with more segments than this the choice is among the ones looked at.
+/// Segments the choice of a victim looks at (about): with more, it looks
+/// at a spread of this many.
 const SCAN_MAX: usize = 1024;
 
 impl Store {
@@ -45,33 +46,45 @@ impl Store {
         dead > DEAD_FLOOR && dead * DEAD_TARGET_DIV > (self.blocks * SEG_SIZE) as u64
     }
 
-    /// The segment whose live items, moved elsewhere, free the most room:
-    /// not a queue's head (still being written), and only when the gain
-    /// passes MIN_GAIN. Moved items may gain their 8-byte CAS position.
+    /// The segment most worth compacting: the room its live items leave
+    /// when moved (its size less its live bytes and 8 bytes per item for the
+    /// CAS position a moved record keeps), per byte moved, weighted by how
+    /// far it is from its queue's tail (a segment about to be evicted frees
+    /// its dead bytes soon anyway; the cost-benefit choice of log-structured
+    /// file systems, with age as distance to eviction). Never a queue's head
+    /// or a survivor segment (still being written), and only when the room
+    /// won passes MIN_GAIN. With more than SCAN_MAX segments, a spread of
+    /// SCAN_MAX of them is looked at, from an offset that goes round.
     fn compaction_victim(&mut self) -> Option<u32> {
-        let heads = [self.small.back().copied(), self.main.back().copied(), self.survivors[0], self.survivors[1]];
-        let n = self.segs.len();
-        let mut best: Option<(u32, usize)> = None;
-        for i in 0..n.min(SCAN_MAX) {
-            let id = (self.compact_cursor + i) % n;
-            let g = &self.segs[id];
-            if g.data.is_none() || heads.contains(&Some(id as u32)) {
-                continue;
+        let skip = [self.small.back().copied(), self.main.back().copied(), self.survivors[0], self.survivors[1]];
+        let total = self.live_segments();
+        let stride = total.div_ceil(SCAN_MAX).max(1);
+        let first = self.compact_cursor % stride;
+        self.compact_cursor = self.compact_cursor.wrapping_add(1);
+        let mut best: Option<(u32, u64)> = None;
+        for q in [&self.small, &self.main] {
+            let len = q.len() as u64;
+            for (pos, &id) in q.iter().enumerate().skip(first).step_by(stride) {
+                if skip.contains(&Some(id)) {
+                    continue;
+                }
+                let g = &self.segs[id as usize];
+                let keep = g.live_bytes as u64 + 8 * u64::from(g.live);
+                let gain = (SEG_SIZE as u64).saturating_sub(keep);
+                if gain < MIN_GAIN as u64 {
+                    continue;
+                }
+                let score = gain * 1024 * (pos as u64 + 1) / len / (keep + 1024);
+                if best.is_none_or(|(_, b)| score > b) {
+                    best = Some((id, score));
+                }
             }
-            let keep = g.live_bytes as usize + 8 * g.live as usize;
-            let gain = SEG_SIZE.saturating_sub(keep);
-            if gain >= MIN_GAIN && best.is_none_or(|(_, b)| gain > b) {
-                best = Some((id as u32, gain));
-            }
-        }
-        if n > SCAN_MAX {
-            self.compact_cursor = (self.compact_cursor + SCAN_MAX) % n;
         }
         best.map(|(id, _)| id)
     }
 
     /// One compaction step: move the live items of the best victim to the
-    /// head of its queue and free it. Returns the records walked (0 when
+    /// survivor segment of its queue and free it. Returns the records walked (0 when
     /// no segment was worth it).
     pub(super) fn compact_step(&mut self, now: u64) -> usize {
         let Some(id) = self.compaction_victim() else {

@@ -141,13 +141,16 @@ impl Store {
         let used = self.segs[id as usize].used as usize;
         let mut off = 0;
         let mut walked = 0;
-        while off < used {
+        // Past the last live record only dead ones are left: stop there.
+        let mut live_left = self.segs[id as usize].live;
+        while off < used && live_left > 0 {
             let (loc, h, hash, live, next) = self.walk(id, off);
             off = next;
             walked += 1;
             if !live {
                 continue;
             }
+            live_left -= 1;
             if self.dead(loc, &h, now).is_some() {
                 self.reclaim(loc, &h, hash, false);
                 continue;
