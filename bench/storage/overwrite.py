@@ -57,6 +57,16 @@ def run_mix(gen, srv, a, n, seed, tag):
     return dt, out
 
 
+def latencies(out):
+    """(p99, p99.9) in ms of the generator's Sets and Totals rows."""
+    got = {}
+    for line in out.splitlines():
+        f = line.split()
+        if len(f) >= 9 and f[0] in ("Sets", "Totals"):
+            got[f[0]] = (float(f[6]), float(f[7]))
+    return got
+
+
 def main():
     p = C.base_parser(__doc__, mb=64, threads=1, rounds=1, quick_mb=16)
     p.add_argument("--ratio", default="1:10", help="sets:gets (default 1:10)")
@@ -106,9 +116,9 @@ def main():
                 run_mix(gen, srv, a, a.warmup, seed, tag)
                 s0 = srv.stats()
                 c0 = cpu_seconds(srv.pid)
-                t1, _ = run_mix(gen, srv, a, a.requests // 2, seed + 1, tag)
+                t1, o1 = run_mix(gen, srv, a, a.requests // 2, seed + 1, tag)
                 s1 = srv.stats()
-                t2, _ = run_mix(gen, srv, a, a.requests - a.requests // 2, seed + 2, tag)
+                t2, o2 = run_mix(gen, srv, a, a.requests - a.requests // 2, seed + 2, tag)
                 s2 = srv.stats()
                 c2 = cpu_seconds(srv.pid)
                 rss, hwm = srv.mem()
@@ -130,12 +140,17 @@ def main():
                 "ops_cpu": (s2["cmd_get"] - s0["cmd_get"] + s2["cmd_set"] - s0["cmd_set"]) / max(c2 - c0, 1e-9),
                 "compacted_items": s2.get("engine_compacted_items"),
             }
+            lat = [latencies(o1), latencies(o2)]
+            for k, name_ in (("Sets", "set"), ("Totals", "all")):
+                row[f"{name_}_p99"] = max(x[k][0] for x in lat if k in x) if all(k in x for x in lat) else None
+                row[f"{name_}_p999"] = max(x[k][1] for x in lat if k in x) if all(k in x for x in lat) else None
             res[name].append(row)
             d = f"  dead {row['dead']:.3f} (half 1: {row['dead_h1']:.3f}) of engine memory" if row["dead"] is not None else ""
             print(f"  round {r} {name:9}  miss ratio {row['miss']:.4f} (halves {row['miss_h1']:.4f} "
                   f"{row['miss_h2']:.4f})  curr_items {row['curr_items']:,}  bytes {row['bytes_mib']:.1f} MiB{d}  "
                   f"evictions {row['evictions']:,}  RSS {row['rss_mib']:.1f} MiB  {row['ops_s']:,.0f} ops/s  "
-                  f"{row['ops_cpu']:,.0f} ops per server CPU-s",
+                  f"{row['ops_cpu']:,.0f} ops per server CPU-s  p99 {row['all_p99']} ms (sets {row['set_p99']}), "
+                  f"p99.9 {row['all_p999']} ms",
                   flush=True)
     C.table(f"overwrites: {mix}, -m {a.mb} -t {a.threads}", [
         ("**curr_items**", "curr_items", 0, True),
@@ -148,6 +163,9 @@ def main():
         ("RSS MiB", "rss_mib", 1, True),
         ("ops/s (info)", "ops_s", 0, True),
         ("ops per server CPU-s", "ops_cpu", 0, True),
+        ("p99 ms, all (worse half)", "all_p99", 3, True),
+        ("p99.9 ms, all", "all_p999", 3, True),
+        ("p99 ms, sets", "set_p99", 3, True),
         ("items moved by compaction", "compacted_items", 0, False),
     ], res, a.servers)
     ri, rm = C.ratios(res, "curr_items"), C.ratios(res, "miss")

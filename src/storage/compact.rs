@@ -11,8 +11,8 @@
 //! (keeping their CAS) into a survivor segment in its place, and is freed.
 //! Each step moves at most one segment's live items, as one eviction does;
 //! the write path takes at most `STEPS_PER_SEGMENT` steps per segment it
-//! opens, and the crawler's tick takes the rest (deletes and expiry make
-//! dead bytes without writes).
+//! opens, and the crawler's tick one step per slice for the rest (deletes
+//! and expiry make dead bytes without writes).
 //!
 //! Must not import protocol, route, repl or server.
 
@@ -94,20 +94,6 @@ impl Store {
         self.stats.compacted_segments += 1;
         self.stats.compacted_dead_bytes += u64::from(g.used - g.live_bytes);
         self.move_segment(id, now, false).max(1)
-    }
-
-    /// Compact while dead bytes are over their share, walking at most about
-    /// `budget` records (the crawler's tick). Returns the records walked.
-    pub(super) fn compact(&mut self, now: u64, budget: usize) -> usize {
-        let mut work = 0;
-        while work < budget && self.compaction_due() {
-            let w = self.compact_step(now);
-            if w == 0 {
-                break;
-            }
-            work += w;
-        }
-        work
     }
 
     /// Room for a moved item in the survivor segment of `queue`, opening a
