@@ -363,6 +363,13 @@ impl Store {
         }
         // The index or the compressor may have grown past the limit.
         if self.memory_used() <= self.cfg.limit {
+            // Dead bytes over their share: one bounded compaction step per
+            // write, so that reclaiming keeps pace with overwrites however
+            // large the items (the new record is at its queue's head, which
+            // compaction never moves).
+            if replaced.is_some() && self.compaction_due() {
+                self.compact_step(now);
+            }
             return true;
         }
         while self.memory_used() > self.cfg.limit && self.evict_one(now, self.cfg.evict) {}

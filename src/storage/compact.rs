@@ -9,10 +9,13 @@
 //! segments' memory, the segment most worth it (room won per byte moved,
 //! weighted by its distance from eviction) has its live items moved
 //! (keeping their CAS) into a survivor segment in its place, and is freed.
-//! Each step moves at most one segment's live items, as one eviction does;
-//! the write path takes at most `STEPS_PER_SEGMENT` steps per segment it
-//! opens, and the crawler's tick one step per slice for the rest (deletes
-//! and expiry make dead bytes without writes).
+//! Each step moves at most one segment's live items, as one eviction does.
+//! Steps are taken by an overwrite that finds dead bytes over their share
+//! (at most one per write, so reclaiming keeps pace with overwrites of any
+//! size), by the write path before it opens a new segment (at most
+//! `STEPS_PER_SEGMENT`, so memory does not grow while dead bytes could
+//! make room), and by the crawler's tick, one per slice (deletes and
+//! expiry make dead bytes without writes).
 //!
 //! Must not import protocol, route, repl or server.
 
@@ -28,7 +31,7 @@ const DEAD_FLOOR: u64 = SEG_SIZE as u64 / 4;
 /// this much of it free: below that, the move costs more than it wins.
 const MIN_GAIN: usize = SEG_SIZE / 8;
 /// Steps the write path may take each time it needs a new segment.
-pub(super) const STEPS_PER_SEGMENT: usize = 2;
+pub(super) const STEPS_PER_SEGMENT: usize = 1;
 /// Segments the choice of a victim looks at (about): with more, it looks
 /// at a spread of this many.
 const SCAN_MAX: usize = 1024;

@@ -134,8 +134,12 @@ impl Store {
             let g = &self.segs[id as usize];
             self.stats.evicted_dead_bytes += u64::from(g.used - g.live_bytes);
         }
-        // Freed at the end: it must not stay as memory nobody counts.
-        let mut buf = Vec::new();
+        // Freed at the end: it must not stay as memory nobody counts. Sized
+        // once for what can move (the items, each with its CAS position),
+        // which stays under a segment, so the allocator serves it from its
+        // heap rather than mapping it anew (see main.rs).
+        let g = &self.segs[id as usize];
+        let mut buf = Vec::with_capacity((g.live_bytes as usize + 8 * g.live as usize).min(SEG_SIZE - 1));
         let mut list = std::mem::take(&mut self.move_list);
         list.clear();
         let used = self.segs[id as usize].used as usize;
