@@ -43,6 +43,8 @@ fn main() {
     let (mut g, mut miss) = (0u64, 0u64);
     let t0 = std::time::Instant::now();
     let mut now = 1_000_100u64;
+    // Nanoseconds per set (measured part): the engine's own stalls.
+    let mut lat: Vec<u32> = Vec::new();
     for i in 0..warm + meas {
         if i == warm {
             g = 0;
@@ -64,7 +66,11 @@ fn main() {
                 if size_hi > size_lo { size_lo + rng.below((size_hi - size_lo + 1) as u64) as usize } else { size_lo };
             let off = rng.below(65536) as usize;
             let exp = if ttl > 0 { now + ttl } else { 0 };
+            let t = std::time::Instant::now();
             s.store(StoreMode::Set, &key, 0, exp, &vals[off..off + len], 0, 0, now);
+            if i >= warm {
+                lat.push(t.elapsed().as_nanos().min(u32::MAX as u128) as u32);
+            }
         } else if slot < sets + gets {
             g += 1;
             if s.get(&key, now).is_err() {
@@ -75,6 +81,16 @@ fn main() {
         }
     }
     let e = s.engine_stats(now);
+    lat.sort_unstable();
+    let q = |f: f64| lat.get(((lat.len() as f64 * f) as usize).min(lat.len().saturating_sub(1))).copied().unwrap_or(0);
+    println!(
+        "set (and tick) ns: p50 {} p99 {} p99.9 {} p99.99 {} max {}",
+        q(0.5),
+        q(0.99),
+        q(0.999),
+        q(0.9999),
+        lat.last().copied().unwrap_or(0)
+    );
     println!(
         "mb {mb} size {size_lo}-{size_hi} ratio {sets}:{gets}:{dels} keys {keys} ttl {ttl}: items {} miss {:.4} dead {:.3} mem {} evictions {} moved {} compacted {} segs {} items {:.1}s",
         s.curr_items(),
