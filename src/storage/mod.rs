@@ -21,15 +21,17 @@
 //!   live items that were read since they were written move to the main
 //!   queue's head, the others are evicted. Memory moves between value sizes
 //!   freely: there are no size classes to calcify.
+//! - Dead records (overwritten, deleted, expired) are won back by
+//!   compaction as they arise, so they stay under a tenth of memory.
 //! - Everything counts against the limit: segments, large values, the index
 //!   and the buffer used to move items.
 //!
 //! Files, one idea each: this one holds the `Store`'s shape (config,
 //! fields, constructor, addressing); `commands.rs` the commands and the
 //! write path; `item_ref.rs` an item as read; `segments.rs` segment space
-//! and accounting; `eviction.rs` S3-FIFO eviction; `crawl.rs` the expiry
-//! crawler; `replication.rs` versions, scan and digest; `stats.rs` the
-//! counters and the limit; `compress.rs`, `index.rs`, `large.rs` and
+//! and accounting; `eviction.rs` S3-FIFO eviction; `compact.rs` compaction
+//! of dead bytes; `crawl.rs` the expiry crawler; `replication.rs`
+//! versions, scan and digest; `stats.rs` the counters and the limit; `compress.rs`, `index.rs`, `large.rs` and
 //! `record.rs` the pieces below them.
 //!
 //! The store's own types at its edge (`StoreMode`, `StoreOutcome`,
