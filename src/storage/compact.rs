@@ -43,8 +43,14 @@ impl Store {
         self.seg_used - self.seg_live
     }
 
-    /// Have dead bytes passed their share?
+    /// Have dead bytes passed their share? A full store without eviction
+    /// (`-M`) compacts only when a write needs the room (`compact_one`, into
+    /// the head, where that write goes): a survivor segment would take the
+    /// last free block and leave its room where no write can use it.
     pub(super) fn compaction_due(&self) -> bool {
+        if !self.cfg.evict && self.memory_used() + SEG_SIZE > self.cfg.limit {
+            return false;
+        }
         let dead = self.dead_bytes();
         dead > DEAD_FLOOR && dead * DEAD_TARGET_DIV > (self.blocks * SEG_SIZE) as u64
     }
@@ -96,7 +102,7 @@ impl Store {
         let g = &self.segs[id as usize];
         self.stats.compacted_segments += 1;
         self.stats.compacted_dead_bytes += u64::from(g.used - g.live_bytes);
-        self.move_segment(id, now, false).max(1)
+        self.move_segment(id, now, eviction::Move::InPlace).max(1)
     }
 
     /// Room for a moved item in the survivor segment of `queue`, opening a

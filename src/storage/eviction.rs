@@ -6,6 +6,21 @@
 
 use super::*;
 
+/// Where `move_segment` sends a segment's live items.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(super) enum Move {
+    /// Eviction: the items read since they were written move to the main
+    /// queue's head, the others are evicted.
+    Evict,
+    /// Every item moves to the head of its own queue (`-M`'s compaction of
+    /// a full store: the room comes back at the head, where the write that
+    /// needs it goes).
+    ToHead,
+    /// Every item moves to the survivor segment that takes the freed
+    /// segment's place in its queue (compaction: see compact.rs).
+    InPlace,
+}
+
 impl Store {
     /// The record at `off` in segment `id`, for walking a segment: its
     /// location, header, key hash, whether it is the live version of its
@@ -109,20 +124,18 @@ impl Store {
         if needed >= used {
             return false;
         }
-        self.move_segment(id, now, false);
+        self.move_segment(id, now, Move::ToHead);
         true
     }
 
     pub(super) fn evict_segment(&mut self, id: u32, now: u64) {
-        self.move_segment(id, now, true);
+        self.move_segment(id, now, Move::Evict);
     }
 
-    /// Empty a segment and free it; returns the records walked. Dead items
-    /// are reclaimed. With `evict`, live items read since they were written
-    /// move to the main queue's head and the others are evicted; without,
-    /// every live item moves to a survivor segment that takes the freed
-    /// segment's place in its queue (compaction: see compact.rs).
-    pub(super) fn move_segment(&mut self, id: u32, now: u64, evict: bool) -> usize {
+    /// Empty a segment and free it, its live items going where `how` says;
+    /// returns the records walked. Dead items are reclaimed.
+    pub(super) fn move_segment(&mut self, id: u32, now: u64, how: Move) -> usize {
+        let evict = how == Move::Evict;
         let queue = self.segs[id as usize].queue;
         let from_small = queue == Queue::Small;
         let q = if from_small { &mut self.small } else { &mut self.main };
@@ -202,10 +215,10 @@ impl Store {
         for &(hash, old, start, len) in &list {
             let rec = &buf[start..start + len];
             let room = self.align(len);
-            let to = if evict {
-                self.reserve(Queue::Main, room, now, false)
-            } else {
-                self.reserve_survivor(queue, pos, room, now)
+            let to = match how {
+                Move::Evict => self.reserve(Queue::Main, room, now, false),
+                Move::ToHead => self.reserve(queue, room, now, false),
+                Move::InPlace => self.reserve_survivor(queue, pos, room, now),
             };
             let Some(loc) = to else {
                 // Cannot happen: the moves fit the head's room plus the
