@@ -33,6 +33,7 @@ fn main() -> ExitCode {
         return ExitCode::from(64);
     }
     init_logging(cfg.verbosity);
+    map_large_blocks_apart();
     match memcore::server::run(cfg) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -52,5 +53,21 @@ fn init_logging(verbosity: u8) {
         .init();
     if !from_env {
         memcore::server::set_verbosity(verbosity);
+    }
+}
+
+/// Segments (256 KiB) and full large-value chunks get mappings of their own,
+/// so a freed one goes back to the kernel at once (smaller blocks, such as
+/// the buffer eviction moves items through, stay in the heap). Left to itself, glibc raises
+/// its mapping threshold past them after the first free and keeps freed
+/// segments in its heaps, where fragmentation holds them: 10,000 keys of
+/// 16 KiB overwritten for 15 s at `-m 1024` held 211-240 MiB of RSS for 190
+/// MiB of engine memory, and 186 MiB with this (memcached: 173 MiB).
+fn map_large_blocks_apart() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only changes an allocator setting; called before any
+    // thread is started.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, memcore::storage::SEG_SIZE as libc::c_int);
     }
 }

@@ -172,6 +172,11 @@ counters! {
     engine_key_value_bytes: Gauge "Bytes of live keys and values." = engine.key_value_bytes,
     engine_dead_bytes: Gauge "Bytes of dead records not yet compacted." = engine.dead_bytes,
     moved_items: Counter "Items moved from the small queue to the main queue." = store.moved,
+    // Dead bytes and what won them back (storage/compact.rs).
+    engine_compacted_segments: Counter "Segments freed by compaction (live items moved, dead bytes won back)." = store.compacted_segments,
+    engine_compacted_items: Counter "Live items moved by compaction." = store.compacted_items,
+    engine_compacted_dead_bytes: Counter "Dead bytes won back by compaction." = store.compacted_dead_bytes,
+    engine_evicted_dead_bytes: Counter "Dead bytes freed with evicted segments." = store.evicted_dead_bytes,
     segments_evicted: Counter "Segments evicted whole." = store.segments_evicted,
     // Compression (storage/compress.rs).
     compress_items: Gauge "Live items stored compressed." = engine.compressed_items,
@@ -315,6 +320,10 @@ const GENERAL: &[Line] = {
         S(engine_large_bytes),
         S(engine_dead_bytes),
         Renamed("engine_moved_items", moved_items),
+        S(engine_compacted_segments),
+        S(engine_compacted_items),
+        S(engine_compacted_dead_bytes),
+        S(engine_evicted_dead_bytes),
         Info("bytes_per_item_overhead", |_, c| format!("{:.2}", overhead_per_item(c))),
         S(compress_items),
         S(compress_bytes_in),
@@ -519,7 +528,8 @@ mod tests {
             evictions reclaimed crawler_reclaimed forwarded_requests forward_errors \
             conn_memory_bytes conn_memory_limit conn_memory_backpressure conn_memory_refused \
             engine_memory engine_segments engine_index_bytes engine_large_bytes engine_dead_bytes \
-            engine_moved_items bytes_per_item_overhead compress_items compress_bytes_in \
+            engine_moved_items engine_compacted_segments engine_compacted_items \
+            engine_compacted_dead_bytes engine_evicted_dead_bytes bytes_per_item_overhead compress_items compress_bytes_in \
             compress_bytes_out compress_skipped_incompressible compress_skipped_compressed \
             compress_dictionaries compress_dict_trainings compress_corrupt compress_ratio get_hit_ratio";
         assert_eq!(names(&out), want.split_whitespace().collect::<Vec<_>>());

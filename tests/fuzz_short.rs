@@ -571,7 +571,10 @@ fn store_property_fuzz() {
     let mut total = harness::StoreRun::default();
     loop {
         case += 1;
-        let len = rng.range(0, 4000);
+        // A quarter of the cases are long enough for overwrites to fill
+        // several segments with dead records (and compaction to run).
+        let most = if rng.chance(4) { 40_000 } else { 4000 };
+        let len = rng.range(0, most);
         let mut data: Vec<u8> = (0..len).map(|_| rng.next() as u8).collect();
         if rng.chance(3) {
             // Few keys, so that operations meet the same items often.
@@ -596,7 +599,10 @@ fn store_property_fuzz() {
     println!("store fuzz: {case} cases, seed {seed}: {total:?}");
     assert!(case > 0);
     // The generator must reach what the checks are about.
-    assert!(total.hits > 0 && total.misses > 0 && total.evictions > 0 && total.no_memory > 0, "{total:?}");
+    assert!(
+        total.hits > 0 && total.misses > 0 && total.evictions > 0 && total.no_memory > 0 && total.compacted > 0,
+        "{total:?}"
+    );
 }
 
 /// A peer's stream: valid batches of ops (versions now, a little ahead,

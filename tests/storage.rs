@@ -166,3 +166,49 @@ fn stats_items_slabs_and_sizes_describe_the_engine() {
     let overhead: f64 = st["bytes_per_item_overhead"].parse().unwrap();
     assert!(overhead > 3.0 && overhead < 24.0, "{overhead}");
 }
+
+/// A long overwrite loop with far more memory than live data (issue 12):
+/// dead copies are won back as they arise, so engine memory and RSS track
+/// the live items instead of growing to -m; deleting half the keys gives
+/// memory back without any further write (the maintenance tick compacts).
+#[test]
+fn an_overwrite_loop_keeps_dead_bytes_bounded() {
+    let Some(s) = Server::start_custom_or_skip("an_overwrite_loop_keeps_dead_bytes_bounded", 1, &["-m", "1024"]) else {
+        return;
+    };
+    let Some(pid) = s.pid() else { return };
+    let mut c = s.conn();
+    let keys = 100_000;
+    for round in 0..20 {
+        fill(&mut c, "ow-", keys, 100, 0);
+        let st = c.stats("stats");
+        let (dead, memory) = (stat_u64(&st, "engine_dead_bytes"), stat_u64(&st, "engine_memory"));
+        assert!(dead * 100 <= memory * 15, "round {round}: dead {dead} of engine memory {memory}");
+    }
+    let st = c.stats("stats");
+    assert_eq!(stat_u64(&st, "curr_items"), keys as u64);
+    assert!(stat_u64(&st, "engine_compacted_segments") > 0 && stat_u64(&st, "evictions") == 0);
+    let live = stat_u64(&st, "bytes");
+    let memory = stat_u64(&st, "engine_memory");
+    // 20 x 11.8 MB written; without compaction memory grew to ~236 MB.
+    assert!(memory <= live * 13 / 10 + (4 << 20), "engine memory {memory} for {live} live bytes");
+    let rss = rss_bytes(pid);
+    assert!(rss <= 64 << 20, "RSS {rss} after the overwrite loop");
+    let mut batch = Vec::new();
+    for i in (0..keys).step_by(2) {
+        batch.extend_from_slice(format!("delete ow-{i} noreply\r\n").as_bytes());
+    }
+    c.send(&batch);
+    assert!(c.request(b"version\r\n").starts_with(b"VERSION "));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let st = c.stats("stats");
+        let (dead, memory) = (stat_u64(&st, "engine_dead_bytes"), stat_u64(&st, "engine_memory"));
+        if dead * 100 <= memory * 15 {
+            assert!(memory <= stat_u64(&st, "bytes") * 13 / 10 + (4 << 20), "memory {memory} after the deletes");
+            break;
+        }
+        assert!(Instant::now() < deadline, "dead {dead} of {memory} 10 s after deleting half the keys");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Run every storage benchmark of issue 4 in sequence, memcached beside
-# memcore: items-retained, mixed-sizes, hit-ratio, rss-phases, expiry
+# Run every storage benchmark of issues 4 and 12 in sequence, memcached
+# beside memcore: items-retained, mixed-sizes, hit-ratio, rss-phases, expiry,
+# overwrite (the 1:10 mix; the others by hand, see README.md), overwrite-rss
 # (bench/storage/README.md says what each measures).
 #
 # Usage: bench/storage/run-all.sh [--quick] [--out DIR] [--only a,b,...] [-- ARGS...]
@@ -15,7 +16,7 @@
 set -uo pipefail
 
 HERE=$(cd "$(dirname "$0")" && pwd)
-ALL="items-retained mixed-sizes hit-ratio rss-phases expiry"
+ALL="items-retained mixed-sizes hit-ratio rss-phases expiry overwrite overwrite-rss"
 QUICK=() OUT="" ONLY=""
 while [ $# -gt 0 ]; do
     case $1 in

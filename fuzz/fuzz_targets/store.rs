@@ -5,7 +5,10 @@
 //! the items' charges, no panic, a hit returns the last value and flags
 //! written, a live item is never missed, items vanish only when deleted,
 //! expired/flushed or evicted (no more than the eviction count), no
-//! eviction with -M. See memcore_fuzz::check_store.
+//! eviction with -M, and live + dead + free segment bytes, index, large
+//! values and the rest add up to the engine's memory after every step (half
+//! the runs overwrite-heavy, so compaction runs). See
+//! memcore_fuzz::check_store.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;

@@ -246,6 +246,9 @@ impl Store {
 
     pub(super) fn flush_now(&mut self) {
         self.flush_seq = self.next_seq;
+        // Items moved from now on must not land in a segment older than
+        // the flush.
+        self.survivors = [None, None];
         for id in self.small.back().into_iter().chain(self.main.back()) {
             self.segs[*id as usize].sealed = true;
         }
@@ -387,6 +390,13 @@ impl Store {
         }
         // The index or the compressor may have grown past the limit.
         if self.memory_used() <= self.cfg.limit {
+            // Dead bytes over their share: one bounded compaction step per
+            // write, so that reclaiming keeps pace with overwrites however
+            // large the items (the new record is at its queue's head, which
+            // compaction never moves).
+            if replaced.is_some() && self.compaction_due() {
+                self.compact_step(now);
+            }
             return true;
         }
         while self.memory_used() > self.cfg.limit && self.evict_one(now, self.cfg.evict) {}

@@ -24,7 +24,8 @@ impl Store {
     /// Reclaim expired and flushed items, walking at most `budget` records
     /// (and skipping segments with nothing to reclaim), so that memory comes
     /// back without waiting for a read or eviction. Segments left without
-    /// live items are freed. Returns the items reclaimed.
+    /// live items are freed, and one compaction step is taken when dead
+    /// bytes are over their share (compact.rs). Returns the items reclaimed.
     pub fn crawl(&mut self, now: u64, budget: usize) -> usize {
         self.apply_flush(now);
         let now_rel = self.now_rel(now);
@@ -86,7 +87,17 @@ impl Store {
                 self.next_crawl_seg(&mut visited, &mut work);
             }
         }
-        self.crawl_busy = work >= budget;
+        // Dead bytes that no write will come to reclaim (deletes, expiry):
+        // one compaction step per slice (a step moves up to a segment's
+        // items, so a slice stays well under a millisecond), and another
+        // slice soon while more is due.
+        let mut more = false;
+        if work < budget && self.compaction_due() {
+            let walked = self.compact_step(now);
+            work += walked;
+            more = walked > 0 && self.compaction_due();
+        }
+        self.crawl_busy = work >= budget || more;
         reclaimed
     }
 

@@ -6,6 +6,21 @@
 
 use super::*;
 
+/// Where `move_segment` sends a segment's live items.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(super) enum Move {
+    /// Eviction: the items read since they were written move to the main
+    /// queue's head, the others are evicted.
+    Evict,
+    /// Every item moves to the head of its own queue (`-M`'s compaction of
+    /// a full store: the room comes back at the head, where the write that
+    /// needs it goes).
+    ToHead,
+    /// Every item moves to the survivor segment that takes the freed
+    /// segment's place in its queue (compaction: see compact.rs).
+    InPlace,
+}
+
 impl Store {
     /// The record at `off` in segment `id`, for walking a segment: its
     /// location, header, key hash, whether it is the live version of its
@@ -109,41 +124,50 @@ impl Store {
         if needed >= used {
             return false;
         }
-        self.move_segment(id, now, false);
+        self.move_segment(id, now, Move::ToHead);
         true
     }
 
     pub(super) fn evict_segment(&mut self, id: u32, now: u64) {
-        self.move_segment(id, now, true);
+        self.move_segment(id, now, Move::Evict);
     }
 
-    /// Empty a segment and free it. Dead items are reclaimed. With `evict`,
-    /// live items read since they were written move to the main queue's
-    /// head and the others are evicted; without, every live item moves to
-    /// the head of the segment's own queue (compaction).
-    pub(super) fn move_segment(&mut self, id: u32, now: u64, evict: bool) {
+    /// Empty a segment and free it, its live items going where `how` says;
+    /// returns the records walked. Dead items are reclaimed.
+    pub(super) fn move_segment(&mut self, id: u32, now: u64, how: Move) -> usize {
+        let evict = how == Move::Evict;
         let queue = self.segs[id as usize].queue;
         let from_small = queue == Queue::Small;
-        let dest = if evict { Queue::Main } else { queue };
-        match self.segs[id as usize].queue {
-            Queue::Small => self.small.retain(|&s| s != id),
-            Queue::Main => self.main.retain(|&s| s != id),
-        }
+        let q = if from_small { &mut self.small } else { &mut self.main };
+        let pos = q.iter().position(|&s| s == id).unwrap_or(q.len());
+        q.remove(pos);
+        self.forget_survivor(id);
         if evict {
             self.stats.segments_evicted += 1;
+            let g = &self.segs[id as usize];
+            self.stats.evicted_dead_bytes += u64::from(g.used - g.live_bytes);
         }
-        // Freed at the end: it must not stay as memory nobody counts.
-        let mut buf = Vec::new();
+        // Freed at the end: it must not stay as memory nobody counts. Sized
+        // once for what can move (the items, each with its CAS position),
+        // which stays under a segment, so the allocator serves it from its
+        // heap rather than mapping it anew (see main.rs).
+        let g = &self.segs[id as usize];
+        let mut buf = Vec::with_capacity((g.live_bytes as usize + 8 * g.live as usize).min(SEG_SIZE - 1));
         let mut list = std::mem::take(&mut self.move_list);
         list.clear();
         let used = self.segs[id as usize].used as usize;
         let mut off = 0;
-        while off < used {
+        let mut walked = 0;
+        // Past the last live record only dead ones are left: stop there.
+        let mut live_left = self.segs[id as usize].live;
+        while off < used && live_left > 0 {
             let (loc, h, hash, live, next) = self.walk(id, off);
             off = next;
+            walked += 1;
             if !live {
                 continue;
             }
+            live_left -= 1;
             if self.dead(loc, &h, now).is_some() {
                 self.reclaim(loc, &h, hash, false);
                 continue;
@@ -182,6 +206,7 @@ impl Store {
         // The id is reused only after the moves, so that no new location
         // equals an old one still in the index.
         let block = self.segs[id as usize].data.take();
+        self.seg_used -= u64::from(self.segs[id as usize].used);
         if self.spare.is_none() {
             self.spare = block;
         } else {
@@ -189,7 +214,13 @@ impl Store {
         }
         for &(hash, old, start, len) in &list {
             let rec = &buf[start..start + len];
-            let Some(loc) = self.reserve(dest, self.align(len), now, false) else {
+            let room = self.align(len);
+            let to = match how {
+                Move::Evict => self.reserve(Queue::Main, room, now, false),
+                Move::ToHead => self.reserve(queue, room, now, false),
+                Move::InPlace => self.reserve_survivor(queue, pos, room, now),
+            };
+            let Some(loc) = to else {
                 // Cannot happen: the moves fit the head's room plus the
                 // block just freed. Should it, drop the item.
                 self.index.remove(hash, |&l| l == old);
@@ -207,9 +238,14 @@ impl Store {
                 self.large[handle as usize].head = loc;
             }
             self.account_new(loc, len);
-            self.stats.moved += 1;
+            if evict {
+                self.stats.moved += 1;
+            } else {
+                self.stats.compacted_items += 1;
+            }
         }
         self.free_ids.push(id);
         self.move_list = list;
+        walked
     }
 }

@@ -21,16 +21,19 @@
 //!   live items that were read since they were written move to the main
 //!   queue's head, the others are evicted. Memory moves between value sizes
 //!   freely: there are no size classes to calcify.
+//! - Dead records (overwritten, deleted, expired) are won back by
+//!   compaction as they arise, so they stay under a tenth of memory.
 //! - Everything counts against the limit: segments, large values, the index
 //!   and the buffer used to move items.
 //!
 //! Files, one idea each: this one holds the `Store`'s shape (config,
 //! fields, constructor, addressing); `commands.rs` the commands and the
 //! write path; `item_ref.rs` an item as read; `segments.rs` segment space
-//! and accounting; `eviction.rs` S3-FIFO eviction; `crawl.rs` the expiry
-//! crawler; `replication.rs` versions, scan and digest; `stats.rs` the
-//! counters and the limit; `meta.rs` the meta protocol's per-item
-//! stampede state (stale, won, last access); `compress.rs`, `index.rs`, `large.rs` and
+//! and accounting; `eviction.rs` S3-FIFO eviction; `compact.rs` compaction
+//! of dead bytes; `crawl.rs` the expiry crawler; `replication.rs`
+//! versions, scan and digest; `stats.rs` the counters and the limit;
+//! `meta.rs` the meta protocol's per-item stampede state (stale, won, last
+//! access); `compress.rs`, `index.rs`, `large.rs` and
 //! `record.rs` the pieces below them.
 //!
 //! The store's own types at its edge (`StoreMode`, `StoreOutcome`,
@@ -39,6 +42,7 @@
 //! shared `item` sizes; must not import protocol, route, repl or server.
 
 mod commands;
+mod compact;
 mod compress;
 mod crawl;
 mod dump;
@@ -225,6 +229,15 @@ pub struct Store {
     crawl_min_exp: u32,
     /// The last crawl stopped at its budget: more may be waiting.
     crawl_busy: bool,
+    /// Bytes written into the allocated segments (alignment included) and
+    /// the live records' share of them: dead bytes are the difference.
+    seg_used: u64,
+    seg_live: u64,
+    /// Where compaction's choice of a victim starts looking, and the
+    /// segment of each queue (small, main) that compaction is filling with
+    /// moved items (compact.rs).
+    compact_cursor: usize,
+    survivors: [Option<u32>; 2],
     items: u64,
     item_bytes: u64,
     kv_bytes: u64,
@@ -321,6 +334,10 @@ impl Store {
             crawl_off: 0,
             crawl_min_exp: 0,
             crawl_busy: false,
+            seg_used: 0,
+            seg_live: 0,
+            compact_cursor: 0,
+            survivors: [None, None],
             items: 0,
             item_bytes: 0,
             kv_bytes: 0,

@@ -12,6 +12,7 @@ impl Store {
     /// record goes and advances the head past it.
     pub(super) fn reserve(&mut self, queue: Queue, len: usize, now: u64, may_evict: bool) -> Option<u32> {
         debug_assert!(len <= SEG_SIZE);
+        let mut compactions = 0;
         loop {
             let q = if queue == Queue::Small { &self.small } else { &self.main };
             if let Some(&id) = q.back() {
@@ -19,13 +20,22 @@ impl Store {
                 if !s.sealed && SEG_SIZE - s.used as usize >= len {
                     let off = s.used as usize;
                     s.used += len as u32;
+                    self.seg_used += len as u64;
                     return Some(self.loc(id, off));
                 }
             }
-            // Evicting may itself leave room at the head (items moved
-            // there), so look again after each step.
+            // Evicting or compacting may itself leave room at the head
+            // (items moved there), so look again after each step. Dead
+            // bytes over their share are won back before memory grows or
+            // anything is evicted (compact.rs).
             if let Some(block) = self.spare.take() {
                 self.open_segment(queue, block, now);
+            } else if may_evict
+                && compactions < compact::STEPS_PER_SEGMENT
+                && self.compaction_due()
+                && self.compact_step(now) > 0
+            {
+                compactions += 1;
             } else if self.memory_used() + SEG_SIZE <= self.cfg.limit {
                 self.blocks += 1;
                 self.open_segment(queue, vec![0u8; SEG_SIZE].into_boxed_slice(), now);
@@ -35,7 +45,13 @@ impl Store {
         }
     }
 
+    /// Open a segment at the head of `queue` (where writes go).
     pub(super) fn open_segment(&mut self, queue: Queue, block: Box<[u8]>, now: u64) {
+        self.open_segment_at(queue, None, block, now);
+    }
+
+    /// Open a segment at `pos` in `queue` (None: at its head).
+    pub(super) fn open_segment_at(&mut self, queue: Queue, pos: Option<usize>, block: Box<[u8]>, now: u64) -> u32 {
         let seg = Segment {
             data: Some(block),
             seq: self.next_seq,
@@ -59,10 +75,12 @@ impl Store {
                 (self.segs.len() - 1) as u32
             }
         };
-        match queue {
-            Queue::Small => self.small.push_back(id),
-            Queue::Main => self.main.push_back(id),
+        let q = if queue == Queue::Small { &mut self.small } else { &mut self.main };
+        match pos {
+            Some(at) => q.insert(at.min(q.len()), id),
+            None => q.push_back(id),
         }
+        id
     }
 
     /// Evict until `bytes` more fit under the limit.
@@ -89,6 +107,7 @@ impl Store {
         let s = &mut self.segs[seg];
         s.live += 1;
         s.live_bytes += h.len() as u32;
+        self.seg_live += h.len() as u64;
         if h.exp != 0 && (s.min_exp == 0 || h.exp < s.min_exp) {
             s.min_exp = h.exp;
         }
@@ -117,6 +136,7 @@ impl Store {
         let s = &mut self.segs[seg];
         s.live -= 1;
         s.live_bytes -= h.len() as u32;
+        self.seg_live -= h.len() as u64;
         let size = h.len() + if h.large { h.stored_len() } else { 0 };
         self.items -= 1;
         self.item_bytes -= size as u64;
@@ -187,7 +207,9 @@ impl Store {
             Queue::Small => self.small.retain(|&s| s != id),
             Queue::Main => self.main.retain(|&s| s != id),
         }
+        self.forget_survivor(id);
         self.segs[id as usize].data = None;
+        self.seg_used -= u64::from(self.segs[id as usize].used);
         self.free_ids.push(id);
         self.blocks -= 1;
     }

@@ -20,6 +20,13 @@ pub struct StoreStats {
     /// Items moved forward instead of being evicted.
     pub moved: u64,
     pub segments_evicted: u64,
+    /// Dead bytes freed with evicted segments.
+    pub evicted_dead_bytes: u64,
+    /// Segments freed by compaction (compact.rs), the live items it moved
+    /// and the dead bytes it freed.
+    pub compacted_segments: u64,
+    pub compacted_items: u64,
+    pub compacted_dead_bytes: u64,
 }
 
 /// Buckets of `stats sizes`: 32-byte steps up to 1 KiB, then powers of two.
@@ -58,6 +65,16 @@ pub struct EngineStats {
     pub item_bytes: u64,
     /// Bytes in segments held by overwritten, deleted or expired records.
     pub dead_bytes: u64,
+    /// Bytes in segments held by live records.
+    pub live_bytes: u64,
+    /// Segment bytes not written yet (the heads' room, a survivor's, the
+    /// spare segment, the few bytes at a segment's end too short for the
+    /// next record).
+    pub free_bytes: u64,
+    /// Compression's contexts and dictionaries, and what a layer above
+    /// charges (`set_external`). memory = live + dead + free + index +
+    /// large + other.
+    pub other_bytes: u64,
     /// Seconds since the oldest segment was opened.
     pub oldest_age: u64,
     /// Live items stored compressed, and their values' bytes before and
@@ -129,6 +146,9 @@ impl Store {
             compressed_bytes_in: self.compressed_bytes_in,
             compressed_bytes_out: self.compressed_bytes_out,
             dictionaries: self.codec.dictionaries() as u64,
+            live_bytes: self.seg_live,
+            free_bytes: (self.blocks * SEG_SIZE) as u64 - self.seg_used,
+            other_bytes: (self.codec.memory() + self.external) as u64,
             ..Default::default()
         };
         for seg in self.segs.iter().filter(|s| s.data.is_some()) {

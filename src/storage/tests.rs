@@ -720,3 +720,40 @@ fn stored_numbers_parse_like_strtoull() {
     assert_eq!(parse_stored_number(b""), None);
     assert_eq!(parse_stored_number(b"18446744073709551616"), None);
 }
+
+/// `check` plus the byte accounting: the segments' live, dead and free
+/// bytes, the index, large values and the rest add up to the engine's
+/// memory.
+fn check_bytes(s: &Store, now: u64) -> EngineStats {
+    check(s);
+    let e = s.engine_stats(now);
+    assert_eq!(e.memory, e.live_bytes + e.dead_bytes + e.free_bytes + e.index_bytes + e.large_bytes + e.other_bytes);
+    e
+}
+
+#[test]
+fn an_overwrite_loop_keeps_dead_bytes_bounded_and_memory_tracking_live_data() {
+    // Far more memory than the live data: without compaction, every
+    // overwrite's old copy would stay and memory would grow to the limit.
+    let mut s = store(256 << 20);
+    let value = vec![b'v'; 100];
+    let mut most = 0;
+    for round in 0..20u64 {
+        for k in 0..100_000u64 {
+            let key = format!("key-{}", (k * 7919 + round) % 100_000);
+            assert_eq!(s.store(StoreMode::Set, key.as_bytes(), 0, 0, &value, 0, 0, NOW), StoreOutcome::Stored);
+        }
+        let e = check_bytes(&s, NOW);
+        most = most.max(e.memory);
+        if round >= 2 {
+            assert!(e.dead_bytes * 100 <= e.memory * 15, "round {round}: dead {} of {}", e.dead_bytes, e.memory);
+        }
+    }
+    assert_eq!(s.curr_items(), 100_000);
+    let live = s.engine_stats(NOW).live_bytes;
+    assert!(most <= live * 13 / 10 + 3 * SEG_SIZE as u64, "memory peaked at {most} for {live} live bytes");
+    assert!(s.stats.compacted_segments > 0 && s.stats.evictions == 0);
+    for k in 0..100_000u64 {
+        assert_eq!(get(&mut s, &format!("key-{k}"), NOW).as_deref(), Some(&value[..]));
+    }
+}

@@ -52,7 +52,7 @@ struct Args {
     /// Requests in flight per connection.
     #[arg(long = "pipeline", default_value_t = 1)]
     pipeline: usize,
-    /// Set:get ratio.
+    /// Set:get ratio, or set:get:delete (deletes pick keys as gets do).
     #[arg(long = "ratio", default_value = "1:10")]
     ratio: String,
     /// Key pattern: R (uniform), S (sequential), P (parallel sequential),
@@ -162,6 +162,7 @@ pub struct Config {
     pub pipeline: usize,
     pub ratio_set: u64,
     pub ratio_get: u64,
+    pub ratio_delete: u64,
     pub set_pattern: KeyPattern,
     pub get_pattern: KeyPattern,
     pub key_min: u64,
@@ -214,10 +215,12 @@ fn config_from(a: &Args) -> Result<Config, String> {
     if a.key_maximum < a.key_minimum || a.key_maximum == u64::MAX {
         return Err("--key-maximum must be >= --key-minimum (and < 2^64-1)".into());
     }
-    let (rs, rg) = a.ratio.split_once(':').ok_or("--ratio must look like S:G")?;
+    let (rs, rg) = a.ratio.split_once(':').ok_or("--ratio must look like S:G or S:G:D")?;
+    let (rg, rd) = rg.split_once(':').unwrap_or((rg, "0"));
     let ratio_set: u64 = rs.trim().parse().map_err(|_| "bad --ratio")?;
     let ratio_get: u64 = rg.trim().parse().map_err(|_| "bad --ratio")?;
-    if ratio_set + ratio_get == 0 {
+    let ratio_delete: u64 = rd.trim().parse().map_err(|_| "bad --ratio")?;
+    if ratio_set + ratio_get + ratio_delete == 0 {
         return Err("--ratio 0:0 issues nothing".into());
     }
     let (sp, gp) = match a.key_pattern.split_once(':') {
@@ -269,6 +272,7 @@ fn config_from(a: &Args) -> Result<Config, String> {
         pipeline: a.pipeline,
         ratio_set,
         ratio_get,
+        ratio_delete,
         set_pattern: parse_pattern(sp, a)?,
         get_pattern: parse_pattern(gp, a)?,
         key_min: a.key_minimum,
@@ -750,7 +754,11 @@ fn main() {
         let _ = writeln!(j, "    \"threads\": {},", cfg.threads);
         let _ = writeln!(j, "    \"clients\": {},", cfg.clients);
         let _ = writeln!(j, "    \"pipeline\": {},", cfg.pipeline);
-        let _ = writeln!(j, "    \"ratio\": {},", json_str(&format!("{}:{}", cfg.ratio_set, cfg.ratio_get)));
+        let _ = writeln!(
+            j,
+            "    \"ratio\": {},",
+            json_str(&format!("{}:{}:{}", cfg.ratio_set, cfg.ratio_get, cfg.ratio_delete))
+        );
         let _ = writeln!(
             j,
             "    \"key_pattern\": {},",

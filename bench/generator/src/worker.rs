@@ -482,12 +482,21 @@ impl Worker {
                         c.issued_measured += 1;
                         self.p_issued += 1;
                     }
-                    let period = cfg.ratio_set + cfg.ratio_get;
+                    let period = cfg.ratio_set + cfg.ratio_get + cfg.ratio_delete;
                     let slot = c.cycle % period;
                     c.cycle += 1;
                     if slot < cfg.ratio_set {
                         let key = self.set_keys.next(&mut self.rng, &mut c.set_seq);
                         push_set(c, cfg, &self.values, &mut self.rng, key);
+                        is_get = false;
+                        nkeys = 1;
+                    } else if slot >= cfg.ratio_set + cfg.ratio_get {
+                        // Counted with the sets (a one-line reply).
+                        let key = self.get_keys.next(&mut self.rng, &mut c.get_seq);
+                        c.wbuf.extend_from_slice(b"delete ");
+                        c.wbuf.extend_from_slice(&cfg.prefix);
+                        crate::push_u64(&mut c.wbuf, key);
+                        c.wbuf.extend_from_slice(b"\r\n");
                         is_get = false;
                         nkeys = 1;
                     } else {
@@ -709,7 +718,7 @@ impl Worker {
             } else {
                 let rx = line.len() as u32;
                 c.rpos += line.len();
-                if line == b"STORED\r\n" {
+                if line == b"STORED\r\n" || line == b"DELETED\r\n" {
                 } else if line == b"NOT_STORED\r\n" || line == b"EXISTS\r\n" || line == b"NOT_FOUND\r\n" {
                     self.stats.not_stored += 1;
                 } else if is_error_line(line) {
