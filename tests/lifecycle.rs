@@ -540,3 +540,40 @@ fn readme_first_command_runs_the_server() {
     assert!(exited.is_none() && up, "the server did not come up: {stderr}");
     assert!(status.success(), "exit {status:?} after SIGTERM: {stderr}");
 }
+
+/// Killed with SIGKILL after its clients closed, a server started again at
+/// once on the same port comes up on the first try (the dead process's
+/// listeners linger a few ms while the kernel tears its io_uring down), as
+/// memcached does; a live server on that port is still refused
+/// (`port_in_use_fails`).
+#[test]
+fn restarts_at_once_after_sigkill_on_the_same_port() {
+    if !memcore_only("restarts_at_once_after_sigkill_on_the_same_port") {
+        return;
+    }
+    let mut port = 0;
+    for round in 0..3 {
+        let port_path = temp_path("port");
+        let log_path = temp_path("log");
+        let mut child = Command::new(memcore_bin())
+            .args(["-p", &port.to_string(), "-l", "127.0.0.1", "-t", "2", "-u", "root", "--port-file"])
+            .arg(&port_path)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log_path).unwrap())
+            .spawn()
+            .unwrap();
+        let got = read_port_file(&port_path, &mut child, Duration::from_secs(10));
+        let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+        let _ = std::fs::remove_file(&log_path);
+        let got = got.unwrap_or_else(|e| panic!("round {round}: restart on port {port} failed: {e}; log: {log}"));
+        port = got;
+        let mut conns: Vec<Conn> = (0..4).map(|_| Conn::connect(&format!("127.0.0.1:{port}"))).collect();
+        for c in conns.iter_mut() {
+            assert_bytes!(c.request(b"set k 0 0 1\r\nx\r\n"), b"STORED\r\n");
+        }
+        drop(conns);
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+}
