@@ -24,6 +24,10 @@ pub const MIN_ITEM_SIZE_MAX: usize = 1024;
 pub const MAX_ITEM_SIZE_MAX: usize = 1 << 30;
 pub const DEFAULT_BACKLOG: i32 = 1024;
 pub const DEFAULT_REQS_PER_EVENT: usize = 20;
+/// Compression's contexts take a few hundred KiB per core: a core with
+/// less than this much memory does not compress (it would lose more to the
+/// contexts than compression wins back).
+pub const COMPRESS_MIN_CORE_MEMORY: usize = 8 << 20;
 /// The memcached version whose protocol memcore speaks.
 pub const PROTOCOL_VERSION: &str = "1.6.18";
 
@@ -47,9 +51,14 @@ struct Args {
     /// Maximum simultaneous connections
     #[arg(short = 'c', long = "conn-limit", default_value_t = DEFAULT_CONN_LIMIT)]
     conn_limit: usize,
-    /// Cores to run on, one executor each (default: every CPU the process may use)
+    /// Cores to run on, one executor each (default: every CPU the process may
+    /// use, fewer when -m is too small to give each core room for -I items and compression)
     #[arg(short = 't', long = "threads")]
     threads: Option<usize>,
+    /// Tests only: act as if the process could use this many CPUs (the real
+    /// ones repeated), to try the core-count choice of a large host
+    #[arg(long = "simulate-cpus", hide = true, value_name = "N")]
+    simulate_cpus: Option<usize>,
     /// Largest item, with k/m suffix (1k to 1g)
     #[arg(short = 'I', long = "max-item-size", default_value = "1m")]
     max_item_size: String,
@@ -186,6 +195,9 @@ pub struct Config {
     pub compress: CompressConfig,
     pub verbosity: u8,
     pub warnings: Vec<String>,
+    /// Choices made for the operator (logged at info at start), such as the
+    /// number of cores when -t was not given.
+    pub notes: Vec<String>,
     /// `listen` and `secret` are filled by `server::startup` from
     /// `unresolved`; None before.
     pub repl: Option<crate::repl::ReplConfig>,
@@ -277,7 +289,24 @@ fn check(a: Args, cpus: &[usize]) -> Result<Config, String> {
     if a.reqs_per_event == 0 {
         return Err("requests per event must be at least 1 (-R)".into());
     }
-    let cpus: &[usize] = if cpus.is_empty() { &[0] } else { cpus };
+    let simulated: Vec<usize>;
+    let cpus: &[usize] = match (a.simulate_cpus, cpus.is_empty()) {
+        (Some(0), _) => return Err("--simulate-cpus must be at least 1".into()),
+        (Some(n), _) => {
+            let real: &[usize] = if cpus.is_empty() { &[0] } else { cpus };
+            simulated = (0..n).map(|i| real[i % real.len()]).collect();
+            &simulated
+        }
+        (None, true) => &[0],
+        (None, false) => cpus,
+    };
+    let memory_per_core = match a.memory_per_core {
+        Some(0) => return Err("--memory-per-core must be at least 1 megabyte".into()),
+        Some(mb) => Some((mb as usize).checked_mul(1 << 20).ok_or("--memory-per-core too large")?),
+        None => None,
+    };
+    let compress_on = a.compress == "on";
+    let mut notes = Vec::new();
     let threads = match a.threads {
         Some(0) => return Err("number of threads must be at least 1 (-t)".into()),
         Some(t) if t > cpus.len() => {
@@ -289,20 +318,46 @@ fn check(a: Args, cpus: &[usize]) -> Result<Config, String> {
             cpus.len()
         }
         Some(t) => t,
-        None => cpus.len(),
-    };
-    let memory_per_core = match a.memory_per_core {
-        Some(0) => return Err("--memory-per-core must be at least 1 megabyte".into()),
-        Some(mb) => Some((mb as usize).checked_mul(1 << 20).ok_or("--memory-per-core too large")?),
-        None => None,
+        None if memory_per_core.is_some() => cpus.len(),
+        None => {
+            // Each core holds its share of -m: enough for two of the
+            // largest items, and for compression when it is on.
+            let want = (2 * item_size_max).max(if compress_on { COMPRESS_MIN_CORE_MEMORY } else { 0 });
+            let fit = (memory_limit / want).clamp(1, cpus.len());
+            if fit < cpus.len() {
+                notes.push(format!(
+                    "running {fit} of {} cores: -m {} gives each {} MiB (at least {} MiB each for -I {}{}); -t or a larger -m changes this",
+                    cpus.len(),
+                    a.memory_limit,
+                    memory_limit / fit >> 20,
+                    want.div_ceil(1 << 20),
+                    a.max_item_size,
+                    if compress_on { " items and compression" } else { " items" }
+                ));
+            }
+            fit
+        }
     };
     // Each item lives on one core, so it must fit in one core's memory.
     let per_core = memory_per_core.unwrap_or(memory_limit / threads);
     if item_size_max > per_core {
         return Err(format!(
-            "item size limit {item_size_max} is larger than the {per_core} bytes each of the {threads} cores holds (-I, -m, -t, --memory-per-core)"
+            "-m {} leaves each of the {threads} cores {} bytes, less than the item size limit {item_size_max} (-I): use -m {} or more, or fewer cores (-t)",
+            a.memory_limit,
+            per_core,
+            (item_size_max * threads).div_ceil(1 << 20)
         ));
     }
+    let compress_on = if compress_on && per_core < COMPRESS_MIN_CORE_MEMORY {
+        warnings.push(format!(
+            "compression off: each of the {threads} cores has less than {} MiB of memory (-m {} or more keeps it on)",
+            COMPRESS_MIN_CORE_MEMORY >> 20,
+            (COMPRESS_MIN_CORE_MEMORY * threads) >> 20
+        ));
+        false
+    } else {
+        compress_on
+    };
     let mut idle_timeout = None;
     for o in a.extended.iter().flat_map(|o| o.split(',')).map(str::trim).filter(|o| !o.is_empty()) {
         let (name, value) = o.split_once('=').unwrap_or((o, ""));
@@ -346,7 +401,7 @@ fn check(a: Args, cpus: &[usize]) -> Result<Config, String> {
         path => (DictMode::Off, Some(path.to_string())),
     };
     let compress =
-        CompressConfig { enabled: a.compress == "on", min_size: a.compress_min.max(1), level: a.compress_level, dict };
+        CompressConfig { enabled: compress_on, min_size: a.compress_min.max(1), level: a.compress_level, dict };
     let repl = check_repl(&a, threads, &mut warnings)?;
     let unresolved = Unresolved {
         listen: a.listen.clone(),
@@ -378,6 +433,7 @@ fn check(a: Args, cpus: &[usize]) -> Result<Config, String> {
         compress,
         verbosity: a.verbose,
         warnings,
+        notes,
         repl,
         unresolved,
     })
@@ -588,6 +644,44 @@ mod tests {
             let e = run(bad).unwrap_err();
             assert!(!e.contains('\n') && !e.is_empty(), "{bad:?}: {e}");
         }
+    }
+
+    fn on(cpus: usize, args: &[&str]) -> Result<Config, String> {
+        let n = cpus.to_string();
+        let all = std::iter::once("memcore").chain(["--simulate-cpus", &n]).chain(args.iter().copied());
+        match parse_args(all, &[0, 1])? {
+            Command::Run(c) => Ok(*c),
+            Command::Print(_) => Err("printed".into()),
+        }
+    }
+
+    #[test]
+    fn without_t_each_core_gets_room_for_items_and_compression_on_any_host() {
+        // Debian's -m 64 -I 1m: 8 MiB per core keeps compression.
+        for cpus in [1, 2, 8, 9, 64, 65, 1024] {
+            let c = on(cpus, &["-m", "64"]).unwrap();
+            assert_eq!(c.threads, cpus.min(8), "{cpus} CPUs");
+            assert!(c.compress.enabled && c.per_core_limit() >= 8 << 20);
+            assert_eq!(c.notes.len(), usize::from(cpus > 8), "{:?}", c.notes);
+            assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+        }
+        assert!(on(128, &[]).unwrap().notes[0].starts_with("running 8 of 128 cores: -m 64 gives each 8 MiB"));
+        // Without compression two items per core are enough.
+        assert_eq!(on(128, &["-m", "64", "--compress", "off"]).unwrap().threads, 32);
+        assert_eq!(on(128, &["-m", "64", "-I", "16m", "--compress", "off"]).unwrap().threads, 2);
+        assert_eq!(on(128, &["-m", "100000"]).unwrap().threads, 128);
+        // The cores of a simulated host are the real CPUs, repeated.
+        assert_eq!(on(5, &["-m", "1024"]).unwrap().cpus, vec![0, 1, 0, 1, 0]);
+        assert_eq!(on(128, &["--memory-per-core", "1"]).unwrap().threads, 128);
+    }
+
+    #[test]
+    fn an_explicit_t_too_small_for_items_names_the_smallest_m() {
+        let e = on(128, &["-m", "64", "-t", "128"]).unwrap_err();
+        assert!(e.contains("use -m 128 or more"), "{e}");
+        let c = on(128, &["-m", "64", "-t", "16"]).unwrap();
+        assert!(!c.compress.enabled);
+        assert!(c.warnings[0].contains("-m 128 or more keeps it on"), "{:?}", c.warnings);
     }
 
     #[test]

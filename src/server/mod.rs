@@ -65,20 +65,10 @@ const CRAWL_BUDGET: usize = 5_000;
 const CRAWL_INTERVAL: Duration = Duration::from_millis(100);
 const CRAWL_BUSY_INTERVAL: Duration = Duration::from_millis(1);
 
-/// Compression's contexts take a few hundred KiB per core: a core with
-/// less than this much memory does not compress (it would lose more to the
-/// contexts than compression wins back).
-const COMPRESS_MIN_CORE_MEMORY: usize = 8 << 20;
-
-pub fn compress_for(cfg: &crate::config::Config, core: usize) -> crate::storage::CompressConfig {
-    let mut c = cfg.compress.clone();
-    if c.enabled && cfg.per_core_limit() < COMPRESS_MIN_CORE_MEMORY {
-        if core == 0 {
-            log::warn!("compression off: each core has less than {} MiB of memory", COMPRESS_MIN_CORE_MEMORY >> 20);
-        }
-        c.enabled = false;
-    }
-    c
+/// The compression settings of `core`: config decided them (off on cores
+/// with too little memory, with a warning).
+pub fn compress_for(cfg: &crate::config::Config, _core: usize) -> crate::storage::CompressConfig {
+    cfg.compress.clone()
 }
 
 /// Run the server until SIGINT/SIGTERM. Errors are one line for stderr.
@@ -113,6 +103,9 @@ pub fn run(mut cfg: Config) -> Result<(), String> {
     let _portfile = cfg.port_file.as_deref().map(|p| RunFile::write(p, "port", &port_text)).transpose()?;
     for w in &cfg.warnings {
         log::warn!("{w}");
+    }
+    for n in &cfg.notes {
+        log::info!("{n}");
     }
     log::info!(
         "memcore {} listening on {} with {} core(s) (CPUs {:?}), {} MiB per core, item size max {} bytes",
