@@ -28,140 +28,231 @@ pub const DEFAULT_REQS_PER_EVENT: usize = 20;
 /// less than this much memory does not compress (it would lose more to the
 /// contexts than compression wins back).
 pub const COMPRESS_MIN_CORE_MEMORY: usize = 8 << 20;
+/// `-i`: what memcached prints as its license.
+const LICENSE: &str = include_str!("../LICENSE");
 /// The memcached version whose protocol memcore speaks.
 pub const PROTOCOL_VERSION: &str = "1.6.18";
 
+/// `--help` lists memcached's flags first, in the order of `memcached -h`,
+/// then memcore's own, grouped.
 #[derive(Parser, Debug)]
 #[command(name = "memcore", version = concat!(env!("CARGO_PKG_VERSION"), " (memcached 1.6 protocol)"),
-    about = "A memcached-compatible, thread-per-core cache server", disable_help_flag = true)]
+    about = "A memcached-compatible, thread-per-core cache server", disable_help_flag = true,
+    disable_version_flag = true, next_help_heading = "memcached flags (memcached -h order)")]
 struct Args {
     /// TCP port to listen on (0: a free port, told in the log and --port-file;
-    /// memcached's -p 0 turns TCP off instead, which memcore cannot do)
+    /// memcached's -p 0 turns TCP off instead: use -s for that)
     #[arg(short = 'p', long = "port", default_value_t = DEFAULT_PORT)]
     port: u16,
-    /// Interfaces to listen on, comma-separated (IPv4, IPv6, optional :port)
+    /// UDP port; only 0 (off) is supported
+    #[arg(short = 'U', long = "udp-port", default_value_t = 0)]
+    udp_port: u16,
+    /// UNIX socket to listen on (turns TCP off, as memcached does)
+    #[arg(short = 's', long = "unix-socket", value_name = "FILE")]
+    unix_socket: Option<String>,
+    /// Access mask for the UNIX socket, in octal
+    #[arg(short = 'a', long = "unix-mask", default_value = "700", value_name = "MASK")]
+    unix_mask: String,
+    /// Enable the ascii "shutdown" command
+    #[arg(short = 'A', long = "enable-shutdown")]
+    enable_shutdown: bool,
+    /// Interfaces to listen on, comma-separated (IPv4, IPv6, optional :port;
+    /// memcached's default is every interface)
     #[arg(short = 'l', long = "listen", default_value = DEFAULT_LISTEN)]
     listen: String,
+    /// Run as a daemon (the first process exits 0 once the server listens)
+    #[arg(short = 'd', long = "daemon")]
+    daemon: bool,
+    /// Maximize the core file limit
+    #[arg(short = 'r', long = "enable-coredumps")]
+    enable_coredumps: bool,
+    /// User to run as after binding (required when started as root)
+    #[arg(short = 'u', long = "user")]
+    user: Option<String>,
     /// Item memory in megabytes, split evenly over cores
     #[arg(short = 'm', long = "memory-limit", default_value_t = DEFAULT_MEMORY_MB)]
     memory_limit: u64,
-    /// Item memory per core in megabytes (overrides the even split of -m)
-    #[arg(long = "memory-per-core")]
-    memory_per_core: Option<u64>,
+    /// Return an error instead of evicting when memory is full
+    #[arg(short = 'M', long = "disable-evictions", action = ArgAction::SetTrue)]
+    disable_evictions: bool,
     /// Maximum simultaneous connections
     #[arg(short = 'c', long = "conn-limit", default_value_t = DEFAULT_CONN_LIMIT)]
     conn_limit: usize,
+    /// Lock all paged memory (mlockall)
+    #[arg(short = 'k', long = "lock-memory")]
+    lock_memory: bool,
+    /// Verbose logging (-v, -vv, -vvv)
+    #[arg(short = 'v', long = "verbose", action = ArgAction::Count)]
+    verbose: u8,
+    /// Print help
+    #[arg(short = 'h', long = "help", action = ArgAction::Help)]
+    help: Option<bool>,
+    /// Print memcore's license and exit
+    #[arg(short = 'i', long = "license")]
+    license: bool,
+    /// Print version and exit
+    #[arg(short = 'V', long = "version", action = ArgAction::Version)]
+    version: Option<bool>,
+    /// Write the process id to this file (with or without -d)
+    #[arg(short = 'P', long = "pidfile")]
+    pidfile: Option<String>,
+    /// Slab growth factor: accepted, no effect (memcore has no slabs)
+    #[arg(short = 'f', long = "slab-growth-factor", value_name = "NUM")]
+    slab_growth_factor: Option<String>,
+    /// Slab minimum size: accepted, no effect (memcore has no slabs)
+    #[arg(short = 'n', long = "slab-min-size", value_name = "BYTES")]
+    slab_min_size: Option<String>,
+    /// Large memory pages: accepted, no effect
+    #[arg(short = 'L', long = "enable-largepages")]
+    enable_largepages: bool,
+    /// Key prefix delimiter for per-prefix stats: accepted, no effect (no per-prefix stats)
+    #[arg(short = 'D', value_name = "CHAR")]
+    prefix_delimiter: Option<String>,
     /// Cores to run on, one executor each (default: every CPU the process may
     /// use, fewer when -m is too small to give each core room for -I items and compression)
     #[arg(short = 't', long = "threads")]
     threads: Option<usize>,
-    /// Tests only: act as if the process could use this many CPUs (the real
-    /// ones repeated), to try the core-count choice of a large host
-    #[arg(long = "simulate-cpus", hide = true, value_name = "N")]
-    simulate_cpus: Option<usize>,
-    /// Largest item, with k/m suffix (1k to 1g)
-    #[arg(short = 'I', long = "max-item-size", default_value = "1m")]
-    max_item_size: String,
-    /// Listen backlog
-    #[arg(short = 'b', long = "listen-backlog", default_value_t = DEFAULT_BACKLOG)]
-    backlog: i32,
-    /// UDP port; only 0 (off) is supported
-    #[arg(short = 'U', long = "udp-port", default_value_t = 0)]
-    udp_port: u16,
-    /// User to run as after binding (required when started as root)
-    #[arg(short = 'u', long = "user")]
-    user: Option<String>,
-    /// Write the process id to this file
-    #[arg(short = 'P', long = "pidfile")]
-    pidfile: Option<String>,
-    /// Once listening, write the ports to this file (as memcached does to
-    /// MEMCACHED_PORT_FILENAME: "TCP INET: 11211"); with -p 0, the free port taken
-    #[arg(long = "port-file", value_name = "FILE")]
-    port_file: Option<String>,
-    /// Disable CAS (gets reports 0)
-    #[arg(short = 'C', long = "disable-cas", action = ArgAction::SetTrue)]
-    disable_cas: bool,
-    /// Disable flush_all
-    #[arg(short = 'F', long = "disable-flush-all", action = ArgAction::SetTrue)]
-    disable_flush_all: bool,
-    /// Return an error instead of evicting when memory is full
-    #[arg(short = 'M', long = "disable-evictions", action = ArgAction::SetTrue)]
-    disable_evictions: bool,
     /// Requests handled per connection before yielding to others
     #[arg(short = 'R', long = "max-reqs-per-event", default_value_t = DEFAULT_REQS_PER_EVENT)]
     reqs_per_event: usize,
+    /// Disable CAS (gets reports 0)
+    #[arg(short = 'C', long = "disable-cas", action = ArgAction::SetTrue)]
+    disable_cas: bool,
+    /// Listen backlog
+    #[arg(short = 'b', long = "listen-backlog", default_value_t = DEFAULT_BACKLOG)]
+    backlog: i32,
+    /// Protocol: ascii or auto (both the text protocol); binary is not supported
+    #[arg(short = 'B', long = "protocol", default_value = "auto", value_name = "NAME")]
+    protocol: String,
+    /// Largest item, with k/m suffix (1k to 1g)
+    #[arg(short = 'I', long = "max-item-size", default_value = "1m")]
+    max_item_size: String,
+    /// SASL authentication: not supported
+    #[arg(short = 'S', long = "enable-sasl")]
+    enable_sasl: bool,
+    /// Disable flush_all
+    #[arg(short = 'F', long = "disable-flush-all", action = ArgAction::SetTrue)]
+    disable_flush_all: bool,
+    /// Disable stats cachedump and lru_crawler metadump: accepted (memcore has neither)
+    #[arg(short = 'X', long = "disable-dumping")]
+    disable_dumping: bool,
+    /// Disable watch commands: accepted (memcore has none)
+    #[arg(short = 'W', long = "disable-watch")]
+    disable_watch: bool,
+    /// ASCII authentication file: not supported
+    #[arg(short = 'Y', long = "auth-file", value_name = "FILE")]
+    auth_file: Option<String>,
+    /// Restartable cache in a memory file: not supported
+    #[arg(short = 'e', long = "memory-file", value_name = "FILE")]
+    memory_file: Option<String>,
+    /// TLS: not supported
+    #[arg(short = 'Z', long = "enable-ssl")]
+    enable_ssl: bool,
+    /// Extended options, comma-separated: idle_timeout=SECONDS and
+    /// read_buf_mem_limit=MB are honoured; slab, LRU, hash and logging tuning
+    /// accepted with a warning; ext_*, ssl_* and proxy_* refused
+    #[arg(short = 'o', long = "extended", value_name = "OPT,...")]
+    extended: Vec<String>,
+    /// NAPI ids: accepted, no effect
+    #[arg(short = 'N', long = "napi_ids", value_name = "NUM")]
+    napi_ids: Option<String>,
+
+    /// Once listening, write the ports to this file (as memcached does to
+    /// MEMCACHED_PORT_FILENAME: "TCP INET: 11211"); with -p 0, the free port taken
+    #[arg(long = "port-file", value_name = "FILE", help_heading = "memcore: process")]
+    port_file: Option<String>,
+
+    /// Item memory per core in megabytes (overrides the even split of -m)
+    #[arg(long = "memory-per-core", help_heading = "memcore: memory and cores")]
+    memory_per_core: Option<u64>,
     /// Memory client connections may hold for input and replies, in MB over
     /// all cores (default: a tenth of -m, at least 32 MB and two items per core)
-    #[arg(long = "conn-memory", value_name = "MB")]
+    #[arg(long = "conn-memory", value_name = "MB", help_heading = "memcore: memory and cores")]
     conn_memory: Option<u64>,
     /// Microseconds an idle core keeps polling before it sleeps (0: sleep at once).
     /// Cuts the cost of cross-core hops under load; an idle core still sleeps.
-    #[arg(long = "spin-before-park", default_value_t = 0, value_name = "MICROSECONDS")]
+    #[arg(
+        long = "spin-before-park",
+        default_value_t = 0,
+        value_name = "MICROSECONDS",
+        help_heading = "memcore: memory and cores"
+    )]
     spin_before_park: u64,
     /// Fixed key (32 hex digits) for the key-to-core and index hashes instead
     /// of random ones, for benchmarks that must know which core owns a key.
     /// Whoever knows it can flood the index: never in production.
     #[arg(long = "hash-key", hide = true, value_name = "HEX")]
     hash_key: Option<String>,
+    /// Tests only: act as if the process could use this many CPUs (the real
+    /// ones repeated), to try the core-count choice of a large host
+    #[arg(long = "simulate-cpus", hide = true, value_name = "N")]
+    simulate_cpus: Option<usize>,
+
     /// Compress values with zstd inside the server (clients see none of it)
-    #[arg(long = "compress", default_value = "on", value_parser = ["on", "off"])]
+    #[arg(long = "compress", default_value = "on", value_parser = ["on", "off"], help_heading = "memcore: compression")]
     compress: String,
     /// Smallest value, in bytes, that is compressed
-    #[arg(long = "compress-min", default_value_t = 64, value_name = "BYTES")]
+    #[arg(long = "compress-min", default_value_t = 64, value_name = "BYTES", help_heading = "memcore: compression")]
     compress_min: usize,
     /// zstd level (negative: faster, 1-19: smaller)
-    #[arg(long = "compress-level", default_value_t = 1, allow_negative_numbers = true)]
+    #[arg(
+        long = "compress-level",
+        default_value_t = 1,
+        allow_negative_numbers = true,
+        help_heading = "memcore: compression"
+    )]
     compress_level: i32,
     /// Dictionary for small values: off, auto (trained per core from the values
     /// stored), or the path of a trained zstd dictionary
-    #[arg(long = "compress-dict", default_value = "auto", value_name = "off|auto|FILE")]
+    #[arg(
+        long = "compress-dict",
+        default_value = "auto",
+        value_name = "off|auto|FILE",
+        help_heading = "memcore: compression"
+    )]
     compress_dict: String,
-    /// Replication: address this node accepts links from peers on
-    #[arg(long = "repl-listen", value_name = "ADDR:PORT")]
+
+    /// Address this node accepts links from peers on
+    #[arg(long = "repl-listen", value_name = "ADDR:PORT", help_heading = "memcore: replication")]
     repl_listen: Option<String>,
-    /// Replication: the other nodes' replication addresses, comma-separated
-    #[arg(long = "peers", value_name = "ADDR:PORT,...")]
+    /// The other nodes' replication addresses, comma-separated
+    #[arg(long = "peers", value_name = "ADDR:PORT,...", help_heading = "memcore: replication")]
     peers: Option<String>,
-    /// Replication: this node's id, unique in its group (0-255)
-    #[arg(long = "node-id")]
+    /// This node's id, unique in its group (0-255)
+    #[arg(long = "node-id", help_heading = "memcore: replication")]
     node_id: Option<u32>,
-    /// Replication: file holding the group's shared secret
-    #[arg(long = "repl-secret", value_name = "FILE")]
+    /// File holding the group's shared secret
+    #[arg(long = "repl-secret", value_name = "FILE", help_heading = "memcore: replication")]
     repl_secret: Option<String>,
     /// Replication without a secret: anyone who reaches the replication
     /// port, or sits between two nodes, can read and write this cache
-    #[arg(long = "repl-insecure")]
+    #[arg(long = "repl-insecure", help_heading = "memcore: replication")]
     repl_insecure: bool,
-    /// Replication: most inbound replication connections at once (over all
-    /// cores; handshakes in progress count), apart from -c
-    #[arg(long = "repl-max-links", default_value_t = crate::repl::DEFAULT_MAX_LINKS, value_name = "N")]
+    /// Most inbound replication connections at once (over all cores;
+    /// handshakes in progress count), apart from -c
+    #[arg(long = "repl-max-links", default_value_t = crate::repl::DEFAULT_MAX_LINKS, value_name = "N",
+        help_heading = "memcore: replication")]
     repl_max_links: usize,
-    /// Replication: when a write is acknowledged (async, sync, majority)
-    #[arg(long = "repl-mode", default_value = "async")]
+    /// When a write is acknowledged (async, sync, majority)
+    #[arg(long = "repl-mode", default_value = "async", help_heading = "memcore: replication")]
     repl_mode: String,
-    /// Replication: how long sync/majority writes wait for peers, in ms
-    #[arg(long = "repl-timeout", default_value_t = crate::repl::DEFAULT_TIMEOUT_MS, value_name = "MS")]
+    /// How long sync/majority writes wait for peers, in ms
+    #[arg(long = "repl-timeout", default_value_t = crate::repl::DEFAULT_TIMEOUT_MS, value_name = "MS",
+        help_heading = "memcore: replication")]
     repl_timeout: u64,
-    /// Replication: backlog kept for reconnecting peers, in MB (over all cores)
-    #[arg(long = "repl-backlog", default_value_t = crate::repl::DEFAULT_BACKLOG_MB, value_name = "MB")]
+    /// Backlog kept for reconnecting peers, in MB (over all cores)
+    #[arg(long = "repl-backlog", default_value_t = crate::repl::DEFAULT_BACKLOG_MB, value_name = "MB",
+        help_heading = "memcore: replication")]
     repl_backlog: usize,
-    /// Replication: how long deletes are remembered, in seconds
-    #[arg(long = "repl-tombstone-ttl", default_value_t = crate::repl::DEFAULT_TOMBSTONE_TTL_S, value_name = "SECONDS")]
+    /// How long deletes are remembered, in seconds
+    #[arg(long = "repl-tombstone-ttl", default_value_t = crate::repl::DEFAULT_TOMBSTONE_TTL_S, value_name = "SECONDS",
+        help_heading = "memcore: replication")]
     repl_tombstone_ttl: u64,
-    /// Replication: heartbeat interval on idle links, in ms (a link silent
-    /// for 4 intervals is dropped and reconnected)
-    #[arg(long = "repl-heartbeat", default_value_t = crate::repl::DEFAULT_HEARTBEAT_MS, value_name = "MS")]
+    /// Heartbeat interval on idle links, in ms (a link silent for 4
+    /// intervals is dropped and reconnected)
+    #[arg(long = "repl-heartbeat", default_value_t = crate::repl::DEFAULT_HEARTBEAT_MS, value_name = "MS",
+        help_heading = "memcore: replication")]
     repl_heartbeat: u64,
-    /// Verbose logging (-v, -vv, -vvv)
-    #[arg(short = 'v', long = "verbose", action = ArgAction::Count)]
-    verbose: u8,
-    /// memcached extended options (-o name=value,...): idle_timeout=SECONDS
-    /// is honoured; the others are accepted and ignored with a warning
-    #[arg(short = 'o', long = "extended")]
-    extended: Vec<String>,
-    /// Print help
-    #[arg(short = 'h', long = "help", action = ArgAction::Help)]
-    help: Option<bool>,
 }
 
 #[derive(Clone, Debug)]
@@ -184,6 +275,14 @@ pub struct Config {
     pub port_file: Option<String>,
     pub use_cas: bool,
     pub flush_enabled: bool,
+    /// `-A`: the `shutdown` command stops the server.
+    pub shutdown_enabled: bool,
+    /// `-d`: detach once listening (`server::startup::daemonize`).
+    pub daemon: bool,
+    /// `-r`: raise the core file limit to its maximum.
+    pub enable_coredumps: bool,
+    /// `-k`: lock all memory (mlockall).
+    pub lock_memory: bool,
     pub evict: bool,
     pub reqs_per_event: usize,
     /// Bytes client connections may hold over all cores (route/budget.rs).
@@ -257,6 +356,9 @@ where
             return Err(first.to_string());
         }
     };
+    if args.license {
+        return Ok(Command::Print(LICENSE.to_string()));
+    }
     check(args, cpus).map(|c| Command::Run(Box::new(c)))
 }
 
@@ -265,6 +367,20 @@ fn check(a: Args, cpus: &[usize]) -> Result<Config, String> {
     if a.udp_port != 0 {
         return Err(format!("UDP is not supported (-U {}); use -U 0", a.udp_port));
     }
+    refuse_unsupported(&a)?;
+    // memcached flags that tune what memcore does not have: one warning.
+    let mut ignored: Vec<String> = [
+        a.slab_growth_factor.as_ref().map(|v| format!("-f {v}")),
+        a.slab_min_size.as_ref().map(|v| format!("-n {v}")),
+        a.enable_largepages.then(|| "-L".to_string()),
+        a.prefix_delimiter.as_ref().map(|v| format!("-D {v}")),
+        a.disable_dumping.then(|| "-X".to_string()),
+        a.disable_watch.then(|| "-W".to_string()),
+        a.napi_ids.as_ref().map(|v| format!("-N {v}")),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
     let item_size_max = parse_size(&a.max_item_size)
         .ok_or_else(|| format!("bad item size: {:?} (use e.g. 512k, 1m, 16m)", a.max_item_size))?;
     if item_size_max < MIN_ITEM_SIZE_MAX {
@@ -358,21 +474,17 @@ fn check(a: Args, cpus: &[usize]) -> Result<Config, String> {
     } else {
         compress_on
     };
-    let mut idle_timeout = None;
-    for o in a.extended.iter().flat_map(|o| o.split(',')).map(str::trim).filter(|o| !o.is_empty()) {
-        let (name, value) = o.split_once('=').unwrap_or((o, ""));
-        match name {
-            "idle_timeout" => {
-                let secs: u64 =
-                    value.parse().map_err(|_| format!("bad -o idle_timeout={value}: a number of seconds"))?;
-                idle_timeout = (secs > 0).then(|| std::time::Duration::from_secs(secs));
-            }
-            _ => warnings.push(format!("extended option -o {o} is not supported and was ignored")),
-        }
+    let ext = extended_options(&a.extended, &mut ignored)?;
+    let idle_timeout = ext.idle_timeout;
+    if !ignored.is_empty() {
+        warnings.push(format!(
+            "accepted without effect (memcore has no slabs, LRU tuning, per-prefix stats, dumps or watchers): {}",
+            ignored.join(", ")
+        ));
     }
     // A core's connections must be able to hold two of the largest items.
     let conn_memory_floor = (32usize << 20).max(item_size_max.saturating_mul(2).saturating_mul(threads));
-    let conn_memory = match a.conn_memory {
+    let conn_memory = match a.conn_memory.or(ext.read_buf_mem_limit) {
         Some(0) => return Err("--conn-memory must be at least 1 megabyte".into()),
         Some(mb) => {
             let bytes = (mb as usize).checked_mul(1 << 20).ok_or("--conn-memory too large")?;
@@ -425,6 +537,10 @@ fn check(a: Args, cpus: &[usize]) -> Result<Config, String> {
         port_file: a.port_file,
         use_cas: !a.disable_cas,
         flush_enabled: !a.disable_flush_all,
+        shutdown_enabled: a.enable_shutdown,
+        daemon: a.daemon,
+        enable_coredumps: a.enable_coredumps,
+        lock_memory: a.lock_memory,
         evict: !a.disable_evictions,
         reqs_per_event: a.reqs_per_event,
         conn_memory,
@@ -437,6 +553,127 @@ fn check(a: Args, cpus: &[usize]) -> Result<Config, String> {
         repl,
         unresolved,
     })
+}
+
+/// memcached flags for what memcore does not have: refused, each with the
+/// alternative.
+fn refuse_unsupported(a: &Args) -> Result<(), String> {
+    if a.enable_sasl {
+        return Err("SASL is not supported (-S): memcore has no authentication yet; keep its port on a private network (docs/security.md)".into());
+    }
+    if a.auth_file.is_some() {
+        return Err(
+            "ASCII authentication is not supported (-Y): keep memcore's port on a private network (docs/security.md)"
+                .into(),
+        );
+    }
+    if a.memory_file.is_some() {
+        return Err(
+            "a restartable cache is not supported (-e): replication (--peers) keeps a copy warm across restarts".into(),
+        );
+    }
+    if a.enable_ssl {
+        return Err("TLS is not supported (-Z): put a TLS proxy (stunnel, haproxy) in front of memcore".into());
+    }
+    match a.protocol.as_str() {
+        "ascii" | "auto" => {}
+        "binary" => {
+            return Err("the binary protocol is not supported (-B binary): use -B ascii, the text protocol".into());
+        }
+        p => return Err(format!("invalid value for binding protocol: {p} (-B): one of auto, binary or ascii")),
+    }
+    if a.unix_socket.is_some() {
+        return Err("UNIX sockets (-s) are not supported yet: listen on TCP (-l 127.0.0.1)".into());
+    }
+    Ok(())
+}
+
+/// What `-o` sets that memcore honours.
+#[derive(Default)]
+struct Extended {
+    idle_timeout: Option<std::time::Duration>,
+    /// `read_buf_mem_limit=MB`: the connection budget, as `--conn-memory`.
+    read_buf_mem_limit: Option<u64>,
+}
+
+/// memcached 1.6's `-o` options: honoured, accepted without effect (added to
+/// `ignored`), or refused with the alternative; an unknown one is refused as
+/// memcached does.
+fn extended_options(opts: &[String], ignored: &mut Vec<String>) -> Result<Extended, String> {
+    const NO_EFFECT: &[&str] = &[
+        "maxconns_fast",
+        "no_maxconns_fast",
+        "hashpower",
+        "no_hashexpand",
+        "hash_algorithm",
+        "tail_repair_time",
+        "slab_reassign",
+        "no_slab_reassign",
+        "slab_automove",
+        "slab_automove_ratio",
+        "slab_automove_window",
+        "slab_automove_freeratio",
+        "slab_chunk_max",
+        "slab_sizes",
+        "no_chunked_items",
+        "lru_crawler",
+        "no_lru_crawler",
+        "lru_crawler_sleep",
+        "lru_crawler_tocrawl",
+        "lru_maintainer",
+        "no_lru_maintainer",
+        "lru_segmented",
+        "no_lru_segmented",
+        "hot_lru_pct",
+        "warm_lru_pct",
+        "hot_max_factor",
+        "warm_max_factor",
+        "temporary_ttl",
+        "watcher_logbuf_size",
+        "worker_logbuf_size",
+        "track_sizes",
+        "modern",
+        "no_modern",
+        "inline_ascii_response",
+        "no_inline_ascii_resp",
+        "sock_cookie_id",
+        "drop_privileges",
+        "no_drop_privileges",
+        "meta_response_old",
+        "resp_obj_mem_limit",
+    ];
+    let mut ext = Extended::default();
+    for o in opts.iter().flat_map(|o| o.split(',')).map(str::trim).filter(|o| !o.is_empty()) {
+        let (name, value) = o.split_once('=').unwrap_or((o, ""));
+        match name {
+            "idle_timeout" => {
+                let secs: u64 =
+                    value.parse().map_err(|_| format!("bad -o idle_timeout={value}: a number of seconds"))?;
+                ext.idle_timeout = (secs > 0).then(|| std::time::Duration::from_secs(secs));
+            }
+            "read_buf_mem_limit" => {
+                let mb: u64 =
+                    value.parse().map_err(|_| format!("bad -o read_buf_mem_limit={value}: a number of megabytes"))?;
+                ext.read_buf_mem_limit = (mb > 0).then_some(mb);
+            }
+            _ if NO_EFFECT.contains(&name) => ignored.push(format!("-o {o}")),
+            _ if name.starts_with("ext_") => {
+                return Err(format!(
+                    "-o {name}: external storage (extstore) is not supported; memcore keeps items in memory (-m)"
+                ));
+            }
+            _ if name.starts_with("ssl_") => {
+                return Err(format!(
+                    "-o {name}: TLS is not supported; put a TLS proxy (stunnel, haproxy) in front of memcore"
+                ));
+            }
+            _ if name.starts_with("proxy_") => {
+                return Err(format!("-o {name}: memcached's proxy is not supported; run it in front of memcore"));
+            }
+            _ => return Err(format!("illegal suboption \"{o}\" (-o)")),
+        }
+    }
+    Ok(ext)
 }
 
 fn parse_hash_key(hex: &str) -> Result<crate::storage::HashKey, String> {

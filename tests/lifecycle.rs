@@ -578,25 +578,6 @@ fn restarts_at_once_after_sigkill_on_the_same_port() {
     }
 }
 
-/// Start memcore with exactly `args` plus `-p 0 --port-file` (no `-t` of the
-/// harness); returns the child, its port and its log's path.
-fn start_plain(args: &[&str]) -> (std::process::Child, u16, std::path::PathBuf) {
-    let port_path = temp_path("port");
-    let log_path = temp_path("log");
-    let mut child = Command::new(memcore_bin())
-        .args(["-p", "0", "-l", "127.0.0.1", "-u", "root", "--port-file"])
-        .arg(&port_path)
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log_path).unwrap())
-        .spawn()
-        .unwrap();
-    let port = read_port_file(&port_path, &mut child, Duration::from_secs(10))
-        .unwrap_or_else(|e| panic!("{args:?}: {e}; log: {}", std::fs::read_to_string(&log_path).unwrap_or_default()));
-    (child, port, log_path)
-}
-
 /// Debian's `-m 64 -I 1m` on a host of 128 CPUs (simulated): memcore
 /// starts, runs as many cores as 8 MiB each allows (logged), serves 1 MiB
 /// items and compresses; an explicit `-t 128` is refused with the `-m` that

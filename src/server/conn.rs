@@ -305,6 +305,22 @@ impl Conn {
                     }
                     match req {
                         Request::Quit => return Stop::Close,
+                        // -A: as memcached, `shutdown` (or `shutdown
+                        // graceful`) closes this connection and stops the
+                        // server as SIGTERM does; no reply.
+                        Request::Shutdown if core.cfg().shutdown_enabled => {
+                            let mode: Vec<&[u8]> = raw
+                                .split(|&b| b == b' ' || b == b'\r' || b == b'\n')
+                                .filter(|t| !t.is_empty())
+                                .skip(1)
+                                .collect();
+                            if mode.is_empty() || mode == [b"graceful"] {
+                                log::info!("shutdown command received, shutting down");
+                                core.global.shutdown.trigger();
+                                return Stop::Close;
+                            }
+                            encode_line(&mut self.batch.out, "CLIENT_ERROR invalid shutdown mode");
+                        }
                         Request::Stats { args } => {
                             let args = args.to_vec();
                             self.start += consumed;

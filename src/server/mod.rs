@@ -93,7 +93,19 @@ pub fn run(mut cfg: Config) -> Result<(), String> {
     // Replication's descriptors come on top of the clients' budget, so
     // peers (or strangers at the replication port) cannot use up `-c`.
     raise_fd_limit(cfg.conn_limit + cfg.repl.as_ref().map_or(0, |r| r.fd_budget(n)));
+    if cfg.enable_coredumps {
+        startup::enable_coredumps()?;
+    }
     drop_privileges(cfg.user.as_deref())?;
+    if cfg.enable_coredumps {
+        startup::keep_dumpable();
+    }
+    // Before any thread: fork copies only this one.
+    let daemon = cfg.daemon.then(|| startup::daemonize(cfg.verbosity > 0, cfg.enable_coredumps)).transpose()?;
+    if cfg.lock_memory {
+        // Item memory, connection buffers, and the runtime's own.
+        startup::lock_memory(cfg.per_core_limit() * n + cfg.conn_memory + (64 << 20) * n);
+    }
     // As memcached: written by the user the server runs as. Removed on every
     // way out of this function, so a failed start leaves none behind.
     let _pidfile =
@@ -169,6 +181,9 @@ pub fn run(mut cfg: Config) -> Result<(), String> {
                 g.shutdown.trigger();
             })
             .map_err(|e| format!("cannot start signal thread: {e}"))?;
+    }
+    if let Some(d) = daemon {
+        d.ready();
     }
     let mut failure = None;
     for h in handles {

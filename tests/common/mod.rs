@@ -678,3 +678,24 @@ macro_rules! both_threads {
         )*
     };
 }
+
+/// Start memcore with `-p 0 -l 127.0.0.1 -u root --port-file F` and exactly
+/// `args` (no `-t` from the harness); returns the child, its port and the
+/// path of its log (stdout and stderr).
+pub fn start_plain(args: &[&str]) -> (Child, u16, PathBuf) {
+    let port_path = temp_path("port");
+    let log_path = temp_path("log");
+    let log = std::fs::File::create(&log_path).unwrap();
+    let mut child = Command::new(memcore_bin())
+        .args(["-p", "0", "-l", "127.0.0.1", "-u", "root", "--port-file"])
+        .arg(&port_path)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let port = read_port_file(&port_path, &mut child, Duration::from_secs(10))
+        .unwrap_or_else(|e| panic!("{args:?}: {e}; log: {}", std::fs::read_to_string(&log_path).unwrap_or_default()));
+    (child, port, log_path)
+}

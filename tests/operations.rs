@@ -1,0 +1,308 @@
+//! Operating memcore as memcached is operated (issue 20): every flag of
+//! `memcached -h` answered, daemon mode, core files, memory locking, the
+//! shutdown command, `--help`'s grouping. Each test runs the real binary.
+
+#[macro_use]
+mod common;
+
+use common::*;
+use std::io::Read;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+struct Outcome {
+    code: Option<i32>,
+    stdout: String,
+    stderr: String,
+}
+
+/// Run memcore with `args` to completion (at most 10 s).
+fn run(args: &[&str]) -> Outcome {
+    let mut child = Command::new(memcore_bin())
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            break st;
+        }
+        assert!(Instant::now() < deadline, "memcore {args:?} still running after 10 s");
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    let (mut stdout, mut stderr) = (String::new(), String::new());
+    child.stdout.take().unwrap().read_to_string(&mut stdout).unwrap();
+    child.stderr.take().unwrap().read_to_string(&mut stderr).unwrap();
+    Outcome { code: status.code(), stdout, stderr }
+}
+
+fn skip(test: &str) -> bool {
+    if is_external() {
+        eprintln!("SKIP {test}: memcore-specific (MEMCORE_TEST_ADDR is set)");
+        return true;
+    }
+    false
+}
+
+fn stop(mut child: std::process::Child, log_path: &std::path::Path) -> String {
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let st = child.wait().unwrap();
+    let log = std::fs::read_to_string(log_path).unwrap_or_default();
+    let _ = std::fs::remove_file(log_path);
+    assert!(st.success(), "exit {st}: {log}");
+    log
+}
+
+fn pid_alive(pid: i32) -> bool {
+    // A zombie (exited, not yet reaped by init) counts as gone.
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|s| s.rsplit(')').next().is_some_and(|r| !r.trim_start().starts_with('Z')))
+        .unwrap_or(false)
+}
+
+#[test]
+fn tuning_flags_without_effect_are_accepted_with_one_warning() {
+    if skip("tuning_flags_without_effect_are_accepted_with_one_warning") {
+        return;
+    }
+    let (child, port, log_path) = start_plain(&[
+        "-t",
+        "1",
+        "-f",
+        "1.25",
+        "-n",
+        "48",
+        "-L",
+        "-D",
+        ":",
+        "-X",
+        "-W",
+        "-N",
+        "2",
+        "-B",
+        "ascii",
+        "-o",
+        "hashpower=20,lru_crawler,track_sizes",
+        "-o",
+        "slab_reassign",
+    ]);
+    Conn::connect(&format!("127.0.0.1:{port}")).version_check();
+    let log = stop(child, &log_path);
+    let warnings: Vec<&str> = log.lines().filter(|l| l.contains("WARN")).collect();
+    assert_eq!(warnings.len(), 1, "{log}");
+    for f in ["-f 1.25", "-n 48", "-L", "-D :", "-X", "-W", "-N 2", "-o hashpower=20", "-o slab_reassign"] {
+        assert!(warnings[0].contains(f), "{f} missing from {}", warnings[0]);
+    }
+}
+
+#[test]
+fn unsupported_flags_are_refused_with_a_hint() {
+    if skip("unsupported_flags_are_refused_with_a_hint") {
+        return;
+    }
+    for (args, hint) in [
+        (&["-S"][..], "no authentication"),
+        (&["-Y", "/tmp/auth"], "private network"),
+        (&["-e", "/dev/shm/mc"], "replication"),
+        (&["-Z"], "TLS proxy"),
+        (&["-B", "binary"], "-B ascii"),
+        (&["-B", "bogus"], "auto, binary or ascii"),
+        (&["-o", "ext_path=/tmp/x:1G"], "extstore"),
+        (&["-o", "ssl_chain_cert=x"], "TLS proxy"),
+        (&["-o", "no_such_option"], "illegal suboption \"no_such_option\""),
+        (&["-U", "11211"], "-U 0"),
+    ] {
+        let mut all = vec!["-p", "0", "-u", "root"];
+        all.extend(args);
+        let o = run(&all);
+        assert_eq!(o.code, Some(64), "{args:?}: {}", o.stderr);
+        let lines: Vec<&str> = o.stderr.lines().collect();
+        assert_eq!(lines.len(), 1, "{args:?}: {}", o.stderr);
+        assert!(lines[0].contains(hint), "{args:?}: {}", lines[0]);
+    }
+}
+
+#[test]
+fn read_buf_mem_limit_sets_the_connection_budget() {
+    if skip("read_buf_mem_limit_sets_the_connection_budget") {
+        return;
+    }
+    let (child, port, log_path) = start_plain(&["-t", "1", "-o", "read_buf_mem_limit=40"]);
+    let s = Conn::connect(&format!("127.0.0.1:{port}")).stats("stats");
+    assert_eq!(stat_u64(&s, "conn_memory_limit"), 40 << 20);
+    stop(child, &log_path);
+}
+
+#[test]
+fn help_lists_memcached_flags_in_memcached_order_then_memcores_own() {
+    if skip("help_lists_memcached_flags_in_memcached_order_then_memcores_own") {
+        return;
+    }
+    let help = run(&["--help"]);
+    assert_eq!(help.code, Some(0));
+    let shorts = |text: &str| -> Vec<char> {
+        text.lines()
+            .filter_map(|l| l.trim_start().strip_prefix('-'))
+            .filter_map(|l| l.chars().next().filter(|c| c.is_ascii_alphabetic() && l[1..].starts_with([',', ' '])))
+            .collect()
+    };
+    let ours = shorts(&help.stdout);
+    // memcached 1.6.18's `-h`, in its order.
+    let memcached = "pUsaAldrumMckvhiVPfnLDtRCbBISFXWYeZoN".chars().collect::<Vec<_>>();
+    assert_eq!(ours, memcached, "{}", help.stdout);
+    if let Some(bin) = memcached_bin().or_else(|| Some("/usr/bin/memcached".into()))
+        && let Ok(o) = Command::new(&bin).arg("-h").output()
+    {
+        assert_eq!(shorts(&String::from_utf8_lossy(&o.stdout)), memcached, "memcached -h lists other flags");
+    }
+    let headings: Vec<&str> = help.stdout.lines().filter(|l| !l.starts_with(' ') && l.ends_with(':')).collect();
+    assert_eq!(
+        headings,
+        [
+            "memcached flags (memcached -h order):",
+            "memcore: process:",
+            "memcore: memory and cores:",
+            "memcore: compression:",
+            "memcore: replication:"
+        ]
+    );
+}
+
+#[test]
+fn license_flag_prints_the_license() {
+    if skip("license_flag_prints_the_license") {
+        return;
+    }
+    let o = run(&["-i"]);
+    assert_eq!(o.code, Some(0));
+    assert!(o.stdout.contains("Apache License"), "{}", o.stdout);
+}
+
+/// `-d`: the command returns 0 once the server listens (the port file is
+/// there), the server runs on in its own session with the pid in `-P`, and
+/// SIGTERM ends it and removes the pid file.
+#[test]
+fn daemon_mode_returns_once_listening() {
+    if skip("daemon_mode_returns_once_listening") {
+        return;
+    }
+    let (port_path, pid_path) = (temp_path("port"), temp_path("pid"));
+    let o = run(&[
+        "-d",
+        "-p",
+        "0",
+        "-l",
+        "127.0.0.1",
+        "-u",
+        "root",
+        "-t",
+        "1",
+        "--port-file",
+        port_path.to_str().unwrap(),
+        "-P",
+        pid_path.to_str().unwrap(),
+    ]);
+    assert_eq!(o.code, Some(0), "{}", o.stderr);
+    let port_text = std::fs::read_to_string(&port_path).expect("port file written before the command returned");
+    let pid: i32 = std::fs::read_to_string(&pid_path).expect("pid file").trim().parse().unwrap();
+    let port = port_text.trim().rsplit(' ').next().unwrap();
+    let mut c = Conn::connect(&format!("127.0.0.1:{port}"));
+    assert_bytes!(c.request(b"set d 0 0 1\r\nx\r\n"), b"STORED\r\n");
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let session: i32 = stat.rsplit(')').next().unwrap().split_whitespace().nth(3).unwrap().parse().unwrap();
+    assert_eq!(session, pid, "the daemon leads a session of its own");
+    drop(c);
+    unsafe { libc::kill(pid, libc::SIGTERM) };
+    assert!(poll_until(Duration::from_secs(3), || !pid_alive(pid)), "daemon {pid} did not stop on SIGTERM");
+    assert!(poll_until(Duration::from_secs(1), || !pid_path.exists()), "pid file left behind");
+}
+
+/// `-d` with a start that fails: the command's own stderr says why, and it
+/// exits with the server's status.
+#[test]
+fn daemon_start_failure_is_told_by_the_command() {
+    if skip("daemon_start_failure_is_told_by_the_command") {
+        return;
+    }
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port().to_string();
+    let o = run(&["-d", "-p", &port, "-l", "127.0.0.1", "-u", "root", "-t", "1"]);
+    assert_eq!(o.code, Some(71), "{}", o.stderr);
+    assert!(o.stderr.contains("address already in use"), "{}", o.stderr);
+}
+
+/// `-r` raises the core file limit (from 0) to unlimited or the hard limit.
+#[test]
+fn enable_coredumps_raises_the_core_limit() {
+    if skip("enable_coredumps_raises_the_core_limit") {
+        return;
+    }
+    let port_path = temp_path("port");
+    let mut cmd = Command::new(memcore_bin());
+    cmd.args(["-r", "-p", "0", "-l", "127.0.0.1", "-u", "root", "-t", "1", "--port-file"])
+        .arg(&port_path)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    unsafe {
+        use std::os::unix::process::CommandExt;
+        cmd.pre_exec(|| {
+            let mut lim: libc::rlimit = std::mem::zeroed();
+            libc::getrlimit(libc::RLIMIT_CORE, &mut lim);
+            lim.rlim_cur = 0;
+            libc::setrlimit(libc::RLIMIT_CORE, &lim);
+            Ok(())
+        });
+    }
+    let mut child = cmd.spawn().unwrap();
+    read_port_file(&port_path, &mut child, Duration::from_secs(10)).unwrap();
+    let limits = std::fs::read_to_string(format!("/proc/{}/limits", child.id())).unwrap();
+    let core = limits.lines().find(|l| l.starts_with("Max core file size")).unwrap();
+    let soft = core.split_whitespace().nth(4).unwrap();
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert_ne!(soft, "0", "{core}");
+}
+
+/// `-k` locks memory when the memlock limit allows what the server will
+/// use, and otherwise says so in one warning and runs unlocked.
+#[test]
+fn lock_memory_locks_or_warns() {
+    if skip("lock_memory_locks_or_warns") {
+        return;
+    }
+    let (child, port, log_path) = start_plain(&["-k", "-t", "1", "-m", "64"]);
+    Conn::connect(&format!("127.0.0.1:{port}")).version_check();
+    let status = std::fs::read_to_string(format!("/proc/{}/status", child.id())).unwrap();
+    let locked_kb: u64 =
+        status.lines().find_map(|l| l.strip_prefix("VmLck:")).unwrap().trim().trim_end_matches(" kB").parse().unwrap();
+    let log = stop(child, &log_path);
+    if log.contains("memory not locked") {
+        assert_eq!(locked_kb, 0);
+        assert!(log.contains("raise LimitMEMLOCK or ulimit -l"), "{log}");
+    } else {
+        assert!(locked_kb > 1024, "VmLck {locked_kb} kB; log: {log}");
+    }
+}
+
+/// `shutdown`: refused without `-A` as memcached refuses it; with `-A`, a
+/// bad mode is a client error and `shutdown` closes the connection and
+/// stops the server (exit 0).
+#[test]
+fn shutdown_command_needs_enable_shutdown() {
+    if skip("shutdown_command_needs_enable_shutdown") {
+        return;
+    }
+    let s = Server::start(1, &[]);
+    assert_bytes!(s.conn().request(b"shutdown\r\n"), b"ERROR: shutdown not enabled\r\n");
+    let mut s = Server::start(2, &["-A"]);
+    let mut c = s.conn();
+    assert_bytes!(c.request(b"shutdown now\r\n"), b"CLIENT_ERROR invalid shutdown mode\r\n");
+    c.send(b"shutdown\r\n");
+    assert_bytes!(c.read_to_close(), b"");
+    let st = s.wait_exit(Duration::from_secs(3)).expect("server still running after shutdown");
+    assert!(st.success(), "{st}");
+}
