@@ -8,7 +8,8 @@
 //! Imports only the types it fills (storage's compression settings, repl's
 //! `ReplConfig`); must not import `server` or `route`, nor do I/O.
 
-use clap::{ArgAction, Parser};
+use clap::{ArgAction, CommandFactory, Parser};
+use std::ffi::OsString;
 
 use crate::storage::{CompressConfig, DictMode};
 use std::net::SocketAddr;
@@ -38,7 +39,7 @@ pub const PROTOCOL_VERSION: &str = "1.6.18";
 #[derive(Parser, Debug)]
 #[command(name = "memcore", version = concat!(env!("CARGO_PKG_VERSION"), " (memcached 1.6 protocol)"),
     about = "A memcached-compatible, thread-per-core cache server", disable_help_flag = true,
-    disable_version_flag = true, next_help_heading = "memcached flags (memcached -h order)")]
+    disable_version_flag = true, args_override_self = true, next_help_heading = "memcached flags (memcached -h order)")]
 struct Args {
     /// TCP port to listen on (0: a free port, told in the log and --port-file;
     /// memcached's -p 0 turns TCP off instead: use -s for that)
@@ -157,6 +158,15 @@ struct Args {
     #[arg(short = 'N', long = "napi_ids", value_name = "NUM")]
     napi_ids: Option<String>,
 
+    /// Read options from this file first, in memcached.conf's format (one
+    /// option per line as on the command line, # comments); the command line
+    /// wins. SIGHUP re-reads it.
+    #[arg(long = "config-file", value_name = "FILE", help_heading = "memcore: process")]
+    config_file: Option<String>,
+    /// Once serving, send the log (stderr) to this file, appended; SIGHUP
+    /// reopens it. A config file's `logfile PATH` line sets it.
+    #[arg(long = "log-file", value_name = "FILE", help_heading = "memcore: process")]
+    log_file: Option<String>,
     /// Once listening, write the ports to this file (as memcached does to
     /// MEMCACHED_PORT_FILENAME: "TCP INET: 11211"); with -p 0, the free port taken
     #[arg(long = "port-file", value_name = "FILE", help_heading = "memcore: process")]
@@ -283,6 +293,10 @@ pub struct Config {
     pub enable_coredumps: bool,
     /// `-k`: lock all memory (mlockall).
     pub lock_memory: bool,
+    /// `--log-file` (or a config file's `logfile`).
+    pub log_file: Option<String>,
+    /// `--config-file` and the command line, for SIGHUP to parse again.
+    pub reload: Option<Reload>,
     pub evict: bool,
     pub reqs_per_event: usize,
     /// Bytes client connections may hold over all cores (route/budget.rs).
@@ -292,6 +306,8 @@ pub struct Config {
     pub idle_timeout: Option<std::time::Duration>,
     pub spin_before_park: std::time::Duration,
     pub compress: CompressConfig,
+    /// `--compress on` (compress.enabled is also off on small cores).
+    pub compress_requested: bool,
     pub verbosity: u8,
     pub warnings: Vec<String>,
     /// Choices made for the operator (logged at info at start), such as the
@@ -337,29 +353,214 @@ pub enum Command {
     Print(String),
 }
 
+/// What SIGHUP parses again: the config file's path and the command line.
+#[derive(Clone, Debug)]
+pub struct Reload {
+    pub path: String,
+    pub args: Vec<OsString>,
+}
+
+/// A config file read at startup (or on SIGHUP) by the server.
+pub struct ConfigFile<'a> {
+    pub path: &'a str,
+    pub text: &'a str,
+}
+
+/// The `--config-file` a command line names (the last one), for the caller
+/// to read before `parse_args`.
+pub fn config_file_arg(args: &[OsString]) -> Option<String> {
+    let mut found = None;
+    let mut it = args.iter().skip(1).map(|a| a.to_string_lossy());
+    while let Some(a) = it.next() {
+        if a == "--" {
+            break;
+        }
+        if a == "--config-file" {
+            found = it.next().map(|p| p.into_owned());
+        } else if let Some(p) = a.strip_prefix("--config-file=") {
+            found = Some(p.to_string());
+        }
+    }
+    found
+}
+
 /// Parse and check the command line, for a process that may run on `cpus`
 /// (`server::startup::allowed_cpus`). Errors are one line, meant for stderr.
 pub fn parse_args<I, T>(args: I, cpus: &[usize]) -> Result<Command, String>
 where
     I: IntoIterator<Item = T>,
-    T: Into<std::ffi::OsString> + Clone,
+    T: Into<OsString> + Clone,
 {
-    let args = match Args::try_parse_from(args) {
-        Ok(a) => a,
-        Err(e) => {
-            use clap::error::ErrorKind;
-            if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) {
-                return Ok(Command::Print(e.render().to_string()));
-            }
-            let text = e.render().to_string();
-            let first = text.lines().find(|l| !l.trim().is_empty()).unwrap_or("bad command line").trim();
-            return Err(first.to_string());
-        }
+    parse_with_file(args.into_iter().map(Into::into).collect(), None, cpus)
+}
+
+/// As `parse_args`, with the options of `file` (memcached.conf's format)
+/// under the command line's: a line setting an option the command line
+/// also sets is left out. A bad line is reported as `path:line: reason`.
+pub fn parse_with_file(args: Vec<OsString>, file: Option<&ConfigFile>, cpus: &[usize]) -> Result<Command, String> {
+    let cli = match Args::command().try_get_matches_from(&args) {
+        Ok(m) => m,
+        Err(e) => return clap_fail(e),
     };
-    if args.license {
+    if cli.get_flag("license") {
         return Ok(Command::Print(LICENSE.to_string()));
     }
-    check(args, cpus).map(|c| Command::Run(Box::new(c)))
+    let Some(file) = file else {
+        let parsed = Args::try_parse_from(&args).or_else(|e| clap_fail(e).and(Err("bad command line".into())))?;
+        return check(parsed, cpus).map(|c| Command::Run(Box::new(c)));
+    };
+    let set_by_cli = set_ids(&cli);
+    let mut kept: Vec<(usize, Vec<String>)> = Vec::new();
+    for (n, words) in config_lines(file.text) {
+        let at = |msg: String| format!("{}:{n}: {msg}", file.path);
+        let words = match words.first().map(String::as_str) {
+            Some("logfile") if words.len() == 2 => vec!["--log-file".to_string(), words[1].clone()],
+            Some(w) if !w.starts_with('-') => {
+                return Err(at(format!("unknown directive {w:?} (options start with -)")));
+            }
+            _ => words,
+        };
+        let line = match Args::command().no_binary_name(true).try_get_matches_from(&words) {
+            Ok(m) => m,
+            Err(e) => {
+                let e = clap_fail(e).map_or_else(|line| line, |_| "help and version are for the command line".into());
+                return Err(at(e));
+            }
+        };
+        let ids = set_ids(&line);
+        if ids.iter().any(|i| i == "config_file" || i == "license") {
+            return Err(at(format!("{} is for the command line", words[0])));
+        }
+        if !ids.iter().any(|i| set_by_cli.contains(i)) {
+            kept.push((n, words));
+        }
+    }
+    let with = |lines: &[(usize, Vec<String>)]| -> Result<Config, String> {
+        let mut all = vec![args[0].clone()];
+        all.extend(lines.iter().flat_map(|(_, w)| w.iter().map(OsString::from)));
+        all.extend(args[1..].iter().cloned());
+        let parsed = Args::try_parse_from(&all).or_else(|e| clap_fail(e).and(Err("bad command line".into())))?;
+        check(parsed, cpus)
+    };
+    let mut cfg = match with(&kept) {
+        Ok(c) => c,
+        Err(e) => {
+            // Name the first line with which the options stop making sense.
+            let line = (1..=kept.len()).find(|&k| with(&kept[..k]).is_err()).map(|k| kept[k - 1].0);
+            return Err(match line {
+                Some(n) => format!("{}:{n}: {e}", file.path),
+                None => format!("{}: {e}", file.path),
+            });
+        }
+    };
+    cfg.reload = Some(Reload { path: file.path.to_string(), args });
+    Ok(Command::Run(Box::new(cfg)))
+}
+
+/// memcached.conf's lines, numbered from 1: `#` starts a comment (unless
+/// escaped as `\#`), blank lines are skipped, words are separated by
+/// white space (no quoting, as the Debian wrapper that joins the lines).
+fn config_lines(text: &str) -> impl Iterator<Item = (usize, Vec<String>)> + '_ {
+    text.lines().enumerate().filter_map(|(i, line)| {
+        let mut out = String::new();
+        let mut chars = line.chars().peekable();
+        while let Some(c) = chars.next() {
+            match c {
+                '\\' if chars.peek() == Some(&'#') => out.push(chars.next().unwrap_or('#')),
+                '#' => break,
+                c => out.push(c),
+            }
+        }
+        let words: Vec<String> = out.split_whitespace().map(String::from).collect();
+        (!words.is_empty()).then_some((i + 1, words))
+    })
+}
+
+/// The ids of the arguments a parse got from its input (not defaults, and
+/// not the group clap's derive names after the struct).
+fn set_ids(m: &clap::ArgMatches) -> Vec<String> {
+    let args = Args::command();
+    m.ids()
+        .filter(|id| args.get_arguments().any(|a| a.get_id() == *id))
+        .filter(|id| m.value_source(id.as_str()) == Some(clap::parser::ValueSource::CommandLine))
+        .map(|id| id.as_str().to_string())
+        .collect()
+}
+
+/// A clap error: --help and --version are text to print, anything else
+/// one line for stderr.
+fn clap_fail(e: clap::Error) -> Result<Command, String> {
+    use clap::error::ErrorKind;
+    let text = e.render().to_string();
+    if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) {
+        return Ok(Command::Print(text));
+    }
+    Err(text.lines().find(|l| !l.trim().is_empty()).unwrap_or("bad command line").trim().to_string())
+}
+
+/// What SIGHUP can change in a running server, and what it cannot.
+#[derive(Debug, Default)]
+pub struct Changes {
+    /// New item memory per core (bytes), over the running cores.
+    pub per_core_limit: Option<usize>,
+    pub verbosity: Option<u8>,
+    pub compress: Option<CompressConfig>,
+    /// Options that changed but need a restart, as named on the command line.
+    pub need_restart: Vec<&'static str>,
+}
+
+/// Compare the running `old` with `new` (parsed again from the file and the
+/// same command line): what can be applied to `old.threads` cores now, and
+/// what needs a restart. Err when the new memory limit cannot hold an item
+/// of `-I` on each running core.
+pub fn changes(old: &Config, new: &Config) -> Result<Changes, String> {
+    let mut c = Changes::default();
+    let n = old.threads.max(1);
+    let per_core = new.memory_per_core.unwrap_or(new.memory_limit / n);
+    if per_core != old.per_core_limit() {
+        if per_core < old.item_size_max {
+            return Err(format!(
+                "-m {} leaves each of the {n} running cores less than the item size limit {} (-I): not applied",
+                new.memory_limit >> 20,
+                old.item_size_max
+            ));
+        }
+        c.per_core_limit = Some(per_core);
+    }
+    if new.verbosity != old.verbosity {
+        c.verbosity = Some(new.verbosity);
+    }
+    let mut z = new.compress.clone();
+    // The running cores' share decides, not the count `new` chose.
+    z.enabled = new.compress_requested && per_core >= COMPRESS_MIN_CORE_MEMORY;
+    z.dict = old.compress.dict.clone();
+    if (z.enabled, z.min_size, z.level) != (old.compress.enabled, old.compress.min_size, old.compress.level) {
+        c.compress = Some(z);
+    }
+    let u = (&old.unresolved, &new.unresolved);
+    for (name, differs) in [
+        ("-l/-p", u.0.listen != u.1.listen || u.0.port != u.1.port),
+        ("-t (cores)", old.threads != new.threads),
+        ("-c", old.conn_limit != new.conn_limit),
+        ("-I", old.item_size_max != new.item_size_max),
+        ("-u", old.user != new.user),
+        ("-P", old.pidfile != new.pidfile),
+        ("-b", old.backlog != new.backlog),
+        ("-C", old.use_cas != new.use_cas),
+        ("-F", old.flush_enabled != new.flush_enabled),
+        ("-M", old.evict != new.evict),
+        ("-R", old.reqs_per_event != new.reqs_per_event),
+        ("-A", old.shutdown_enabled != new.shutdown_enabled),
+        ("-o idle_timeout", old.idle_timeout != new.idle_timeout),
+        ("--conn-memory", old.conn_memory != new.conn_memory),
+        ("--compress-dict", u.0.compress_dict != u.1.compress_dict),
+        ("replication", format!("{:?}", old.repl) != format!("{:?}", new.repl)),
+    ] {
+        if differs {
+            c.need_restart.push(name);
+        }
+    }
+    Ok(c)
 }
 
 fn check(a: Args, cpus: &[usize]) -> Result<Config, String> {
@@ -541,12 +742,15 @@ fn check(a: Args, cpus: &[usize]) -> Result<Config, String> {
         daemon: a.daemon,
         enable_coredumps: a.enable_coredumps,
         lock_memory: a.lock_memory,
+        log_file: a.log_file,
+        reload: None,
         evict: !a.disable_evictions,
         reqs_per_event: a.reqs_per_event,
         conn_memory,
         idle_timeout,
         spin_before_park: std::time::Duration::from_micros(a.spin_before_park),
         compress,
+        compress_requested: a.compress == "on",
         verbosity: a.verbose,
         warnings,
         notes,
@@ -919,6 +1123,22 @@ mod tests {
         let c = on(128, &["-m", "64", "-t", "16"]).unwrap();
         assert!(!c.compress.enabled);
         assert!(c.warnings[0].contains("-m 128 or more keeps it on"), "{:?}", c.warnings);
+    }
+
+    #[test]
+    fn config_lines_are_memcached_conf() {
+        let text = "# c\n\n  -m 64   # mem\n-l 127.0.0.1\n-D \\#\nlogfile /var/log/memcached.log\n";
+        let lines: Vec<(usize, Vec<String>)> = config_lines(text).collect();
+        let words = |w: &[&str]| w.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            lines,
+            vec![
+                (3, words(&["-m", "64"])),
+                (4, words(&["-l", "127.0.0.1"])),
+                (5, words(&["-D", "#"])),
+                (6, words(&["logfile", "/var/log/memcached.log"]))
+            ]
+        );
     }
 
     #[test]

@@ -306,3 +306,137 @@ fn shutdown_command_needs_enable_shutdown() {
     let st = s.wait_exit(Duration::from_secs(3)).expect("server still running after shutdown");
     assert!(st.success(), "{st}");
 }
+
+/// Debian's shipped /etc/memcached.conf (a copy in tests/data), unchanged:
+/// `-d`, `logfile`, `-m 64`, `-p 11211`, `-u memcache`, `-l 127.0.0.1`, `-P`.
+/// The command line moves the port, pid file and log to test places (the
+/// command line wins); everything else comes from the file.
+#[test]
+fn debians_memcached_conf_works_unchanged() {
+    if skip("debians_memcached_conf_works_unchanged") {
+        return;
+    }
+    if unsafe { libc::geteuid() } != 0
+        || !std::process::Command::new("id").arg("memcache").output().is_ok_and(|o| o.status.success())
+    {
+        eprintln!(
+            "SKIP debians_memcached_conf_works_unchanged: needs root and the memcache user (apt-get install memcached)"
+        );
+        return;
+    }
+    let conf = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/debian-memcached.conf");
+    let (port_path, pid_path, log_path) = (temp_path("port"), temp_path("pid"), temp_path("log"));
+    let o = run(&[
+        "--config-file",
+        conf,
+        "-p",
+        "0",
+        "-t",
+        "1",
+        "--port-file",
+        port_path.to_str().unwrap(),
+        "-P",
+        pid_path.to_str().unwrap(),
+        "--log-file",
+        log_path.to_str().unwrap(),
+    ]);
+    assert_eq!(o.code, Some(0), "{}", o.stderr);
+    let pid: i32 = std::fs::read_to_string(&pid_path).unwrap().trim().parse().unwrap();
+    let port = std::fs::read_to_string(&port_path).unwrap().trim().rsplit(' ').next().unwrap().to_string();
+    let mut c = Conn::connect(&format!("127.0.0.1:{port}"));
+    let settings = c.stats("stats settings");
+    assert_eq!(stat_u64(&settings, "maxbytes"), 64 << 20);
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let uid = status.lines().find_map(|l| l.strip_prefix("Uid:")).unwrap().split_whitespace().next().unwrap();
+    let memcache = String::from_utf8(Command::new("id").args(["-u", "memcache"]).output().unwrap().stdout).unwrap();
+    assert_eq!(uid, memcache.trim(), "runs as -u memcache");
+    drop(c);
+    unsafe { libc::kill(pid, libc::SIGTERM) };
+    assert!(poll_until(Duration::from_secs(3), || !pid_alive(pid)));
+    let log = std::fs::read_to_string(&log_path).unwrap();
+    let _ = std::fs::remove_file(&log_path);
+    assert!(log.contains("signal 15 received"), "the daemon's log goes to --log-file: {log}");
+}
+
+/// A bad line: `file:line: reason`, exit 64; also for options that only
+/// fail together (the line with which they stop making sense).
+#[test]
+fn a_bad_config_line_is_named_by_file_and_line() {
+    if skip("a_bad_config_line_is_named_by_file_and_line") {
+        return;
+    }
+    let path = temp_path("conf");
+    let p = path.to_str().unwrap();
+    for (text, line, reason) in [
+        ("# memcached.conf\n-m 64\n\n-t nope\n", 4, "invalid value 'nope'"),
+        ("-m 64\n-I 64m # too large\n", 2, "1/2 of memory max"),
+        ("-m 64\nlisten 127.0.0.1\n", 2, "unknown directive"),
+        ("-m 64\n--bogus\n", 2, "unexpected argument"),
+        ("--config-file /etc/other.conf\n", 1, "for the command line"),
+    ] {
+        std::fs::write(&path, text).unwrap();
+        let o = run(&["--config-file", p, "-p", "0", "-u", "root"]);
+        assert_eq!(o.code, Some(64), "{text:?}: {}", o.stderr);
+        let want = format!("memcore: {p}:{line}: ");
+        assert!(o.stderr.starts_with(&want) && o.stderr.contains(reason), "{text:?}: {}", o.stderr);
+        assert_eq!(o.stderr.lines().count(), 1, "{}", o.stderr);
+    }
+    let o = run(&["--config-file", "/nonexistent/memcached.conf", "-p", "0"]);
+    assert_eq!(o.code, Some(64));
+    assert!(o.stderr.contains("cannot read --config-file /nonexistent/memcached.conf"), "{}", o.stderr);
+    let _ = std::fs::remove_file(&path);
+}
+
+/// The command line wins over the file; memcore's long options work in it.
+#[test]
+fn the_command_line_wins_over_the_config_file() {
+    if skip("the_command_line_wins_over_the_config_file") {
+        return;
+    }
+    let path = temp_path("conf");
+    std::fs::write(&path, "-m 128\n-c 10   # connections\n--compress-min 200\n-vv\n").unwrap();
+    let (child, port, log_path) = start_plain(&["-t", "1", "--config-file", path.to_str().unwrap(), "-m", "32"]);
+    let s = Conn::connect(&format!("127.0.0.1:{port}")).stats("stats settings");
+    assert_eq!(stat_u64(&s, "maxbytes"), 32 << 20);
+    assert_eq!(stat_u64(&s, "maxconns"), 10);
+    assert_eq!(stat_u64(&s, "compress_min"), 200);
+    assert_eq!(stat_u64(&s, "verbosity"), 2);
+    stop(child, &log_path);
+    let _ = std::fs::remove_file(&path);
+}
+
+/// SIGHUP re-reads the file: memory limit, verbosity and compression
+/// change at once; what needs a restart is logged; a bad file changes
+/// nothing and the server runs on.
+#[test]
+fn sighup_applies_what_can_change_at_run_time() {
+    if skip("sighup_applies_what_can_change_at_run_time") {
+        return;
+    }
+    let path = temp_path("conf");
+    std::fs::write(&path, "-m 64\n--compress on\n").unwrap();
+    let (child, port, log_path) = start_plain(&["-t", "2", "--config-file", path.to_str().unwrap()]);
+    let pid = child.id() as i32;
+    let mut c = Conn::connect(&format!("127.0.0.1:{port}"));
+    assert_eq!(c.stats("stats settings")["compress"], "on");
+    std::fs::write(&path, "-m 128\n-vv\n--compress off\n-c 99\n").unwrap();
+    unsafe { libc::kill(pid, libc::SIGHUP) };
+    assert!(
+        poll_until(Duration::from_secs(3), || stat_u64(&c.stats("stats"), "limit_maxbytes") == 128 << 20),
+        "memory limit not applied: {}",
+        std::fs::read_to_string(&log_path).unwrap()
+    );
+    let s = c.stats("stats settings");
+    assert_eq!((s["compress"].as_str(), s["verbosity"].as_str(), s["maxconns"].as_str()), ("off", "2", "1024"));
+    std::fs::write(&path, "-m 128\n-t zero\n").unwrap();
+    unsafe { libc::kill(pid, libc::SIGHUP) };
+    assert!(poll_until(Duration::from_secs(3), || std::fs::read_to_string(&log_path)
+        .unwrap()
+        .contains("nothing changed")));
+    c.version_check();
+    let log = stop(child, &log_path);
+    assert!(log.contains("applied: verbosity 0 -> 2, memory per core 32 -> 64 MiB, compression on"), "{log}");
+    assert!(log.contains("applied only at restart: -c"), "{log}");
+    assert!(log.contains(":2: error: invalid value 'zero'"), "{log}");
+    let _ = std::fs::remove_file(&path);
+}

@@ -25,6 +25,7 @@
 
 pub mod conn;
 pub mod listener;
+pub mod reload;
 pub mod signal;
 pub mod startup;
 pub mod trainer;
@@ -66,9 +67,9 @@ const CRAWL_INTERVAL: Duration = Duration::from_millis(100);
 const CRAWL_BUSY_INTERVAL: Duration = Duration::from_millis(1);
 
 /// The compression settings of `core`: config decided them (off on cores
-/// with too little memory, with a warning).
+/// with too little memory, with a warning), or the last SIGHUP reload.
 pub fn compress_for(cfg: &crate::config::Config, _core: usize) -> crate::storage::CompressConfig {
-    cfg.compress.clone()
+    reload::compress(cfg)
 }
 
 /// Run the server until SIGINT/SIGTERM. Errors are one line for stderr.
@@ -96,6 +97,9 @@ pub fn run(mut cfg: Config) -> Result<(), String> {
     if cfg.enable_coredumps {
         startup::enable_coredumps()?;
     }
+    // Opened before switching user (a log directory root owns), used once
+    // the server serves.
+    let log_file = cfg.log_file.as_deref().map(startup::open_log_file).transpose()?;
     drop_privileges(cfg.user.as_deref())?;
     if cfg.enable_coredumps {
         startup::keep_dumpable();
@@ -173,17 +177,26 @@ pub fn run(mut cfg: Config) -> Result<(), String> {
     }
     {
         let g = global.clone();
+        let mut current = g.cfg.clone();
         std::thread::Builder::new()
             .name("memcore-signals".into())
             .spawn(move || {
-                let sig = signal::wait_termination_signal();
-                log::info!("signal {sig} received, shutting down");
-                g.shutdown.trigger();
+                loop {
+                    match signal::wait_termination_signal() {
+                        libc::SIGHUP => reload::on_sighup(&mut current),
+                        sig => {
+                            log::info!("signal {sig} received, shutting down");
+                            break g.shutdown.trigger();
+                        }
+                    }
+                }
             })
             .map_err(|e| format!("cannot start signal thread: {e}"))?;
     }
-    if let Some(d) = daemon {
-        d.ready();
+    match (daemon, &log_file) {
+        (Some(d), log_file) => d.ready(log_file.as_ref()),
+        (None, Some(fd)) => startup::redirect_output(fd),
+        (None, None) => {}
     }
     let mut failure = None;
     for h in handles {
@@ -393,12 +406,14 @@ async fn accept_loop(core: Rc<Core>, listener: TcpListener, gate: Rc<glommio::sy
 async fn crawl_task(core: Rc<Core>) {
     let mut busy = false;
     let mut trainer = trainer::Trainer::default();
+    let mut reloaded = 0;
     loop {
         glommio::timer::sleep(if busy { CRAWL_BUSY_INTERVAL } else { CRAWL_INTERVAL }).await;
         let now = unix_now();
         core.clock.set(now);
         let mut shard = core.shard.borrow_mut();
         let shard = &mut *shard;
+        reload::apply(&mut reloaded, &mut shard.store, now);
         trainer.poll(&mut shard.store);
         shard.store.crawl(now, CRAWL_BUDGET);
         busy = shard.store.crawl_busy();

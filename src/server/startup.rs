@@ -74,6 +74,46 @@ pub fn parse_listen(spec: &str, port: u16) -> Result<Vec<SocketAddr>, String> {
     Ok(out)
 }
 
+/// A config file is small: refuse one larger than this (a wrong path, such
+/// as a device, must not be read forever).
+const CONFIG_FILE_MAX: u64 = 1 << 20;
+
+/// `--config-file PATH`, read whole.
+pub fn read_config_file(path: &str) -> Result<String, String> {
+    use std::io::Read;
+    let mut text = String::new();
+    std::fs::File::open(path)
+        .and_then(|f| f.take(CONFIG_FILE_MAX + 1).read_to_string(&mut text))
+        .map_err(|e| format!("cannot read --config-file {path}: {e}"))?;
+    if text.len() as u64 > CONFIG_FILE_MAX {
+        return Err(format!("--config-file {path} is larger than {CONFIG_FILE_MAX} bytes"));
+    }
+    Ok(text)
+}
+
+/// `--log-file`: opened for appending (created 0644 if missing).
+pub fn open_log_file(path: &str) -> Result<std::os::fd::OwnedFd, String> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .append(true)
+        .create(true)
+        .mode(0o644)
+        .custom_flags(libc::O_CLOEXEC)
+        .open(path)
+        .map(Into::into)
+        .map_err(|e| format!("cannot open --log-file {path}: {e}"))
+}
+
+/// Send stdout and stderr to `fd`.
+pub fn redirect_output(fd: &std::os::fd::OwnedFd) {
+    use std::os::fd::AsRawFd;
+    // SAFETY: dup2 onto the standard descriptors, from one we own.
+    unsafe {
+        libc::dup2(fd.as_raw_fd(), 1);
+        libc::dup2(fd.as_raw_fd(), 2);
+    }
+}
+
 /// CPUs this process may run on (honours taskset and cgroup cpusets).
 pub fn allowed_cpus() -> Vec<usize> {
     // SAFETY: sched_getaffinity fills the set we own.
@@ -188,12 +228,15 @@ fn wait_for_daemon(pipe: std::os::fd::OwnedFd, child: libc::pid_t) -> i32 {
 
 impl Daemon {
     /// The server listens and its cores run: let the first process go, and
-    /// send stderr where it stays.
-    pub fn ready(self) {
+    /// send stderr where it stays (the `--log-file` when there is one).
+    pub fn ready(self, log_file: Option<&std::os::fd::OwnedFd>) {
         use std::io::Write;
         use std::os::fd::AsRawFd;
         let mut pipe = std::fs::File::from(self.pipe);
         let _ = pipe.write_all(DAEMON_READY);
+        if let Some(fd) = log_file {
+            return redirect_output(fd);
+        }
         // SAFETY: replaces fd 2 with a descriptor we own (or /dev/null).
         unsafe {
             if self.keep_stderr {
