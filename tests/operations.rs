@@ -440,3 +440,60 @@ fn sighup_applies_what_can_change_at_run_time() {
     assert!(log.contains(":2: error: invalid value 'zero'"), "{log}");
     let _ = std::fs::remove_file(&path);
 }
+
+/// Run memcore under a seccomp filter that fails `io_uring_setup` with
+/// `errno` (as Docker's default profile does with EPERM), like a container.
+fn run_without_io_uring(errno: i32) -> Outcome {
+    use std::os::unix::process::CommandExt;
+    let mut cmd = Command::new(memcore_bin());
+    cmd.args(["-p", "0", "-l", "127.0.0.1", "-u", "root", "-t", "1"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    // SAFETY: prctl only, between fork and exec.
+    unsafe {
+        cmd.pre_exec(move || {
+            const LD_NR: u16 = 0x20; // BPF_LD | BPF_W | BPF_ABS, seccomp_data.nr
+            const JEQ: u16 = 0x15; // BPF_JMP | BPF_JEQ | BPF_K
+            const RET: u16 = 0x06; // BPF_RET | BPF_K
+            let filter = [
+                libc::sock_filter { code: LD_NR, jt: 0, jf: 0, k: 0 },
+                libc::sock_filter { code: JEQ, jt: 0, jf: 1, k: libc::SYS_io_uring_setup as u32 },
+                libc::sock_filter { code: RET, jt: 0, jf: 0, k: 0x0005_0000 | errno as u32 }, // SECCOMP_RET_ERRNO
+                libc::sock_filter { code: RET, jt: 0, jf: 0, k: 0x7fff_0000 },                // SECCOMP_RET_ALLOW
+            ];
+            let prog = libc::sock_fprog { len: filter.len() as u16, filter: filter.as_ptr() as *mut _ };
+            if libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0
+                || libc::prctl(libc::PR_SET_SECCOMP, 2, &prog as *const libc::sock_fprog) != 0
+            {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let out = cmd.output().unwrap();
+    Outcome {
+        code: out.status.code(),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// Without io_uring (a container's seccomp profile, an old kernel) memcore
+/// exits 71 with one line that names the cause and the fix.
+#[test]
+fn without_io_uring_one_line_names_the_cause_and_the_fix() {
+    if skip("without_io_uring_one_line_names_the_cause_and_the_fix") {
+        return;
+    }
+    for (errno, cause, fix) in [
+        (libc::EPERM, "a seccomp filter blocks io_uring", "allow io_uring_setup, io_uring_enter and io_uring_register"),
+        (libc::ENOSYS, "io_uring is not available", "Linux 5.8 or newer"),
+    ] {
+        let o = run_without_io_uring(errno);
+        assert_eq!(o.code, Some(71), "errno {errno}: {}{}", o.stdout, o.stderr);
+        let lines: Vec<&str> = o.stderr.lines().collect();
+        assert_eq!(lines.len(), 1, "errno {errno}: {}", o.stderr);
+        assert!(lines[0].contains(cause) && lines[0].contains(fix), "errno {errno}: {}", lines[0]);
+    }
+}

@@ -101,6 +101,8 @@ pub fn run(mut cfg: Config) -> Result<(), String> {
     // the server serves.
     let log_file = cfg.log_file.as_deref().map(startup::open_log_file).transpose()?;
     drop_privileges(cfg.user.as_deref())?;
+    // As the user the cores run as (kernel.io_uring_group), before -d.
+    startup::check_io_uring()?;
     if cfg.enable_coredumps {
         startup::keep_dumpable();
     }

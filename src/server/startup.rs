@@ -74,6 +74,48 @@ pub fn parse_listen(spec: &str, port: u16) -> Result<Vec<SocketAddr>, String> {
     Ok(out)
 }
 
+/// glommio's floor (its README): the io_uring operations it probes for.
+pub const MIN_KERNEL: &str = "5.8";
+
+/// Whether this process may use io_uring, which every core runs on. Err is
+/// one line naming the cause and the fix: a seccomp filter (Docker's and
+/// containerd's default profiles block io_uring), the
+/// `kernel.io_uring_disabled` sysctl, an old kernel, or the memlock limit.
+pub fn check_io_uring() -> Result<(), String> {
+    // SAFETY: io_uring_setup with one entry and zeroed parameters; the fd
+    // it returns is closed at once.
+    let (fd, err) = unsafe {
+        let mut params = [0u8; 120]; // struct io_uring_params
+        let fd = libc::syscall(libc::SYS_io_uring_setup, 1u32, params.as_mut_ptr());
+        (fd, std::io::Error::last_os_error())
+    };
+    if fd >= 0 {
+        // SAFETY: the ring we just created.
+        unsafe { libc::close(fd as i32) };
+        return Ok(());
+    }
+    let sysctl = std::fs::read_to_string("/proc/sys/kernel/io_uring_disabled").ok();
+    let sysctl = sysctl.as_deref().map(str::trim);
+    Err(match (err.raw_os_error(), sysctl) {
+        (Some(libc::EPERM), Some("2")) => {
+            "io_uring is disabled on this host (sysctl kernel.io_uring_disabled=2): set it to 0 (sysctl -w kernel.io_uring_disabled=0)".into()
+        }
+        (Some(libc::EPERM), Some("1")) => {
+            "io_uring is limited to the group in sysctl kernel.io_uring_group (kernel.io_uring_disabled=1): add memcore's user to that group, or set kernel.io_uring_disabled=0".into()
+        }
+        (Some(libc::EPERM), _) => {
+            "io_uring_setup is not permitted: a seccomp filter blocks io_uring (Docker's and containerd's default profiles do): allow io_uring_setup, io_uring_enter and io_uring_register (docs/operations.md#containers)".into()
+        }
+        (Some(libc::ENOSYS), _) => format!(
+            "io_uring is not available (io_uring_setup: function not implemented): memcore needs Linux {MIN_KERNEL} or newer built with io_uring, and no seccomp filter hiding it (docs/operations.md#containers)"
+        ),
+        (Some(libc::ENOMEM), _) => {
+            "io_uring_setup failed: out of lockable memory: raise the memlock limit (ulimit -l, LimitMEMLOCK=)".into()
+        }
+        _ => format!("io_uring_setup failed: {err}: memcore needs io_uring (Linux {MIN_KERNEL} or newer)"),
+    })
+}
+
 /// A config file is small: refuse one larger than this (a wrong path, such
 /// as a device, must not be read forever).
 const CONFIG_FILE_MAX: u64 = 1 << 20;
