@@ -497,3 +497,70 @@ fn without_io_uring_one_line_names_the_cause_and_the_fix() {
         assert!(lines[0].contains(cause) && lines[0].contains(fix), "errno {errno}: {}", lines[0]);
     }
 }
+
+/// With `$NOTIFY_SOCKET` set (as systemd's Type=notify does), memcore sends
+/// `READY=1` once it listens, and `STOPPING=1` on SIGTERM.
+#[test]
+fn systemd_is_told_when_the_server_is_ready_and_stopping() {
+    if skip("systemd_is_told_when_the_server_is_ready_and_stopping") {
+        return;
+    }
+    let sock_path = temp_path("notify");
+    let sock = std::os::unix::net::UnixDatagram::bind(&sock_path).unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let port_path = temp_path("port");
+    let mut child = Command::new(memcore_bin())
+        .args(["-p", "0", "-l", "127.0.0.1", "-u", "root", "-t", "1", "--port-file"])
+        .arg(&port_path)
+        .env("NOTIFY_SOCKET", &sock_path)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut buf = [0u8; 256];
+    let n = sock.recv(&mut buf).expect("no READY=1 within 10 s");
+    assert_eq!(std::str::from_utf8(&buf[..n]).unwrap(), format!("READY=1\nMAINPID={}", child.id()));
+    // Ready means listening: the port file is there and the port answers.
+    let port = read_port_file(&port_path, &mut child, Duration::from_secs(1)).expect("ready before listening");
+    Conn::connect(&format!("127.0.0.1:{port}")).version_check();
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let n = sock.recv(&mut buf).expect("no STOPPING=1");
+    assert_eq!(&buf[..n], b"STOPPING=1");
+    assert!(child.wait().unwrap().success());
+    let _ = std::fs::remove_file(&sock_path);
+}
+
+/// contrib/systemd/memcore.service passes `systemd-analyze verify` without
+/// a warning, waits for readiness, does not restart on a bad configuration
+/// (exit 64) and keeps io_uring in its system call filter.
+#[test]
+fn the_systemd_unit_verifies_and_keeps_io_uring() {
+    if skip("the_systemd_unit_verifies_and_keeps_io_uring") {
+        return;
+    }
+    let unit =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/contrib/systemd/memcore.service")).unwrap();
+    for line in
+        ["Type=notify", "RestartPreventExitStatus=64", "SystemCallFilter=@system-service", "NoNewPrivileges=yes"]
+    {
+        assert!(unit.lines().any(|l| l == line), "{line} missing");
+    }
+    let filter = unit.lines().find(|l| l.starts_with("SystemCallFilter=io_uring")).expect("io_uring kept");
+    for call in ["io_uring_setup", "io_uring_enter", "io_uring_register"] {
+        assert!(filter.contains(call), "{filter}");
+    }
+    if Command::new("systemd-analyze").arg("--version").output().is_err() {
+        eprintln!("SKIP systemd-analyze verify: systemd-analyze is not installed");
+        return;
+    }
+    // verify wants ExecStart's binary to exist: the one under test.
+    let dir = temp_path("unit");
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("memcore.service");
+    std::fs::write(&path, unit.replace("/usr/local/bin/memcore", memcore_bin())).unwrap();
+    let o = Command::new("systemd-analyze").arg("verify").arg(&path).output().unwrap();
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success() && stderr.trim().is_empty(), "systemd-analyze verify: {stderr}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

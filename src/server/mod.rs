@@ -188,6 +188,7 @@ pub fn run(mut cfg: Config) -> Result<(), String> {
                         libc::SIGHUP => reload::on_sighup(&mut current),
                         sig => {
                             log::info!("signal {sig} received, shutting down");
+                            startup::notify_systemd("STOPPING=1");
                             break g.shutdown.trigger();
                         }
                     }
@@ -195,6 +196,7 @@ pub fn run(mut cfg: Config) -> Result<(), String> {
             })
             .map_err(|e| format!("cannot start signal thread: {e}"))?;
     }
+    startup::notify_systemd(&format!("READY=1\nMAINPID={}", std::process::id()));
     match (daemon, &log_file) {
         (Some(d), log_file) => d.ready(log_file.as_ref()),
         (None, Some(fd)) => startup::redirect_output(fd),

@@ -116,6 +116,25 @@ pub fn check_io_uring() -> Result<(), String> {
     })
 }
 
+/// systemd's readiness protocol (sd_notify) without libsystemd: one
+/// datagram to `$NOTIFY_SOCKET` (a path, or `@name` in the abstract
+/// namespace), such as `READY=1` once the server listens and its cores
+/// run, `STOPPING=1` at shutdown. Nothing happens without the variable.
+pub fn notify_systemd(state: &str) {
+    use std::os::linux::net::SocketAddrExt;
+    use std::os::unix::net::{SocketAddr, UnixDatagram};
+    let Some(path) = std::env::var_os("NOTIFY_SOCKET") else { return };
+    let path = path.to_string_lossy().into_owned();
+    let addr = match path.strip_prefix('@') {
+        Some(name) => SocketAddr::from_abstract_name(name.as_bytes()),
+        None => SocketAddr::from_pathname(&path),
+    };
+    let sent = UnixDatagram::unbound().and_then(|s| s.send_to_addr(state.as_bytes(), &addr?));
+    if let Err(e) = sent {
+        log::warn!("cannot notify systemd at NOTIFY_SOCKET={path}: {e}");
+    }
+}
+
 /// A config file is small: refuse one larger than this (a wrong path, such
 /// as a device, must not be read forever).
 const CONFIG_FILE_MAX: u64 = 1 << 20;
