@@ -293,6 +293,10 @@ pub struct Config {
     pub enable_coredumps: bool,
     /// `-k`: lock all memory (mlockall).
     pub lock_memory: bool,
+    /// `-s`: listen on this UNIX socket instead of TCP, with the
+    /// permissions `-a` (octal).
+    pub unix_socket: Option<String>,
+    pub unix_mask: u32,
     /// `--log-file` (or a config file's `logfile`).
     pub log_file: Option<String>,
     /// `--config-file` and the command line, for SIGHUP to parse again.
@@ -541,6 +545,7 @@ pub fn changes(old: &Config, new: &Config) -> Result<Changes, String> {
     for (name, differs) in [
         ("-l/-p", u.0.listen != u.1.listen || u.0.port != u.1.port),
         ("-t (cores)", old.threads != new.threads),
+        ("-s/-a", old.unix_socket != new.unix_socket || old.unix_mask != new.unix_mask),
         ("-c", old.conn_limit != new.conn_limit),
         ("-I", old.item_size_max != new.item_size_max),
         ("-u", old.user != new.user),
@@ -742,6 +747,11 @@ fn check(a: Args, cpus: &[usize]) -> Result<Config, String> {
         daemon: a.daemon,
         enable_coredumps: a.enable_coredumps,
         lock_memory: a.lock_memory,
+        unix_socket: a.unix_socket.clone(),
+        unix_mask: u32::from_str_radix(&a.unix_mask, 8)
+            .ok()
+            .filter(|m| *m <= 0o777)
+            .ok_or_else(|| format!("bad -a {}: an octal access mask such as 700", a.unix_mask))?,
         log_file: a.log_file,
         reload: None,
         evict: !a.disable_evictions,
@@ -785,9 +795,6 @@ fn refuse_unsupported(a: &Args) -> Result<(), String> {
             return Err("the binary protocol is not supported (-B binary): use -B ascii, the text protocol".into());
         }
         p => return Err(format!("invalid value for binding protocol: {p} (-B): one of auto, binary or ascii")),
-    }
-    if a.unix_socket.is_some() {
-        return Err("UNIX sockets (-s) are not supported yet: listen on TCP (-l 127.0.0.1)".into());
     }
     Ok(())
 }

@@ -56,6 +56,17 @@ fn stop(mut child: std::process::Child, log_path: &std::path::Path) -> String {
     log
 }
 
+/// Ends a daemon the test started if the test fails before stopping it.
+struct KillOnDrop(i32);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if pid_alive(self.0) {
+            unsafe { libc::kill(self.0, libc::SIGKILL) };
+        }
+    }
+}
+
 fn pid_alive(pid: i32) -> bool {
     // A zombie (exited, not yet reaped by init) counts as gone.
     std::fs::read_to_string(format!("/proc/{pid}/stat"))
@@ -208,6 +219,7 @@ fn daemon_mode_returns_once_listening() {
     assert_eq!(o.code, Some(0), "{}", o.stderr);
     let port_text = std::fs::read_to_string(&port_path).expect("port file written before the command returned");
     let pid: i32 = std::fs::read_to_string(&pid_path).expect("pid file").trim().parse().unwrap();
+    let _guard = KillOnDrop(pid);
     let port = port_text.trim().rsplit(' ').next().unwrap();
     let mut c = Conn::connect(&format!("127.0.0.1:{port}"));
     assert_bytes!(c.request(b"set d 0 0 1\r\nx\r\n"), b"STORED\r\n");
@@ -342,6 +354,7 @@ fn debians_memcached_conf_works_unchanged() {
     ]);
     assert_eq!(o.code, Some(0), "{}", o.stderr);
     let pid: i32 = std::fs::read_to_string(&pid_path).unwrap().trim().parse().unwrap();
+    let _guard = KillOnDrop(pid);
     let port = std::fs::read_to_string(&port_path).unwrap().trim().rsplit(' ').next().unwrap().to_string();
     let mut c = Conn::connect(&format!("127.0.0.1:{port}"));
     let settings = c.stats("stats settings");
@@ -563,4 +576,65 @@ fn the_systemd_unit_verifies_and_keeps_io_uring() {
     let stderr = String::from_utf8_lossy(&o.stderr);
     assert!(o.status.success() && stderr.trim().is_empty(), "systemd-analyze verify: {stderr}");
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// `-s PATH -a MASK`: the socket has MASK's permissions, TCP is off, every
+/// core accepts its connections, a stale socket file is replaced, a live
+/// server's is refused, and the file is removed at exit.
+#[test]
+fn unix_socket_as_memcached_and_served_by_every_core() {
+    use std::os::unix::fs::PermissionsExt;
+    if skip("unix_socket_as_memcached_and_served_by_every_core") {
+        return;
+    }
+    let path = temp_path("sock");
+    // A stale socket file (its server gone) is replaced.
+    drop(std::os::unix::net::UnixListener::bind(&path).unwrap());
+    let port_path = temp_path("port");
+    let log_path = temp_path("log");
+    let p = path.to_str().unwrap();
+    let mut child = Command::new(memcore_bin())
+        .args(["-s", p, "-a", "660", "-t", "2", "-u", "root", "-p", "0", "--port-file"])
+        .arg(&port_path)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log_path).unwrap())
+        .spawn()
+        .unwrap();
+    assert!(poll_until(Duration::from_secs(10), || port_path.exists()), "not up");
+    assert_eq!(std::fs::read_to_string(&port_path).unwrap(), "", "no TCP port with -s");
+    assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o660);
+    // One after another, as clients come: each core's accept waits on the
+    // socket, and the kernel wakes them in turn.
+    let conns: Vec<Conn> = (0..16)
+        .map(|_| {
+            let mut c = Conn::connect(&format!("unix:{p}"));
+            c.version_check();
+            c
+        })
+        .collect();
+    let mut c = Conn::connect(&format!("unix:{p}"));
+    assert!(
+        poll_until(Duration::from_secs(3), || {
+            let r = c.request(b"stats cores\r\n");
+            let text = String::from_utf8_lossy(&r).into_owned();
+            ["core0", "core1"]
+                .iter()
+                .all(|core| text.lines().any(|l| l.contains(&format!("{core}:curr_connections")) && !l.ends_with(" 0")))
+        }),
+        "both cores serve the socket: {}",
+        String::from_utf8_lossy(&c.request(b"stats cores\r\n"))
+    );
+    assert_bytes!(c.request_n(b"set u 0 0 2\r\nok\r\nget u\r\n", 2), b"STORED\r\nVALUE u 0 2\r\nok\r\nEND\r\n");
+    // A second server on the same socket is refused while this one lives.
+    let o = run(&["-s", p, "-u", "root", "-t", "1"]);
+    assert_eq!(o.code, Some(71), "{}", o.stderr);
+    assert!(o.stderr.contains("address already in use"), "{}", o.stderr);
+    drop((conns, c));
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    assert!(child.wait().unwrap().success());
+    assert!(!path.exists(), "socket file left behind");
+    let log = std::fs::read_to_string(&log_path).unwrap();
+    let _ = std::fs::remove_file(&log_path);
+    assert!(log.contains(&format!("listening on UNIX socket {p}")), "{log}");
 }

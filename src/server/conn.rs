@@ -48,10 +48,11 @@ enum Stop {
     WaitBudget,
 }
 
-pub struct Conn {
+/// `S`: a TCP stream, or a UNIX one (`-s`).
+pub struct Conn<S = TcpStream> {
     core: Rc<Core>,
     id: usize,
-    stream: TcpStream,
+    stream: S,
     inbuf: Vec<u8>,
     start: usize,
     end: usize,
@@ -68,8 +69,8 @@ pub struct Conn {
     charge: Charge,
 }
 
-impl Conn {
-    pub fn new(core: Rc<Core>, id: usize, stream: TcpStream) -> Self {
+impl<S: futures_lite::AsyncRead + futures_lite::AsyncWrite + Unpin> Conn<S> {
+    pub fn new(core: Rc<Core>, id: usize, stream: S) -> Self {
         let ncores = core.ncores;
         Conn {
             core,
@@ -536,7 +537,7 @@ fn render_settings(core: &Core, out: &mut Vec<u8>) {
     out.extend_from_slice(encode::END);
 }
 
-impl Drop for Conn {
+impl<S> Drop for Conn<S> {
     fn drop(&mut self) {
         self.charge.release(self.core.budget());
     }

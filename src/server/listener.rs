@@ -147,6 +147,42 @@ fn listening_inodes(table: &str, port: u16) -> Vec<String> {
         .collect()
 }
 
+/// `-s PATH -a MASK`: one UNIX socket, listening, with the permissions
+/// `mask`, and a dup of it for each of `per_core` cores (each core accepts
+/// on its own descriptor; the kernel hands each connection to one). A
+/// socket file left by a server that is gone is replaced, as memcached
+/// does; one a live server answers on is refused.
+pub fn bind_unix(path: &str, mask: u32, backlog: i32, per_core: usize) -> Result<Vec<RawFd>, String> {
+    use std::os::unix::fs::FileTypeExt;
+    let fail = |e: io::Error| format!("failed to listen on UNIX socket {path}: {e}");
+    if let Ok(meta) = std::fs::symlink_metadata(path) {
+        if !meta.file_type().is_socket() {
+            return Err(format!("failed to listen on UNIX socket {path}: a file that is not a socket is there"));
+        }
+        if std::os::unix::net::UnixStream::connect(path).is_ok() {
+            return Err(format!("failed to listen on UNIX socket {path}: address already in use"));
+        }
+        std::fs::remove_file(path).map_err(fail)?;
+    }
+    let s = Socket::new(Domain::UNIX, Type::STREAM, None).map_err(fail)?;
+    let addr = socket2::SockAddr::unix(path).map_err(fail)?;
+    // As memcached: the umask gives the socket file `mask`'s permissions.
+    // SAFETY: umask only; no other thread runs yet.
+    let old = unsafe { libc::umask(!mask & 0o777) };
+    let bound = s.bind(&addr);
+    // SAFETY: as above.
+    unsafe { libc::umask(old) };
+    bound.map_err(fail)?;
+    s.listen(backlog).map_err(fail)?;
+    s.set_nonblocking(true).map_err(fail)?;
+    let mut fds = Vec::with_capacity(per_core);
+    for _ in 1..per_core {
+        fds.push(s.try_clone().map_err(fail)?.into_raw_fd());
+    }
+    fds.push(s.into_raw_fd());
+    Ok(fds)
+}
+
 /// The port file (`--port-file`): one line per client address, in the form
 /// memcached writes to `MEMCACHED_PORT_FILENAME` (`TCP INET: 11211`,
 /// `TCP INET6: 11211`), so that one harness reads both servers' files.

@@ -37,7 +37,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use glommio::channels::channel_mesh::MeshBuilder;
-use glommio::net::TcpListener;
+use glommio::net::{TcpListener, UnixListener};
 use glommio::{LocalExecutorBuilder, Placement};
 
 use crate::config::Config;
@@ -76,11 +76,22 @@ pub fn compress_for(cfg: &crate::config::Config, _core: usize) -> crate::storage
 pub fn run(mut cfg: Config) -> Result<(), String> {
     signal::block_termination_signals();
     let n = cfg.threads;
-    let bound = listener::bind_all(&cfg.listen, n, cfg.backlog)?;
-    // From here on the real ports (`-p 0` asked for any free one), for the
-    // log, the port file and `stats settings`.
-    cfg.listen = bound.addrs;
-    let fds = bound.fds;
+    // -s: one UNIX socket, a dup of it on every core, and no TCP.
+    let (fds, mut unix_fds): (Vec<Vec<RawFd>>, Vec<Option<RawFd>>) = match cfg.unix_socket.as_deref() {
+        Some(path) => {
+            let fds = listener::bind_unix(path, cfg.unix_mask, cfg.backlog, n)?;
+            (vec![Vec::new(); n], fds.into_iter().map(Some).collect())
+        }
+        None => {
+            let bound = listener::bind_all(&cfg.listen, n, cfg.backlog)?;
+            // From here on the real ports (`-p 0` asked for any free one),
+            // for the log, the port file and `stats settings`.
+            cfg.listen = bound.addrs;
+            (bound.fds, vec![None; n])
+        }
+    };
+    // Removed at exit, as memcached does.
+    let _unix_file = cfg.unix_socket.as_deref().map(|p| RunFile(p.into()));
     // The replication port is bound like the client ports: on every core.
     let mut repl_fds = match cfg.repl.as_ref().and_then(|r| r.listen) {
         Some(addr) => listener::bind_all(&[addr], n, cfg.backlog)
@@ -128,7 +139,10 @@ pub fn run(mut cfg: Config) -> Result<(), String> {
     log::info!(
         "memcore {} listening on {} with {} core(s) (CPUs {:?}), {} MiB per core, item size max {} bytes",
         env!("CARGO_PKG_VERSION"),
-        cfg.listen.iter().map(|a| a.to_string()).collect::<Vec<_>>().join(","),
+        cfg.unix_socket.as_ref().map_or_else(
+            || cfg.listen.iter().map(|a| a.to_string()).collect::<Vec<_>>().join(","),
+            |p| format!("UNIX socket {p}")
+        ),
         n,
         cfg.cpus,
         cfg.per_core_limit() >> 20,
@@ -164,6 +178,7 @@ pub fn run(mut cfg: Config) -> Result<(), String> {
     for (i, core_fds) in fds.into_iter().enumerate() {
         let (g, m) = (global.clone(), mesh.clone());
         let repl_fd = repl_fds[i].take();
+        let unix_fd = unix_fds[i].take();
         let cpu = g.cfg.cpus[i];
         let mut builder = LocalExecutorBuilder::new(Placement::Fixed(cpu));
         if !g.cfg.spin_before_park.is_zero() {
@@ -173,7 +188,7 @@ pub fn run(mut cfg: Config) -> Result<(), String> {
             .name(&format!("memcore-{i}"))
             .io_memory(IO_MEMORY)
             .preempt_timer(PREEMPT_TIMER)
-            .spawn(move || core_main(g, m, core_fds, repl_fd))
+            .spawn(move || core_main(g, m, core_fds, unix_fd, repl_fd))
             .map_err(|e| format!("cannot start executor on CPU {cpu}: {e}"))?;
         handles.push(h);
     }
@@ -227,6 +242,7 @@ async fn core_main(
     global: Arc<Global>,
     mesh: MeshBuilder<Frame, glommio::channels::channel_mesh::Full>,
     fds: Vec<RawFd>,
+    unix_fd: Option<RawFd>,
     repl_fd: Option<Vec<RawFd>>,
 ) -> Result<(), String> {
     // glommio 0.9's first timer in an executor fires tens of ms late.
@@ -292,6 +308,12 @@ async fn core_main(
         let listener = unsafe { TcpListener::from_raw_fd(fd) };
         accept_tasks.push(glommio::spawn_local(accept_loop(core.clone(), listener, gate.clone())));
     }
+    if let Some(fd) = unix_fd {
+        // SAFETY: a bound, listening, non-blocking UNIX socket (this core's
+        // dup) that nothing else owns.
+        let listener = unsafe { UnixListener::from_raw_fd(fd) };
+        accept_tasks.push(glommio::spawn_local(accept_loop(core.clone(), listener, gate.clone())));
+    }
 
     global.shutdown.wait().await;
     core.stop();
@@ -329,8 +351,54 @@ async fn core_main(
     Ok(())
 }
 
+/// What `accept_loop` needs of a listener (TCP, or `-s`'s UNIX socket) and
+/// of the connections it accepts.
+trait Listen {
+    type Stream: futures_lite::AsyncRead + futures_lite::AsyncWrite + Unpin + 'static;
+    fn accept(&self) -> impl std::future::Future<Output = std::io::Result<Self::Stream>>;
+    /// No delay, and `-o idle_timeout`.
+    fn configure(stream: &Self::Stream, idle: Option<Duration>);
+    /// Peer and local address, for `stats conns`; None if the peer is gone
+    /// (a UNIX socket's are shown as its path instead).
+    fn addrs(stream: &Self::Stream) -> Option<(std::net::SocketAddr, std::net::SocketAddr)>;
+}
+
+impl Listen for TcpListener {
+    type Stream = glommio::net::TcpStream;
+    fn accept(&self) -> impl std::future::Future<Output = std::io::Result<Self::Stream>> {
+        async { TcpListener::accept(self).await.map_err(Into::into) }
+    }
+    fn configure(stream: &Self::Stream, idle: Option<Duration>) {
+        let _ = stream.set_nodelay(true);
+        if let Some(t) = idle {
+            let _ = stream.set_read_timeout(Some(t));
+            let _ = stream.set_write_timeout(Some(t));
+        }
+    }
+    fn addrs(stream: &Self::Stream) -> Option<(std::net::SocketAddr, std::net::SocketAddr)> {
+        Some((stream.peer_addr().ok()?, stream.local_addr().ok()?))
+    }
+}
+
+impl Listen for UnixListener {
+    type Stream = glommio::net::UnixStream;
+    fn accept(&self) -> impl std::future::Future<Output = std::io::Result<Self::Stream>> {
+        async { UnixListener::accept(self).await.map_err(Into::into) }
+    }
+    fn configure(stream: &Self::Stream, idle: Option<Duration>) {
+        if let Some(t) = idle {
+            let _ = stream.set_read_timeout(Some(t));
+            let _ = stream.set_write_timeout(Some(t));
+        }
+    }
+    fn addrs(_: &Self::Stream) -> Option<(std::net::SocketAddr, std::net::SocketAddr)> {
+        let none = std::net::SocketAddr::from(([0, 0, 0, 0], 0));
+        Some((none, none))
+    }
+}
+
 /// Accept connections until shutdown, enforcing `-c` over all cores.
-async fn accept_loop(core: Rc<Core>, listener: TcpListener, gate: Rc<glommio::sync::Gate>) {
+async fn accept_loop<L: Listen>(core: Rc<Core>, listener: L, gate: Rc<glommio::sync::Gate>) {
     let waker = Rc::new(std::cell::RefCell::new(None));
     core.accept_wakers.borrow_mut().push(waker.clone());
     loop {
@@ -345,11 +413,7 @@ async fn accept_loop(core: Rc<Core>, listener: TcpListener, gate: Rc<glommio::sy
                 continue;
             }
         };
-        let _ = stream.set_nodelay(true);
-        if let Some(t) = core.cfg().idle_timeout {
-            let _ = stream.set_read_timeout(Some(t));
-            let _ = stream.set_write_timeout(Some(t));
-        }
+        L::configure(&stream, core.cfg().idle_timeout);
         let global = &core.global;
         if global.conns.fetch_add(1, Ordering::Relaxed) >= global.cfg.conn_limit {
             global.conns.fetch_sub(1, Ordering::Relaxed);
@@ -365,7 +429,7 @@ async fn accept_loop(core: Rc<Core>, listener: TcpListener, gate: Rc<glommio::sy
             }
             continue;
         }
-        let (Ok(peer), Ok(local)) = (stream.peer_addr(), stream.local_addr()) else {
+        let Some((peer, local)) = L::addrs(&stream) else {
             global.conns.fetch_sub(1, Ordering::Relaxed);
             continue;
         };

@@ -16,7 +16,10 @@ use crate::storage::DictMode;
 /// Read and resolve what `cfg.unresolved` names into `cfg`.
 pub fn prepare(cfg: &mut Config) -> Result<(), String> {
     let u = cfg.unresolved.clone();
-    cfg.listen = parse_listen(&u.listen, u.port)?;
+    // -s turns TCP off, as memcached does.
+    if cfg.unix_socket.is_none() {
+        cfg.listen = parse_listen(&u.listen, u.port)?;
+    }
     if let Some(path) = &u.compress_dict {
         let raw = std::fs::read(path).map_err(|e| format!("cannot read --compress-dict {path}: {e}"))?;
         if zstd::dict::DecoderDictionary::try_copy(&raw).is_err() || raw.len() < 8 {
