@@ -651,7 +651,7 @@ fn check(a: Args, cpus: &[usize]) -> Result<Config, String> {
                     "running {fit} of {} cores: -m {} gives each {} MiB (at least {} MiB each for -I {}{}); -t or a larger -m changes this",
                     cpus.len(),
                     a.memory_limit,
-                    memory_limit / fit >> 20,
+                    (memory_limit / fit) >> 20,
                     want.div_ceil(1 << 20),
                     a.max_item_size,
                     if compress_on { " items and compression" } else { " items" }

@@ -355,7 +355,7 @@ async fn core_main(
 /// of the connections it accepts.
 trait Listen {
     type Stream: futures_lite::AsyncRead + futures_lite::AsyncWrite + Unpin + 'static;
-    fn accept(&self) -> impl std::future::Future<Output = std::io::Result<Self::Stream>>;
+    async fn accept(&self) -> std::io::Result<Self::Stream>;
     /// No delay, and `-o idle_timeout`.
     fn configure(stream: &Self::Stream, idle: Option<Duration>);
     /// Peer and local address, for `stats conns`; None if the peer is gone
@@ -365,8 +365,8 @@ trait Listen {
 
 impl Listen for TcpListener {
     type Stream = glommio::net::TcpStream;
-    fn accept(&self) -> impl std::future::Future<Output = std::io::Result<Self::Stream>> {
-        async { TcpListener::accept(self).await.map_err(Into::into) }
+    async fn accept(&self) -> std::io::Result<Self::Stream> {
+        TcpListener::accept(self).await.map_err(Into::into)
     }
     fn configure(stream: &Self::Stream, idle: Option<Duration>) {
         let _ = stream.set_nodelay(true);
@@ -382,8 +382,8 @@ impl Listen for TcpListener {
 
 impl Listen for UnixListener {
     type Stream = glommio::net::UnixStream;
-    fn accept(&self) -> impl std::future::Future<Output = std::io::Result<Self::Stream>> {
-        async { UnixListener::accept(self).await.map_err(Into::into) }
+    async fn accept(&self) -> std::io::Result<Self::Stream> {
+        UnixListener::accept(self).await.map_err(Into::into)
     }
     fn configure(stream: &Self::Stream, idle: Option<Duration>) {
         if let Some(t) = idle {
