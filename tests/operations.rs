@@ -364,11 +364,23 @@ fn debians_memcached_conf_works_unchanged() {
     let memcache = String::from_utf8(Command::new("id").args(["-u", "memcache"]).output().unwrap().stdout).unwrap();
     assert_eq!(uid, memcache.trim(), "runs as -u memcache");
     drop(c);
+    // Log rotation: move the file away, SIGHUP, and the log goes on in a
+    // new file (created by the -u user).
+    let rotated = temp_path("log.1");
+    std::fs::rename(&log_path, &rotated).unwrap();
+    unsafe { libc::kill(pid, libc::SIGHUP) };
+    assert!(poll_until(Duration::from_secs(3), || log_path.exists()), "SIGHUP did not reopen the log file");
     unsafe { libc::kill(pid, libc::SIGTERM) };
     assert!(poll_until(Duration::from_secs(3), || !pid_alive(pid)));
     let log = std::fs::read_to_string(&log_path).unwrap();
+    let old = std::fs::read_to_string(&rotated).unwrap();
     let _ = std::fs::remove_file(&log_path);
-    assert!(log.contains("signal 15 received"), "the daemon's log goes to --log-file: {log}");
+    let _ = std::fs::remove_file(&rotated);
+    assert!(old.is_empty() || !old.contains("signal 15"), "{old}");
+    assert!(
+        log.contains("SIGHUP:") && log.contains("signal 15 received"),
+        "the daemon's log goes to --log-file: {log}"
+    );
 }
 
 /// A bad line: `file:line: reason`, exit 64; also for options that only

@@ -111,6 +111,10 @@ pub fn run(mut cfg: Config) -> Result<(), String> {
     // Opened before switching user (a log directory root owns), used once
     // the server serves.
     let log_file = cfg.log_file.as_deref().map(startup::open_log_file).transpose()?;
+    if let (Some(fd), Some(user)) = (&log_file, cfg.user.as_deref()) {
+        // So that SIGHUP can reopen it (log rotation) as the -u user.
+        startup::give_to_user(fd, user);
+    }
     drop_privileges(cfg.user.as_deref())?;
     // As the user the cores run as (kernel.io_uring_group), before -d.
     startup::check_io_uring()?;

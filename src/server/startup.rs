@@ -168,6 +168,25 @@ pub fn open_log_file(path: &str) -> Result<std::os::fd::OwnedFd, String> {
         .map_err(|e| format!("cannot open --log-file {path}: {e}"))
 }
 
+/// Started as root with `-u`: hand the log file to that user, as a log
+/// rotated and reopened on SIGHUP is then created by it. Does nothing for
+/// other users (they cannot give files away).
+pub fn give_to_user(fd: &std::os::fd::OwnedFd, user: &str) {
+    use std::os::fd::AsRawFd;
+    let Ok(name) = std::ffi::CString::new(user) else { return };
+    // SAFETY: geteuid has no preconditions; getpwnam's result is copied
+    // before any other call; fchown on a descriptor we own.
+    unsafe {
+        if libc::geteuid() != 0 {
+            return;
+        }
+        let pw = libc::getpwnam(name.as_ptr());
+        if !pw.is_null() {
+            libc::fchown(fd.as_raw_fd(), (*pw).pw_uid, (*pw).pw_gid);
+        }
+    }
+}
+
 /// Send stdout and stderr to `fd`.
 pub fn redirect_output(fd: &std::os::fd::OwnedFd) {
     use std::os::fd::AsRawFd;
