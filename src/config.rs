@@ -8,7 +8,8 @@
 //! Imports only the types it fills (storage's compression settings, repl's
 //! `ReplConfig`); must not import `server` or `route`, nor do I/O.
 
-use clap::{ArgAction, Parser};
+use clap::{ArgAction, CommandFactory, Parser};
+use std::ffi::OsString;
 
 use crate::storage::{CompressConfig, DictMode};
 use std::net::SocketAddr;
@@ -24,142 +25,248 @@ pub const MIN_ITEM_SIZE_MAX: usize = 1024;
 pub const MAX_ITEM_SIZE_MAX: usize = 1 << 30;
 pub const DEFAULT_BACKLOG: i32 = 1024;
 pub const DEFAULT_REQS_PER_EVENT: usize = 20;
+/// Compression's contexts take a few hundred KiB per core: a core with
+/// less than this much memory does not compress (it would lose more to the
+/// contexts than compression wins back).
+pub const COMPRESS_MIN_CORE_MEMORY: usize = 8 << 20;
+/// `-i`: what memcached prints as its license.
+const LICENSE: &str = include_str!("../LICENSE");
 /// The memcached version whose protocol memcore speaks.
 pub const PROTOCOL_VERSION: &str = "1.6.18";
 
+/// `--help` lists memcached's flags first, in the order of `memcached -h`,
+/// then memcore's own, grouped.
 #[derive(Parser, Debug)]
 #[command(name = "memcore", version = concat!(env!("CARGO_PKG_VERSION"), " (memcached 1.6 protocol)"),
-    about = "A memcached-compatible, thread-per-core cache server", disable_help_flag = true)]
+    about = "A memcached-compatible, thread-per-core cache server", disable_help_flag = true,
+    disable_version_flag = true, args_override_self = true, next_help_heading = "memcached flags (memcached -h order)")]
 struct Args {
     /// TCP port to listen on (0: a free port, told in the log and --port-file;
-    /// memcached's -p 0 turns TCP off instead, which memcore cannot do)
+    /// memcached's -p 0 turns TCP off instead: use -s for that)
     #[arg(short = 'p', long = "port", default_value_t = DEFAULT_PORT)]
     port: u16,
-    /// Interfaces to listen on, comma-separated (IPv4, IPv6, optional :port)
-    #[arg(short = 'l', long = "listen", default_value = DEFAULT_LISTEN)]
-    listen: String,
-    /// Item memory in megabytes, split evenly over cores
-    #[arg(short = 'm', long = "memory-limit", default_value_t = DEFAULT_MEMORY_MB)]
-    memory_limit: u64,
-    /// Item memory per core in megabytes (overrides the even split of -m)
-    #[arg(long = "memory-per-core")]
-    memory_per_core: Option<u64>,
-    /// Maximum simultaneous connections
-    #[arg(short = 'c', long = "conn-limit", default_value_t = DEFAULT_CONN_LIMIT)]
-    conn_limit: usize,
-    /// Cores to run on, one executor each (default: every CPU the process may use)
-    #[arg(short = 't', long = "threads")]
-    threads: Option<usize>,
-    /// Largest item, with k/m suffix (1k to 1g)
-    #[arg(short = 'I', long = "max-item-size", default_value = "1m")]
-    max_item_size: String,
-    /// Listen backlog
-    #[arg(short = 'b', long = "listen-backlog", default_value_t = DEFAULT_BACKLOG)]
-    backlog: i32,
     /// UDP port; only 0 (off) is supported
     #[arg(short = 'U', long = "udp-port", default_value_t = 0)]
     udp_port: u16,
+    /// UNIX socket to listen on (turns TCP off, as memcached does)
+    #[arg(short = 's', long = "unix-socket", value_name = "FILE")]
+    unix_socket: Option<String>,
+    /// Access mask for the UNIX socket, in octal
+    #[arg(short = 'a', long = "unix-mask", default_value = "700", value_name = "MASK")]
+    unix_mask: String,
+    /// Enable the ascii "shutdown" command
+    #[arg(short = 'A', long = "enable-shutdown")]
+    enable_shutdown: bool,
+    /// Interfaces to listen on, comma-separated (IPv4, IPv6, optional :port;
+    /// memcached's default is every interface)
+    #[arg(short = 'l', long = "listen", default_value = DEFAULT_LISTEN)]
+    listen: String,
+    /// Run as a daemon (the first process exits 0 once the server listens)
+    #[arg(short = 'd', long = "daemon")]
+    daemon: bool,
+    /// Maximize the core file limit
+    #[arg(short = 'r', long = "enable-coredumps")]
+    enable_coredumps: bool,
     /// User to run as after binding (required when started as root)
     #[arg(short = 'u', long = "user")]
     user: Option<String>,
-    /// Write the process id to this file
-    #[arg(short = 'P', long = "pidfile")]
-    pidfile: Option<String>,
-    /// Once listening, write the ports to this file (as memcached does to
-    /// MEMCACHED_PORT_FILENAME: "TCP INET: 11211"); with -p 0, the free port taken
-    #[arg(long = "port-file", value_name = "FILE")]
-    port_file: Option<String>,
-    /// Disable CAS (gets reports 0)
-    #[arg(short = 'C', long = "disable-cas", action = ArgAction::SetTrue)]
-    disable_cas: bool,
-    /// Disable flush_all
-    #[arg(short = 'F', long = "disable-flush-all", action = ArgAction::SetTrue)]
-    disable_flush_all: bool,
+    /// Item memory in megabytes, split evenly over cores
+    #[arg(short = 'm', long = "memory-limit", default_value_t = DEFAULT_MEMORY_MB)]
+    memory_limit: u64,
     /// Return an error instead of evicting when memory is full
     #[arg(short = 'M', long = "disable-evictions", action = ArgAction::SetTrue)]
     disable_evictions: bool,
+    /// Maximum simultaneous connections
+    #[arg(short = 'c', long = "conn-limit", default_value_t = DEFAULT_CONN_LIMIT)]
+    conn_limit: usize,
+    /// Lock all paged memory (mlockall)
+    #[arg(short = 'k', long = "lock-memory")]
+    lock_memory: bool,
+    /// Verbose logging (-v, -vv, -vvv)
+    #[arg(short = 'v', long = "verbose", action = ArgAction::Count)]
+    verbose: u8,
+    /// Print help
+    #[arg(short = 'h', long = "help", action = ArgAction::Help)]
+    help: Option<bool>,
+    /// Print memcore's license and exit
+    #[arg(short = 'i', long = "license")]
+    license: bool,
+    /// Print version and exit
+    #[arg(short = 'V', long = "version", action = ArgAction::Version)]
+    version: Option<bool>,
+    /// Write the process id to this file (with or without -d)
+    #[arg(short = 'P', long = "pidfile")]
+    pidfile: Option<String>,
+    /// Slab growth factor: accepted, no effect (memcore has no slabs)
+    #[arg(short = 'f', long = "slab-growth-factor", value_name = "NUM")]
+    slab_growth_factor: Option<String>,
+    /// Slab minimum size: accepted, no effect (memcore has no slabs)
+    #[arg(short = 'n', long = "slab-min-size", value_name = "BYTES")]
+    slab_min_size: Option<String>,
+    /// Large memory pages: accepted, no effect
+    #[arg(short = 'L', long = "enable-largepages")]
+    enable_largepages: bool,
+    /// Character that ends a key's prefix for `stats detail` (default :)
+    #[arg(short = 'D', value_name = "CHAR")]
+    prefix_delimiter: Option<String>,
+    /// Cores to run on, one executor each (default: every CPU the process may
+    /// use, fewer when -m is too small to give each core room for -I items and compression)
+    #[arg(short = 't', long = "threads")]
+    threads: Option<usize>,
     /// Requests handled per connection before yielding to others
     #[arg(short = 'R', long = "max-reqs-per-event", default_value_t = DEFAULT_REQS_PER_EVENT)]
     reqs_per_event: usize,
+    /// Disable CAS (gets reports 0)
+    #[arg(short = 'C', long = "disable-cas", action = ArgAction::SetTrue)]
+    disable_cas: bool,
+    /// Listen backlog
+    #[arg(short = 'b', long = "listen-backlog", default_value_t = DEFAULT_BACKLOG)]
+    backlog: i32,
+    /// Protocol: ascii or auto (both the text protocol); binary is not supported
+    #[arg(short = 'B', long = "protocol", default_value = "auto", value_name = "NAME")]
+    protocol: String,
+    /// Largest item, with k/m suffix (1k to 1g)
+    #[arg(short = 'I', long = "max-item-size", default_value = "1m")]
+    max_item_size: String,
+    /// SASL authentication: not supported
+    #[arg(short = 'S', long = "enable-sasl")]
+    enable_sasl: bool,
+    /// Disable flush_all
+    #[arg(short = 'F', long = "disable-flush-all", action = ArgAction::SetTrue)]
+    disable_flush_all: bool,
+    /// Disable stats cachedump and lru_crawler metadump
+    #[arg(short = 'X', long = "disable-dumping")]
+    disable_dumping: bool,
+    /// Disable watch commands (live logging)
+    #[arg(short = 'W', long = "disable-watch")]
+    disable_watch: bool,
+    /// ASCII authentication file: not supported
+    #[arg(short = 'Y', long = "auth-file", value_name = "FILE")]
+    auth_file: Option<String>,
+    /// Restartable cache in a memory file: not supported
+    #[arg(short = 'e', long = "memory-file", value_name = "FILE")]
+    memory_file: Option<String>,
+    /// TLS: not supported
+    #[arg(short = 'Z', long = "enable-ssl")]
+    enable_ssl: bool,
+    /// Extended options, comma-separated: idle_timeout=SECONDS and
+    /// read_buf_mem_limit=MB are honoured; slab, LRU, hash and logging tuning
+    /// accepted with a warning; ext_*, ssl_* and proxy_* refused
+    #[arg(short = 'o', long = "extended", value_name = "OPT,...")]
+    extended: Vec<String>,
+    /// NAPI ids: accepted, no effect
+    #[arg(short = 'N', long = "napi_ids", value_name = "NUM")]
+    napi_ids: Option<String>,
+
+    /// Read options from this file first, in memcached.conf's format (one
+    /// option per line as on the command line, # comments); the command line
+    /// wins. SIGHUP re-reads it.
+    #[arg(long = "config-file", value_name = "FILE", help_heading = "memcore: process")]
+    config_file: Option<String>,
+    /// Once serving, send the log (stderr) to this file, appended; SIGHUP
+    /// reopens it. A config file's `logfile PATH` line sets it.
+    #[arg(long = "log-file", value_name = "FILE", help_heading = "memcore: process")]
+    log_file: Option<String>,
+    /// Once listening, write the ports to this file (as memcached does to
+    /// MEMCACHED_PORT_FILENAME: "TCP INET: 11211"); with -p 0, the free port taken
+    #[arg(long = "port-file", value_name = "FILE", help_heading = "memcore: process")]
+    port_file: Option<String>,
+
+    /// Item memory per core in megabytes (overrides the even split of -m)
+    #[arg(long = "memory-per-core", help_heading = "memcore: memory and cores")]
+    memory_per_core: Option<u64>,
     /// Memory client connections may hold for input and replies, in MB over
     /// all cores (default: a tenth of -m, at least 32 MB and two items per core)
-    #[arg(long = "conn-memory", value_name = "MB")]
+    #[arg(long = "conn-memory", value_name = "MB", help_heading = "memcore: memory and cores")]
     conn_memory: Option<u64>,
     /// Microseconds an idle core keeps polling before it sleeps (0: sleep at once).
     /// Cuts the cost of cross-core hops under load; an idle core still sleeps.
-    #[arg(long = "spin-before-park", default_value_t = 0, value_name = "MICROSECONDS")]
+    #[arg(
+        long = "spin-before-park",
+        default_value_t = 0,
+        value_name = "MICROSECONDS",
+        help_heading = "memcore: memory and cores"
+    )]
     spin_before_park: u64,
     /// Fixed key (32 hex digits) for the key-to-core and index hashes instead
     /// of random ones, for benchmarks that must know which core owns a key.
     /// Whoever knows it can flood the index: never in production.
     #[arg(long = "hash-key", hide = true, value_name = "HEX")]
     hash_key: Option<String>,
+    /// Tests only: act as if the process could use this many CPUs (the real
+    /// ones repeated), to try the core-count choice of a large host
+    #[arg(long = "simulate-cpus", hide = true, value_name = "N")]
+    simulate_cpus: Option<usize>,
+
     /// Compress values with zstd inside the server (clients see none of it)
-    #[arg(long = "compress", default_value = "on", value_parser = ["on", "off"])]
+    #[arg(long = "compress", default_value = "on", value_parser = ["on", "off"], help_heading = "memcore: compression")]
     compress: String,
     /// Smallest value, in bytes, that is compressed
-    #[arg(long = "compress-min", default_value_t = 64, value_name = "BYTES")]
+    #[arg(long = "compress-min", default_value_t = 64, value_name = "BYTES", help_heading = "memcore: compression")]
     compress_min: usize,
     /// zstd level (negative: faster, 1-19: smaller)
-    #[arg(long = "compress-level", default_value_t = 1, allow_negative_numbers = true)]
+    #[arg(
+        long = "compress-level",
+        default_value_t = 1,
+        allow_negative_numbers = true,
+        help_heading = "memcore: compression"
+    )]
     compress_level: i32,
     /// Dictionary for small values: off, auto (trained per core from the values
     /// stored), or the path of a trained zstd dictionary
-    #[arg(long = "compress-dict", default_value = "auto", value_name = "off|auto|FILE")]
+    #[arg(
+        long = "compress-dict",
+        default_value = "auto",
+        value_name = "off|auto|FILE",
+        help_heading = "memcore: compression"
+    )]
     compress_dict: String,
-    /// Replication: address this node accepts links from peers on
-    #[arg(long = "repl-listen", value_name = "ADDR:PORT")]
+
+    /// Address this node accepts links from peers on
+    #[arg(long = "repl-listen", value_name = "ADDR:PORT", help_heading = "memcore: replication")]
     repl_listen: Option<String>,
-    /// Replication: the other nodes' replication addresses, comma-separated
-    #[arg(long = "peers", value_name = "ADDR:PORT,...")]
+    /// The other nodes' replication addresses, comma-separated
+    #[arg(long = "peers", value_name = "ADDR:PORT,...", help_heading = "memcore: replication")]
     peers: Option<String>,
-    /// Replication: this node's id, unique in its group (0-255)
-    #[arg(long = "node-id")]
+    /// This node's id, unique in its group (0-255)
+    #[arg(long = "node-id", help_heading = "memcore: replication")]
     node_id: Option<u32>,
-    /// Replication: file holding the group's shared secret
-    #[arg(long = "repl-secret", value_name = "FILE")]
+    /// File holding the group's shared secret
+    #[arg(long = "repl-secret", value_name = "FILE", help_heading = "memcore: replication")]
     repl_secret: Option<String>,
     /// Replication without a secret: anyone who reaches the replication
     /// port, or sits between two nodes, can read and write this cache
-    #[arg(long = "repl-insecure")]
+    #[arg(long = "repl-insecure", help_heading = "memcore: replication")]
     repl_insecure: bool,
-    /// Replication: most inbound replication connections at once (over all
-    /// cores; handshakes in progress count), apart from -c
-    #[arg(long = "repl-max-links", default_value_t = crate::repl::DEFAULT_MAX_LINKS, value_name = "N")]
+    /// Most inbound replication connections at once (over all cores;
+    /// handshakes in progress count), apart from -c
+    #[arg(long = "repl-max-links", default_value_t = crate::repl::DEFAULT_MAX_LINKS, value_name = "N",
+        help_heading = "memcore: replication")]
     repl_max_links: usize,
-    /// Replication: when a write is acknowledged (async, sync, majority)
-    #[arg(long = "repl-mode", default_value = "async")]
+    /// When a write is acknowledged (async, sync, majority)
+    #[arg(long = "repl-mode", default_value = "async", help_heading = "memcore: replication")]
     repl_mode: String,
-    /// Replication: how long sync/majority writes wait for peers, in ms
-    #[arg(long = "repl-timeout", default_value_t = crate::repl::DEFAULT_TIMEOUT_MS, value_name = "MS")]
+    /// How long sync/majority writes wait for peers, in ms
+    #[arg(long = "repl-timeout", default_value_t = crate::repl::DEFAULT_TIMEOUT_MS, value_name = "MS",
+        help_heading = "memcore: replication")]
     repl_timeout: u64,
-    /// Replication: backlog kept for reconnecting peers, in MB (over all cores)
-    #[arg(long = "repl-backlog", default_value_t = crate::repl::DEFAULT_BACKLOG_MB, value_name = "MB")]
+    /// Backlog kept for reconnecting peers, in MB (over all cores)
+    #[arg(long = "repl-backlog", default_value_t = crate::repl::DEFAULT_BACKLOG_MB, value_name = "MB",
+        help_heading = "memcore: replication")]
     repl_backlog: usize,
-    /// Replication: how long deletes are remembered, in seconds
-    #[arg(long = "repl-tombstone-ttl", default_value_t = crate::repl::DEFAULT_TOMBSTONE_TTL_S, value_name = "SECONDS")]
+    /// How long deletes are remembered, in seconds
+    #[arg(long = "repl-tombstone-ttl", default_value_t = crate::repl::DEFAULT_TOMBSTONE_TTL_S, value_name = "SECONDS",
+        help_heading = "memcore: replication")]
     repl_tombstone_ttl: u64,
-    /// Replication: heartbeat interval on idle links, in ms (a link silent
-    /// for 4 intervals is dropped and reconnected)
-    #[arg(long = "repl-heartbeat", default_value_t = crate::repl::DEFAULT_HEARTBEAT_MS, value_name = "MS")]
+    /// Heartbeat interval on idle links, in ms (a link silent for 4
+    /// intervals is dropped and reconnected)
+    #[arg(long = "repl-heartbeat", default_value_t = crate::repl::DEFAULT_HEARTBEAT_MS, value_name = "MS",
+        help_heading = "memcore: replication")]
     repl_heartbeat: u64,
     /// Serve Prometheus metrics at http://ADDR:PORT/metrics (off by default;
     /// a bare PORT listens on 127.0.0.1)
-    #[arg(long = "metrics-listen", value_name = "ADDR:PORT")]
+    #[arg(long = "metrics-listen", value_name = "ADDR:PORT", help_heading = "memcore: monitoring")]
     metrics_listen: Option<String>,
-    /// Character that ends a key's prefix for `stats detail` (memcached's -D)
-    #[arg(short = 'D', value_name = "CHAR", default_value = ":")]
-    prefix_delimiter: String,
-    /// Verbose logging (-v, -vv, -vvv)
-    #[arg(short = 'v', long = "verbose", action = ArgAction::Count)]
-    verbose: u8,
-    /// memcached extended options (-o name=value,...): idle_timeout=SECONDS
-    /// is honoured; the others are accepted and ignored with a warning
-    #[arg(short = 'o', long = "extended")]
-    extended: Vec<String>,
-    /// Print help
-    #[arg(short = 'h', long = "help", action = ArgAction::Help)]
-    help: Option<bool>,
 }
 
 #[derive(Clone, Debug)]
@@ -182,6 +289,26 @@ pub struct Config {
     pub port_file: Option<String>,
     pub use_cas: bool,
     pub flush_enabled: bool,
+    /// `-X` unset: `lru_crawler metadump` and `stats cachedump` answer.
+    pub dump_enabled: bool,
+    /// `-W` unset: `watch` streams.
+    pub watch_enabled: bool,
+    /// `-A`: the `shutdown` command stops the server.
+    pub shutdown_enabled: bool,
+    /// `-d`: detach once listening (`server::startup::daemonize`).
+    pub daemon: bool,
+    /// `-r`: raise the core file limit to its maximum.
+    pub enable_coredumps: bool,
+    /// `-k`: lock all memory (mlockall).
+    pub lock_memory: bool,
+    /// `-s`: listen on this UNIX socket instead of TCP, with the
+    /// permissions `-a` (octal).
+    pub unix_socket: Option<String>,
+    pub unix_mask: u32,
+    /// `--log-file` (or a config file's `logfile`).
+    pub log_file: Option<String>,
+    /// `--config-file` and the command line, for SIGHUP to parse again.
+    pub reload: Option<Reload>,
     pub evict: bool,
     pub reqs_per_event: usize,
     /// Bytes client connections may hold over all cores (route/budget.rs).
@@ -191,8 +318,13 @@ pub struct Config {
     pub idle_timeout: Option<std::time::Duration>,
     pub spin_before_park: std::time::Duration,
     pub compress: CompressConfig,
+    /// `--compress on` (compress.enabled is also off on small cores).
+    pub compress_requested: bool,
     pub verbosity: u8,
     pub warnings: Vec<String>,
+    /// Choices made for the operator (logged at info at start), such as the
+    /// number of cores when -t was not given.
+    pub notes: Vec<String>,
     /// `listen` and `secret` are filled by `server::startup` from
     /// `unresolved`; None before.
     pub repl: Option<crate::repl::ReplConfig>,
@@ -237,26 +369,215 @@ pub enum Command {
     Print(String),
 }
 
+/// What SIGHUP parses again: the config file's path and the command line.
+#[derive(Clone, Debug)]
+pub struct Reload {
+    pub path: String,
+    pub args: Vec<OsString>,
+}
+
+/// A config file read at startup (or on SIGHUP) by the server.
+pub struct ConfigFile<'a> {
+    pub path: &'a str,
+    pub text: &'a str,
+}
+
+/// The `--config-file` a command line names (the last one), for the caller
+/// to read before `parse_args`.
+pub fn config_file_arg(args: &[OsString]) -> Option<String> {
+    let mut found = None;
+    let mut it = args.iter().skip(1).map(|a| a.to_string_lossy());
+    while let Some(a) = it.next() {
+        if a == "--" {
+            break;
+        }
+        if a == "--config-file" {
+            found = it.next().map(|p| p.into_owned());
+        } else if let Some(p) = a.strip_prefix("--config-file=") {
+            found = Some(p.to_string());
+        }
+    }
+    found
+}
+
 /// Parse and check the command line, for a process that may run on `cpus`
 /// (`server::startup::allowed_cpus`). Errors are one line, meant for stderr.
 pub fn parse_args<I, T>(args: I, cpus: &[usize]) -> Result<Command, String>
 where
     I: IntoIterator<Item = T>,
-    T: Into<std::ffi::OsString> + Clone,
+    T: Into<OsString> + Clone,
 {
-    let args = match Args::try_parse_from(args) {
-        Ok(a) => a,
-        Err(e) => {
-            use clap::error::ErrorKind;
-            if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) {
-                return Ok(Command::Print(e.render().to_string()));
+    parse_with_file(args.into_iter().map(Into::into).collect(), None, cpus)
+}
+
+/// As `parse_args`, with the options of `file` (memcached.conf's format)
+/// under the command line's: a line setting an option the command line
+/// also sets is left out. A bad line is reported as `path:line: reason`.
+pub fn parse_with_file(args: Vec<OsString>, file: Option<&ConfigFile>, cpus: &[usize]) -> Result<Command, String> {
+    let cli = match Args::command().try_get_matches_from(&args) {
+        Ok(m) => m,
+        Err(e) => return clap_fail(e),
+    };
+    if cli.get_flag("license") {
+        return Ok(Command::Print(LICENSE.to_string()));
+    }
+    let Some(file) = file else {
+        let parsed = Args::try_parse_from(&args).or_else(|e| clap_fail(e).and(Err("bad command line".into())))?;
+        return check(parsed, cpus).map(|c| Command::Run(Box::new(c)));
+    };
+    let set_by_cli = set_ids(&cli);
+    let mut kept: Vec<(usize, Vec<String>)> = Vec::new();
+    for (n, words) in config_lines(file.text) {
+        let at = |msg: String| format!("{}:{n}: {msg}", file.path);
+        let words = match words.first().map(String::as_str) {
+            Some("logfile") if words.len() == 2 => vec!["--log-file".to_string(), words[1].clone()],
+            Some(w) if !w.starts_with('-') => {
+                return Err(at(format!("unknown directive {w:?} (options start with -)")));
             }
-            let text = e.render().to_string();
-            let first = text.lines().find(|l| !l.trim().is_empty()).unwrap_or("bad command line").trim();
-            return Err(first.to_string());
+            _ => words,
+        };
+        let line = match Args::command().no_binary_name(true).try_get_matches_from(&words) {
+            Ok(m) => m,
+            Err(e) => {
+                let e = clap_fail(e).map_or_else(|line| line, |_| "help and version are for the command line".into());
+                return Err(at(e));
+            }
+        };
+        let ids = set_ids(&line);
+        if ids.iter().any(|i| i == "config_file" || i == "license") {
+            return Err(at(format!("{} is for the command line", words[0])));
+        }
+        if !ids.iter().any(|i| set_by_cli.contains(i)) {
+            kept.push((n, words));
+        }
+    }
+    let with = |lines: &[(usize, Vec<String>)]| -> Result<Config, String> {
+        let mut all = vec![args[0].clone()];
+        all.extend(lines.iter().flat_map(|(_, w)| w.iter().map(OsString::from)));
+        all.extend(args[1..].iter().cloned());
+        let parsed = Args::try_parse_from(&all).or_else(|e| clap_fail(e).and(Err("bad command line".into())))?;
+        check(parsed, cpus)
+    };
+    let mut cfg = match with(&kept) {
+        Ok(c) => c,
+        Err(e) => {
+            // Name the first line with which the options stop making sense.
+            let line = (1..=kept.len()).find(|&k| with(&kept[..k]).is_err()).map(|k| kept[k - 1].0);
+            return Err(match line {
+                Some(n) => format!("{}:{n}: {e}", file.path),
+                None => format!("{}: {e}", file.path),
+            });
         }
     };
-    check(args, cpus).map(|c| Command::Run(Box::new(c)))
+    cfg.reload = Some(Reload { path: file.path.to_string(), args });
+    Ok(Command::Run(Box::new(cfg)))
+}
+
+/// memcached.conf's lines, numbered from 1: `#` starts a comment (unless
+/// escaped as `\#`), blank lines are skipped, words are separated by
+/// white space (no quoting, as the Debian wrapper that joins the lines).
+fn config_lines(text: &str) -> impl Iterator<Item = (usize, Vec<String>)> + '_ {
+    text.lines().enumerate().filter_map(|(i, line)| {
+        let mut out = String::new();
+        let mut chars = line.chars().peekable();
+        while let Some(c) = chars.next() {
+            match c {
+                '\\' if chars.peek() == Some(&'#') => out.push(chars.next().unwrap_or('#')),
+                '#' => break,
+                c => out.push(c),
+            }
+        }
+        let words: Vec<String> = out.split_whitespace().map(String::from).collect();
+        (!words.is_empty()).then_some((i + 1, words))
+    })
+}
+
+/// The ids of the arguments a parse got from its input (not defaults, and
+/// not the group clap's derive names after the struct).
+fn set_ids(m: &clap::ArgMatches) -> Vec<String> {
+    let args = Args::command();
+    m.ids()
+        .filter(|id| args.get_arguments().any(|a| a.get_id() == *id))
+        .filter(|id| m.value_source(id.as_str()) == Some(clap::parser::ValueSource::CommandLine))
+        .map(|id| id.as_str().to_string())
+        .collect()
+}
+
+/// A clap error: --help and --version are text to print, anything else
+/// one line for stderr.
+fn clap_fail(e: clap::Error) -> Result<Command, String> {
+    use clap::error::ErrorKind;
+    let text = e.render().to_string();
+    if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) {
+        return Ok(Command::Print(text));
+    }
+    Err(text.lines().find(|l| !l.trim().is_empty()).unwrap_or("bad command line").trim().to_string())
+}
+
+/// What SIGHUP can change in a running server, and what it cannot.
+#[derive(Debug, Default)]
+pub struct Changes {
+    /// New item memory per core (bytes), over the running cores.
+    pub per_core_limit: Option<usize>,
+    pub verbosity: Option<u8>,
+    pub compress: Option<CompressConfig>,
+    /// Options that changed but need a restart, as named on the command line.
+    pub need_restart: Vec<&'static str>,
+}
+
+/// Compare the running `old` with `new` (parsed again from the file and the
+/// same command line): what can be applied to `old.threads` cores now, and
+/// what needs a restart. Err when the new memory limit cannot hold an item
+/// of `-I` on each running core.
+pub fn changes(old: &Config, new: &Config) -> Result<Changes, String> {
+    let mut c = Changes::default();
+    let n = old.threads.max(1);
+    let per_core = new.memory_per_core.unwrap_or(new.memory_limit / n);
+    if per_core != old.per_core_limit() {
+        if per_core < old.item_size_max {
+            return Err(format!(
+                "-m {} leaves each of the {n} running cores less than the item size limit {} (-I): not applied",
+                new.memory_limit >> 20,
+                old.item_size_max
+            ));
+        }
+        c.per_core_limit = Some(per_core);
+    }
+    if new.verbosity != old.verbosity {
+        c.verbosity = Some(new.verbosity);
+    }
+    let mut z = new.compress.clone();
+    // The running cores' share decides, not the count `new` chose.
+    z.enabled = new.compress_requested && per_core >= COMPRESS_MIN_CORE_MEMORY;
+    z.dict = old.compress.dict.clone();
+    if (z.enabled, z.min_size, z.level) != (old.compress.enabled, old.compress.min_size, old.compress.level) {
+        c.compress = Some(z);
+    }
+    let u = (&old.unresolved, &new.unresolved);
+    for (name, differs) in [
+        ("-l/-p", u.0.listen != u.1.listen || u.0.port != u.1.port),
+        ("-t (cores)", old.threads != new.threads),
+        ("-s/-a", old.unix_socket != new.unix_socket || old.unix_mask != new.unix_mask),
+        ("-c", old.conn_limit != new.conn_limit),
+        ("-I", old.item_size_max != new.item_size_max),
+        ("-u", old.user != new.user),
+        ("-P", old.pidfile != new.pidfile),
+        ("-b", old.backlog != new.backlog),
+        ("-C", old.use_cas != new.use_cas),
+        ("-F", old.flush_enabled != new.flush_enabled),
+        ("-M", old.evict != new.evict),
+        ("-R", old.reqs_per_event != new.reqs_per_event),
+        ("-A", old.shutdown_enabled != new.shutdown_enabled),
+        ("-o idle_timeout", old.idle_timeout != new.idle_timeout),
+        ("--conn-memory", old.conn_memory != new.conn_memory),
+        ("--compress-dict", u.0.compress_dict != u.1.compress_dict),
+        ("replication", format!("{:?}", old.repl) != format!("{:?}", new.repl)),
+    ] {
+        if differs {
+            c.need_restart.push(name);
+        }
+    }
+    Ok(c)
 }
 
 fn check(a: Args, cpus: &[usize]) -> Result<Config, String> {
@@ -264,6 +585,17 @@ fn check(a: Args, cpus: &[usize]) -> Result<Config, String> {
     if a.udp_port != 0 {
         return Err(format!("UDP is not supported (-U {}); use -U 0", a.udp_port));
     }
+    refuse_unsupported(&a)?;
+    // memcached flags that tune what memcore does not have: one warning.
+    let mut ignored: Vec<String> = [
+        a.slab_growth_factor.as_ref().map(|v| format!("-f {v}")),
+        a.slab_min_size.as_ref().map(|v| format!("-n {v}")),
+        a.enable_largepages.then(|| "-L".to_string()),
+        a.napi_ids.as_ref().map(|v| format!("-N {v}")),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
     let item_size_max = parse_size(&a.max_item_size)
         .ok_or_else(|| format!("bad item size: {:?} (use e.g. 512k, 1m, 16m)", a.max_item_size))?;
     if item_size_max < MIN_ITEM_SIZE_MAX {
@@ -288,7 +620,24 @@ fn check(a: Args, cpus: &[usize]) -> Result<Config, String> {
     if a.reqs_per_event == 0 {
         return Err("requests per event must be at least 1 (-R)".into());
     }
-    let cpus: &[usize] = if cpus.is_empty() { &[0] } else { cpus };
+    let simulated: Vec<usize>;
+    let cpus: &[usize] = match (a.simulate_cpus, cpus.is_empty()) {
+        (Some(0), _) => return Err("--simulate-cpus must be at least 1".into()),
+        (Some(n), _) => {
+            let real: &[usize] = if cpus.is_empty() { &[0] } else { cpus };
+            simulated = (0..n).map(|i| real[i % real.len()]).collect();
+            &simulated
+        }
+        (None, true) => &[0],
+        (None, false) => cpus,
+    };
+    let memory_per_core = match a.memory_per_core {
+        Some(0) => return Err("--memory-per-core must be at least 1 megabyte".into()),
+        Some(mb) => Some((mb as usize).checked_mul(1 << 20).ok_or("--memory-per-core too large")?),
+        None => None,
+    };
+    let compress_on = a.compress == "on";
+    let mut notes = Vec::new();
     let threads = match a.threads {
         Some(0) => return Err("number of threads must be at least 1 (-t)".into()),
         Some(t) if t > cpus.len() => {
@@ -300,35 +649,57 @@ fn check(a: Args, cpus: &[usize]) -> Result<Config, String> {
             cpus.len()
         }
         Some(t) => t,
-        None => cpus.len(),
-    };
-    let memory_per_core = match a.memory_per_core {
-        Some(0) => return Err("--memory-per-core must be at least 1 megabyte".into()),
-        Some(mb) => Some((mb as usize).checked_mul(1 << 20).ok_or("--memory-per-core too large")?),
-        None => None,
+        None if memory_per_core.is_some() => cpus.len(),
+        None => {
+            // Each core holds its share of -m: enough for two of the
+            // largest items, and for compression when it is on.
+            let want = (2 * item_size_max).max(if compress_on { COMPRESS_MIN_CORE_MEMORY } else { 0 });
+            let fit = (memory_limit / want).clamp(1, cpus.len());
+            if fit < cpus.len() {
+                notes.push(format!(
+                    "running {fit} of {} cores: -m {} gives each {} MiB (at least {} MiB each for -I {}{}); -t or a larger -m changes this",
+                    cpus.len(),
+                    a.memory_limit,
+                    (memory_limit / fit) >> 20,
+                    want.div_ceil(1 << 20),
+                    a.max_item_size,
+                    if compress_on { " items and compression" } else { " items" }
+                ));
+            }
+            fit
+        }
     };
     // Each item lives on one core, so it must fit in one core's memory.
     let per_core = memory_per_core.unwrap_or(memory_limit / threads);
     if item_size_max > per_core {
         return Err(format!(
-            "item size limit {item_size_max} is larger than the {per_core} bytes each of the {threads} cores holds (-I, -m, -t, --memory-per-core)"
+            "-m {} leaves each of the {threads} cores {} bytes, less than the item size limit {item_size_max} (-I): use -m {} or more, or fewer cores (-t)",
+            a.memory_limit,
+            per_core,
+            (item_size_max * threads).div_ceil(1 << 20)
         ));
     }
-    let mut idle_timeout = None;
-    for o in a.extended.iter().flat_map(|o| o.split(',')).map(str::trim).filter(|o| !o.is_empty()) {
-        let (name, value) = o.split_once('=').unwrap_or((o, ""));
-        match name {
-            "idle_timeout" => {
-                let secs: u64 =
-                    value.parse().map_err(|_| format!("bad -o idle_timeout={value}: a number of seconds"))?;
-                idle_timeout = (secs > 0).then(|| std::time::Duration::from_secs(secs));
-            }
-            _ => warnings.push(format!("extended option -o {o} is not supported and was ignored")),
-        }
+    let compress_on = if compress_on && per_core < COMPRESS_MIN_CORE_MEMORY {
+        warnings.push(format!(
+            "compression off: each of the {threads} cores has less than {} MiB of memory (-m {} or more keeps it on)",
+            COMPRESS_MIN_CORE_MEMORY >> 20,
+            (COMPRESS_MIN_CORE_MEMORY * threads) >> 20
+        ));
+        false
+    } else {
+        compress_on
+    };
+    let ext = extended_options(&a.extended, &mut ignored)?;
+    let idle_timeout = ext.idle_timeout;
+    if !ignored.is_empty() {
+        warnings.push(format!(
+            "accepted without effect (memcore has no slabs, LRU tuning, per-prefix stats, dumps or watchers): {}",
+            ignored.join(", ")
+        ));
     }
     // A core's connections must be able to hold two of the largest items.
     let conn_memory_floor = (32usize << 20).max(item_size_max.saturating_mul(2).saturating_mul(threads));
-    let conn_memory = match a.conn_memory {
+    let conn_memory = match a.conn_memory.or(ext.read_buf_mem_limit) {
         Some(0) => return Err("--conn-memory must be at least 1 megabyte".into()),
         Some(mb) => {
             let bytes = (mb as usize).checked_mul(1 << 20).ok_or("--conn-memory too large")?;
@@ -357,12 +728,12 @@ fn check(a: Args, cpus: &[usize]) -> Result<Config, String> {
         path => (DictMode::Off, Some(path.to_string())),
     };
     let compress =
-        CompressConfig { enabled: a.compress == "on", min_size: a.compress_min.max(1), level: a.compress_level, dict };
+        CompressConfig { enabled: compress_on, min_size: a.compress_min.max(1), level: a.compress_level, dict };
     let repl = check_repl(&a, threads, &mut warnings)?;
     let metrics_listen = a.metrics_listen.as_deref().map(parse_metrics_listen).transpose()?;
-    let prefix_delimiter = match a.prefix_delimiter.as_bytes() {
+    let prefix_delimiter = match a.prefix_delimiter.as_deref().unwrap_or(":").as_bytes() {
         [b] if b.is_ascii_graphic() => *b,
-        _ => return Err(format!("bad -D {:?}: one printable character", a.prefix_delimiter)),
+        _ => return Err(format!("bad -D {:?}: one printable character", a.prefix_delimiter.unwrap_or_default())),
     };
     let unresolved = Unresolved {
         listen: a.listen.clone(),
@@ -386,14 +757,29 @@ fn check(a: Args, cpus: &[usize]) -> Result<Config, String> {
         port_file: a.port_file,
         use_cas: !a.disable_cas,
         flush_enabled: !a.disable_flush_all,
+        dump_enabled: !a.disable_dumping,
+        watch_enabled: !a.disable_watch,
+        shutdown_enabled: a.enable_shutdown,
+        daemon: a.daemon,
+        enable_coredumps: a.enable_coredumps,
+        lock_memory: a.lock_memory,
+        unix_socket: a.unix_socket.clone(),
+        unix_mask: u32::from_str_radix(&a.unix_mask, 8)
+            .ok()
+            .filter(|m| *m <= 0o777)
+            .ok_or_else(|| format!("bad -a {}: an octal access mask such as 700", a.unix_mask))?,
+        log_file: a.log_file,
+        reload: None,
         evict: !a.disable_evictions,
         reqs_per_event: a.reqs_per_event,
         conn_memory,
         idle_timeout,
         spin_before_park: std::time::Duration::from_micros(a.spin_before_park),
         compress,
+        compress_requested: a.compress == "on",
         verbosity: a.verbose,
         warnings,
+        notes,
         repl,
         metrics_listen,
         prefix_delimiter,
@@ -407,6 +793,124 @@ fn parse_metrics_listen(s: &str) -> Result<SocketAddr, String> {
         return Ok(SocketAddr::from(([127, 0, 0, 1], port)));
     }
     s.parse().map_err(|_| format!("bad --metrics-listen {s:?}: use IP:PORT (e.g. 127.0.0.1:9150) or a port"))
+}
+
+/// memcached flags for what memcore does not have: refused, each with the
+/// alternative.
+fn refuse_unsupported(a: &Args) -> Result<(), String> {
+    if a.enable_sasl {
+        return Err("SASL is not supported (-S): memcore has no authentication yet; keep its port on a private network (docs/security.md)".into());
+    }
+    if a.auth_file.is_some() {
+        return Err(
+            "ASCII authentication is not supported (-Y): keep memcore's port on a private network (docs/security.md)"
+                .into(),
+        );
+    }
+    if a.memory_file.is_some() {
+        return Err(
+            "a restartable cache is not supported (-e): replication (--peers) keeps a copy warm across restarts".into(),
+        );
+    }
+    if a.enable_ssl {
+        return Err("TLS is not supported (-Z): put a TLS proxy (stunnel, haproxy) in front of memcore".into());
+    }
+    match a.protocol.as_str() {
+        "ascii" | "auto" => {}
+        "binary" => {
+            return Err("the binary protocol is not supported (-B binary): use -B ascii, the text protocol".into());
+        }
+        p => return Err(format!("invalid value for binding protocol: {p} (-B): one of auto, binary or ascii")),
+    }
+    Ok(())
+}
+
+/// What `-o` sets that memcore honours.
+#[derive(Default)]
+struct Extended {
+    idle_timeout: Option<std::time::Duration>,
+    /// `read_buf_mem_limit=MB`: the connection budget, as `--conn-memory`.
+    read_buf_mem_limit: Option<u64>,
+}
+
+/// memcached 1.6's `-o` options: honoured, accepted without effect (added to
+/// `ignored`), or refused with the alternative; an unknown one is refused as
+/// memcached does.
+fn extended_options(opts: &[String], ignored: &mut Vec<String>) -> Result<Extended, String> {
+    const NO_EFFECT: &[&str] = &[
+        "maxconns_fast",
+        "no_maxconns_fast",
+        "hashpower",
+        "no_hashexpand",
+        "hash_algorithm",
+        "tail_repair_time",
+        "slab_reassign",
+        "no_slab_reassign",
+        "slab_automove",
+        "slab_automove_ratio",
+        "slab_automove_window",
+        "slab_automove_freeratio",
+        "slab_chunk_max",
+        "slab_sizes",
+        "no_chunked_items",
+        "lru_crawler",
+        "no_lru_crawler",
+        "lru_crawler_sleep",
+        "lru_crawler_tocrawl",
+        "lru_maintainer",
+        "no_lru_maintainer",
+        "lru_segmented",
+        "no_lru_segmented",
+        "hot_lru_pct",
+        "warm_lru_pct",
+        "hot_max_factor",
+        "warm_max_factor",
+        "temporary_ttl",
+        "watcher_logbuf_size",
+        "worker_logbuf_size",
+        "track_sizes",
+        "modern",
+        "no_modern",
+        "inline_ascii_response",
+        "no_inline_ascii_resp",
+        "sock_cookie_id",
+        "drop_privileges",
+        "no_drop_privileges",
+        "meta_response_old",
+        "resp_obj_mem_limit",
+    ];
+    let mut ext = Extended::default();
+    for o in opts.iter().flat_map(|o| o.split(',')).map(str::trim).filter(|o| !o.is_empty()) {
+        let (name, value) = o.split_once('=').unwrap_or((o, ""));
+        match name {
+            "idle_timeout" => {
+                let secs: u64 =
+                    value.parse().map_err(|_| format!("bad -o idle_timeout={value}: a number of seconds"))?;
+                ext.idle_timeout = (secs > 0).then(|| std::time::Duration::from_secs(secs));
+            }
+            "read_buf_mem_limit" => {
+                let mb: u64 =
+                    value.parse().map_err(|_| format!("bad -o read_buf_mem_limit={value}: a number of megabytes"))?;
+                ext.read_buf_mem_limit = (mb > 0).then_some(mb);
+            }
+            _ if NO_EFFECT.contains(&name) => ignored.push(format!("-o {o}")),
+            _ if name.starts_with("ext_") => {
+                return Err(format!(
+                    "-o {name}: external storage (extstore) is not supported; memcore keeps items in memory (-m)"
+                ));
+            }
+            _ if name.starts_with("ssl_") => {
+                return Err(format!(
+                    "-o {name}: TLS is not supported; put a TLS proxy (stunnel, haproxy) in front of memcore"
+                ));
+            }
+            _ if name.starts_with("proxy_") => {
+                return Err(format!("-o {name}: memcached's proxy is not supported; run it in front of memcore"));
+            }
+            _ => return Err(format!("illegal suboption \"{o}\" (-o)")),
+        }
+    }
+    Ok(ext)
 }
 
 fn parse_hash_key(hex: &str) -> Result<crate::storage::HashKey, String> {
@@ -631,6 +1135,60 @@ mod tests {
             let e = run(bad).unwrap_err();
             assert!(!e.contains('\n') && !e.is_empty(), "{bad:?}: {e}");
         }
+    }
+
+    fn on(cpus: usize, args: &[&str]) -> Result<Config, String> {
+        let n = cpus.to_string();
+        let all = std::iter::once("memcore").chain(["--simulate-cpus", &n]).chain(args.iter().copied());
+        match parse_args(all, &[0, 1])? {
+            Command::Run(c) => Ok(*c),
+            Command::Print(_) => Err("printed".into()),
+        }
+    }
+
+    #[test]
+    fn without_t_each_core_gets_room_for_items_and_compression_on_any_host() {
+        // Debian's -m 64 -I 1m: 8 MiB per core keeps compression.
+        for cpus in [1, 2, 8, 9, 64, 65, 1024] {
+            let c = on(cpus, &["-m", "64"]).unwrap();
+            assert_eq!(c.threads, cpus.min(8), "{cpus} CPUs");
+            assert!(c.compress.enabled && c.per_core_limit() >= 8 << 20);
+            assert_eq!(c.notes.len(), usize::from(cpus > 8), "{:?}", c.notes);
+            assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+        }
+        assert!(on(128, &[]).unwrap().notes[0].starts_with("running 8 of 128 cores: -m 64 gives each 8 MiB"));
+        // Without compression two items per core are enough.
+        assert_eq!(on(128, &["-m", "64", "--compress", "off"]).unwrap().threads, 32);
+        assert_eq!(on(128, &["-m", "64", "-I", "16m", "--compress", "off"]).unwrap().threads, 2);
+        assert_eq!(on(128, &["-m", "100000"]).unwrap().threads, 128);
+        // The cores of a simulated host are the real CPUs, repeated.
+        assert_eq!(on(5, &["-m", "1024"]).unwrap().cpus, vec![0, 1, 0, 1, 0]);
+        assert_eq!(on(128, &["--memory-per-core", "1"]).unwrap().threads, 128);
+    }
+
+    #[test]
+    fn an_explicit_t_too_small_for_items_names_the_smallest_m() {
+        let e = on(128, &["-m", "64", "-t", "128"]).unwrap_err();
+        assert!(e.contains("use -m 128 or more"), "{e}");
+        let c = on(128, &["-m", "64", "-t", "16"]).unwrap();
+        assert!(!c.compress.enabled);
+        assert!(c.warnings[0].contains("-m 128 or more keeps it on"), "{:?}", c.warnings);
+    }
+
+    #[test]
+    fn config_lines_are_memcached_conf() {
+        let text = "# c\n\n  -m 64   # mem\n-l 127.0.0.1\n-D \\#\nlogfile /var/log/memcached.log\n";
+        let lines: Vec<(usize, Vec<String>)> = config_lines(text).collect();
+        let words = |w: &[&str]| w.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            lines,
+            vec![
+                (3, words(&["-m", "64"])),
+                (4, words(&["-l", "127.0.0.1"])),
+                (5, words(&["-D", "#"])),
+                (6, words(&["logfile", "/var/log/memcached.log"]))
+            ]
+        );
     }
 
     #[test]

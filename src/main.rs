@@ -6,7 +6,7 @@
 
 use std::process::ExitCode;
 
-use memcore::config::{Command, parse_args};
+use memcore::config::{Command, ConfigFile, config_file_arg, parse_with_file};
 use memcore::server::startup;
 
 fn main() -> ExitCode {
@@ -16,7 +16,17 @@ fn main() -> ExitCode {
         return ExitCode::from(memcore::top::main(&args));
     }
     let cpus = startup::allowed_cpus();
-    let mut cfg = match parse_args(std::env::args_os(), &cpus) {
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    // --config-file: read here, parsed under the command line by config.
+    let text = match config_file_arg(&args).map(|p| startup::read_config_file(&p).map(|t| (p, t))).transpose() {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("memcore: {e}");
+            return ExitCode::from(64);
+        }
+    };
+    let file = text.as_ref().map(|(path, text)| ConfigFile { path, text });
+    let mut cfg = match parse_with_file(args, file.as_ref(), &cpus) {
         Ok(Command::Run(cfg)) => *cfg,
         Ok(Command::Print(text)) => {
             print!("{text}");

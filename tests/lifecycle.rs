@@ -571,3 +571,71 @@ fn readme_first_command_runs_the_server() {
     assert!(exited.is_none() && up, "the server did not come up: {stderr}");
     assert!(status.success(), "exit {status:?} after SIGTERM: {stderr}");
 }
+
+/// Killed with SIGKILL after its clients closed, a server started again at
+/// once on the same port comes up on the first try (the dead process's
+/// listeners linger a few ms while the kernel tears its io_uring down), as
+/// memcached does; a live server on that port is still refused
+/// (`port_in_use_fails`).
+#[test]
+fn restarts_at_once_after_sigkill_on_the_same_port() {
+    if !memcore_only("restarts_at_once_after_sigkill_on_the_same_port") {
+        return;
+    }
+    let mut port = 0;
+    for round in 0..3 {
+        let port_path = temp_path("port");
+        let log_path = temp_path("log");
+        let mut child = Command::new(memcore_bin())
+            .args(["-p", &port.to_string(), "-l", "127.0.0.1", "-t", "2", "-u", "root", "--port-file"])
+            .arg(&port_path)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log_path).unwrap())
+            .spawn()
+            .unwrap();
+        let got = read_port_file(&port_path, &mut child, Duration::from_secs(10));
+        let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+        let _ = std::fs::remove_file(&log_path);
+        let got = got.unwrap_or_else(|e| panic!("round {round}: restart on port {port} failed: {e}; log: {log}"));
+        port = got;
+        let mut conns: Vec<Conn> = (0..4).map(|_| Conn::connect(&format!("127.0.0.1:{port}"))).collect();
+        for c in conns.iter_mut() {
+            assert_bytes!(c.request(b"set k 0 0 1\r\nx\r\n"), b"STORED\r\n");
+        }
+        drop(conns);
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+}
+
+/// Debian's `-m 64 -I 1m` on a host of 128 CPUs (simulated): memcore
+/// starts, runs as many cores as 8 MiB each allows (logged), serves 1 MiB
+/// items and compresses; an explicit `-t 128` is refused with the `-m` that
+/// would work.
+#[test]
+fn debian_defaults_start_on_a_large_host() {
+    if !memcore_only("debian_defaults_start_on_a_large_host") {
+        return;
+    }
+    let (mut child, port, log_path) = start_plain(&["--simulate-cpus", "128", "-m", "64", "-I", "1m"]);
+    let mut c = Conn::connect(&format!("127.0.0.1:{port}"));
+    let s = c.stats("stats");
+    assert_eq!(s["threads"], "8");
+    let settings = c.stats("stats settings");
+    assert_eq!(settings["compress"], "on");
+    let big: Vec<u8> = (0..(1 << 20) - 512).map(|i| b"abcdefgh"[i % 8]).collect();
+    assert_bytes!(c.request(&store_cmd("set", "big", 0, 0, &big)), b"STORED\r\n");
+    assert_bytes!(c.request(b"get big\r\n"), [value("big", 0, &big), b"END\r\n".to_vec()].concat());
+    assert!(stat_u64(&c.stats("stats"), "compress_items") >= 1, "the 1 MiB value was not compressed");
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let log = std::fs::read_to_string(&log_path).unwrap();
+    let _ = std::fs::remove_file(&log_path);
+    assert!(log.contains("running 8 of 128 cores: -m 64 gives each 8 MiB"), "{log}");
+
+    let o =
+        run(memcore_bin(), &["--simulate-cpus", "128", "-t", "128", "-p", "0", "-u", "root"], Duration::from_secs(5));
+    assert_eq!(o.status.code(), Some(64), "{}", o.stderr);
+    assert!(o.stderr.contains("use -m 128 or more"), "{}", o.stderr);
+}

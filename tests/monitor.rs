@@ -560,3 +560,14 @@ fn a_real_prometheus_scrapes_it() {
     let _ = std::fs::remove_dir_all(&dir);
     assert!(scraped, "prometheus did not report memcached_current_items 2: {last}");
 }
+
+/// `-X` and `-W` refuse the dumps and `watch` with memcached's words.
+#[test]
+fn dumping_and_watch_can_be_disabled_as_memcached_does() {
+    let Some(srv) = Server::start_custom_or_skip("disabled_dumps", 2, &["-X", "-W"]) else { return };
+    let mut c = srv.conn();
+    assert_bytes!(c.request(b"lru_crawler metadump all\r\n"), b"ERROR metadump not allowed\r\n");
+    assert_bytes!(c.request(b"stats cachedump 1 1\r\n"), b"CLIENT_ERROR stats cachedump not allowed\r\n");
+    assert_bytes!(c.request(b"watch fetchers\r\n"), b"CLIENT_ERROR watch commands not allowed\r\n");
+    c.version_check();
+}

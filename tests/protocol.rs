@@ -10,7 +10,25 @@ use common::*;
 use std::io::Write;
 use std::time::{Duration, Instant};
 
-both_threads!(
+/// Every case also runs over a UNIX socket (`-s`, 2 cores), one server
+/// for the whole list.
+macro_rules! suite {
+    ($($name:ident),* $(,)?) => {
+        both_threads!($($name),*);
+
+        #[test]
+        fn suite_over_a_unix_socket() {
+            if is_external() {
+                eprintln!("SKIP suite_over_a_unix_socket: memcore-specific (MEMCORE_TEST_ADDR is set)");
+                return;
+            }
+            let s = Server::start_unix(2, &[]);
+            $( $name(&s); )*
+        }
+    };
+}
+
+suite!(
     storage_replies,
     cas_replies,
     append_prepend,

@@ -242,10 +242,12 @@ impl Core {
     /// `stats conns` lines for this core's connections.
     pub fn render_conns(&self, now: u64, out: &mut Vec<u8>) {
         use crate::protocol::encode::encode_stat;
+        // With -s every connection is on the UNIX socket (TCP is off).
+        let unix = self.global.cfg.unix_socket.as_deref().map(|p| format!("unix:{p}"));
         for (i, c) in self.conns.borrow().iter() {
             let id = format!("{}.{}", self.id, i);
-            encode_stat(out, &format!("{id}:addr"), format!("tcp:{}", c.peer));
-            encode_stat(out, &format!("{id}:listen_addr"), format!("tcp:{}", c.local));
+            encode_stat(out, &format!("{id}:addr"), unix.clone().unwrap_or_else(|| format!("tcp:{}", c.peer)));
+            encode_stat(out, &format!("{id}:listen_addr"), unix.clone().unwrap_or_else(|| format!("tcp:{}", c.local)));
             encode_stat(out, &format!("{id}:state"), "conn_parse_cmd");
             encode_stat(out, &format!("{id}:secs_since_last_cmd"), now.saturating_sub(c.last_cmd.get()));
         }

@@ -56,10 +56,11 @@ enum Stop {
     WaitBudget,
 }
 
-pub struct Conn {
+/// `S`: a TCP stream, or a UNIX one (`-s`).
+pub struct Conn<S = TcpStream> {
     core: Rc<Core>,
     id: usize,
-    stream: TcpStream,
+    stream: S,
     inbuf: Vec<u8>,
     start: usize,
     end: usize,
@@ -85,8 +86,8 @@ pub struct Conn {
     pending: Pending,
 }
 
-impl Conn {
-    pub fn new(core: Rc<Core>, id: usize, stream: TcpStream) -> Self {
+impl<S: futures_lite::AsyncRead + futures_lite::AsyncWrite + Unpin + std::os::fd::AsRawFd> Conn<S> {
+    pub fn new(core: Rc<Core>, id: usize, stream: S) -> Self {
         let ncores = core.ncores;
         Conn {
             core,
@@ -346,6 +347,22 @@ impl Conn {
                     }
                     match req {
                         Request::Quit => return Stop::Close,
+                        // -A: as memcached, `shutdown` (or `shutdown
+                        // graceful`) closes this connection and stops the
+                        // server as SIGTERM does; no reply.
+                        Request::Shutdown if core.cfg().shutdown_enabled => {
+                            let mode: Vec<&[u8]> = raw
+                                .split(|&b| b == b' ' || b == b'\r' || b == b'\n')
+                                .filter(|t| !t.is_empty())
+                                .skip(1)
+                                .collect();
+                            if mode.is_empty() || mode == [b"graceful"] {
+                                log::info!("shutdown command received, shutting down");
+                                core.global.shutdown.trigger();
+                                return Stop::Close;
+                            }
+                            encode_line(&mut self.batch.out, "CLIENT_ERROR invalid shutdown mode");
+                        }
                         Request::Stats { args } => {
                             let args = args.to_vec();
                             self.start += consumed;
@@ -506,6 +523,9 @@ impl Conn {
                 Some(b"dump") => crate::detail::render(out, &core.global.detail),
                 _ => out.extend_from_slice(b"CLIENT_ERROR usage: stats detail on|off|dump\r\n"),
             },
+            b"cachedump" if !core.cfg().dump_enabled => {
+                out.extend_from_slice(b"CLIENT_ERROR stats cachedump not allowed\r\n")
+            }
             b"cachedump" => out.extend_from_slice(encode::END),
             b"repl" => {
                 let figures = gather_repl(&core, &self.batch.wait).await;
@@ -538,6 +558,8 @@ impl Conn {
     async fn lru_crawler(&mut self, args: &[u8]) -> io::Result<()> {
         let words: Vec<&[u8]> = args.split(|&b| b == b' ').filter(|w| !w.is_empty()).collect();
         let reply: &[u8] = match words.as_slice() {
+            // -X: memcached's answer, whatever the classes.
+            [b"metadump", ..] if !self.core.cfg().dump_enabled => b"ERROR metadump not allowed\r\n",
             [b"metadump", which] => match dump_classes(which) {
                 Some(true) => return self.metadump().await,
                 Some(false) => encode::END,
@@ -560,6 +582,10 @@ impl Conn {
     /// connection then goes on). True when it streamed: the connection ends.
     async fn watch(&mut self, args: &[u8]) -> io::Result<bool> {
         use crate::watch::{FETCHERS, MUTATIONS};
+        if !self.core.cfg().watch_enabled {
+            self.batch.out.extend_from_slice(b"CLIENT_ERROR watch commands not allowed\r\n");
+            return self.finish_batch().await.map(|()| false);
+        }
         let mut streams = 0;
         for w in args.split(|&b| b == b' ').filter(|w| !w.is_empty()) {
             streams |= match w {
@@ -764,7 +790,7 @@ fn render_settings(core: &Core, out: &mut Vec<u8>) {
     out.extend_from_slice(encode::END);
 }
 
-impl Drop for Conn {
+impl<S> Drop for Conn<S> {
     fn drop(&mut self) {
         self.charge.release(self.core.budget());
     }
@@ -772,8 +798,7 @@ impl Drop for Conn {
 
 /// Whether the socket holds bytes not read yet (FIONREAD; the stream is
 /// unbuffered, so nothing is held on this side).
-fn input_waiting(stream: &TcpStream) -> bool {
-    use std::os::fd::AsRawFd;
+fn input_waiting(stream: &impl std::os::fd::AsRawFd) -> bool {
     let mut n: libc::c_int = 0;
     // SAFETY: FIONREAD stores one int through the pointer given.
     let r = unsafe { libc::ioctl(stream.as_raw_fd(), libc::FIONREAD, &mut n) };

@@ -26,6 +26,7 @@
 pub mod conn;
 pub mod listener;
 pub mod metrics;
+pub mod reload;
 pub mod signal;
 pub mod startup;
 pub mod trainer;
@@ -37,7 +38,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use glommio::channels::channel_mesh::MeshBuilder;
-use glommio::net::TcpListener;
+use glommio::net::{TcpListener, UnixListener};
 use glommio::{LocalExecutorBuilder, Placement};
 
 use crate::config::Config;
@@ -66,31 +67,32 @@ const CRAWL_BUDGET: usize = 5_000;
 const CRAWL_INTERVAL: Duration = Duration::from_millis(100);
 const CRAWL_BUSY_INTERVAL: Duration = Duration::from_millis(1);
 
-/// Compression's contexts take a few hundred KiB per core: a core with
-/// less than this much memory does not compress (it would lose more to the
-/// contexts than compression wins back).
-const COMPRESS_MIN_CORE_MEMORY: usize = 8 << 20;
-
-pub fn compress_for(cfg: &crate::config::Config, core: usize) -> crate::storage::CompressConfig {
-    let mut c = cfg.compress.clone();
-    if c.enabled && cfg.per_core_limit() < COMPRESS_MIN_CORE_MEMORY {
-        if core == 0 {
-            log::warn!("compression off: each core has less than {} MiB of memory", COMPRESS_MIN_CORE_MEMORY >> 20);
-        }
-        c.enabled = false;
-    }
-    c
+/// The compression settings of `core`: config decided them (off on cores
+/// with too little memory, with a warning), or the last SIGHUP reload.
+pub fn compress_for(cfg: &crate::config::Config, _core: usize) -> crate::storage::CompressConfig {
+    reload::compress(cfg)
 }
 
 /// Run the server until SIGINT/SIGTERM. Errors are one line for stderr.
 pub fn run(mut cfg: Config) -> Result<(), String> {
     signal::block_termination_signals();
     let n = cfg.threads;
-    let bound = listener::bind_all(&cfg.listen, n, cfg.backlog)?;
-    // From here on the real ports (`-p 0` asked for any free one), for the
-    // log, the port file and `stats settings`.
-    cfg.listen = bound.addrs;
-    let fds = bound.fds;
+    // -s: one UNIX socket, a dup of it on every core, and no TCP.
+    let (fds, mut unix_fds): (Vec<Vec<RawFd>>, Vec<Option<RawFd>>) = match cfg.unix_socket.as_deref() {
+        Some(path) => {
+            let fds = listener::bind_unix(path, cfg.unix_mask, cfg.backlog, n)?;
+            (vec![Vec::new(); n], fds.into_iter().map(Some).collect())
+        }
+        None => {
+            let bound = listener::bind_all(&cfg.listen, n, cfg.backlog)?;
+            // From here on the real ports (`-p 0` asked for any free one),
+            // for the log, the port file and `stats settings`.
+            cfg.listen = bound.addrs;
+            (bound.fds, vec![None; n])
+        }
+    };
+    // Removed at exit, as memcached does.
+    let _unix_file = cfg.unix_socket.as_deref().map(|p| RunFile(p.into()));
     // The replication port is bound like the client ports: on every core.
     let mut repl_fds = match cfg.repl.as_ref().and_then(|r| r.listen) {
         Some(addr) => listener::bind_all(&[addr], n, cfg.backlog)
@@ -113,7 +115,28 @@ pub fn run(mut cfg: Config) -> Result<(), String> {
     // Replication's descriptors come on top of the clients' budget, so
     // peers (or strangers at the replication port) cannot use up `-c`.
     raise_fd_limit(cfg.conn_limit + cfg.repl.as_ref().map_or(0, |r| r.fd_budget(n)));
+    if cfg.enable_coredumps {
+        startup::enable_coredumps()?;
+    }
+    // Opened before switching user (a log directory root owns), used once
+    // the server serves.
+    let log_file = cfg.log_file.as_deref().map(startup::open_log_file).transpose()?;
+    if let (Some(fd), Some(user)) = (&log_file, cfg.user.as_deref()) {
+        // So that SIGHUP can reopen it (log rotation) as the -u user.
+        startup::give_to_user(fd, user);
+    }
     drop_privileges(cfg.user.as_deref())?;
+    // As the user the cores run as (kernel.io_uring_group), before -d.
+    startup::check_io_uring()?;
+    if cfg.enable_coredumps {
+        startup::keep_dumpable();
+    }
+    // Before any thread: fork copies only this one.
+    let daemon = cfg.daemon.then(|| startup::daemonize(cfg.verbosity > 0, cfg.enable_coredumps)).transpose()?;
+    if cfg.lock_memory {
+        // Item memory, connection buffers, and the runtime's own.
+        startup::lock_memory(cfg.per_core_limit() * n + cfg.conn_memory + (64 << 20) * n);
+    }
     // As memcached: written by the user the server runs as. Removed on every
     // way out of this function, so a failed start leaves none behind.
     let _pidfile =
@@ -124,10 +147,16 @@ pub fn run(mut cfg: Config) -> Result<(), String> {
     for w in &cfg.warnings {
         log::warn!("{w}");
     }
+    for n in &cfg.notes {
+        log::info!("{n}");
+    }
     log::info!(
         "memcore {} listening on {} with {} core(s) (CPUs {:?}), {} MiB per core, item size max {} bytes",
         env!("CARGO_PKG_VERSION"),
-        cfg.listen.iter().map(|a| a.to_string()).collect::<Vec<_>>().join(","),
+        cfg.unix_socket.as_ref().map_or_else(
+            || cfg.listen.iter().map(|a| a.to_string()).collect::<Vec<_>>().join(","),
+            |p| format!("UNIX socket {p}")
+        ),
         n,
         cfg.cpus,
         cfg.per_core_limit() >> 20,
@@ -169,6 +198,7 @@ pub fn run(mut cfg: Config) -> Result<(), String> {
         let (g, m) = (global.clone(), mesh.clone());
         let repl_fd = repl_fds[i].take();
         let metrics_fd = if i == 0 { metrics_fd.take() } else { None };
+        let unix_fd = unix_fds[i].take();
         let cpu = g.cfg.cpus[i];
         let mut builder = LocalExecutorBuilder::new(Placement::Fixed(cpu));
         if !g.cfg.spin_before_park.is_zero() {
@@ -178,20 +208,34 @@ pub fn run(mut cfg: Config) -> Result<(), String> {
             .name(&format!("memcore-{i}"))
             .io_memory(IO_MEMORY)
             .preempt_timer(PREEMPT_TIMER)
-            .spawn(move || core_main(g, m, core_fds, repl_fd, metrics_fd))
+            .spawn(move || core_main(g, m, core_fds, unix_fd, repl_fd, metrics_fd))
             .map_err(|e| format!("cannot start executor on CPU {cpu}: {e}"))?;
         handles.push(h);
     }
     {
         let g = global.clone();
+        let mut current = g.cfg.clone();
         std::thread::Builder::new()
             .name("memcore-signals".into())
             .spawn(move || {
-                let sig = signal::wait_termination_signal();
-                log::info!("signal {sig} received, shutting down");
-                g.shutdown.trigger();
+                loop {
+                    match signal::wait_termination_signal() {
+                        libc::SIGHUP => reload::on_sighup(&mut current),
+                        sig => {
+                            log::info!("signal {sig} received, shutting down");
+                            startup::notify_systemd("STOPPING=1");
+                            break g.shutdown.trigger();
+                        }
+                    }
+                }
             })
             .map_err(|e| format!("cannot start signal thread: {e}"))?;
+    }
+    startup::notify_systemd(&format!("READY=1\nMAINPID={}", std::process::id()));
+    match (daemon, &log_file) {
+        (Some(d), log_file) => d.ready(log_file.as_ref()),
+        (None, Some(fd)) => startup::redirect_output(fd),
+        (None, None) => {}
     }
     let mut failure = None;
     for h in handles {
@@ -218,6 +262,7 @@ async fn core_main(
     global: Arc<Global>,
     mesh: MeshBuilder<Frame, glommio::channels::channel_mesh::Full>,
     fds: Vec<RawFd>,
+    unix_fd: Option<RawFd>,
     repl_fd: Option<Vec<RawFd>>,
     metrics_fd: Option<RawFd>,
 ) -> Result<(), String> {
@@ -292,6 +337,12 @@ async fn core_main(
         let listener = unsafe { TcpListener::from_raw_fd(fd) };
         accept_tasks.push(glommio::spawn_local(accept_loop(core.clone(), listener, gate.clone())));
     }
+    if let Some(fd) = unix_fd {
+        // SAFETY: a bound, listening, non-blocking UNIX socket (this core's
+        // dup) that nothing else owns.
+        let listener = unsafe { UnixListener::from_raw_fd(fd) };
+        accept_tasks.push(glommio::spawn_local(accept_loop(core.clone(), listener, gate.clone())));
+    }
 
     global.shutdown.wait().await;
     core.stop();
@@ -329,8 +380,54 @@ async fn core_main(
     Ok(())
 }
 
+/// What `accept_loop` needs of a listener (TCP, or `-s`'s UNIX socket) and
+/// of the connections it accepts.
+trait Listen {
+    type Stream: futures_lite::AsyncRead + futures_lite::AsyncWrite + Unpin + std::os::fd::AsRawFd + 'static;
+    async fn accept(&self) -> std::io::Result<Self::Stream>;
+    /// No delay, and `-o idle_timeout`.
+    fn configure(stream: &Self::Stream, idle: Option<Duration>);
+    /// Peer and local address, for `stats conns`; None if the peer is gone
+    /// (a UNIX socket's are shown as its path instead).
+    fn addrs(stream: &Self::Stream) -> Option<(std::net::SocketAddr, std::net::SocketAddr)>;
+}
+
+impl Listen for TcpListener {
+    type Stream = glommio::net::TcpStream;
+    async fn accept(&self) -> std::io::Result<Self::Stream> {
+        TcpListener::accept(self).await.map_err(Into::into)
+    }
+    fn configure(stream: &Self::Stream, idle: Option<Duration>) {
+        let _ = stream.set_nodelay(true);
+        if let Some(t) = idle {
+            let _ = stream.set_read_timeout(Some(t));
+            let _ = stream.set_write_timeout(Some(t));
+        }
+    }
+    fn addrs(stream: &Self::Stream) -> Option<(std::net::SocketAddr, std::net::SocketAddr)> {
+        Some((stream.peer_addr().ok()?, stream.local_addr().ok()?))
+    }
+}
+
+impl Listen for UnixListener {
+    type Stream = glommio::net::UnixStream;
+    async fn accept(&self) -> std::io::Result<Self::Stream> {
+        UnixListener::accept(self).await.map_err(Into::into)
+    }
+    fn configure(stream: &Self::Stream, idle: Option<Duration>) {
+        if let Some(t) = idle {
+            let _ = stream.set_read_timeout(Some(t));
+            let _ = stream.set_write_timeout(Some(t));
+        }
+    }
+    fn addrs(_: &Self::Stream) -> Option<(std::net::SocketAddr, std::net::SocketAddr)> {
+        let none = std::net::SocketAddr::from(([0, 0, 0, 0], 0));
+        Some((none, none))
+    }
+}
+
 /// Accept connections until shutdown, enforcing `-c` over all cores.
-async fn accept_loop(core: Rc<Core>, listener: TcpListener, gate: Rc<glommio::sync::Gate>) {
+async fn accept_loop<L: Listen>(core: Rc<Core>, listener: L, gate: Rc<glommio::sync::Gate>) {
     let waker = Rc::new(std::cell::RefCell::new(None));
     core.accept_wakers.borrow_mut().push(waker.clone());
     loop {
@@ -345,11 +442,7 @@ async fn accept_loop(core: Rc<Core>, listener: TcpListener, gate: Rc<glommio::sy
                 continue;
             }
         };
-        let _ = stream.set_nodelay(true);
-        if let Some(t) = core.cfg().idle_timeout {
-            let _ = stream.set_read_timeout(Some(t));
-            let _ = stream.set_write_timeout(Some(t));
-        }
+        L::configure(&stream, core.cfg().idle_timeout);
         let global = &core.global;
         if global.conns.fetch_add(1, Ordering::Relaxed) >= global.cfg.conn_limit {
             global.conns.fetch_sub(1, Ordering::Relaxed);
@@ -365,7 +458,7 @@ async fn accept_loop(core: Rc<Core>, listener: TcpListener, gate: Rc<glommio::sy
             }
             continue;
         }
-        let (Ok(peer), Ok(local)) = (stream.peer_addr(), stream.local_addr()) else {
+        let Some((peer, local)) = L::addrs(&stream) else {
             global.conns.fetch_sub(1, Ordering::Relaxed);
             continue;
         };
@@ -410,12 +503,14 @@ async fn accept_loop(core: Rc<Core>, listener: TcpListener, gate: Rc<glommio::sy
 async fn crawl_task(core: Rc<Core>) {
     let mut busy = false;
     let mut trainer = trainer::Trainer::default();
+    let mut reloaded = 0;
     loop {
         glommio::timer::sleep(if busy { CRAWL_BUSY_INTERVAL } else { CRAWL_INTERVAL }).await;
         let now = unix_now();
         core.clock.set(now);
         let mut shard = core.shard.borrow_mut();
         let shard = &mut *shard;
+        reload::apply(&mut reloaded, &mut shard.store, now);
         trainer.poll(&mut shard.store);
         shard.store.crawl(now, CRAWL_BUDGET);
         busy = shard.store.crawl_busy();

@@ -1,6 +1,8 @@
-//! SIGINT/SIGTERM: blocked in every thread, awaited by one thread, and
-//! turned into a wake-up that every executor can await (`route::Shutdown`,
-//! triggered by the signal thread).
+//! SIGINT/SIGTERM/SIGHUP: blocked in every thread, awaited by one thread.
+//! SIGINT and SIGTERM become a wake-up that every executor can await
+//! (`route::Shutdown`, triggered by the signal thread); SIGHUP re-reads the
+//! config file (`reload`). A cache must not drop its contents because the
+//! terminal that started it went away: SIGHUP never stops it.
 //!
 //! glommio has no signal support, and a handler interrupting an executor in
 //! io_uring_enter is trouble; so the signals are blocked before any executor
@@ -15,23 +17,22 @@ fn termination_set() -> libc::sigset_t {
         libc::sigemptyset(&mut set);
         libc::sigaddset(&mut set, libc::SIGINT);
         libc::sigaddset(&mut set, libc::SIGTERM);
+        libc::sigaddset(&mut set, libc::SIGHUP);
         set
     }
 }
 
-/// Block SIGINT and SIGTERM in this thread and every thread it starts, and
-/// ignore SIGHUP: a cache must not drop its contents because the terminal
-/// that started it went away, and it has no configuration to reload.
+/// Block SIGINT, SIGTERM and SIGHUP in this thread and every thread it
+/// starts.
 pub fn block_termination_signals() {
     let set = termination_set();
-    // SAFETY: changes this thread's signal mask and SIGHUP's disposition only.
+    // SAFETY: changes this thread's signal mask only.
     unsafe {
         libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
-        libc::signal(libc::SIGHUP, libc::SIG_IGN);
     }
 }
 
-/// Wait for SIGINT or SIGTERM (must be blocked first); returns its number.
+/// Wait for SIGINT, SIGTERM or SIGHUP (blocked first); returns its number.
 pub fn wait_termination_signal() -> i32 {
     let set = termination_set();
     let mut sig: libc::c_int = 0;

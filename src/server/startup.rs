@@ -16,7 +16,10 @@ use crate::storage::DictMode;
 /// Read and resolve what `cfg.unresolved` names into `cfg`.
 pub fn prepare(cfg: &mut Config) -> Result<(), String> {
     let u = cfg.unresolved.clone();
-    cfg.listen = parse_listen(&u.listen, u.port)?;
+    // -s turns TCP off, as memcached does.
+    if cfg.unix_socket.is_none() {
+        cfg.listen = parse_listen(&u.listen, u.port)?;
+    }
     if let Some(path) = &u.compress_dict {
         let raw = std::fs::read(path).map_err(|e| format!("cannot read --compress-dict {path}: {e}"))?;
         if zstd::dict::DecoderDictionary::try_copy(&raw).is_err() || raw.len() < 8 {
@@ -74,6 +77,126 @@ pub fn parse_listen(spec: &str, port: u16) -> Result<Vec<SocketAddr>, String> {
     Ok(out)
 }
 
+/// glommio's floor (its README): the io_uring operations it probes for.
+pub const MIN_KERNEL: &str = "5.8";
+
+/// Whether this process may use io_uring, which every core runs on. Err is
+/// one line naming the cause and the fix: a seccomp filter (Docker's and
+/// containerd's default profiles block io_uring), the
+/// `kernel.io_uring_disabled` sysctl, an old kernel, or the memlock limit.
+pub fn check_io_uring() -> Result<(), String> {
+    // SAFETY: io_uring_setup with one entry and zeroed parameters; the fd
+    // it returns is closed at once.
+    let (fd, err) = unsafe {
+        let mut params = [0u8; 120]; // struct io_uring_params
+        let fd = libc::syscall(libc::SYS_io_uring_setup, 1u32, params.as_mut_ptr());
+        (fd, std::io::Error::last_os_error())
+    };
+    if fd >= 0 {
+        // SAFETY: the ring we just created.
+        unsafe { libc::close(fd as i32) };
+        return Ok(());
+    }
+    let sysctl = std::fs::read_to_string("/proc/sys/kernel/io_uring_disabled").ok();
+    let sysctl = sysctl.as_deref().map(str::trim);
+    Err(match (err.raw_os_error(), sysctl) {
+        (Some(libc::EPERM), Some("2")) => {
+            "io_uring is disabled on this host (sysctl kernel.io_uring_disabled=2): set it to 0 (sysctl -w kernel.io_uring_disabled=0)".into()
+        }
+        (Some(libc::EPERM), Some("1")) => {
+            "io_uring is limited to the group in sysctl kernel.io_uring_group (kernel.io_uring_disabled=1): add memcore's user to that group, or set kernel.io_uring_disabled=0".into()
+        }
+        (Some(libc::EPERM), _) => {
+            "io_uring_setup is not permitted: a seccomp filter blocks io_uring (Docker's and containerd's default profiles do): allow io_uring_setup, io_uring_enter and io_uring_register (docs/operations.md#containers)".into()
+        }
+        (Some(libc::ENOSYS), _) => format!(
+            "io_uring is not available (io_uring_setup: function not implemented): memcore needs Linux {MIN_KERNEL} or newer built with io_uring, and no seccomp filter hiding it (docs/operations.md#containers)"
+        ),
+        (Some(libc::ENOMEM), _) => {
+            "io_uring_setup failed: out of lockable memory: raise the memlock limit (ulimit -l, LimitMEMLOCK=)".into()
+        }
+        _ => format!("io_uring_setup failed: {err}: memcore needs io_uring (Linux {MIN_KERNEL} or newer)"),
+    })
+}
+
+/// systemd's readiness protocol (sd_notify) without libsystemd: one
+/// datagram to `$NOTIFY_SOCKET` (a path, or `@name` in the abstract
+/// namespace), such as `READY=1` once the server listens and its cores
+/// run, `STOPPING=1` at shutdown. Nothing happens without the variable.
+pub fn notify_systemd(state: &str) {
+    use std::os::linux::net::SocketAddrExt;
+    use std::os::unix::net::{SocketAddr, UnixDatagram};
+    let Some(path) = std::env::var_os("NOTIFY_SOCKET") else { return };
+    let path = path.to_string_lossy().into_owned();
+    let addr = match path.strip_prefix('@') {
+        Some(name) => SocketAddr::from_abstract_name(name.as_bytes()),
+        None => SocketAddr::from_pathname(&path),
+    };
+    let sent = UnixDatagram::unbound().and_then(|s| s.send_to_addr(state.as_bytes(), &addr?));
+    if let Err(e) = sent {
+        log::warn!("cannot notify systemd at NOTIFY_SOCKET={path}: {e}");
+    }
+}
+
+/// A config file is small: refuse one larger than this (a wrong path, such
+/// as a device, must not be read forever).
+const CONFIG_FILE_MAX: u64 = 1 << 20;
+
+/// `--config-file PATH`, read whole.
+pub fn read_config_file(path: &str) -> Result<String, String> {
+    use std::io::Read;
+    let mut text = String::new();
+    std::fs::File::open(path)
+        .and_then(|f| f.take(CONFIG_FILE_MAX + 1).read_to_string(&mut text))
+        .map_err(|e| format!("cannot read --config-file {path}: {e}"))?;
+    if text.len() as u64 > CONFIG_FILE_MAX {
+        return Err(format!("--config-file {path} is larger than {CONFIG_FILE_MAX} bytes"));
+    }
+    Ok(text)
+}
+
+/// `--log-file`: opened for appending (created 0644 if missing).
+pub fn open_log_file(path: &str) -> Result<std::os::fd::OwnedFd, String> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .append(true)
+        .create(true)
+        .mode(0o644)
+        .custom_flags(libc::O_CLOEXEC)
+        .open(path)
+        .map(Into::into)
+        .map_err(|e| format!("cannot open --log-file {path}: {e}"))
+}
+
+/// Started as root with `-u`: hand the log file to that user, as a log
+/// rotated and reopened on SIGHUP is then created by it. Does nothing for
+/// other users (they cannot give files away).
+pub fn give_to_user(fd: &std::os::fd::OwnedFd, user: &str) {
+    use std::os::fd::AsRawFd;
+    let Ok(name) = std::ffi::CString::new(user) else { return };
+    // SAFETY: geteuid has no preconditions; getpwnam's result is copied
+    // before any other call; fchown on a descriptor we own.
+    unsafe {
+        if libc::geteuid() != 0 {
+            return;
+        }
+        let pw = libc::getpwnam(name.as_ptr());
+        if !pw.is_null() {
+            libc::fchown(fd.as_raw_fd(), (*pw).pw_uid, (*pw).pw_gid);
+        }
+    }
+}
+
+/// Send stdout and stderr to `fd`.
+pub fn redirect_output(fd: &std::os::fd::OwnedFd) {
+    use std::os::fd::AsRawFd;
+    // SAFETY: dup2 onto the standard descriptors, from one we own.
+    unsafe {
+        libc::dup2(fd.as_raw_fd(), 1);
+        libc::dup2(fd.as_raw_fd(), 2);
+    }
+}
+
 /// CPUs this process may run on (honours taskset and cgroup cpusets).
 pub fn allowed_cpus() -> Vec<usize> {
     // SAFETY: sched_getaffinity fills the set we own.
@@ -87,6 +210,185 @@ pub fn allowed_cpus() -> Vec<usize> {
         }
     }
     (0..std::thread::available_parallelism().map_or(1, |n| n.get())).collect()
+}
+
+/// `-d`: the first process waits until the server listens and serves, then
+/// exits 0 (so a SysV init script that runs `memcore -d` sees a started
+/// server), or copies the server's error to its stderr and exits with the
+/// server's status. The server runs on in a child, in a session of its
+/// own, with stdin and stdout on /dev/null and stderr on a pipe to the
+/// first process until it is ready.
+///
+/// Called before any thread is started (fork copies only the caller).
+pub struct Daemon {
+    /// The pipe to the waiting first process.
+    pipe: std::os::fd::OwnedFd,
+    /// Where stderr goes once ready: the original one with `-v` (memcached
+    /// keeps its output when verbose), /dev/null otherwise.
+    keep_stderr: bool,
+    original_stderr: std::os::fd::OwnedFd,
+}
+
+/// What the child writes when it serves: the first process exits 0 on it.
+const DAEMON_READY: &[u8] = b"\0memcore: ready\n";
+
+pub fn daemonize(keep_stderr: bool, keep_cwd: bool) -> Result<Daemon, String> {
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    let mut fds = [0; 2];
+    // SAFETY: plain system calls on descriptors this function owns; the
+    // parent branch ends in _exit without returning into Rust code that
+    // would run the child's destructors twice.
+    unsafe {
+        if libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) != 0 {
+            return Err(format!("cannot daemonize (-d): pipe: {}", std::io::Error::last_os_error()));
+        }
+        let (read, write) = (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1]));
+        let original = libc::fcntl(2, libc::F_DUPFD_CLOEXEC, 3);
+        if original < 0 {
+            return Err(format!("cannot daemonize (-d): {}", std::io::Error::last_os_error()));
+        }
+        let original = OwnedFd::from_raw_fd(original);
+        match libc::fork() {
+            -1 => Err(format!("cannot daemonize (-d): fork: {}", std::io::Error::last_os_error())),
+            0 => {
+                drop(read);
+                libc::setsid();
+                // As memcached: -r keeps the working directory, where the
+                // core file would go.
+                if !keep_cwd {
+                    libc::chdir(c"/".as_ptr());
+                }
+                let null = libc::open(c"/dev/null".as_ptr(), libc::O_RDWR);
+                if null >= 0 {
+                    libc::dup2(null, 0);
+                    libc::dup2(null, 1);
+                    libc::close(null);
+                }
+                libc::dup2(write.as_raw_fd(), 2);
+                Ok(Daemon { pipe: write, keep_stderr, original_stderr: original })
+            }
+            child => {
+                drop(write);
+                libc::_exit(wait_for_daemon(read, child));
+            }
+        }
+    }
+}
+
+/// The first process: copy what the child writes to stderr until it is
+/// ready (exit 0) or gone (its exit status).
+fn wait_for_daemon(pipe: std::os::fd::OwnedFd, child: libc::pid_t) -> i32 {
+    use std::io::{Read, Write};
+    let mut pipe = std::fs::File::from(pipe);
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        match pipe.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => {
+                seen.extend_from_slice(&buf[..n]);
+                if let Some(at) = seen.windows(DAEMON_READY.len()).position(|w| w == DAEMON_READY) {
+                    let _ = std::io::stderr().write_all(&seen[..at]);
+                    return 0;
+                }
+                // Keep what could be the start of the marker.
+                let keep = seen.len().saturating_sub(DAEMON_READY.len());
+                let _ = std::io::stderr().write_all(&seen[..keep]);
+                seen.drain(..keep);
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(_) => break,
+        }
+    }
+    let _ = std::io::stderr().write_all(&seen);
+    let mut status = 0;
+    // SAFETY: waits for our own child.
+    while unsafe { libc::waitpid(child, &mut status, 0) } < 0
+        && std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted
+    {}
+    if libc::WIFEXITED(status) { libc::WEXITSTATUS(status) } else { 71 }
+}
+
+impl Daemon {
+    /// The server listens and its cores run: let the first process go, and
+    /// send stderr where it stays (the `--log-file` when there is one).
+    pub fn ready(self, log_file: Option<&std::os::fd::OwnedFd>) {
+        use std::io::Write;
+        use std::os::fd::AsRawFd;
+        let mut pipe = std::fs::File::from(self.pipe);
+        let _ = pipe.write_all(DAEMON_READY);
+        if let Some(fd) = log_file {
+            return redirect_output(fd);
+        }
+        // SAFETY: replaces fd 2 with a descriptor we own (or /dev/null).
+        unsafe {
+            if self.keep_stderr {
+                libc::dup2(self.original_stderr.as_raw_fd(), 2);
+            } else {
+                let null = libc::open(c"/dev/null".as_ptr(), libc::O_WRONLY);
+                if null >= 0 {
+                    libc::dup2(null, 2);
+                    libc::close(null);
+                }
+            }
+        }
+    }
+}
+
+/// `-r`: the core file limit raised to unlimited, or at least to its hard
+/// limit, as memcached does (and, like it, refuse to run without one).
+pub fn enable_coredumps() -> Result<(), String> {
+    // SAFETY: getrlimit/setrlimit read and write the struct we pass.
+    unsafe {
+        let mut lim: libc::rlimit = std::mem::zeroed();
+        libc::getrlimit(libc::RLIMIT_CORE, &mut lim);
+        let max = libc::rlimit { rlim_cur: libc::RLIM_INFINITY, rlim_max: libc::RLIM_INFINITY };
+        if libc::setrlimit(libc::RLIMIT_CORE, &max) != 0 {
+            let hard = libc::rlimit { rlim_cur: lim.rlim_max, rlim_max: lim.rlim_max };
+            libc::setrlimit(libc::RLIMIT_CORE, &hard);
+        }
+        if libc::getrlimit(libc::RLIMIT_CORE, &mut lim) != 0 || lim.rlim_cur == 0 {
+            return Err("failed to ensure corefile creation (-r): the core file limit is 0".into());
+        }
+    }
+    Ok(())
+}
+
+/// After switching user, the kernel makes the process undumpable; `-r`
+/// asks for core files, so make it dumpable again.
+pub fn keep_dumpable() {
+    // SAFETY: prctl with an integer argument.
+    unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 1, 0, 0, 0) };
+}
+
+/// `-k`: lock all present and future memory. The memlock limit is raised to
+/// its hard limit first; if that is still below what the server will use
+/// (`need` bytes), memory is left unlocked with a warning (locking it would
+/// make later allocations fail); if mlockall fails, memcached's warning.
+pub fn lock_memory(need: usize) {
+    // SAFETY: getrlimit/setrlimit/mlockall with arguments we own.
+    unsafe {
+        let mut lim: libc::rlimit = std::mem::zeroed();
+        libc::getrlimit(libc::RLIMIT_MEMLOCK, &mut lim);
+        // Unlimited if allowed (root with CAP_SYS_RESOURCE), else the hard limit.
+        for raised in [libc::RLIM_INFINITY, lim.rlim_max] {
+            let raised = libc::rlimit { rlim_cur: raised, rlim_max: raised.max(lim.rlim_max) };
+            if lim.rlim_cur != libc::RLIM_INFINITY && libc::setrlimit(libc::RLIMIT_MEMLOCK, &raised) == 0 {
+                lim = raised;
+            }
+        }
+        if lim.rlim_cur != libc::RLIM_INFINITY && (lim.rlim_cur as u128) < need as u128 {
+            log::warn!(
+                "-k: the memlock limit ({} MiB) is below the {} MiB the server will use; memory not locked (raise LimitMEMLOCK or ulimit -l)",
+                lim.rlim_cur >> 20,
+                need >> 20
+            );
+            return;
+        }
+        if libc::mlockall(libc::MCL_CURRENT | libc::MCL_FUTURE) != 0 {
+            log::warn!("warning: -k invalid, mlockall() failed: {}", std::io::Error::last_os_error());
+        }
+    }
 }
 
 #[cfg(test)]

@@ -248,6 +248,18 @@ impl Codec {
         self.cfg.enabled
     }
 
+    /// Change what a running core compresses (the server's SIGHUP reload):
+    /// on or off, the smallest value, the level of values compressed from
+    /// now on. Stored items are untouched; dictionaries stay.
+    pub fn reconfigure(&mut self, enabled: bool, min_size: usize, level: i32) {
+        if level != self.cfg.level {
+            self.cctx = new_cctx(level);
+        }
+        self.cfg.enabled = enabled;
+        self.cfg.min_size = min_size.max(1);
+        self.cfg.level = level;
+    }
+
     /// Bytes counted for contexts, buffers, dictionaries and samples. The
     /// contexts' size moves with every value (zstd sizes its tables to the
     /// input), and a read must not push a core over its limit, so enabled
@@ -457,6 +469,16 @@ impl Codec {
             }
         }
         finished && output.pos() == total
+    }
+}
+
+impl super::Store {
+    /// See `Codec::reconfigure`.
+    pub fn set_compress(&mut self, enabled: bool, min_size: usize, level: i32) {
+        self.codec.reconfigure(enabled, min_size, level);
+        self.cfg.compress.enabled = enabled;
+        self.cfg.compress.min_size = min_size.max(1);
+        self.cfg.compress.level = level;
     }
 }
 

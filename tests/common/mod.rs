@@ -224,6 +224,37 @@ impl Server {
         }
     }
 
+    /// memcore listening on a UNIX socket only (`-s`, TCP off), with
+    /// `-t threads` and `extra_args`; `addr` is `unix:PATH`.
+    pub fn start_unix(threads: usize, extra_args: &[&str]) -> Server {
+        let path = temp_path("sock");
+        let log_path = temp_path("log");
+        let log = std::fs::File::create(&log_path).expect("create server log");
+        let mut child = Command::new(memcore_bin())
+            .arg("-s")
+            .arg(&path)
+            .args(["-t", &threads.to_string(), "-u", "root"])
+            .args(extra_args)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        let up = poll_until(Duration::from_secs(10), || {
+            std::os::unix::net::UnixStream::connect(&path).is_ok() || child.try_wait().ok().flatten().is_some()
+        });
+        let srv = Server {
+            addr: format!("unix:{}", path.display()),
+            port: 0,
+            kind: Kind::Memcore,
+            threads,
+            child: Some(child),
+            log_path: Some(log_path),
+        };
+        assert!(up && std::os::unix::net::UnixStream::connect(&path).is_ok(), "no UNIX socket: {}", srv.log());
+        srv
+    }
+
     pub fn log(&self) -> String {
         self.log_path
             .as_ref()
@@ -381,14 +412,74 @@ pub fn replace_all(hay: &[u8], from: &[u8], to: &[u8]) -> Vec<u8> {
     out
 }
 
+/// A client socket: TCP, or a UNIX socket (`-s`; an address `unix:PATH`).
+pub enum Stream {
+    Tcp(TcpStream),
+    Unix(std::os::unix::net::UnixStream),
+}
+
+impl Stream {
+    pub fn set_read_timeout(&self, t: Option<Duration>) -> std::io::Result<()> {
+        match self {
+            Stream::Tcp(s) => s.set_read_timeout(t),
+            Stream::Unix(s) => s.set_read_timeout(t),
+        }
+    }
+    pub fn set_write_timeout(&self, t: Option<Duration>) -> std::io::Result<()> {
+        match self {
+            Stream::Tcp(s) => s.set_write_timeout(t),
+            Stream::Unix(s) => s.set_write_timeout(t),
+        }
+    }
+    pub fn shutdown(&self, how: std::net::Shutdown) -> std::io::Result<()> {
+        match self {
+            Stream::Tcp(s) => s.shutdown(how),
+            Stream::Unix(s) => s.shutdown(how),
+        }
+    }
+    pub fn try_clone(&self) -> std::io::Result<Stream> {
+        Ok(match self {
+            Stream::Tcp(s) => Stream::Tcp(s.try_clone()?),
+            Stream::Unix(s) => Stream::Unix(s.try_clone()?),
+        })
+    }
+}
+
+impl Read for Stream {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        match self {
+            Stream::Tcp(s) => s.read(buf),
+            Stream::Unix(s) => s.read(buf),
+        }
+    }
+}
+
+impl Write for Stream {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        match self {
+            Stream::Tcp(s) => s.write(buf),
+            Stream::Unix(s) => s.write(buf),
+        }
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
 pub struct Conn {
-    pub stream: TcpStream,
+    pub stream: Stream,
     buf: Vec<u8>,
     pos: usize,
 }
 
 impl Conn {
     pub fn connect(addr: &str) -> Conn {
+        if let Some(path) = addr.strip_prefix("unix:") {
+            let s = std::os::unix::net::UnixStream::connect(path).unwrap_or_else(|e| panic!("connect {addr}: {e}"));
+            s.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+            s.set_write_timeout(Some(IO_TIMEOUT)).unwrap();
+            return Conn { stream: Stream::Unix(s), buf: Vec::new(), pos: 0 };
+        }
         let deadline = Instant::now() + IO_TIMEOUT;
         let stream = loop {
             match TcpStream::connect(addr) {
@@ -408,7 +499,7 @@ impl Conn {
         stream.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
         stream.set_write_timeout(Some(IO_TIMEOUT)).unwrap();
         stream.set_nodelay(true).unwrap();
-        Conn { stream, buf: Vec::new(), pos: 0 }
+        Conn { stream: Stream::Tcp(stream), buf: Vec::new(), pos: 0 }
     }
 
     pub fn send(&mut self, b: &[u8]) {
@@ -677,4 +768,25 @@ macro_rules! both_threads {
             }
         )*
     };
+}
+
+/// Start memcore with `-p 0 -l 127.0.0.1 -u root --port-file F` and exactly
+/// `args` (no `-t` from the harness); returns the child, its port and the
+/// path of its log (stdout and stderr).
+pub fn start_plain(args: &[&str]) -> (Child, u16, PathBuf) {
+    let port_path = temp_path("port");
+    let log_path = temp_path("log");
+    let log = std::fs::File::create(&log_path).unwrap();
+    let mut child = Command::new(memcore_bin())
+        .args(["-p", "0", "-l", "127.0.0.1", "-u", "root", "--port-file"])
+        .arg(&port_path)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let port = read_port_file(&port_path, &mut child, Duration::from_secs(10))
+        .unwrap_or_else(|e| panic!("{args:?}: {e}; log: {}", std::fs::read_to_string(&log_path).unwrap_or_default()));
+    (child, port, log_path)
 }

@@ -279,6 +279,24 @@ pin_project! {
     }
 }
 
+// memcore patch: a listener from a bound, listening descriptor, so that
+// every executor can accept on its own dup of one UNIX socket.
+impl FromRawFd for UnixListener {
+    unsafe fn from_raw_fd(fd: RawFd) -> Self {
+        UnixListener {
+            reactor: Rc::downgrade(&crate::executor().reactor()),
+            listener: net::UnixListener::from_raw_fd(fd),
+        }
+    }
+}
+
+// memcore patch: the descriptor, as TcpStream gives it (FIONREAD).
+impl<B: RxBuf> AsRawFd for UnixStream<B> {
+    fn as_raw_fd(&self) -> RawFd {
+        self.stream.stream().as_raw_fd()
+    }
+}
+
 impl FromRawFd for UnixStream {
     unsafe fn from_raw_fd(fd: RawFd) -> Self {
         UnixStream {
@@ -385,6 +403,16 @@ impl<B: RxBuf> UnixStream<B> {
     /// ```
     pub fn peer_addr(&self) -> Result<SocketAddr> {
         self.stream.stream().peer_addr().map_err(Into::into)
+    }
+
+    /// memcore patch: read and write timeouts, as `TcpStream` has.
+    pub fn set_read_timeout(&self, dur: Option<std::time::Duration>) -> Result<()> {
+        self.stream.set_read_timeout(dur)
+    }
+
+    /// memcore patch: see `set_read_timeout`.
+    pub fn set_write_timeout(&self, dur: Option<std::time::Duration>) -> Result<()> {
+        self.stream.set_write_timeout(dur)
     }
 
     /// Returns the socket address of the local half of this Unix connection.
