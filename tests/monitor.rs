@@ -502,7 +502,14 @@ fn promtool() -> Option<&'static str> {
 fn the_documented_alert_rules_pass_promtool() {
     let Some(promtool) = promtool() else { return };
     let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/operations.md")).unwrap();
-    let rules = doc.split("```yaml\n").nth(1).and_then(|r| r.split("```").next()).expect("a yaml block of rules");
+    // The rules are the yaml block that starts with `groups:` (the page
+    // has other yaml, such as Kubernetes settings).
+    let rules = doc
+        .split("```yaml\n")
+        .skip(1)
+        .filter_map(|r| r.split("```").next())
+        .find(|r| r.starts_with("groups:"))
+        .expect("a yaml block of rules");
     let path = temp_path("rules.yml");
     std::fs::write(&path, rules).unwrap();
     let out = Command::new(promtool).arg("check").arg("rules").arg(&path).output().unwrap();
