@@ -173,7 +173,8 @@ fn help_lists_memcached_flags_in_memcached_order_then_memcores_own() {
             "memcore: process:",
             "memcore: memory and cores:",
             "memcore: compression:",
-            "memcore: replication:"
+            "memcore: replication:",
+            "memcore: monitoring:"
         ]
     );
 }
