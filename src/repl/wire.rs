@@ -46,8 +46,9 @@
 //! (`session_keys`), and every later frame is sealed (`Session`): its type
 //! and payload encrypted with ChaCha20-Poly1305 under the direction's key,
 //! the frame's number in this direction as the nonce, its length (in
-//! clear) as associated data, and the 16-byte tag after it. The tag is
-//! checked before a byte of the frame is decrypted or parsed; a changed,
+//! clear) as associated data, and the 16-byte tag after it. No byte of a
+//! frame is parsed before its tag passed (compared in constant time; on a
+//! failure what was decrypted is zeroed); a changed,
 //! dropped, replayed or reordered frame, or one from another session,
 //! fails it, and the link is dropped. A HELLO of another version
 //! (`MCREPL02`: HMAC-tagged frames in clear) is refused with a REFUSE
@@ -59,9 +60,8 @@
 //! Pure: imports nothing of memcore's; must not import route, server,
 //! protocol or storage (ops name keys and values, not the store's records).
 
-use chacha20poly1305::ChaCha20Poly1305;
-use chacha20poly1305::aead::{AeadInPlace, KeyInit};
 use hmac::{Hmac, Mac};
+use ring::aead::{Aad, CHACHA20_POLY1305, LessSafeKey, Nonce, Tag, UnboundKey};
 use sha2::Sha256;
 
 pub const MAGIC: &[u8; 8] = b"MCREPL03";
@@ -293,8 +293,8 @@ pub fn session_keys(secret: &[u8], nonce_l: &[u8], nonce_a: &[u8], nodes: (u16, 
 ///
 /// Sealed, a frame is its length (in clear: the receiver must find the
 /// frame's end; it is the associated data, so it cannot be changed) then
-/// its type and payload encrypted with ChaCha20-Poly1305 under the
-/// direction's key, then the 16-byte Poly1305 tag. The nonce is the
+/// its type and payload encrypted with ChaCha20-Poly1305 (ring's) under
+/// the direction's key, then the 16-byte Poly1305 tag. The nonce is the
 /// frame's number in this direction of this session (u64, little-endian,
 /// then 4 zero bytes): never reused under one key, and a frame replayed,
 /// dropped or moved is opened under another number and fails. The keys
@@ -302,7 +302,7 @@ pub fn session_keys(secret: &[u8], nonce_l: &[u8], nonce_a: &[u8], nodes: (u16, 
 /// recorded from another session fails too.
 #[derive(Clone)]
 pub struct Session {
-    aead: Option<ChaCha20Poly1305>,
+    aead: Option<LessSafeKey>,
     seq: u64,
 }
 
@@ -314,7 +314,8 @@ impl Session {
     }
 
     pub fn keyed(key: &[u8; 32]) -> Self {
-        Session { aead: Some(ChaCha20Poly1305::new(key.into())), seq: 0 }
+        let key = UnboundKey::new(&CHACHA20_POLY1305, key).expect("ChaCha20-Poly1305 takes a 32-byte key");
+        Session { aead: Some(LessSafeKey::new(key)), seq: 0 }
     }
 
     /// With a secret, keyed; without one, plain.
@@ -339,9 +340,9 @@ impl Session {
         let at = out.len();
         out.extend_from_slice(frame);
         let (head, body) = out[at..].split_at_mut(4);
-        match aead.encrypt_in_place_detached(&nonce.into(), head, body) {
+        match aead.seal_in_place_separate_tag(Nonce::assume_unique_for_key(nonce), Aad::from(&*head), body) {
             Ok(tag) => {
-                out.extend_from_slice(&tag);
+                out.extend_from_slice(tag.as_ref());
                 true
             }
             Err(_) => {
@@ -353,18 +354,18 @@ impl Session {
 
     /// Open `frame` (as received: length, then the sealed type and
     /// payload), the next frame of this direction, whose tag is `tag`:
-    /// the tag is checked first (in constant time), and only then is the
-    /// frame decrypted in place. False: changed, replayed, reordered or
-    /// foreign; `frame` is then not to be read. Plain: `tag` must be empty.
+    /// decrypted in place and its tag compared in constant time. True: the
+    /// frame now holds its type and payload. False: changed, replayed,
+    /// reordered or foreign; what was decrypted is zeroed (ring does so)
+    /// and nothing of the frame is to be read. Plain: `tag` must be empty.
     #[must_use]
     pub fn open(&mut self, frame: &mut [u8], tag: &[u8]) -> bool {
         let Some(aead) = &self.aead else { return tag.is_empty() };
-        if tag.len() != TAG_LEN || frame.len() < 4 {
-            return false;
-        }
+        let (Ok(tag), true) = (Tag::try_from(tag), frame.len() >= 4) else { return false };
         let Some(nonce) = next_nonce(&mut self.seq) else { return false };
         let (head, body) = frame.split_at_mut(4);
-        aead.decrypt_in_place_detached(&nonce.into(), head, body, tag.into()).is_ok()
+        let nonce = Nonce::assume_unique_for_key(nonce);
+        aead.open_in_place_separate_tag(nonce, Aad::from(&*head), tag, body, 0..).is_ok()
     }
 }
 
