@@ -81,9 +81,11 @@ fn converged(nodes: &[Node], limit: Duration) -> bool {
     })
 }
 
+/// With a secret (links sealed), as a group should run.
 #[test]
 fn a_write_on_any_node_is_readable_on_the_others_within_100ms() {
-    let nodes = group(3, 2, &[]);
+    let path = secret_file("100ms", b"three nodes");
+    let nodes = group(3, 2, &["--repl-secret", path.to_str().unwrap()]);
     all_linked(&nodes);
     let mut conns: Vec<Conn> = nodes.iter().map(|n| n.srv.conn()).collect();
     let mut worst = Duration::ZERO;
@@ -125,6 +127,7 @@ fn a_write_on_any_node_is_readable_on_the_others_within_100ms() {
     assert_eq!(s["repl_state"], "ok");
     assert_ne!(s["repl_digest"], "0000000000000000");
     assert!(s["peer0_items_received"].parse::<u64>().unwrap() > 0, "{s:?}");
+    let _ = std::fs::remove_file(path);
 }
 
 #[test]
@@ -177,8 +180,10 @@ fn conflicting_writes_on_all_nodes_converge() {
 #[test]
 fn a_node_killed_mid_load_and_restarted_empty_resyncs() {
     let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
-    // A small backlog, so the restarted node cannot catch up from it alone.
-    let extra = ["--repl-backlog", "1"];
+    // A small backlog, so the restarted node cannot catch up from it alone;
+    // sealed links, so the resync after a kill -9 goes sealed too.
+    let path = secret_file("kill", b"survives a kill");
+    let extra = ["--repl-backlog", "1", "--repl-secret", path.to_str().unwrap()];
     let mut nodes: Vec<Node> = (0..3).map(|i| start_node(i, &ports, 2, &extra)).collect();
     all_linked(&nodes);
     let addr = nodes[0].srv.addr.clone();
@@ -224,6 +229,7 @@ fn a_node_killed_mid_load_and_restarted_empty_resyncs() {
     // processed: the state must reach ok soon after.
     let ok = poll(Duration::from_secs(10), || repl_stats(&mut c2)["repl_state"] == "ok");
     assert!(ok, "still {:?}", repl_stats(&mut c2)["repl_state"]);
+    let _ = std::fs::remove_file(path);
 }
 
 #[test]
@@ -682,12 +688,29 @@ fn a_tampered_replayed_reordered_or_foreign_frame_drops_the_link() {
 
 /// A node of another version of the protocol (MCREPL02: frames in clear,
 /// HMAC-tagged) is refused at its HELLO with a REFUSE that names both
-/// versions, and the refusal is logged and counted.
+/// versions, and the refusal is logged and counted. The other way round,
+/// an old node closes on our MCREPL03 HELLO (played here by a listener
+/// that reads it and hangs up), and the linking node's log says why.
 #[test]
 fn a_peer_of_the_previous_protocol_version_is_refused_clearly() {
     let path = secret_file("version", b"same secret");
-    let ports = [free_port(), free_port()];
+    let old = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let ports = [free_port(), old.local_addr().unwrap().port()];
     let a = start_node(0, &ports, 1, &["--repl-secret", path.to_str().unwrap()]);
+    {
+        use std::io::Read;
+        let (mut s, _) = old.accept().unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        // The whole HELLO, as an old node reads it before it gives up.
+        let mut hello = [0u8; 5 + wire::HELLO_LEN];
+        s.read_exact(&mut hello).unwrap();
+        assert_eq!(&hello[5..13], wire::MAGIC);
+        assert_eq!(wire::MAGIC, b"MCREPL03");
+    }
+    let said = poll(Duration::from_secs(5), || {
+        a.srv.log().contains("closed before challenge (a node of an older replication protocol")
+    });
+    assert!(said, "{}", a.srv.log());
     let mut p = FakePeer::connect(a.repl_port);
     let mut out = Vec::new();
     wire::encode_hello(&mut out, &wire::Hello { node: FAKE_NODE, core: 0, epoch: 1, nonce: [7; wire::NONCE_LEN] });

@@ -142,6 +142,22 @@ class Node:
 
 def group(args, mode: str | None, log_dir: Path, threads=(1, 1, 1), cpus=("0", "1", "1"), mem_mb=1024,
           extra=()) -> list[Node]:
+    """`group_once`, tried again (with new ports) when a port that was free
+    a moment ago was taken by another process before a node bound it."""
+    for attempt in range(3):
+        try:
+            return group_once(args, mode, log_dir, threads, cpus, mem_mb, extra)
+        except PortTaken:
+            if attempt == 2:
+                raise
+    raise AssertionError("unreachable")
+
+
+class PortTaken(RuntimeError):
+    pass
+
+
+def group_once(args, mode: str | None, log_dir: Path, threads, cpus, mem_mb, extra) -> list[Node]:
     """The node under test, then its peers (none when mode is None); a mode
     ending in +sealed links them with the secret."""
     auth = REPL_AUTH
@@ -152,11 +168,18 @@ def group(args, mode: str | None, log_dir: Path, threads=(1, 1, 1), cpus=("0", "
     n = len(threads)
     ports = [free_port() for _ in range(n)]
     nodes = []
-    for i in range(n):
-        peers = ",".join(f"127.0.0.1:{p}" for j, p in enumerate(ports) if j != i)
-        repl = ["--repl-listen", f"127.0.0.1:{ports[i]}", "--peers", peers, "--node-id", str(i + 1),
-                *auth, "--repl-mode", mode, *extra]
-        nodes.append(Node(args.bin_dir, cpus[i], threads[i], mem_mb, repl, log_dir, f"{mode}{i}"))
+    try:
+        for i in range(n):
+            peers = ",".join(f"127.0.0.1:{p}" for j, p in enumerate(ports) if j != i)
+            repl = ["--repl-listen", f"127.0.0.1:{ports[i]}", "--peers", peers, "--node-id", str(i + 1),
+                    *auth, "--repl-mode", mode, *extra]
+            nodes.append(Node(args.bin_dir, cpus[i], threads[i], mem_mb, repl, log_dir, f"{mode}{i}"))
+    except RuntimeError as e:
+        for nd in nodes:
+            nd.stop()
+        if "address already in use" in str(e):
+            raise PortTaken(str(e)) from e
+        raise
     wait_linked(nodes)
     return nodes
 

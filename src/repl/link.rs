@@ -558,7 +558,7 @@ async fn handshake_out<H: Host>(
     wr.write_all(&out).await?;
     let p = expect_frame(frames, rd, wire::CHALLENGE, "challenge").await.map_err(|e| {
         if e.to_string().starts_with("closed before") {
-            err(format!("{e} (a node of an older replication protocol closes on this one's HELLO)"))
+            err(format!("{e} (a node of an older replication protocol, or one at its --repl-max-links, closes so)"))
         } else {
             e
         }
