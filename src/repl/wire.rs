@@ -299,8 +299,8 @@ pub fn session_keys(secret: &[u8], nonce_l: &[u8], nonce_a: &[u8], nodes: (u16, 
 /// then 4 zero bytes): never reused under one key, and a frame replayed,
 /// dropped or moved is opened under another number and fails. The keys
 /// are new for each session (both sides' nonces go into them), so a frame
-/// recorded from another session fails too.
-#[derive(Clone)]
+/// recorded from another session fails too. Not `Clone`: two copies of a
+/// sending side would seal two frames under one nonce.
 pub struct Session {
     aead: Option<LessSafeKey>,
     seq: u64,
