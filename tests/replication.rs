@@ -81,9 +81,11 @@ fn converged(nodes: &[Node], limit: Duration) -> bool {
     })
 }
 
+/// With a secret (links sealed), as a group should run.
 #[test]
 fn a_write_on_any_node_is_readable_on_the_others_within_100ms() {
-    let nodes = group(3, 2, &[]);
+    let path = secret_file("100ms", b"three nodes");
+    let nodes = group(3, 2, &["--repl-secret", path.to_str().unwrap()]);
     all_linked(&nodes);
     let mut conns: Vec<Conn> = nodes.iter().map(|n| n.srv.conn()).collect();
     let mut worst = Duration::ZERO;
@@ -125,6 +127,7 @@ fn a_write_on_any_node_is_readable_on_the_others_within_100ms() {
     assert_eq!(s["repl_state"], "ok");
     assert_ne!(s["repl_digest"], "0000000000000000");
     assert!(s["peer0_items_received"].parse::<u64>().unwrap() > 0, "{s:?}");
+    let _ = std::fs::remove_file(path);
 }
 
 #[test]
@@ -177,8 +180,10 @@ fn conflicting_writes_on_all_nodes_converge() {
 #[test]
 fn a_node_killed_mid_load_and_restarted_empty_resyncs() {
     let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
-    // A small backlog, so the restarted node cannot catch up from it alone.
-    let extra = ["--repl-backlog", "1"];
+    // A small backlog, so the restarted node cannot catch up from it alone;
+    // sealed links, so the resync after a kill -9 goes sealed too.
+    let path = secret_file("kill", b"survives a kill");
+    let extra = ["--repl-backlog", "1", "--repl-secret", path.to_str().unwrap()];
     let mut nodes: Vec<Node> = (0..3).map(|i| start_node(i, &ports, 2, &extra)).collect();
     all_linked(&nodes);
     let addr = nodes[0].srv.addr.clone();
@@ -224,6 +229,7 @@ fn a_node_killed_mid_load_and_restarted_empty_resyncs() {
     // processed: the state must reach ok soon after.
     let ok = poll(Duration::from_secs(10), || repl_stats(&mut c2)["repl_state"] == "ok");
     assert!(ok, "still {:?}", repl_stats(&mut c2)["repl_state"]);
+    let _ = std::fs::remove_file(path);
 }
 
 #[test]
@@ -455,14 +461,13 @@ impl FakePeer {
         let _ = self.s.write_all(b);
     }
 
-    /// One frame, tagged when the session is keyed.
+    /// One frame, sealed when the session is keyed.
     fn sealed(&mut self, kind: u8, payload: &[u8]) -> Vec<u8> {
+        let mut f = Vec::new();
+        wire::frame(&mut f, kind, payload);
+        let Some(tx) = &mut self.tx else { return f };
         let mut out = Vec::new();
-        wire::frame(&mut out, kind, payload);
-        if let Some(tx) = &mut self.tx {
-            let f = out.clone();
-            tx.seal(&f, &mut out);
-        }
+        assert!(tx.seal(&f, &mut out));
         out
     }
 
@@ -471,22 +476,20 @@ impl FakePeer {
         self.send(&b);
     }
 
-    /// The next frame (its tag checked when keyed), or None at the end of
-    /// the stream.
+    /// The next frame (opened when keyed), or None at the end of the
+    /// stream.
     fn frame(&mut self) -> Option<(u8, Vec<u8>)> {
         use std::io::Read;
         loop {
             let tag = self.rx.as_ref().map_or(0, wire::Session::tag_len);
-            if let Some((kind, range, used)) = wire::split_frame(&self.buf, 64 << 20).unwrap()
+            if let Some((_, range, used)) = wire::split_frame(&self.buf, 64 << 20).unwrap()
                 && self.buf.len() >= used + tag
             {
                 if let Some(rx) = &mut self.rx {
-                    assert!(
-                        rx.open(&self.buf[..used], &self.buf[used..used + tag]),
-                        "a frame from memcore fails its tag"
-                    );
+                    let (frame, tag) = self.buf[..used + tag].split_at_mut(used);
+                    assert!(rx.open(frame, tag), "a frame from memcore fails its tag");
                 }
-                let p = self.buf[range].to_vec();
+                let (kind, p) = (self.buf[4], self.buf[range].to_vec());
                 self.buf.drain(..used + tag);
                 return Some((kind, p));
             }
@@ -678,6 +681,136 @@ fn a_tampered_replayed_reordered_or_foreign_frame_drops_the_link() {
         assert!(!has(&mut conn, key), "{key} applied");
     }
     assert_eq!(a.srv.log().matches("failed its tag check").count(), 4, "{}", a.srv.log());
+    let s = repl_stats(&mut conn);
+    assert_eq!((s["repl_frames_rejected"].as_str(), s["repl_encrypted"].as_str()), ("4", "yes"), "{s:?}");
+    let _ = std::fs::remove_file(path);
+}
+
+/// A node of another version of the protocol (MCREPL02: frames in clear,
+/// HMAC-tagged) is refused at its HELLO with a REFUSE that names both
+/// versions, and the refusal is logged and counted. The other way round,
+/// an old node closes on our MCREPL03 HELLO (played here by a listener
+/// that reads it and hangs up), and the linking node's log says why.
+#[test]
+fn a_peer_of_the_previous_protocol_version_is_refused_clearly() {
+    let path = secret_file("version", b"same secret");
+    let old = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let ports = [free_port(), old.local_addr().unwrap().port()];
+    let a = start_node(0, &ports, 1, &["--repl-secret", path.to_str().unwrap()]);
+    {
+        use std::io::Read;
+        let (mut s, _) = old.accept().unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        // The whole HELLO, as an old node reads it before it gives up.
+        let mut hello = [0u8; 5 + wire::HELLO_LEN];
+        s.read_exact(&mut hello).unwrap();
+        assert_eq!(&hello[5..13], wire::MAGIC);
+        assert_eq!(wire::MAGIC, b"MCREPL03");
+    }
+    let said = poll(Duration::from_secs(5), || {
+        a.srv.log().contains("closed before challenge (a node of an older replication protocol")
+    });
+    assert!(said, "{}", a.srv.log());
+    let mut p = FakePeer::connect(a.repl_port);
+    let mut out = Vec::new();
+    wire::encode_hello(&mut out, &wire::Hello { node: FAKE_NODE, core: 0, epoch: 1, nonce: [7; wire::NONCE_LEN] });
+    // After the length (4) and the type (1), the magic.
+    out[5..13].copy_from_slice(b"MCREPL02");
+    p.send(&out);
+    let (kind, why) = p.frame().expect("an answer");
+    let why = String::from_utf8_lossy(&why).into_owned();
+    assert_eq!(kind, wire::REFUSE, "{why}");
+    assert!(why.contains("MCREPL02") && why.contains("MCREPL03"), "{why}");
+    assert!(p.closed());
+    assert!(poll(Duration::from_secs(5), || a.srv.log().contains("upgrade every node")), "{}", a.srv.log());
+    assert_eq!(repl_stats(&mut a.srv.conn())["repl_links_refused"], "1");
+    let _ = std::fs::remove_file(path);
+}
+
+/// A TCP relay on a loopback port that forwards every connection to
+/// `to` and records the bytes that pass either way.
+fn recording_relay(to: u16) -> (u16, std::sync::Arc<std::sync::Mutex<Vec<u8>>>) {
+    use std::sync::{Arc, Mutex};
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    let seen: Arc<Mutex<Vec<u8>>> = Arc::default();
+    let rec = seen.clone();
+    std::thread::spawn(move || {
+        for a in l.incoming().flatten() {
+            let Ok(b) = std::net::TcpStream::connect(("127.0.0.1", to)) else { continue };
+            for (mut from, mut into) in [(a.try_clone().unwrap(), b.try_clone().unwrap()), (b, a)] {
+                let rec = rec.clone();
+                std::thread::spawn(move || {
+                    use std::io::{Read, Write};
+                    let mut buf = [0u8; 65536];
+                    while let Ok(n) = from.read(&mut buf) {
+                        if n == 0 || into.write_all(&buf[..n]).is_err() {
+                            break;
+                        }
+                        rec.lock().unwrap().extend_from_slice(&buf[..n]);
+                    }
+                    let _ = into.shutdown(std::net::Shutdown::Both);
+                });
+            }
+        }
+    });
+    (port, seen)
+}
+
+/// Node 1 replicates to node 2 through a relay that records the wire:
+/// with a secret, the keys and values written (and the items sent in the
+/// resync) are nowhere in the recorded bytes, and node 2 has them all;
+/// with `--repl-insecure` the same capture shows them (so the capture
+/// would see them).
+#[test]
+fn a_wire_capture_between_two_nodes_shows_no_key_or_value_in_clear() {
+    let path = secret_file("capture", b"keep it quiet");
+    for secure in [true, false] {
+        let (p1, p2) = (free_port(), free_port());
+        let (relay, seen) = recording_relay(p2);
+        let mut sec = vec!["--compress", "off"];
+        let secret = path.to_str().unwrap();
+        sec.extend(if secure { vec!["--repl-secret", secret] } else { vec!["--repl-insecure"] });
+        let spawn = |id: &str, listen: u16, peer: u16| {
+            let (listen, peer) = (format!("127.0.0.1:{listen}"), format!("127.0.0.1:{peer}"));
+            let mut args = vec!["--repl-listen", &listen, "--peers", &peer, "--node-id", id];
+            args.extend_from_slice(&sec);
+            common::Server::spawn(common::memcore_bin(), common::Kind::Memcore, 1, &args)
+        };
+        // Node 1 reaches node 2 through the relay; node 2 reaches node 1
+        // directly.
+        let n1 = spawn("1", p1, relay);
+        let mut c1 = n1.conn();
+        // Written before node 2 is up: it gets these in a resync.
+        let val = |i: usize| format!("canary-value-{i:04}-{:x}", i * 0x9e37_79b9).repeat(3);
+        for i in 0..20 {
+            let key = format!("canary-key-{i:04}");
+            assert_eq!(c1.request(&store_cmd("set", &key, 0, 0, val(i).as_bytes())), b"STORED\r\n");
+        }
+        let n2 = spawn("2", p2, p1);
+        let mut c2 = n2.conn();
+        for i in 20..40 {
+            let key = format!("canary-key-{i:04}");
+            assert_eq!(c1.request(&store_cmd("set", &key, 0, 0, val(i).as_bytes())), b"STORED\r\n");
+        }
+        let all = poll(Duration::from_secs(10), || {
+            (0..40).all(|i| get(&mut c2, &format!("canary-key-{i:04}")) != b"END\r\n")
+        });
+        assert!(all, "node 2 did not get every item (secure: {secure})\n{}\n{}", n1.log(), n2.log());
+        let got = get(&mut c2, "canary-key-0031");
+        assert_eq!(got, [value("canary-key-0031", 0, val(31).as_bytes()), b"END\r\n".to_vec()].concat());
+        let wire = seen.lock().unwrap().clone();
+        assert!(wire.len() > 40 * 20, "the relay saw {} bytes", wire.len());
+        let shows = |needle: &[u8]| wire.windows(needle.len()).any(|w| w == needle);
+        let in_clear = (0..40).filter(|&i| shows(format!("canary-key-{i:04}").as_bytes())).count()
+            + (0..40).filter(|&i| shows(val(i).as_bytes())).count();
+        if secure {
+            assert_eq!(in_clear, 0, "key or value bytes in clear on an encrypted link");
+            assert!(!shows(b"canary"), "any part of a key or value in clear");
+        } else {
+            assert_eq!(in_clear, 80, "the capture sees a plaintext link's keys and values");
+        }
+    }
     let _ = std::fs::remove_file(path);
 }
 

@@ -45,8 +45,12 @@ REPO = Path(__file__).resolve().parents[2]
 TICK = os.sysconf("SC_CLK_TCK")
 STARTED: list[subprocess.Popen] = []
 # How the nodes authenticate each other: --repl-insecure, or --repl-secret
-# FILE with --secret (then every replication frame carries a tag).
+# FILE with --secret (then every replication frame is sealed: encrypted and
+# authenticated). A throughput configuration named MODE+sealed uses the
+# secret whatever --secret says (SEALED_AUTH), so sealed and clear links
+# alternate within one run.
 REPL_AUTH: list[str] = ["--repl-insecure"]
+SEALED_AUTH: list[str] = []
 
 
 def free_port() -> int:
@@ -138,17 +142,44 @@ class Node:
 
 def group(args, mode: str | None, log_dir: Path, threads=(1, 1, 1), cpus=("0", "1", "1"), mem_mb=1024,
           extra=()) -> list[Node]:
-    """The node under test, then its peers (none when mode is None)."""
+    """`group_once`, tried again (with new ports) when a port that was free
+    a moment ago was taken by another process before a node bound it."""
+    for attempt in range(3):
+        try:
+            return group_once(args, mode, log_dir, threads, cpus, mem_mb, extra)
+        except PortTaken:
+            if attempt == 2:
+                raise
+    raise AssertionError("unreachable")
+
+
+class PortTaken(RuntimeError):
+    pass
+
+
+def group_once(args, mode: str | None, log_dir: Path, threads, cpus, mem_mb, extra) -> list[Node]:
+    """The node under test, then its peers (none when mode is None); a mode
+    ending in +sealed links them with the secret."""
+    auth = REPL_AUTH
+    if mode is not None and mode.endswith("+sealed"):
+        mode, auth = mode.removesuffix("+sealed"), SEALED_AUTH
     if mode is None:
         return [Node(args.bin_dir, cpus[0], threads[0], mem_mb, list(extra), log_dir, "solo")]
     n = len(threads)
     ports = [free_port() for _ in range(n)]
     nodes = []
-    for i in range(n):
-        peers = ",".join(f"127.0.0.1:{p}" for j, p in enumerate(ports) if j != i)
-        repl = ["--repl-listen", f"127.0.0.1:{ports[i]}", "--peers", peers, "--node-id", str(i + 1),
-                *REPL_AUTH, "--repl-mode", mode, *extra]
-        nodes.append(Node(args.bin_dir, cpus[i], threads[i], mem_mb, repl, log_dir, f"{mode}{i}"))
+    try:
+        for i in range(n):
+            peers = ",".join(f"127.0.0.1:{p}" for j, p in enumerate(ports) if j != i)
+            repl = ["--repl-listen", f"127.0.0.1:{ports[i]}", "--peers", peers, "--node-id", str(i + 1),
+                    *auth, "--repl-mode", mode, *extra]
+            nodes.append(Node(args.bin_dir, cpus[i], threads[i], mem_mb, repl, log_dir, f"{mode}{i}"))
+    except RuntimeError as e:
+        for nd in nodes:
+            nd.stop()
+        if "address already in use" in str(e):
+            raise PortTaken(str(e)) from e
+        raise
     wait_linked(nodes)
     return nodes
 
@@ -271,9 +302,24 @@ def throughput(args, log_dir: Path):
         p99 = statistics.median(m["p99"] for m in res[c])
         peers = statistics.median(m["peers_cpu"] for m in res[c])
         name = "no peers" if c == "solo" else f"2 peers, {c}"
+        if c != "solo" and "+sealed" not in c:
+            name += " (sealed)" if args.secret else " (clear)"
         each = ", ".join(f"{m['ops']:,.0f}" for m in res[c])
         print(f"| {name} | {ops:,.0f} ({each}) | {paired(c, 'ops')} | {opc:,.0f} | {paired(c, 'ops_per_cpu_s')} | "
               f"{p50:.2f} / {p99:.2f} | {peers:.2f} |")
+    sealed = [c for c in configs if c.endswith("+sealed") and c.removesuffix("+sealed") in res]
+    if sealed:
+        print("\nSealed against clear links of the same mode, per round (same round, alternating):")
+        print("| mode | writes/s sealed / clear | node's ops per CPU-s sealed / clear | peers' CPU s sealed / clear |")
+        print("|---|---|---|---|")
+        for c in sealed:
+            base = c.removesuffix("+sealed")
+
+            def vs(key: str) -> str:
+                rs = sorted(m[key] / max(b[key], 1e-9) for m, b in zip(res[c], res[base]))
+                return f"{statistics.median(rs):.2f} [{rs[0]:.2f} .. {rs[-1]:.2f}]"
+
+            print(f"| {base} | {vs('ops')} | {vs('ops_per_cpu_s')} | {vs('peers_cpu')} |")
     to = [m.get("timeouts", 0) for c in configs for m in res[c]]
     print(f"\nsync/majority writes that timed out: {sum(to)}")
 
@@ -354,7 +400,8 @@ def main():
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--time", type=float, default=5, help="seconds per throughput run")
     p.add_argument("--configs", default="solo,async,sync,majority",
-                   help="throughput configurations: solo (no peers), async, sync, majority (two peers)")
+                   help="throughput configurations: solo (no peers), async, sync, majority (two peers); "
+                        "MODE+sealed: the same with --repl-secret (encrypted links) whatever --secret says")
     p.add_argument("--pipeline", type=int, default=1, help="requests in flight per connection")
     p.add_argument("--lag-time", type=float, default=10, help="seconds of load during the lag probe")
     p.add_argument("--resync-mib", type=int, default=1024)
@@ -363,17 +410,18 @@ def main():
     p.add_argument("--memtier", nargs="?", const=shutil.which("memtier_benchmark"), default=None,
                    help="use memtier_benchmark (from PATH, or this path) as the load generator")
     p.add_argument("--secret", action="store_true",
-                   help="link the nodes with --repl-secret (tagged frames) instead of --repl-insecure")
+                   help="link the nodes with --repl-secret (sealed frames) instead of --repl-insecure")
     args = p.parse_args()
     if os.cpu_count() and os.cpu_count() < 2:
         sys.exit("needs 2 CPUs (node on CPU 0, generator and peers on CPU 1)")
     parts = args.only.split(",")
     with tempfile.TemporaryDirectory(prefix="memcore-replbench-") as d:
         log_dir = Path(d)
+        secret = log_dir / "secret"
+        secret.write_text("bench secret\n")
+        SEALED_AUTH[:] = ["--repl-secret", str(secret)]
         if args.secret:
-            secret = log_dir / "secret"
-            secret.write_text("bench secret\n")
-            REPL_AUTH[:] = ["--repl-secret", str(secret)]
+            REPL_AUTH[:] = SEALED_AUTH
         try:
             print(f"binaries: {args.bin_dir}; generator: {args.memtier or 'memcore-bench'}", flush=True)
             if "throughput" in parts:

@@ -3,7 +3,9 @@
 //! applied to a small store. No panic, the same frames either way, nothing
 //! from beyond the allowed clock drift or over `-I` applied, memory
 //! (tombstones included) within the limit, the local clock not dragged,
-//! and session tags that fail on any changed byte. See
+//! and sealed frames (ChaCha20-Poly1305, the framing of a keyed
+//! session) that open to themselves in order and fail on any changed
+//! byte, a replay or a swap, while the raw bytes never open. See
 //! memcore_fuzz::check_repl.
 #![no_main]
 

@@ -216,9 +216,10 @@ impl LinkEnd {
     }
 }
 
-/// Reads whole frames off a stream, and checks each one's tag once the
-/// session is keyed. `next` is cancel-safe (bytes are kept in the reader
-/// between calls), so it can be raced with a timer.
+/// Reads whole frames off a stream, and opens each one (checks its tag,
+/// then decrypts it) once the session is keyed: nothing of a frame is
+/// read before its tag passed. `next` is cancel-safe (bytes are kept in
+/// the reader between calls), so it can be raced with a timer.
 struct FrameReader {
     buf: Vec<u8>,
     start: usize,
@@ -228,6 +229,9 @@ struct FrameReader {
     open: wire::Session,
     /// When bytes last arrived (or the reader was made).
     progress: Instant,
+    /// A frame failed to open: the link ends, and `repl_frames_rejected`
+    /// counts it (`count_rejected`).
+    rejected: bool,
 }
 
 impl FrameReader {
@@ -239,16 +243,18 @@ impl FrameReader {
             max,
             open: wire::Session::plain(),
             progress: Instant::now(),
+            rejected: false,
         }
     }
 
-    /// The whole next frame with its tag, when buffered.
+    /// The whole next frame with its tag, when buffered. Only its length
+    /// is looked at (sealed, the rest is not readable yet).
     fn split(&self) -> io::Result<Option<Buffered>> {
         let avail = &self.buf[self.start..self.end];
         match wire::split_frame(avail, self.max) {
             Err(e) => Err(err(format!("bad frame: {e:?}"))),
-            Ok(Some((kind, range, used))) if avail.len() >= used + self.open.tag_len() => {
-                Ok(Some((kind, range, used, used + self.open.tag_len())))
+            Ok(Some((_, range, used))) if avail.len() >= used + self.open.tag_len() => {
+                Ok(Some((range, used, used + self.open.tag_len())))
             }
             Ok(_) => Ok(None),
         }
@@ -256,12 +262,19 @@ impl FrameReader {
 
     /// The next frame: (type, payload). None at a clean end of stream.
     async fn next(&mut self, s: &mut (impl AsyncRead + Unpin)) -> io::Result<Option<(u8, Vec<u8>)>> {
+        if self.rejected {
+            return Err(err("the link already rejected a frame"));
+        }
         loop {
-            if let Some((kind, range, len, used)) = self.split()? {
-                let frame = &self.buf[self.start..self.start + len];
-                if !self.open.open(frame, &self.buf[self.start + len..self.start + used]) {
-                    return Err(err("a frame failed its tag check (changed, replayed, reordered or foreign)"));
+            if let Some((range, len, used)) = self.split()? {
+                let (frame, tag) = self.buf[self.start..self.start + used].split_at_mut(len);
+                if !self.open.open(frame, tag) {
+                    self.rejected = true;
+                    return Err(err(
+                        "a frame failed its tag check (changed, replayed, reordered or foreign); dropping the link",
+                    ));
                 }
+                let kind = frame[4];
                 let p = self.buf[self.start + range.start..self.start + range.end].to_vec();
                 self.start += used;
                 return Ok(Some((kind, p)));
@@ -300,11 +313,18 @@ impl FrameReader {
     }
 }
 
-/// A whole frame in the reader's buffer: (type, payload range, the frame's
+/// A whole frame in the reader's buffer: (payload range, the frame's
 /// length, the bytes it takes with its tag).
-type Buffered = (u8, std::ops::Range<usize>, usize, usize);
+type Buffered = (std::ops::Range<usize>, usize, usize);
 
-/// The sending side of a link: tags each frame for the session (once it
+/// Count a link's end by a frame that failed to open (`repl_frames_rejected`).
+fn count_rejected(sh: &ReplShared, frames: &FrameReader) {
+    if frames.rejected {
+        sh.frames_rejected.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// The sending side of a link: seals each frame for the session (once it
 /// is keyed) and remembers the last batch seq handed to the socket, which
 /// bounds the ACKs the peer may send.
 struct Sealed<W> {
@@ -321,7 +341,7 @@ impl<W: AsyncWrite + Unpin> Sealed<W> {
 
     /// Write `frames`: whole frames, one after another.
     async fn write_all(&mut self, frames: &[u8]) -> io::Result<()> {
-        let tagged = self.seal.tag_len() > 0;
+        let sealed = self.seal.tag_len() > 0;
         self.buf.clear();
         let mut rest = frames;
         while !rest.is_empty() {
@@ -332,13 +352,12 @@ impl<W: AsyncWrite + Unpin> Sealed<W> {
                 let seq = wire::Reader(&rest[range]).u64().unwrap_or(0);
                 self.sent.set(self.sent.get().max(seq));
             }
-            if tagged {
-                self.buf.extend_from_slice(&rest[..used]);
-                self.seal.seal(&rest[..used], &mut self.buf);
+            if sealed && !self.seal.seal(&rest[..used], &mut self.buf) {
+                return Err(err("the session used up its nonces; starting a new one"));
             }
             rest = &rest[used..];
         }
-        if tagged { self.inner.write_all(&self.buf).await } else { self.inner.write_all(frames).await }
+        if sealed { self.inner.write_all(&self.buf).await } else { self.inner.write_all(frames).await }
     }
 
     async fn close(&mut self) -> io::Result<()> {
@@ -444,7 +463,8 @@ async fn run_link<H: Host>(core: &Rc<H>, peer: usize) -> io::Result<()> {
     let (their_epoch, their_seq) =
         with_timeout(HANDSHAKE_TIMEOUT, handshake_out(&**core, peer, &mut frames, &mut rd, &mut wr))
             .await
-            .unwrap_or_else(|| Err(err(format!("no handshake within {} ms", HANDSHAKE_TIMEOUT.as_millis()))))?;
+            .unwrap_or_else(|| Err(err(format!("no handshake within {} ms", HANDSHAKE_TIMEOUT.as_millis()))))
+            .inspect_err(|_| count_rejected(sh, &frames))?;
 
     // ACKs and heartbeats arrive on their own task; it ends the link (and
     // wakes the writer) when the peer closes. A ticker (no timer per frame
@@ -505,6 +525,7 @@ async fn run_link<H: Host>(core: &Rc<H>, peer: usize) -> io::Result<()> {
                     Err(e) => break e.to_string(),
                 }
             };
+            count_rejected(sh, &frames);
             end.end(why);
             local(&*core).wake[peer].notify();
         })
@@ -535,7 +556,13 @@ async fn handshake_out<H: Host>(
     let mut out = Vec::new();
     wire::encode_hello(&mut out, &Hello { node: me, core: core.core_id() as u16, epoch, nonce: nonce_l });
     wr.write_all(&out).await?;
-    let p = expect_frame(frames, rd, wire::CHALLENGE, "challenge").await?;
+    let p = expect_frame(frames, rd, wire::CHALLENGE, "challenge").await.map_err(|e| {
+        if e.to_string().starts_with("closed before") {
+            err(format!("{e} (a node of an older replication protocol, or one at its --repl-max-links, closes so)"))
+        } else {
+            e
+        }
+    })?;
     let mut r = Reader(&p);
     let (their, nonce_a) = (|| Ok::<_, wire::WireError>((r.u16()?, r.bytes(NONCE_LEN)?)))()
         .ok()
@@ -809,12 +836,22 @@ async fn handshake_in<H: Host>(
     let sh = shared(core);
     let cfg = &sh.cfg;
     let me = u16::from(cfg.node_id);
-    let hello = match frames.next(rd).await {
+    let first = frames.next(rd).await;
+    let mut out = Vec::new();
+    if let Ok(Some((wire::HELLO, p))) = &first
+        && let Some(theirs) = wire::other_version(p)
+    {
+        let (theirs, ours) = (String::from_utf8_lossy(theirs), String::from_utf8_lossy(wire::MAGIC));
+        let why = format!("replication protocol {theirs} is not spoken here (this node speaks {ours})");
+        wire::frame(&mut out, wire::REFUSE, why.as_bytes());
+        let _ = wr.write_all(&out).await;
+        return Err(err(format!("{why}: upgrade every node of the group")));
+    }
+    let hello = match first {
         Ok(Some((kind, p))) => wire::parse_hello(kind, &p).ok(),
         _ => None,
     }
     .ok_or_else(|| err("not a memcore replication link (no valid HELLO)"))?;
-    let mut out = Vec::new();
     if hello.node == me {
         wire::frame(&mut out, wire::REFUSE, format!("node id {me} is taken by this node").as_bytes());
         let _ = wr.write_all(&out).await;
@@ -845,7 +882,6 @@ async fn handshake_in<H: Host>(
 
 async fn serve_inbound<H: Host>(core: &H, stream: TcpStream) -> io::Result<()> {
     let sh = shared(core);
-    let cfg = &sh.cfg;
     let (mut rd, wr) = futures_lite::io::split(stream);
     let mut wr = Sealed::new(wr);
     // Until the handshake passes, accept nothing bigger than a HELLO.
@@ -856,6 +892,22 @@ async fn serve_inbound<H: Host>(core: &H, stream: TcpStream) -> io::Result<()> {
         .inspect_err(|_| {
             sh.links_refused.fetch_add(1, Ordering::Relaxed);
         })?;
+    let r = serve_session(core, &hello, &mut frames, &mut rd, &mut wr).await;
+    count_rejected(sh, &frames);
+    r
+}
+
+/// An accepted link after its handshake: the resume point, then apply
+/// the peer's batches and acknowledge them.
+async fn serve_session<H: Host>(
+    core: &H,
+    hello: &Hello,
+    frames: &mut FrameReader,
+    rd: &mut (impl AsyncRead + Unpin),
+    wr: &mut Sealed<impl AsyncWrite + Unpin>,
+) -> io::Result<()> {
+    let sh = shared(core);
+    let cfg = &sh.cfg;
     frames.max = wire::MAX_FRAME;
     let stream_id = (hello.node, hello.core);
     let (epoch, seq) = sh.streams.lock().ok().and_then(|m| m.get(&stream_id).copied()).unwrap_or((0, 0));
@@ -880,10 +932,10 @@ async fn serve_inbound<H: Host>(core: &H, stream: TcpStream) -> io::Result<()> {
                 if last_write.elapsed() >= heartbeat {
                     out.clear();
                     wire::heartbeat(&mut out, unix_ms());
-                    write_within(&mut wr, &out, limit).await?;
+                    write_within(wr, &out, limit).await?;
                     last_write = Instant::now();
                 }
-                match frames.next_within(&mut rd, heartbeat.saturating_sub(last_write.elapsed())).await {
+                match frames.next_within(rd, heartbeat.saturating_sub(last_write.elapsed())).await {
                     Some(f) => break f?,
                     None if frames.progress.elapsed() >= limit => {
                         return Err(err(format!(
@@ -964,7 +1016,7 @@ async fn serve_inbound<H: Host>(core: &H, stream: TcpStream) -> io::Result<()> {
                 if !frames.has_frame() {
                     break;
                 }
-                match frames.next(&mut rd).await? {
+                match frames.next(rd).await? {
                     Some(f) => frame = f,
                     None => return Ok(()),
                 }
@@ -972,7 +1024,7 @@ async fn serve_inbound<H: Host>(core: &H, stream: TcpStream) -> io::Result<()> {
             if let Some(seq) = ack {
                 out.clear();
                 wire::frame(&mut out, wire::ACK, &seq.to_le_bytes());
-                write_within(&mut wr, &out, limit).await?;
+                write_within(wr, &out, limit).await?;
                 last_write = Instant::now();
             }
         }

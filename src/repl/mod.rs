@@ -163,6 +163,9 @@ pub struct ReplShared {
     /// Inbound connections closed at once: over the cap, or the handshake
     /// failed or took too long.
     pub links_refused: AtomicU64,
+    /// Links ended by a frame that failed to open: changed, replayed,
+    /// reordered, or from another session.
+    pub frames_rejected: AtomicU64,
     /// The newest flush_all this node took, shared by its cores' `ReplShard`s.
     pub flush_mark: Arc<apply::FlushMark>,
     /// Per core: the connections waiting for its links' ACKs (`sync` and
@@ -206,6 +209,7 @@ impl ReplShared {
             timeouts: AtomicU64::new(0),
             inbound_links: AtomicUsize::new(0),
             links_refused: AtomicU64::new(0),
+            frames_rejected: AtomicU64::new(0),
             flush_mark: Arc::default(),
             ack_waiters: (0..ncores).map(|_| AckWaiters::default()).collect(),
             cfg,
@@ -293,6 +297,8 @@ pub fn report(sh: Option<&ReplShared>, f: &ReplFigures, stat: &mut dyn FnMut(&st
     stat("repl_tombstones", &f.tombstones);
     stat("repl_ops_refused", &f.refused);
     stat("repl_links_refused", &sh.links_refused.load(Ordering::Relaxed));
+    stat("repl_frames_rejected", &sh.frames_rejected.load(Ordering::Relaxed));
+    stat("repl_encrypted", &if sh.cfg.secret().is_empty() { "no" } else { "yes" });
     stat("repl_write_timeouts", &sh.timeouts.load(Ordering::Relaxed));
     for (p, addr) in sh.cfg.peers.iter().enumerate() {
         let links: Vec<&LinkShared> = (0..sh.ncores).map(|c| sh.link(c, p)).collect();

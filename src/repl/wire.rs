@@ -3,11 +3,12 @@
 //! slices, no I/O.
 //!
 //! ```text
-//! frame     = len u32 (type + payload) | type u8 | payload [| tag [16] once the session is keyed]
-//! HELLO     = magic "MCREPL02" | node u16 | core u16 | epoch u64 | nonce [16]   (linking node)
+//! frame     = len u32 (type + payload) | type u8 | payload          (handshake, and --repl-insecure)
+//! sealed    = len u32 (type + payload) | ChaCha20-Poly1305(type u8 | payload) | tag [16]
+//! HELLO     = magic "MCREPL03" | node u16 | core u16 | epoch u64 | nonce [16]   (linking node)
 //! CHALLENGE = node u16 | nonce [16]                                           (accepting node)
 //! AUTH      = proof [32]          the linking node first, then the accepting node
-//! -- every frame from here on carries a tag (with a secret) --
+//! -- every frame from here on is sealed (with a secret) --
 //! RESUME    = epoch u64 | seq u64       last batch applied from this stream (0 0: none)
 //! BATCH     = seq u64 | op*             seq 0: part of a snapshot, not acked
 //! SNAP_BEGIN                            a full resync starts
@@ -42,22 +43,31 @@
 //! so neither side hands a proof to someone who has not shown the secret,
 //! and neither a replayed nor a reflected answer passes. Both then derive
 //! one session key per direction from the secret and both nonces
-//! (`session_keys`), and every later frame ends with a 16-byte tag:
-//! HMAC-SHA256(direction key, seq u64 | the frame's bytes), truncated, where
-//! seq counts the frames sent that way in this session. A changed, dropped,
-//! replayed or reordered frame, or one from another session, fails its
-//! check, and the link is dropped. Frames are authenticated, not encrypted.
+//! (`session_keys`), and every later frame is sealed (`Session`): its type
+//! and payload encrypted with ChaCha20-Poly1305 under the direction's key,
+//! the frame's number in this direction as the nonce, its length (in
+//! clear) as associated data, and the 16-byte tag after it. No byte of a
+//! frame is parsed before its tag passed (compared in constant time; on a
+//! failure what was decrypted is zeroed); a changed,
+//! dropped, replayed or reordered frame, or one from another session,
+//! fails it, and the link is dropped. A HELLO of another version
+//! (`MCREPL02`: HMAC-tagged frames in clear) is refused with a REFUSE
+//! naming both versions.
 //!
 //! Without a secret (`--repl-insecure`) the proofs use an empty key and
-//! frames carry no tag at all.
+//! frames go in clear with no tag at all.
 //!
 //! Pure: imports nothing of memcore's; must not import route, server,
 //! protocol or storage (ops name keys and values, not the store's records).
 
 use hmac::{Hmac, Mac};
+use ring::aead::{Aad, CHACHA20_POLY1305, LessSafeKey, Nonce, Tag, UnboundKey};
 use sha2::Sha256;
 
-pub const MAGIC: &[u8; 8] = b"MCREPL02";
+pub const MAGIC: &[u8; 8] = b"MCREPL03";
+/// Every version's magic starts so: a HELLO of another version is told
+/// apart from bytes that are not replication at all.
+pub const MAGIC_FAMILY: &[u8; 6] = b"MCREPL";
 pub const HELLO: u8 = 1;
 pub const CHALLENGE: u8 = 2;
 pub const AUTH: u8 = 3;
@@ -86,7 +96,7 @@ pub const OP_STATE: u8 = 7;
 
 pub const NONCE_LEN: usize = 16;
 pub const PROOF_LEN: usize = 32;
-/// The truncated HMAC-SHA256 that ends every frame of a keyed session.
+/// The Poly1305 tag that ends every frame of a keyed session.
 pub const TAG_LEN: usize = 16;
 pub const HELLO_LEN: usize = 8 + 2 + 2 + 8 + NONCE_LEN;
 /// Frames are at most this much larger than the largest item.
@@ -258,9 +268,11 @@ pub fn proof_ok(secret: &[u8], role: &[u8], first: &[u8], second: &[u8], nodes: 
 
 pub const ROLE_ACCEPTOR: &[u8] = b"memcore-repl acceptor";
 pub const ROLE_LINKER: &[u8] = b"memcore-repl linker";
-const SESSION_LABEL: &[u8] = b"memcore-repl session";
-const TO_ACCEPTOR: &[u8] = b"memcore-repl linker to acceptor";
-const TO_LINKER: &[u8] = b"memcore-repl acceptor to linker";
+// Versioned: the keys of an MCREPL03 session serve ChaCha20-Poly1305
+// only, never the HMAC tags of MCREPL02.
+const SESSION_LABEL: &[u8] = b"memcore-repl/3 session";
+const TO_ACCEPTOR: &[u8] = b"memcore-repl/3 linker to acceptor";
+const TO_LINKER: &[u8] = b"memcore-repl/3 acceptor to linker";
 
 /// The two directions' keys of the session that a handshake over these
 /// nonces opened: (linker → acceptor, acceptor → linker). An
@@ -275,22 +287,35 @@ pub fn session_keys(secret: &[u8], nonce_l: &[u8], nonce_a: &[u8], nodes: (u16, 
     (expand(TO_ACCEPTOR), expand(TO_LINKER))
 }
 
-/// One direction of a session: tags the frames sent (or checks those
-/// received) in order. Without a key, frames carry no tag.
-#[derive(Clone)]
+/// One direction of a session: seals the frames sent (or opens those
+/// received) in order. Without a key (`--repl-insecure`), frames go as
+/// they are.
+///
+/// Sealed, a frame is its length (in clear: the receiver must find the
+/// frame's end; it is the associated data, so it cannot be changed) then
+/// its type and payload encrypted with ChaCha20-Poly1305 (ring's) under
+/// the direction's key, then the 16-byte Poly1305 tag. The nonce is the
+/// frame's number in this direction of this session (u64, little-endian,
+/// then 4 zero bytes): never reused under one key, and a frame replayed,
+/// dropped or moved is opened under another number and fails. The keys
+/// are new for each session (both sides' nonces go into them), so a frame
+/// recorded from another session fails too. Not `Clone`: two copies of a
+/// sending side would seal two frames under one nonce.
 pub struct Session {
-    mac: Option<Hmac<Sha256>>,
+    aead: Option<LessSafeKey>,
     seq: u64,
 }
 
 impl Session {
-    /// No tags (before the handshake, and with `--repl-insecure`).
+    /// No tags, no encryption (before the handshake, and with
+    /// `--repl-insecure`).
     pub fn plain() -> Self {
-        Session { mac: None, seq: 0 }
+        Session { aead: None, seq: 0 }
     }
 
     pub fn keyed(key: &[u8; 32]) -> Self {
-        Session { mac: Some(<Hmac<Sha256> as Mac>::new_from_slice(key).expect("32-byte key")), seq: 0 }
+        let key = UnboundKey::new(&CHACHA20_POLY1305, key).expect("ChaCha20-Poly1305 takes a 32-byte key");
+        Session { aead: Some(LessSafeKey::new(key)), seq: 0 }
     }
 
     /// With a secret, keyed; without one, plain.
@@ -299,32 +324,68 @@ impl Session {
     }
 
     pub fn tag_len(&self) -> usize {
-        if self.mac.is_some() { TAG_LEN } else { 0 }
+        if self.aead.is_some() { TAG_LEN } else { 0 }
     }
 
-    fn next(&mut self, frame: &[u8]) -> Option<Hmac<Sha256>> {
-        let mut m = self.mac.clone()?;
-        m.update(&self.seq.to_le_bytes());
-        m.update(frame);
-        self.seq += 1;
-        Some(m)
-    }
-
-    /// Append the tag of `frame` (one whole frame, as sent) to `out`.
-    pub fn seal(&mut self, frame: &[u8], out: &mut Vec<u8>) {
-        if let Some(m) = self.next(frame) {
-            out.extend_from_slice(&m.finalize().into_bytes()[..TAG_LEN]);
+    /// Append `frame` (one whole frame: length, type, payload) to `out` as
+    /// it goes on the wire: sealed when keyed, as it is when plain. False
+    /// (nothing appended) only when the session used up its nonces.
+    #[must_use]
+    pub fn seal(&mut self, frame: &[u8], out: &mut Vec<u8>) -> bool {
+        let Some(aead) = &self.aead else {
+            out.extend_from_slice(frame);
+            return true;
+        };
+        let Some(nonce) = next_nonce(&mut self.seq) else { return false };
+        let at = out.len();
+        out.extend_from_slice(frame);
+        let (head, body) = out[at..].split_at_mut(4);
+        match aead.seal_in_place_separate_tag(Nonce::assume_unique_for_key(nonce), Aad::from(&*head), body) {
+            Ok(tag) => {
+                out.extend_from_slice(tag.as_ref());
+                true
+            }
+            Err(_) => {
+                out.truncate(at);
+                false
+            }
         }
     }
 
-    /// Is `tag` the tag of `frame`, the next frame of this direction?
-    /// Constant-time in the tag's bytes.
-    pub fn open(&mut self, frame: &[u8], tag: &[u8]) -> bool {
-        match self.next(frame) {
-            None => tag.is_empty(),
-            Some(m) => tag.len() == TAG_LEN && m.verify_truncated_left(tag).is_ok(),
-        }
+    /// Open `frame` (as received: length, then the sealed type and
+    /// payload), the next frame of this direction, whose tag is `tag`:
+    /// decrypted in place and its tag compared in constant time. True: the
+    /// frame now holds its type and payload. False: changed, replayed,
+    /// reordered or foreign; what was decrypted is zeroed (ring does so)
+    /// and nothing of the frame is to be read. Plain: `tag` must be empty.
+    #[must_use]
+    pub fn open(&mut self, frame: &mut [u8], tag: &[u8]) -> bool {
+        let Some(aead) = &self.aead else { return tag.is_empty() };
+        let (Ok(tag), true) = (Tag::try_from(tag), frame.len() >= 4) else { return false };
+        let Some(nonce) = next_nonce(&mut self.seq) else { return false };
+        let (head, body) = frame.split_at_mut(4);
+        let nonce = Nonce::assume_unique_for_key(nonce);
+        aead.open_in_place_separate_tag(nonce, Aad::from(&*head), tag, body, 0..).is_ok()
     }
+}
+
+/// The nonce of a direction's next frame, counting it. A session never
+/// wraps its count (2^64 frames): it fails instead, and the link starts a
+/// new session.
+fn next_nonce(seq: &mut u64) -> Option<[u8; 12]> {
+    if *seq == u64::MAX {
+        return None;
+    }
+    let mut n = [0u8; 12];
+    n[..8].copy_from_slice(&seq.to_le_bytes());
+    *seq += 1;
+    Some(n)
+}
+
+/// Is this HELLO payload one of another version of this protocol (an
+/// older or newer node), rather than no replication at all? Its magic.
+pub fn other_version(p: &[u8]) -> Option<&[u8]> {
+    (p.len() >= MAGIC.len() && p.starts_with(MAGIC_FAMILY) && &p[..MAGIC.len()] != MAGIC).then(|| &p[..MAGIC.len()])
 }
 
 /// One replicated operation, borrowed from a batch.
@@ -644,18 +705,44 @@ mod tests {
         frames
             .iter()
             .map(|&(kind, p)| {
+                let mut f = Vec::new();
+                frame(&mut f, kind, p);
                 let mut b = Vec::new();
-                frame(&mut b, kind, p);
-                let f = b.clone();
-                s.seal(&f, &mut b);
+                assert!(s.seal(&f, &mut b));
                 b
             })
             .collect()
     }
 
+    /// Open a sealed frame: its type and payload when it passes.
+    fn opened(s: &mut Session, sealed: &[u8]) -> Option<(u8, Vec<u8>)> {
+        let (_, range, used) = split_frame(sealed, 1000).ok().flatten()?;
+        let mut f = sealed[..used].to_vec();
+        s.open(&mut f, &sealed[used..]).then(|| (f[4], f[range].to_vec()))
+    }
+
     fn opens(s: &mut Session, sealed: &[u8]) -> bool {
-        let (_, _, used) = split_frame(sealed, 1000).unwrap().unwrap();
-        s.open(&sealed[..used], &sealed[used..])
+        opened(s, sealed).is_some()
+    }
+
+    #[test]
+    fn sealed_frames_hide_their_bytes_and_open_to_what_was_sealed() {
+        let (la, _) = session_keys(b"s3cret", &[1; 16], &[2; 16], (1, 2));
+        let value = b"a value nobody on the wire may read";
+        let sent = sealed(&mut Session::keyed(&la), &[(BATCH, value), (BATCH, value)]);
+        for f in &sent {
+            assert!(!f.windows(8).any(|w| value.windows(8).any(|v| v == w)), "no 8 bytes of the value in clear");
+            assert_eq!(&f[..4], &(1 + value.len() as u32).to_le_bytes(), "the length stays in clear");
+        }
+        assert_ne!(sent[0], sent[1], "one nonce per frame: the same frame seals differently");
+        let mut rx = Session::keyed(&la);
+        assert_eq!(opened(&mut rx, &sent[0]), Some((BATCH, value.to_vec())));
+        assert_eq!(opened(&mut rx, &sent[1]), Some((BATCH, value.to_vec())));
+        let mut exhausted = Session::keyed(&la);
+        exhausted.seq = u64::MAX;
+        assert!(!exhausted.seal(b"\x01\0\0\0\x08", &mut Vec::new()), "no nonce is ever reused");
+        assert!(other_version(b"MCREPL02rest").is_some() && other_version(MAGIC).is_none());
+        assert!(other_version(b"GET foo\r\n").is_none());
     }
 
     #[test]
@@ -675,10 +762,7 @@ mod tests {
         for i in 0..sent[0].len() {
             let mut bad = sent[0].clone();
             bad[i] ^= 0x40;
-            let mut rx = Session::keyed(&la);
-            let ok =
-                split_frame(&bad, 1000).ok().flatten().is_some_and(|(_, _, used)| rx.open(&bad[..used], &bad[used..]));
-            assert!(!ok, "a flipped bit at {i} fails");
+            assert!(!opens(&mut Session::keyed(&la), &bad), "a flipped bit at {i} fails");
         }
         let (other, _) = session_keys(b"s3cret", &[1; 16], &[3; 16], (1, 2));
         assert!(!opens(&mut Session::keyed(&other), &sent[0]), "a frame from another session fails");

@@ -53,19 +53,23 @@ def client(srv: Server) -> Client:
 @pytest.fixture
 def two_groups(tmp_path) -> List[List[Server]]:
     """Two replica groups of two nodes (node ids 1 and 2 in each; the groups
-    do not know each other), with their links up."""
+    do not know each other), with their links up. Group 0 shares a secret
+    (its links are encrypted), group 1 runs with --repl-insecure."""
     binary = server_bin()
     if EXTERNAL_ADDR or os.path.basename(binary).startswith("memcached"):
         pytest.skip("replication groups need spawned memcore processes")
     groups: List[List[Server]] = []
     started: List[Server] = []
+    secret = tmp_path / "repl-secret"
+    secret.write_bytes(b"group zero secret\n")
+    security = [["--repl-secret", str(secret)], ["--repl-insecure"]]
     try:
         for g in range(2):
             ports = [free_port(), free_port()]
             nodes = []
             for i in range(2):
                 extra = ["--repl-listen", f"127.0.0.1:{ports[i]}", "--peers", f"127.0.0.1:{ports[1 - i]}",
-                         "--node-id", str(i + 1), "--repl-insecure"]
+                         "--node-id", str(i + 1)] + security[g]
                 srv = spawn_server(binary, 2, tmp_path, extra=extra, tag=f"group{g}-node{i}")
                 started.append(srv)
                 nodes.append(srv)
@@ -73,6 +77,8 @@ def two_groups(tmp_path) -> List[List[Server]]:
         for srv in started:
             up = wait_until(lambda: repl_stats(srv).get("peer0_state") == "connected", timeout=10)
             assert up, f"{srv.addr}: link not up: {repl_stats(srv)}\n{srv.stderr_tail()}"
+        for g, nodes in enumerate(groups):
+            assert all(repl_stats(s)["repl_encrypted"] == ("yes" if g == 0 else "no") for s in nodes)
         yield groups
     finally:
         finish_all(started)
