@@ -26,7 +26,7 @@
 
 use super::meta::MetaRequest;
 use super::{KEY_MAX_LENGTH, MAX_LINE_WITHOUT_NEWLINE, READ_BUFFER};
-use crate::item::item_total_size;
+use crate::item::{c_number, c_strtoull, item_total_size};
 
 /// Limits the parser needs to know to decide between buffering a data block
 /// and swallowing it.
@@ -299,7 +299,8 @@ pub fn parse<'a>(buf: &'a [u8], limits: &Limits) -> Parsed<'a> {
         return Parsed::Close { msg: None };
     }
     let line_end = if nl > 0 && buf[nl - 1] == b'\r' { nl - 1 } else { nl };
-    let line = &buf[..line_end];
+    // memcached reads the line as a C string: it ends at its first NUL.
+    let line = &buf[..memchr(0, &buf[..line_end]).unwrap_or(line_end)];
     let consumed = nl + 1;
     let t = Tokens::split(line);
     let error = |msg| Parsed::Error { msg, consumed, noreply: false };
@@ -573,43 +574,27 @@ pub(super) fn memchr(needle: u8, hay: &[u8]) -> Option<usize> {
     hay.iter().position(|&b| b == needle)
 }
 
-/// Unsigned decimal with an optional leading `+`; no sign, no overflow.
+/// memcached's `safe_strtoull` (a delta, a CAS value): see `c_strtoull`.
+/// `+`, `-0`, leading zeros and whitespace inside the token are accepted
+/// as memcached accepts them.
 pub fn parse_u64(tok: &[u8]) -> Option<u64> {
-    let digits = tok.strip_prefix(b"+").unwrap_or(tok);
-    if digits.is_empty() || digits.len() > 20 {
-        return None;
-    }
-    let mut v: u64 = 0;
-    for &b in digits {
-        if !b.is_ascii_digit() {
-            return None;
-        }
-        v = v.checked_mul(10)?.checked_add((b - b'0') as u64)?;
-    }
-    Some(v)
+    c_strtoull(tok)
 }
 
+/// memcached's `safe_strtoul` (flags): as `parse_u64`, but memcore refuses
+/// what does not fit 32 bits where memcached truncates it.
 pub(super) fn parse_u32(tok: &[u8]) -> Option<u32> {
     parse_u64(tok).and_then(|v| u32::try_from(v).ok())
 }
 
-/// Signed decimal within `lo..=hi`.
-fn parse_signed(tok: &[u8], lo: i64, hi: i64) -> Option<i64> {
-    let (neg, digits) = match tok.first() {
-        Some(b'-') => (true, &tok[1..]),
-        _ => (false, tok),
-    };
-    let v = parse_u64(digits)? as i128;
-    let v = if neg { -v } else { v };
-    (lo as i128..=hi as i128).contains(&v).then_some(v as i64)
-}
-
 /// A data length (memcached's 32-bit safe_strtol), an exptime or a delay.
-/// memcached 1.6.18 reads exptimes and delays with strtol and then
-/// truncates them to 32 bits, so 2147483648 becomes a time in the past and
-/// the item silently vanishes; memcore refuses what does not fit instead.
+/// memcached 1.6.18 reads them with strtol (64-bit) and then truncates them
+/// to 32 bits, so 2147483648 becomes a time in the past and the item
+/// silently vanishes; memcore refuses what does not fit instead.
 pub(super) fn parse_i32(tok: &[u8]) -> Option<i64> {
-    parse_signed(tok, i32::MIN as i64, i32::MAX as i64)
+    let (neg, v) = c_number(tok)?;
+    let v = if neg { -(v as i128) } else { v as i128 };
+    (i32::MIN as i128..=i32::MAX as i128).contains(&v).then_some(v as i64)
 }
 
 #[cfg(test)]

@@ -20,18 +20,11 @@ pub enum StoreMode {
     Cas,
 }
 
-/// memcached's `safe_strtoull` applied to a stored value for incr/decr:
-/// leading whitespace, digits, then the end or whitespace.
+/// memcached's `safe_strtoull` applied to a stored value for incr/decr
+/// (`crate::item::c_strtoull`): the value read as a C string (up to a NUL),
+/// leading whitespace, a sign, digits, then the end or whitespace.
 pub fn parse_stored_number(value: &[u8]) -> Option<u64> {
-    let start = value.iter().position(|b| !b.is_ascii_whitespace())?;
-    let v = &value[start..];
-    let v = v.strip_prefix(b"+").unwrap_or(v);
-    let end = v.iter().position(|b| !b.is_ascii_digit()).unwrap_or(v.len());
-    if end == 0 || (end < v.len() && !v[end].is_ascii_whitespace()) {
-        return None;
-    }
-    // Digits only: `parse` fails on overflow alone.
-    std::str::from_utf8(&v[..end]).ok()?.parse().ok()
+    crate::item::c_strtoull(value)
 }
 
 impl Store {

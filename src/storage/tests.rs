@@ -719,6 +719,9 @@ fn stored_numbers_parse_like_strtoull() {
     assert_eq!(parse_stored_number(b"-1"), None);
     assert_eq!(parse_stored_number(b""), None);
     assert_eq!(parse_stored_number(b"18446744073709551616"), None);
+    // A C string: a NUL ends it; `-0` is 0 (memcached 1.6.18).
+    assert_eq!(parse_stored_number(b"0\0b"), Some(0));
+    assert_eq!(parse_stored_number(b"-0"), Some(0));
 }
 
 /// `check` plus the byte accounting: the segments' live, dead and free

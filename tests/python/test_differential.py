@@ -14,14 +14,18 @@ see tests/common/mod.rs).
 
 from __future__ import annotations
 
+import random
 import re
 import shutil
 import socket
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 
 import pytest
 
+import diffcampaign
 from conftest import EXTERNAL_ADDR, finish, server_bin, spawn_server
+from mchelpers import Raw
 
 CASES = [
     b"set k 0 0 1\r\na\r\nappend k 5 5 2\r\nbc\r\nget k\r\n",
@@ -67,6 +71,14 @@ CASES = [
     b"set k 0 0 1\r\nx\r\nget k",
     b"x" * 3000,
     b"get " + b"k" * 3000,
+    # Numbers as memcached's safe_strto* read them (glibc strtoull/strtol).
+    b"set n 0 0 2\r\n-0\r\nincr n 5\r\nincr n -0\r\nincr n +1\r\nincr n 0000000000000000000000001\r\n"
+    b"incr n \t1\r\ndecr n 1\t\r\nincr n -18446744073709551615\r\nincr n -1\r\nincr n 1-\r\nget n\r\n",
+    b"cas k -0 -0 1 -0\r\nx\r\nset k -0 \t0 +1\r\nx\r\ngets k\r\ntouch k \t100\r\nflush_all -0\r\n",
+    # A stored value is a C string for incr: a NUL ends it.
+    b"set n 0 0 3\r\n7\x00b\r\nincr n 1\r\nget n\r\n",
+    # A command line is a C string too: it ends at its first NUL.
+    b"set k 0 0 1\r\nx\r\nget k\x00junk\r\nset k 0 7\x00x 1\r\ny\r\nget k\r\n\x00get k\r\n",
 ]
 
 
@@ -95,15 +107,31 @@ def normalise(b: bytes) -> bytes:
     return re.sub(rb"VERSION [^\r]*\r\n", b"VERSION <v>\r\n", b)
 
 
-@pytest.mark.skipif(EXTERNAL_ADDR is not None, reason="compares two spawned servers")
-@pytest.mark.parametrize("threads", [1, 2])
-def test_replies_match_memcached_byte_for_byte(threads, tmp_path):
+@contextmanager
+def memcached_and_memcore(threads, tmp_path, extra=()):
+    """A fresh memcached (-t 1) and memcore (-t `threads`), both with
+    `extra` flags; both ended (and checked alive) afterwards."""
     memcached = shutil.which("memcached")
     if memcached is None:
         pytest.fail("memcached is not installed (CI installs it with apt-get)")
-    ref = spawn_server(memcached, 1, tmp_path, tag="memcached")
-    ours = spawn_server(server_bin(), threads, tmp_path, tag="memcore")
+    ref = spawn_server(memcached, 1, tmp_path, extra=extra, tag="memcached")
+    ours = spawn_server(server_bin(), threads, tmp_path, extra=extra, tag="memcore")
     try:
+        # Both answer before the first case: a case's replies are read
+        # until 150 ms of silence, which a server still starting (under
+        # load) could exceed.
+        for srv in (ref, ours):
+            assert Raw(srv.host, srv.port).cmd(b"version\r\n").startswith(b"VERSION ")
+        yield ref, ours
+    finally:
+        finish(ours)
+        finish(ref)
+
+
+@pytest.mark.skipif(EXTERNAL_ADDR is not None, reason="compares two spawned servers")
+@pytest.mark.parametrize("threads", [1, 2])
+def test_replies_match_memcached_byte_for_byte(threads, tmp_path):
+    with memcached_and_memcore(threads, tmp_path) as (ref, ours):
         diffs = []
         pool = ThreadPoolExecutor(2)
         for case in CASES:
@@ -111,6 +139,25 @@ def test_replies_match_memcached_byte_for_byte(threads, tmp_path):
             if normalise(want) != normalise(got):
                 diffs.append(f"{case[:70]!r}\n  memcached: {want[:200]!r}\n  memcore:   {got[:200]!r}")
         assert not diffs, "replies differ:\n" + "\n".join(diffs)
-    finally:
-        finish(ours)
-        finish(ref)
+
+
+# The randomized campaign (diffcampaign.py): fixed seeds, plus one new seed
+# per run, printed so that a failure can be replayed with
+# `python3 tests/python/diffcampaign.py MEMCACHED_PORT MEMCORE_PORT SEED`.
+CAMPAIGN_SEEDS = list(range(1, 13))
+RANDOM_SEED = random.SystemRandom().randrange(1000, 10**9)
+
+
+@pytest.mark.skipif(EXTERNAL_ADDR is not None, reason="compares two spawned servers")
+@pytest.mark.parametrize("threads", [1, 2])
+def test_random_streams_match_memcached(threads, tmp_path):
+    print(f"random campaign seed: {RANDOM_SEED}")
+    with memcached_and_memcore(threads, tmp_path, diffcampaign.SERVER_FLAGS) as (ref, ours):
+        pool = ThreadPoolExecutor(2)
+        for seed in CAMPAIGN_SEEDS + [RANDOM_SEED]:
+            want, got = pool.map(lambda port: diffcampaign.play(port, seed), [ref.port, ours.port])
+            diff = diffcampaign.first_difference(want, got)
+            assert diff is None, (f"seed {seed} (-t {threads}): replay with "
+                                  f"`python3 tests/python/diffcampaign.py <memcached port> "
+                                  f"<memcore port> {seed}` against servers started with "
+                                  f"{' '.join(diffcampaign.SERVER_FLAGS)}\n{diff}")
