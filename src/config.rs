@@ -143,11 +143,21 @@ struct Args {
     /// for 4 intervals is dropped and reconnected)
     #[arg(long = "repl-heartbeat", default_value_t = crate::repl::DEFAULT_HEARTBEAT_MS, value_name = "MS")]
     repl_heartbeat: u64,
+    /// ASCII authentication: a file of user:password lines; a connection's
+    /// first command must be `set <any> 0 0 <n>` with "user password" as data
+    #[arg(short = 'Y', long = "auth-file", value_name = "FILE")]
+    auth_file: Option<String>,
+    /// TLS on the client ports (-o ssl_chain_cert=,ssl_key= required;
+    /// -l notls:ADDR:PORT keeps a port plain)
+    #[arg(short = 'Z', long = "enable-ssl")]
+    enable_ssl: bool,
     /// Verbose logging (-v, -vv, -vvv)
     #[arg(short = 'v', long = "verbose", action = ArgAction::Count)]
     verbose: u8,
-    /// memcached extended options (-o name=value,...): idle_timeout=SECONDS
-    /// is honoured; the others are accepted and ignored with a warning
+    /// memcached extended options (-o name=value,...): idle_timeout=SECONDS,
+    /// ssl_chain_cert=, ssl_key=, ssl_ca_cert=, ssl_verify_mode=0..3 and
+    /// ssl_min_version=tlsv1.2|tlsv1.3 are honoured; the others are accepted
+    /// and ignored with a warning
     #[arg(short = 'o', long = "extended")]
     extended: Vec<String>,
     /// Print help
@@ -191,6 +201,33 @@ pub struct Config {
     pub repl: Option<crate::repl::ReplConfig>,
     /// Paths and names as given, for `server::startup`.
     pub unresolved: Unresolved,
+    /// `-Y FILE`: the auth file, read by the server at start and on SIGHUP.
+    pub auth_file: Option<String>,
+    /// `-Z`: TLS on the client ports not marked `notls:`.
+    pub tls: Option<TlsSettings>,
+    /// Filled by `server::startup` beside `listen`: whether each address
+    /// was given as `notls:` (plain even with `-Z`).
+    pub listen_plain: Vec<bool>,
+}
+
+/// `-Z` with `-o ssl_*`: paths as given (the server reads the files at
+/// start and on SIGHUP).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TlsSettings {
+    pub chain_cert: String,
+    pub key: String,
+    pub ca_cert: Option<String>,
+    /// memcached's ssl_verify_mode: 0 none, 1 verify a client certificate
+    /// if one is given, 2 require one, 3 require one once (rustls never
+    /// renegotiates, so 3 is 2).
+    pub verify_mode: u8,
+    pub min_version: TlsMinVersion,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TlsMinVersion {
+    Tls12,
+    Tls13,
 }
 
 /// What the command line names but only the running system can answer:
@@ -304,6 +341,8 @@ fn check(a: Args, cpus: &[usize]) -> Result<Config, String> {
         ));
     }
     let mut idle_timeout = None;
+    let (mut chain_cert, mut key, mut ca_cert, mut verify_mode, mut min_version) =
+        (None, None, None, 0u8, TlsMinVersion::Tls12);
     for o in a.extended.iter().flat_map(|o| o.split(',')).map(str::trim).filter(|o| !o.is_empty()) {
         let (name, value) = o.split_once('=').unwrap_or((o, ""));
         match name {
@@ -311,6 +350,27 @@ fn check(a: Args, cpus: &[usize]) -> Result<Config, String> {
                 let secs: u64 =
                     value.parse().map_err(|_| format!("bad -o idle_timeout={value}: a number of seconds"))?;
                 idle_timeout = (secs > 0).then(|| std::time::Duration::from_secs(secs));
+            }
+            "ssl_chain_cert" => chain_cert = Some(value.to_string()),
+            "ssl_key" => key = Some(value.to_string()),
+            "ssl_ca_cert" => ca_cert = Some(value.to_string()),
+            "ssl_verify_mode" => {
+                verify_mode = match value.parse::<u8>() {
+                    Ok(m) if m <= 3 => m,
+                    _ => return Err(format!("bad -o ssl_verify_mode={value}: 0, 1, 2 or 3")),
+                }
+            }
+            "ssl_min_version" => {
+                min_version = match value {
+                    "tlsv1.2" => TlsMinVersion::Tls12,
+                    "tlsv1.3" => TlsMinVersion::Tls13,
+                    "tlsv1" | "tlsv1.0" | "tlsv1.1" => {
+                        return Err(format!(
+                            "-o ssl_min_version={value} is not supported: memcore speaks TLS 1.2 and 1.3 only"
+                        ));
+                    }
+                    _ => return Err(format!("bad -o ssl_min_version={value}: tlsv1.2 or tlsv1.3")),
+                }
             }
             _ => warnings.push(format!("extended option -o {o} is not supported and was ignored")),
         }
@@ -348,6 +408,13 @@ fn check(a: Args, cpus: &[usize]) -> Result<Config, String> {
     let compress =
         CompressConfig { enabled: a.compress == "on", min_size: a.compress_min.max(1), level: a.compress_level, dict };
     let repl = check_repl(&a, threads, &mut warnings)?;
+    let tls = match (a.enable_ssl, chain_cert, key) {
+        (false, ..) => None,
+        (true, Some(chain_cert), Some(key)) if !chain_cert.is_empty() && !key.is_empty() => {
+            Some(TlsSettings { chain_cert, key, ca_cert, verify_mode, min_version })
+        }
+        (true, ..) => return Err("-Z needs -o ssl_chain_cert=FILE,ssl_key=FILE".into()),
+    };
     let unresolved = Unresolved {
         listen: a.listen.clone(),
         port: a.port,
@@ -380,6 +447,9 @@ fn check(a: Args, cpus: &[usize]) -> Result<Config, String> {
         warnings,
         repl,
         unresolved,
+        auth_file: a.auth_file,
+        tls,
+        listen_plain: Vec::new(),
     })
 }
 

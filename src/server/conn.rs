@@ -12,8 +12,13 @@ use std::io;
 use std::pin::pin;
 use std::rc::Rc;
 
+use std::sync::Arc;
+
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
-use glommio::net::TcpStream;
+
+use super::auth::{AuthFile, log_failure};
+use super::tls::ClientStream;
+use crate::protocol::auth::{FAILURE, Gate, parse_gate};
 
 use crate::protocol::encode::{self, encode_line};
 use crate::protocol::{GetKind, Parsed, READ_BUFFER, Request, parse, parse_get_rest};
@@ -53,7 +58,7 @@ enum Stop {
 pub struct Conn {
     core: Rc<Core>,
     id: usize,
-    stream: TcpStream,
+    stream: ClientStream,
     inbuf: Vec<u8>,
     start: usize,
     end: usize,
@@ -71,10 +76,13 @@ pub struct Conn {
     spliced: Vec<u8>,
     /// What this connection holds, charged to its core's `ConnBudget`.
     charge: Charge,
+    /// `-Y`: the credentials to check until this connection authenticates;
+    /// None once it has (or when the server needs none).
+    auth: Option<Arc<AuthFile>>,
 }
 
 impl Conn {
-    pub fn new(core: Rc<Core>, id: usize, stream: TcpStream) -> Self {
+    pub fn new(core: Rc<Core>, id: usize, stream: ClientStream, auth: Option<Arc<AuthFile>>) -> Self {
         let ncores = core.ncores;
         Conn {
             core,
@@ -90,6 +98,7 @@ impl Conn {
             batch: Batch::new(ncores, INITIAL_BUFFER),
             spliced: Vec::new(),
             charge: Charge::default(),
+            auth,
         }
     }
 
@@ -276,6 +285,15 @@ impl Conn {
                 self.need = 0;
                 return Stop::NeedInput;
             }
+            if self.auth.is_some() {
+                match self.authenticate(now) {
+                    Some(stop) => return stop,
+                    None => {
+                        handled += 1;
+                        continue;
+                    }
+                }
+            }
             let parsed = match self.get_rest {
                 Some((kind, exptime)) => parse_get_rest(avail, kind, exptime),
                 None => parse(avail, &core.limits),
@@ -350,6 +368,42 @@ impl Conn {
         }
     }
 
+    /// `-Y`, before the connection authenticated: answer what it sent as
+    /// memcached does (`protocol::auth`). None: one command answered, go on.
+    fn authenticate(&mut self, now: u64) -> Option<Stop> {
+        let avail = &self.inbuf[self.start..self.end];
+        match parse_gate(avail) {
+            Gate::Incomplete { need } => {
+                self.need = need;
+                Some(Stop::NeedInput)
+            }
+            Gate::Close => Some(Stop::Close),
+            Gate::Refuse { msg, consumed } => {
+                encode_line(&mut self.batch.out, msg);
+                self.start += consumed;
+                None
+            }
+            Gate::Attempt { user, password, consumed } => {
+                let ok = self.auth.as_ref().is_some_and(|a| a.current().check(user, password));
+                {
+                    let c = &mut self.core.shard.borrow_mut().counters;
+                    c.auth_cmds += 1;
+                    c.auth_errors += u64::from(!ok);
+                }
+                if ok {
+                    self.auth = None;
+                    self.batch.out.extend_from_slice(encode::STORED);
+                } else {
+                    let peer = self.core.conns.borrow().get(self.id).map(|c| c.peer);
+                    log_failure(peer, user, now);
+                    encode_line(&mut self.batch.out, FAILURE);
+                }
+                self.start += consumed;
+                None
+            }
+        }
+    }
+
     /// Wait until the core's connection budget has `room` bytes, or
     /// `BUDGET_WAIT` passed. Other connections free theirs as their clients
     /// read; a client that never reads must not hold this one forever.
@@ -386,6 +440,7 @@ impl Conn {
         let b = &mut self.batch;
         if !b.out.is_empty() {
             self.stream.write_all(&b.out).await?;
+            self.stream.flush().await?;
             self.core.shard.borrow_mut().counters.bytes_written += b.out.len() as u64;
             let b = &mut self.batch;
             b.out.clear();
@@ -554,7 +609,7 @@ impl Drop for Conn {
 
 /// Whether the socket holds bytes not read yet (FIONREAD; the stream is
 /// unbuffered, so nothing is held on this side).
-fn input_waiting(stream: &TcpStream) -> bool {
+fn input_waiting(stream: &ClientStream) -> bool {
     use std::os::fd::AsRawFd;
     let mut n: libc::c_int = 0;
     // SAFETY: FIONREAD stores one int through the pointer given.

@@ -23,10 +23,12 @@
 //! (privileges, pid file, executors). Sits on top: imports `route`, `repl`,
 //! `storage`, `config`; nothing below imports it.
 
+pub mod auth;
 pub mod conn;
 pub mod listener;
 pub mod signal;
 pub mod startup;
+pub mod tls;
 pub mod trainer;
 
 use std::os::fd::{FromRawFd, RawFd};
@@ -103,6 +105,12 @@ pub fn run(mut cfg: Config) -> Result<(), String> {
     // Replication's descriptors come on top of the clients' budget, so
     // peers (or strangers at the replication port) cannot use up `-c`.
     raise_fd_limit(cfg.conn_limit + cfg.repl.as_ref().map_or(0, |r| r.fd_budget(n)));
+    // Read before privileges go, as memcached does: the key may be
+    // readable by root only. SIGHUP reads them again as the user it runs as.
+    let security = Arc::new(Security {
+        auth: cfg.auth_file.as_deref().map(auth::AuthFile::load).transpose()?.map(Arc::new),
+        tls: cfg.tls.as_ref().map(tls::Tls::load).transpose()?.map(Arc::new),
+    });
     drop_privileges(cfg.user.as_deref())?;
     // As memcached: written by the user the server runs as. Removed on every
     // way out of this function, so a failed start leaves none behind.
@@ -151,7 +159,7 @@ pub fn run(mut cfg: Config) -> Result<(), String> {
     let mesh = MeshBuilder::<Frame, _>::full(n, MESH_CAPACITY);
     let mut handles = Vec::new();
     for (i, core_fds) in fds.into_iter().enumerate() {
-        let (g, m) = (global.clone(), mesh.clone());
+        let (g, m, sec) = (global.clone(), mesh.clone(), security.clone());
         let repl_fd = repl_fds[i].take();
         let cpu = g.cfg.cpus[i];
         let mut builder = LocalExecutorBuilder::new(Placement::Fixed(cpu));
@@ -162,7 +170,7 @@ pub fn run(mut cfg: Config) -> Result<(), String> {
             .name(&format!("memcore-{i}"))
             .io_memory(IO_MEMORY)
             .preempt_timer(PREEMPT_TIMER)
-            .spawn(move || core_main(g, m, core_fds, repl_fd))
+            .spawn(move || core_main(g, m, core_fds, repl_fd, sec))
             .map_err(|e| format!("cannot start executor on CPU {cpu}: {e}"))?;
         handles.push(h);
     }
@@ -171,9 +179,16 @@ pub fn run(mut cfg: Config) -> Result<(), String> {
         std::thread::Builder::new()
             .name("memcore-signals".into())
             .spawn(move || {
-                let sig = signal::wait_termination_signal();
-                log::info!("signal {sig} received, shutting down");
-                g.shutdown.trigger();
+                loop {
+                    match signal::wait_signal() {
+                        signal::Signal::Reload => security.reload(),
+                        signal::Signal::Terminate(sig) => {
+                            log::info!("signal {sig} received, shutting down");
+                            g.shutdown.trigger();
+                            return;
+                        }
+                    }
+                }
             })
             .map_err(|e| format!("cannot start signal thread: {e}"))?;
     }
@@ -191,6 +206,35 @@ pub fn run(mut cfg: Config) -> Result<(), String> {
     failure.map_or(Ok(()), Err)
 }
 
+/// What client connections must pass before their first request: the `-Y`
+/// credentials and the `-Z` TLS configuration, each reloaded on SIGHUP.
+struct Security {
+    auth: Option<Arc<auth::AuthFile>>,
+    tls: Option<Arc<tls::Tls>>,
+}
+
+impl Security {
+    /// SIGHUP: read the auth file and the certificates again; what fails to
+    /// read leaves the old in force, and the log says so.
+    fn reload(&self) {
+        if let Some(a) = &self.auth {
+            match a.reload() {
+                Ok(n) => log::info!("SIGHUP: auth file {} reloaded, {n} entries", a.path),
+                Err(e) => log::error!("SIGHUP: {e}; the previous credentials stay in force"),
+            }
+        }
+        if let Some(t) = &self.tls {
+            match t.reload() {
+                Ok(()) => log::info!("SIGHUP: TLS certificates reloaded; new connections use them"),
+                Err(e) => log::error!("SIGHUP: {e}; the previous certificates stay in force"),
+            }
+        }
+        if self.auth.is_none() && self.tls.is_none() {
+            log::info!("SIGHUP: nothing to reload (no -Y, no -Z)");
+        }
+    }
+}
+
 /// A secret key for a hash over client keys (see `storage::HashKey`).
 fn random_hash_key() -> HashKey {
     let b = crate::repl::random_bytes::<16>();
@@ -203,6 +247,7 @@ async fn core_main(
     mesh: MeshBuilder<Frame, glommio::channels::channel_mesh::Full>,
     fds: Vec<RawFd>,
     repl_fd: Option<Vec<RawFd>>,
+    security: Arc<Security>,
 ) -> Result<(), String> {
     // glommio 0.9's first timer in an executor fires tens of ms late.
     glommio::timer::sleep(Duration::from_millis(1)).await;
@@ -261,11 +306,14 @@ async fn core_main(
 
     let gate = Rc::new(glommio::sync::Gate::new());
     let mut accept_tasks = Vec::new();
-    for fd in fds {
+    for (i, fd) in fds.into_iter().enumerate() {
         // SAFETY: the fd is a bound, listening, non-blocking TCP socket that
         // nothing else owns.
         let listener = unsafe { TcpListener::from_raw_fd(fd) };
-        accept_tasks.push(glommio::spawn_local(accept_loop(core.clone(), listener, gate.clone())));
+        let plain = global.cfg.listen_plain.get(i).copied().unwrap_or(false);
+        let tls = security.tls.clone().filter(|_| !plain);
+        let auth = security.auth.clone();
+        accept_tasks.push(glommio::spawn_local(accept_loop(core.clone(), listener, gate.clone(), tls, auth)));
     }
 
     global.shutdown.wait().await;
@@ -305,7 +353,13 @@ async fn core_main(
 }
 
 /// Accept connections until shutdown, enforcing `-c` over all cores.
-async fn accept_loop(core: Rc<Core>, listener: TcpListener, gate: Rc<glommio::sync::Gate>) {
+async fn accept_loop(
+    core: Rc<Core>,
+    listener: TcpListener,
+    gate: Rc<glommio::sync::Gate>,
+    tls: Option<Arc<tls::Tls>>,
+    auth: Option<Arc<auth::AuthFile>>,
+) {
     let waker = Rc::new(std::cell::RefCell::new(None));
     core.accept_wakers.borrow_mut().push(waker.clone());
     loop {
@@ -357,9 +411,28 @@ async fn accept_loop(core: Rc<Core>, listener: TcpListener, gate: Rc<glommio::sy
         }
         log::debug!("core {}: connection from {peer}", core.id);
         let c = core.clone();
+        let (tls, auth) = (tls.clone(), auth.clone());
         let spawned = gate.spawn(async move {
-            if let Err(e) = conn::Conn::new(c.clone(), id, stream).run().await {
-                log::debug!("connection {peer}: {e}");
+            // The handshake runs here, on the core that accepted.
+            let stream = match tls {
+                None => Ok(tls::ClientStream::Plain(stream)),
+                Some(t) => tls::accept(t.current(), stream).await,
+            };
+            match stream {
+                Ok(stream) => {
+                    if let Err(e) = conn::Conn::new(c.clone(), id, stream, auth).run().await {
+                        log::debug!("connection {peer}: {e}");
+                    }
+                }
+                Err(tls::Refused::Plain) => auth::log_limited(unix_now(), |dropped| {
+                    log::warn!(
+                        "connection from {peer} spoke plain text to a TLS port; told so and closed{}",
+                        auth::dropped_note(dropped)
+                    )
+                }),
+                Err(tls::Refused::Failed(e)) => auth::log_limited(unix_now(), |dropped| {
+                    log::warn!("TLS handshake from {peer} failed: {e}{}", auth::dropped_note(dropped))
+                }),
             }
             c.conns.borrow_mut().try_remove(id);
             c.shard.borrow_mut().counters.curr_connections -= 1;
