@@ -584,6 +584,17 @@ fn render_settings(core: &Core, out: &mut Vec<u8>) {
     encode_stat(out, "item_size_max", cfg.item_size_max);
     encode_stat(out, "flush_enabled", if cfg.flush_enabled { "yes" } else { "no" });
     encode_stat(out, "idle_timeout", cfg.idle_timeout.map_or(0, |t| t.as_secs()));
+    // memcached's names for -Y and -Z (its "(null)" and "NULL" for unset).
+    encode_stat(out, "auth_enabled_sasl", "no");
+    encode_stat(out, "auth_enabled_ascii", cfg.auth_file.as_deref().unwrap_or("no"));
+    let tls = cfg.tls.as_ref();
+    encode_stat(out, "ssl_enabled", if tls.is_some() { "yes" } else { "no" });
+    encode_stat(out, "ssl_chain_cert", tls.map_or("(null)", |t| &t.chain_cert));
+    encode_stat(out, "ssl_key", tls.map_or("(null)", |t| &t.key));
+    encode_stat(out, "ssl_verify_mode", tls.map_or(0, |t| t.verify_mode));
+    encode_stat(out, "ssl_ca_cert", tls.and_then(|t| t.ca_cert.as_deref()).unwrap_or("NULL"));
+    let min = tls.map_or(crate::config::TlsMinVersion::Tls12, |t| t.min_version);
+    encode_stat(out, "ssl_min_version", if min == crate::config::TlsMinVersion::Tls13 { "tlsv1.3" } else { "tlsv1.2" });
     encode_stat(out, "conn_memory", cfg.conn_memory);
     encode_stat(out, "memory_per_core", core.shard.borrow().store.limit());
     encode_stat(out, "cores", cfg.cpus.iter().map(|c| c.to_string()).collect::<Vec<_>>().join(","));

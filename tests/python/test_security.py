@@ -298,6 +298,13 @@ def test_tls_and_plain_listeners_side_by_side(pki, spawn):
     assert c.get_many([f"m{i}" for i in range(50)] + ["k"]) == {"k": b"x" * 100_000}
     c.close()
     assert Raw("127.0.0.1", plain_port).get_values(b"get k\r\n")[b"k"][1] == b"x" * 100_000
+    r = Raw("127.0.0.1", plain_port)
+    r.send(b"stats settings\r\n")
+    settings = {}
+    while (ln := r.line()) != b"END":
+        settings[ln.split(b" ")[1]] = ln.split(b" ", 2)[2]
+    assert settings[b"ssl_enabled"] == b"yes" and settings[b"ssl_verify_mode"] == b"0"
+    r.close()
     # A plain client on the TLS port is told, then closed.
     r = socket.create_connection(("127.0.0.1", tls_port), timeout=CLIENT_TIMEOUT)
     r.sendall(b"version\r\n")
