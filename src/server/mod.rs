@@ -424,15 +424,22 @@ async fn accept_loop(
                         log::debug!("connection {peer}: {e}");
                     }
                 }
-                Err(tls::Refused::Plain) => auth::log_limited(unix_now(), |dropped| {
-                    log::warn!(
-                        "connection from {peer} spoke plain text to a TLS port; told so and closed{}",
-                        auth::dropped_note(dropped)
-                    )
-                }),
-                Err(tls::Refused::Failed(e)) => auth::log_limited(unix_now(), |dropped| {
-                    log::warn!("TLS handshake from {peer} failed: {e}{}", auth::dropped_note(dropped))
-                }),
+                Err(tls::Refused::Gone) => log::debug!("connection from {peer} closed before its TLS handshake"),
+                Err(tls::Refused::Plain) => {
+                    c.shard.borrow_mut().counters.ssl_handshake_errors += 1;
+                    auth::log_limited(unix_now(), |dropped| {
+                        log::warn!(
+                            "connection from {peer} spoke plain text to a TLS port; told so and closed{}",
+                            auth::dropped_note(dropped)
+                        )
+                    })
+                }
+                Err(tls::Refused::Failed(e)) => {
+                    c.shard.borrow_mut().counters.ssl_handshake_errors += 1;
+                    auth::log_limited(unix_now(), |dropped| {
+                        log::warn!("TLS handshake from {peer} failed: {e}{}", auth::dropped_note(dropped))
+                    })
+                }
             }
             c.conns.borrow_mut().try_remove(id);
             c.shard.borrow_mut().counters.curr_connections -= 1;

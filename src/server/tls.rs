@@ -119,6 +119,8 @@ pub fn server_config(s: &TlsSettings) -> Result<ServerConfig, String> {
 pub enum Refused {
     /// The client spoke plain text; it was told so.
     Plain,
+    /// It closed before sending anything (a TCP health check, a scan).
+    Gone,
     /// It went away, took too long, or the handshake failed (a certificate
     /// refused, no common protocol): the reason, for the log.
     Failed(String),
@@ -129,7 +131,7 @@ pub async fn accept(config: Arc<ServerConfig>, mut stream: TcpStream) -> Result<
     let handshake = async {
         let mut first = [0u8; 1];
         match stream.peek(&mut first).await {
-            Ok(0) => return Err(Refused::Failed("closed before the handshake".into())),
+            Ok(0) => return Err(Refused::Gone),
             Ok(_) if first[0] != TLS_HANDSHAKE => {
                 let _ = stream.write_all(PLAIN_ON_TLS_PORT).await;
                 let _ = stream.close().await;

@@ -14,6 +14,7 @@ from __future__ import annotations
 import datetime
 import ipaddress
 import os
+import re
 import signal
 import socket
 import ssl
@@ -269,12 +270,12 @@ def client_ctx(pki, ca="a", cert=None):
     return ctx
 
 
-def tls_cmd(port, ctx, data=b"version\r\n"):
+def tls_cmd(port, ctx, data=b"version\r\n", until=b"\r\n"):
     with socket.create_connection(("127.0.0.1", port), timeout=CLIENT_TIMEOUT) as raw:
         with ctx.wrap_socket(raw, server_hostname="127.0.0.1") as s:
             s.sendall(data)
             out = b""
-            while not out.endswith(b"\r\n"):
+            while not out.endswith(until):
                 chunk = s.recv(4096)
                 if not chunk:
                     break
@@ -334,6 +335,8 @@ def test_client_certificates_are_verified(pki, spawn):
             # TLS 1.3: the refusal may come at the first read instead.
             assert out.startswith(b"VERSION "), out
     poll(lambda: "Expired" in srv.log() or "expired" in srv.log(), what="expired certificate logged")
+    out = tls_cmd(port, client_ctx(pki, cert="a-client"), b"stats\r\n", until=b"END\r\n")
+    assert int(re.search(rb"STAT ssl_handshake_errors (\d+)", out).group(1)) == 3, out
     # Mode 1: a certificate is optional, but one given must verify.
     srv = spawn(*tls_flags(pki, verify=1))
     (port,) = srv.ports(1)
