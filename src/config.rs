@@ -627,6 +627,35 @@ mod tests {
     }
 
     #[test]
+    fn auth_and_tls_flags_are_memcacheds() {
+        let c = run(&["-Y", "/etc/auth"]).unwrap();
+        assert_eq!((c.auth_file.as_deref(), c.tls.is_none()), (Some("/etc/auth"), true));
+        let c = run(&["-Z", "-o", "ssl_chain_cert=c.pem,ssl_key=k.pem", "-o", "ssl_verify_mode=2,ssl_ca_cert=ca.pem"])
+            .unwrap();
+        let want = TlsSettings {
+            chain_cert: "c.pem".into(),
+            key: "k.pem".into(),
+            ca_cert: Some("ca.pem".into()),
+            verify_mode: 2,
+            min_version: TlsMinVersion::Tls12,
+        };
+        assert_eq!(c.tls, Some(want));
+        let c = run(&["--enable-ssl", "-o", "ssl_chain_cert=c,ssl_key=k,ssl_min_version=tlsv1.3"]).unwrap();
+        assert_eq!(c.tls.unwrap().min_version, TlsMinVersion::Tls13);
+        // ssl_* without -Z: accepted, TLS stays off (as memcached).
+        assert!(run(&["-o", "ssl_chain_cert=c,ssl_key=k"]).unwrap().tls.is_none());
+        for (args, want) in [
+            (&["-Z"][..], "-Z needs"),
+            (&["-Z", "-o", "ssl_chain_cert=c"], "-Z needs"),
+            (&["-Z", "-o", "ssl_chain_cert=c,ssl_key=k,ssl_verify_mode=4"], "ssl_verify_mode"),
+            (&["-Z", "-o", "ssl_chain_cert=c,ssl_key=k,ssl_min_version=tlsv1.1"], "not supported"),
+        ] {
+            let e = run(args).unwrap_err();
+            assert!(e.contains(want) && !e.contains('\n'), "{args:?}: {e}");
+        }
+    }
+
+    #[test]
     fn replication_flags_are_checked() {
         assert!(run(&[]).unwrap().repl.is_none());
         let c = run(&[

@@ -17,8 +17,10 @@
 //! termination`) and hold at least two space-separated words (else `bad
 //! authentication token format`): the user and the password.
 //!
-//! Bounds (hostile input): a line with no newline after `MAX_LINE` bytes
-//! closes the connection, as memcached; a data block longer than
+//! Bounds (hostile input): a line longer than `MAX_LINE` bytes closes the
+//! connection (memcached closes when 1 KiB came without a newline; memcore
+//! also when the newline came in the same read, so that the verdict does
+//! not depend on how the bytes were cut); a data block longer than
 //! `MAX_TOKEN` closes it too (memcached waits for it in a fixed buffer and
 //! drops the connection when it cannot fit).
 //!
@@ -53,6 +55,11 @@ pub fn parse_gate(buf: &[u8]) -> Gate<'_> {
     let Some(nl) = buf.iter().position(|&b| b == b'\n') else {
         return if buf.len() > MAX_LINE { Gate::Close } else { Gate::Incomplete { need: 0 } };
     };
+    if nl > MAX_LINE {
+        // Closed whether or not its newline came in the same read, so that
+        // the verdict does not depend on how the bytes were cut.
+        return Gate::Close;
+    }
     let line = &buf[..nl];
     let words: Vec<&[u8]> = line.split(|&b| b == b' ').filter(|w| !w.is_empty()).take(5).collect();
     let size = match words.as_slice() {
@@ -135,6 +142,9 @@ mod tests {
     #[test]
     fn hostile_lengths_close() {
         assert_eq!(parse_gate(&[b'a'; MAX_LINE + 1]), Gate::Close);
+        let mut long = vec![b'a'; MAX_LINE + 1];
+        long.extend_from_slice(b"\r\n");
+        assert_eq!(parse_gate(&long), Gate::Close);
         assert_eq!(parse_gate(b"set a 0 0 100000\r\n"), Gate::Close);
         assert_eq!(
             parse_gate(b"set a 0 0 99999999999999999999999\r\n"),
