@@ -3,8 +3,8 @@
 //! handshake done by the connection's task on the core that accepted it.
 //!
 //! ```text
-//! accept (core k) ─▶ peek 1 byte ─┬─ 0x16 (a TLS record) ─▶ handshake ─▶ Conn (core k)
-//!                                 └─ anything else ─▶ "SERVER_ERROR this port requires TLS", close
+//! accept (core k) ─▶ first read ─┬─ 0x16 (a TLS record) ─▶ handshake ─▶ Conn (core k)
+//!                                └─ anything else ─▶ "SERVER_ERROR this port requires TLS", close
 //! ```
 //!
 //! A reload swaps the `ServerConfig` that new handshakes take; connections
@@ -24,7 +24,7 @@ use std::sync::{Arc, RwLock};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use futures_lite::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use futures_lite::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use futures_rustls::rustls::{self, ServerConfig, pki_types::pem::PemObject};
 use futures_rustls::server::TlsStream;
 use glommio::net::TcpStream;
@@ -36,6 +36,8 @@ use crate::config::{TlsMinVersion, TlsSettings};
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// The first byte of a TLS handshake record.
 const TLS_HANDSHAKE: u8 = 0x16;
+/// Bytes read before the handshake starts (a ClientHello fits, usually).
+const FIRST_READ: usize = 2048;
 pub const PLAIN_ON_TLS_PORT: &[u8] = b"SERVER_ERROR this port requires TLS\r\n";
 
 /// The TLS settings and the `ServerConfig` built from their files.
@@ -129,17 +131,22 @@ pub enum Refused {
 /// The handshake for a connection accepted on a TLS port.
 pub async fn accept(config: Arc<ServerConfig>, mut stream: TcpStream) -> Result<ClientStream, Refused> {
     let handshake = async {
-        let mut first = [0u8; 1];
-        match stream.peek(&mut first).await {
+        // Read (not peek: glommio's peek missed its wake-up for about one
+        // connection in a hundred) the first bytes, then hand them to rustls
+        // ahead of the rest of the stream.
+        let mut first = vec![0u8; FIRST_READ];
+        let n = match stream.read(&mut first).await {
             Ok(0) => return Err(Refused::Gone),
-            Ok(_) if first[0] != TLS_HANDSHAKE => {
-                let _ = stream.write_all(PLAIN_ON_TLS_PORT).await;
-                let _ = stream.close().await;
-                return Err(Refused::Plain);
-            }
-            Ok(_) => {}
+            Ok(n) => n,
             Err(e) => return Err(Refused::Failed(e.to_string())),
+        };
+        if first[0] != TLS_HANDSHAKE {
+            let _ = stream.write_all(PLAIN_ON_TLS_PORT).await;
+            let _ = stream.close().await;
+            return Err(Refused::Plain);
         }
+        first.truncate(n);
+        let stream = Prefixed { prefix: first, at: 0, inner: stream };
         let tls = futures_rustls::TlsAcceptor::from(config)
             .accept(stream)
             .await
@@ -153,20 +160,58 @@ pub async fn accept(config: Arc<ServerConfig>, mut stream: TcpStream) -> Result<
     .await
 }
 
+/// The socket with the bytes read before the handshake put back in front.
+pub struct Prefixed {
+    prefix: Vec<u8>,
+    at: usize,
+    inner: TcpStream,
+}
+
+impl AsyncRead for Prefixed {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        if this.at < this.prefix.len() {
+            let n = buf.len().min(this.prefix.len() - this.at);
+            buf[..n].copy_from_slice(&this.prefix[this.at..this.at + n]);
+            this.at += n;
+            if this.at == this.prefix.len() {
+                this.prefix = Vec::new();
+                this.at = 0;
+            }
+            return Poll::Ready(Ok(n));
+        }
+        Pin::new(&mut this.inner).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Prefixed {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+    }
+
+    fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_close(cx)
+    }
+}
+
 /// A client connection's byte stream: plain, or TLS over the socket. The
 /// plain socket stays inline (the common path takes no extra indirection);
 /// the TLS session, tens of KiB of buffers, is boxed.
 #[allow(clippy::large_enum_variant)]
 pub enum ClientStream {
     Plain(TcpStream),
-    Tls(Box<TlsStream<TcpStream>>),
+    Tls(Box<TlsStream<Prefixed>>),
 }
 
 impl AsRawFd for ClientStream {
     fn as_raw_fd(&self) -> RawFd {
         match self {
             ClientStream::Plain(s) => s.as_raw_fd(),
-            ClientStream::Tls(s) => s.get_ref().0.as_raw_fd(),
+            ClientStream::Tls(s) => s.get_ref().0.inner.as_raw_fd(),
         }
     }
 }
