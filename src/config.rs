@@ -140,13 +140,15 @@ struct Args {
     /// Disable watch commands (live logging)
     #[arg(short = 'W', long = "disable-watch")]
     disable_watch: bool,
-    /// ASCII authentication file: not supported
+    /// ASCII authentication: a file of user:password lines; a connection's
+    /// first command must be `set <any> 0 0 <n>` with "user password" as data
     #[arg(short = 'Y', long = "auth-file", value_name = "FILE")]
     auth_file: Option<String>,
     /// Restartable cache in a memory file: not supported
     #[arg(short = 'e', long = "memory-file", value_name = "FILE")]
     memory_file: Option<String>,
-    /// TLS: not supported
+    /// TLS on the client ports (-o ssl_chain_cert=,ssl_key= required;
+    /// -l notls:ADDR:PORT keeps a port plain)
     #[arg(short = 'Z', long = "enable-ssl")]
     enable_ssl: bool,
     /// Extended options, comma-separated: idle_timeout=SECONDS and
@@ -334,6 +336,34 @@ pub struct Config {
     pub metrics_listen: Option<SocketAddr>,
     /// Paths and names as given, for `server::startup`.
     pub unresolved: Unresolved,
+    /// `-Y FILE`: the auth file, read by the server at start and on SIGHUP.
+    pub auth_file: Option<String>,
+    /// `-Z`: TLS on the client ports not marked `notls:`.
+    pub tls: Option<TlsSettings>,
+    /// Filled by `server::startup` beside `listen`: whether each address
+    /// was given as `notls:` (plain even with `-Z`).
+    pub listen_plain: Vec<bool>,
+}
+
+/// `-Z` with `-o ssl_*`: paths as given (the server reads the files at
+/// start and on SIGHUP).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TlsSettings {
+    pub chain_cert: String,
+    pub key: String,
+    pub ca_cert: Option<String>,
+    /// memcached's ssl_verify_mode: 0 none, 1 verify a client certificate
+    /// if one is given, 2 require one, 3 require one once (rustls never
+    /// renegotiates, so 3 is 2).
+    pub verify_mode: u8,
+    pub min_version: TlsMinVersion,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum TlsMinVersion {
+    #[default]
+    Tls12,
+    Tls13,
 }
 
 /// What the command line names but only the running system can answer:
@@ -735,6 +765,17 @@ fn check(a: Args, cpus: &[usize]) -> Result<Config, String> {
         [b] if b.is_ascii_graphic() => *b,
         _ => return Err(format!("bad -D {:?}: one printable character", a.prefix_delimiter.unwrap_or_default())),
     };
+    let tls = match (a.enable_ssl, ext.chain_cert, ext.key) {
+        (false, ..) => None,
+        (true, Some(chain_cert), Some(key)) if !chain_cert.is_empty() && !key.is_empty() => Some(TlsSettings {
+            chain_cert,
+            key,
+            ca_cert: ext.ca_cert,
+            verify_mode: ext.verify_mode,
+            min_version: ext.min_version,
+        }),
+        (true, ..) => return Err("-Z needs -o ssl_chain_cert=FILE,ssl_key=FILE".into()),
+    };
     let unresolved = Unresolved {
         listen: a.listen.clone(),
         port: a.port,
@@ -784,6 +825,9 @@ fn check(a: Args, cpus: &[usize]) -> Result<Config, String> {
         metrics_listen,
         prefix_delimiter,
         unresolved,
+        auth_file: a.auth_file,
+        tls,
+        listen_plain: Vec::new(),
     })
 }
 
@@ -799,21 +843,12 @@ fn parse_metrics_listen(s: &str) -> Result<SocketAddr, String> {
 /// alternative.
 fn refuse_unsupported(a: &Args) -> Result<(), String> {
     if a.enable_sasl {
-        return Err("SASL is not supported (-S): memcore has no authentication yet; keep its port on a private network (docs/security.md)".into());
-    }
-    if a.auth_file.is_some() {
-        return Err(
-            "ASCII authentication is not supported (-Y): keep memcore's port on a private network (docs/security.md)"
-                .into(),
-        );
+        return Err("SASL is not supported (-S): use -Y (memcached's ASCII authentication) or -Z with client certificates (docs/security.md)".into());
     }
     if a.memory_file.is_some() {
         return Err(
             "a restartable cache is not supported (-e): replication (--peers) keeps a copy warm across restarts".into(),
         );
-    }
-    if a.enable_ssl {
-        return Err("TLS is not supported (-Z): put a TLS proxy (stunnel, haproxy) in front of memcore".into());
     }
     match a.protocol.as_str() {
         "ascii" | "auto" => {}
@@ -831,6 +866,12 @@ struct Extended {
     idle_timeout: Option<std::time::Duration>,
     /// `read_buf_mem_limit=MB`: the connection budget, as `--conn-memory`.
     read_buf_mem_limit: Option<u64>,
+    /// `ssl_*`: `-Z`'s certificates and checks.
+    chain_cert: Option<String>,
+    key: Option<String>,
+    ca_cert: Option<String>,
+    verify_mode: u8,
+    min_version: TlsMinVersion,
 }
 
 /// memcached 1.6's `-o` options: honoured, accepted without effect (added to
@@ -899,10 +940,29 @@ fn extended_options(opts: &[String], ignored: &mut Vec<String>) -> Result<Extend
                     "-o {name}: external storage (extstore) is not supported; memcore keeps items in memory (-m)"
                 ));
             }
+            "ssl_chain_cert" => ext.chain_cert = Some(value.to_string()),
+            "ssl_key" => ext.key = Some(value.to_string()),
+            "ssl_ca_cert" => ext.ca_cert = Some(value.to_string()),
+            "ssl_verify_mode" => {
+                ext.verify_mode = match value.parse::<u8>() {
+                    Ok(m) if m <= 3 => m,
+                    _ => return Err(format!("bad -o ssl_verify_mode={value}: 0, 1, 2 or 3")),
+                }
+            }
+            "ssl_min_version" => {
+                ext.min_version = match value {
+                    "tlsv1.2" => TlsMinVersion::Tls12,
+                    "tlsv1.3" => TlsMinVersion::Tls13,
+                    "tlsv1" | "tlsv1.0" | "tlsv1.1" => {
+                        return Err(format!(
+                            "-o ssl_min_version={value} is not supported: memcore speaks TLS 1.2 and 1.3 only"
+                        ));
+                    }
+                    _ => return Err(format!("bad -o ssl_min_version={value}: tlsv1.2 or tlsv1.3")),
+                }
+            }
             _ if name.starts_with("ssl_") => {
-                return Err(format!(
-                    "-o {name}: TLS is not supported; put a TLS proxy (stunnel, haproxy) in front of memcore"
-                ));
+                return Err(format!("-o {name}: not a TLS setting memcore has (see docs/security.md)"));
             }
             _ if name.starts_with("proxy_") => {
                 return Err(format!("-o {name}: memcached's proxy is not supported; run it in front of memcore"));
@@ -1100,6 +1160,35 @@ mod tests {
         ] {
             let e = run(args).unwrap_err();
             assert!(!e.contains('\n') && !e.is_empty(), "{args:?}: {e}");
+        }
+    }
+
+    #[test]
+    fn auth_and_tls_flags_are_memcacheds() {
+        let c = run(&["-Y", "/etc/auth"]).unwrap();
+        assert_eq!((c.auth_file.as_deref(), c.tls.is_none()), (Some("/etc/auth"), true));
+        let c = run(&["-Z", "-o", "ssl_chain_cert=c.pem,ssl_key=k.pem", "-o", "ssl_verify_mode=2,ssl_ca_cert=ca.pem"])
+            .unwrap();
+        let want = TlsSettings {
+            chain_cert: "c.pem".into(),
+            key: "k.pem".into(),
+            ca_cert: Some("ca.pem".into()),
+            verify_mode: 2,
+            min_version: TlsMinVersion::Tls12,
+        };
+        assert_eq!(c.tls, Some(want));
+        let c = run(&["--enable-ssl", "-o", "ssl_chain_cert=c,ssl_key=k,ssl_min_version=tlsv1.3"]).unwrap();
+        assert_eq!(c.tls.unwrap().min_version, TlsMinVersion::Tls13);
+        // ssl_* without -Z: accepted, TLS stays off (as memcached).
+        assert!(run(&["-o", "ssl_chain_cert=c,ssl_key=k"]).unwrap().tls.is_none());
+        for (args, want) in [
+            (&["-Z"][..], "-Z needs"),
+            (&["-Z", "-o", "ssl_chain_cert=c"], "-Z needs"),
+            (&["-Z", "-o", "ssl_chain_cert=c,ssl_key=k,ssl_verify_mode=4"], "ssl_verify_mode"),
+            (&["-Z", "-o", "ssl_chain_cert=c,ssl_key=k,ssl_min_version=tlsv1.1"], "not supported"),
+        ] {
+            let e = run(args).unwrap_err();
+            assert!(e.contains(want) && !e.contains('\n'), "{args:?}: {e}");
         }
     }
 

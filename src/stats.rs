@@ -139,6 +139,9 @@ counters! {
     touch_misses: Counter "Touches of a key that was not there.",
     store_too_large: Counter "Writes refused for a value over the item size limit.",
     store_no_memory: Counter "Writes refused for want of memory.",
+    auth_cmds: Counter "Authentication attempts (-Y): the set that carries user and password.",
+    auth_errors: Counter "Authentication attempts refused (-Y): unknown user or wrong password.",
+    ssl_handshake_errors: Counter "TLS handshakes refused or failed (-Z): bad or missing client certificates, plain text, timeouts.",
     idle_kicks: Counter "Connections closed by -o idle_timeout.",
     bytes_read: Counter "Bytes read from clients.",
     bytes_written: Counter "Bytes written to clients.",
@@ -291,8 +294,9 @@ const GENERAL: &[Line] = {
         S(touch_misses),
         S(store_too_large),
         S(store_no_memory),
-        Info("auth_cmds", |_, _| "0".into()),
-        Info("auth_errors", |_, _| "0".into()),
+        S(auth_cmds),
+        S(auth_errors),
+        S(ssl_handshake_errors),
         WithIdleTimeout(idle_kicks),
         S(bytes_read),
         S(bytes_written),
@@ -523,7 +527,7 @@ mod tests {
             cmd_get cmd_set cmd_flush cmd_touch cmd_meta get_hits get_misses get_expired get_flushed \
             delete_misses delete_hits incr_misses incr_hits decr_misses decr_hits \
             cas_misses cas_hits cas_badval touch_hits touch_misses store_too_large store_no_memory \
-            auth_cmds auth_errors idle_kicks bytes_read bytes_written limit_maxbytes accepting_conns \
+            auth_cmds auth_errors ssl_handshake_errors idle_kicks bytes_read bytes_written limit_maxbytes accepting_conns \
             threads conn_yields bytes curr_items total_items expired_unfetched evicted_unfetched \
             evictions reclaimed crawler_reclaimed forwarded_requests forward_errors \
             conn_memory_bytes conn_memory_limit conn_memory_backpressure conn_memory_refused \

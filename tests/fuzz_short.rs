@@ -562,6 +562,38 @@ fn parser_property_fuzz() {
     assert!(case > 0);
 }
 
+/// The `-Y` gate over random bytes, damaged authentication sets and
+/// pipelines of both (harness::check_gate).
+#[test]
+fn auth_gate_property_fuzz() {
+    let seed = seed() ^ 0xa07;
+    let mut rng = Rng::new(seed);
+    let deadline = Instant::now() + budget() / 4;
+    let mut case = 0u64;
+    let mut verdicts = 0;
+    while Instant::now() < deadline {
+        case += 1;
+        let mut s = Vec::new();
+        for _ in 0..rng.range(1, 5) {
+            let mut part = match rng.below(3) {
+                0 => random_bytes(&mut rng),
+                _ => {
+                    let data = format!("{}{}{}", String::from_utf8_lossy(&key(&mut rng)), sep(&mut rng), rng.next());
+                    let n = if rng.chance(4) { rng.range(0, 40) } else { data.len() };
+                    format!("set {} 0 0 {n}{}{data}\r\n", String::from_utf8_lossy(&key(&mut rng)), eol(&mut rng))
+                        .into_bytes()
+                }
+            };
+            if rng.chance(3) {
+                mutate(&mut rng, &mut part);
+            }
+            s.extend_from_slice(&part);
+        }
+        guarded(seed, case, &s, || verdicts += harness::check_gate(&s));
+    }
+    assert!(verdicts > 0);
+}
+
 #[test]
 fn store_property_fuzz() {
     let seed = seed() ^ 0x5707e;

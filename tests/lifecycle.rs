@@ -449,7 +449,8 @@ fn runs_unprivileged_with_default_memlock() {
     assert!(!stderr.contains("WARN") && !stderr.contains("rror"), "warnings at start: {stderr}");
 }
 
-/// SIGHUP (a closed terminal) neither stops the server nor loses data.
+/// SIGHUP (a closed terminal, or a request to reload -Y and -Z files)
+/// neither stops the server nor loses data.
 #[test]
 fn sighup_is_ignored() {
     if !memcore_only("sighup_is_ignored") {

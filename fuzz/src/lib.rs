@@ -945,3 +945,61 @@ fn split_all(stream: &[u8], max: usize, step: usize) -> Vec<Frame> {
     }
     out
 }
+
+// ---------------------------------------------------------------------------
+// Authentication gate (-Y)
+// ---------------------------------------------------------------------------
+
+/// Drive `memcore::protocol::auth::parse_gate` over a stream the way an
+/// unauthenticated connection does, whole and a byte at a time: no panic;
+/// Refuse and Attempt consume 1..=len bytes; Incomplete's `need` is 0 or
+/// beyond what is buffered and at most a line plus `MAX_TOKEN` + 2; an
+/// attempt's user and password are non-empty and hold no space; both ways
+/// give the same verdicts. Returns how many verdicts the stream gave.
+pub fn check_gate(stream: &[u8]) -> usize {
+    use memcore::protocol::auth::{Gate, MAX_LINE, MAX_TOKEN, parse_gate};
+    let run = |feed: &dyn Fn(usize) -> usize| -> Vec<String> {
+        let mut out = Vec::new();
+        let (mut start, mut end) = (0usize, 0usize);
+        loop {
+            let avail = &stream[start..end];
+            match parse_gate(avail) {
+                Gate::Incomplete { need } => {
+                    assert!(need == 0 || need > avail.len(), "need {need} with {} buffered", avail.len());
+                    if need > 0 {
+                        let nl = avail.iter().position(|&b| b == b'\n').expect("a need without a whole line");
+                        assert!(need <= nl + 1 + MAX_TOKEN + 2, "need {need} after a line of {nl}");
+                    } else {
+                        assert!(avail.len() <= MAX_LINE && !avail.contains(&b'\n'));
+                    }
+                    if end == stream.len() {
+                        out.push(format!("incomplete {}", end - start));
+                        return out;
+                    }
+                    end = feed(end);
+                }
+                Gate::Close => {
+                    out.push("close".into());
+                    return out;
+                }
+                Gate::Refuse { msg, consumed } => {
+                    assert!((1..=avail.len()).contains(&consumed));
+                    out.push(format!("refuse {msg} {consumed}"));
+                    start += consumed;
+                }
+                Gate::Attempt { user, password, consumed } => {
+                    assert!((1..=avail.len()).contains(&consumed));
+                    for w in [user, password] {
+                        assert!(!w.is_empty() && !w.contains(&b' '));
+                    }
+                    out.push(format!("attempt {user:?} {password:?} {consumed}"));
+                    start += consumed;
+                }
+            }
+        }
+    };
+    let whole = run(&|_| stream.len());
+    let bytewise = run(&|end| end + 1);
+    assert_eq!(whole, bytewise, "the gate read the stream differently a byte at a time");
+    whole.len()
+}

@@ -10,6 +10,7 @@
 //! an exptime means (`absolute_expiry`). Imports only the shared `item`
 //! sizes; must not import storage, route, repl, server, stats or config.
 
+pub mod auth;
 pub mod base64;
 pub mod encode;
 pub mod meta;

@@ -13,8 +13,13 @@ use std::pin::pin;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
+use std::sync::Arc;
+
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use glommio::net::TcpStream;
+
+use super::auth::{AuthFile, log_failure};
+use crate::protocol::auth::{FAILURE, Gate, parse_gate};
 
 use crate::latency::{self, Op, Pending};
 use crate::protocol::encode::{self, encode_line};
@@ -84,10 +89,13 @@ pub struct Conn<S = TcpStream> {
     first_byte: Option<Instant>,
     /// Requests of the batch per kind, recorded when its replies are queued.
     pending: Pending,
+    /// `-Y`: the credentials to check until this connection authenticates;
+    /// None once it has (or when the server needs none).
+    auth: Option<Arc<AuthFile>>,
 }
 
 impl<S: futures_lite::AsyncRead + futures_lite::AsyncWrite + Unpin + std::os::fd::AsRawFd> Conn<S> {
-    pub fn new(core: Rc<Core>, id: usize, stream: S) -> Self {
+    pub fn new(core: Rc<Core>, id: usize, stream: S, auth: Option<Arc<AuthFile>>) -> Self {
         let ncores = core.ncores;
         Conn {
             core,
@@ -106,6 +114,7 @@ impl<S: futures_lite::AsyncRead + futures_lite::AsyncWrite + Unpin + std::os::fd
             last_read: Instant::now(),
             first_byte: None,
             pending: Pending::default(),
+            auth,
         }
     }
 
@@ -301,6 +310,15 @@ impl<S: futures_lite::AsyncRead + futures_lite::AsyncWrite + Unpin + std::os::fd
                 self.need = 0;
                 return Stop::NeedInput;
             }
+            if self.auth.is_some() {
+                match self.authenticate(now) {
+                    Some(stop) => return stop,
+                    None => {
+                        handled += 1;
+                        continue;
+                    }
+                }
+            }
             let parsed = match self.get_rest {
                 Some((kind, exptime)) => parse_get_rest(avail, kind, exptime),
                 None => parse(avail, &core.limits),
@@ -409,6 +427,42 @@ impl<S: futures_lite::AsyncRead + futures_lite::AsyncWrite + Unpin + std::os::fd
         }
     }
 
+    /// `-Y`, before the connection authenticated: answer what it sent as
+    /// memcached does (`protocol::auth`). None: one command answered, go on.
+    fn authenticate(&mut self, now: u64) -> Option<Stop> {
+        let avail = &self.inbuf[self.start..self.end];
+        match parse_gate(avail) {
+            Gate::Incomplete { need } => {
+                self.need = need;
+                Some(Stop::NeedInput)
+            }
+            Gate::Close => Some(Stop::Close),
+            Gate::Refuse { msg, consumed } => {
+                encode_line(&mut self.batch.out, msg);
+                self.start += consumed;
+                None
+            }
+            Gate::Attempt { user, password, consumed } => {
+                let ok = self.auth.as_ref().is_some_and(|a| a.current().check(user, password));
+                {
+                    let c = &mut self.core.shard.borrow_mut().counters;
+                    c.auth_cmds += 1;
+                    c.auth_errors += u64::from(!ok);
+                }
+                if ok {
+                    self.auth = None;
+                    self.batch.out.extend_from_slice(encode::STORED);
+                } else {
+                    let peer = self.core.conns.borrow().get(self.id).map(|c| c.peer);
+                    log_failure(peer, user, now);
+                    encode_line(&mut self.batch.out, FAILURE);
+                }
+                self.start += consumed;
+                None
+            }
+        }
+    }
+
     /// Wait until the core's connection budget has `room` bytes, or
     /// `BUDGET_WAIT` passed. Other connections free theirs as their clients
     /// read; a client that never reads must not hold this one forever.
@@ -455,6 +509,7 @@ impl<S: futures_lite::AsyncRead + futures_lite::AsyncWrite + Unpin + std::os::fd
         let b = &mut self.batch;
         if !b.out.is_empty() {
             self.stream.write_all(&b.out).await?;
+            self.stream.flush().await?;
             self.core.shard.borrow_mut().counters.bytes_written += b.out.len() as u64;
             let b = &mut self.batch;
             b.out.clear();
@@ -773,6 +828,17 @@ fn render_settings(core: &Core, out: &mut Vec<u8>) {
     encode_stat(out, "item_size_max", cfg.item_size_max);
     encode_stat(out, "flush_enabled", if cfg.flush_enabled { "yes" } else { "no" });
     encode_stat(out, "idle_timeout", cfg.idle_timeout.map_or(0, |t| t.as_secs()));
+    // memcached's names for -Y and -Z (its "(null)" and "NULL" for unset).
+    encode_stat(out, "auth_enabled_sasl", "no");
+    encode_stat(out, "auth_enabled_ascii", cfg.auth_file.as_deref().unwrap_or("no"));
+    let tls = cfg.tls.as_ref();
+    encode_stat(out, "ssl_enabled", if tls.is_some() { "yes" } else { "no" });
+    encode_stat(out, "ssl_chain_cert", tls.map_or("(null)", |t| &t.chain_cert));
+    encode_stat(out, "ssl_key", tls.map_or("(null)", |t| &t.key));
+    encode_stat(out, "ssl_verify_mode", tls.map_or(0, |t| t.verify_mode));
+    encode_stat(out, "ssl_ca_cert", tls.and_then(|t| t.ca_cert.as_deref()).unwrap_or("NULL"));
+    let min = tls.map_or(crate::config::TlsMinVersion::Tls12, |t| t.min_version);
+    encode_stat(out, "ssl_min_version", if min == crate::config::TlsMinVersion::Tls13 { "tlsv1.3" } else { "tlsv1.2" });
     encode_stat(out, "conn_memory", cfg.conn_memory);
     encode_stat(out, "memory_per_core", core.shard.borrow().store.limit());
     encode_stat(out, "cores", cfg.cpus.iter().map(|c| c.to_string()).collect::<Vec<_>>().join(","));

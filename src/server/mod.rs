@@ -23,12 +23,14 @@
 //! (privileges, pid file, executors). Sits on top: imports `route`, `repl`,
 //! `storage`, `config`; nothing below imports it.
 
+pub mod auth;
 pub mod conn;
 pub mod listener;
 pub mod metrics;
 pub mod reload;
 pub mod signal;
 pub mod startup;
+pub mod tls;
 pub mod trainer;
 
 use std::os::fd::{FromRawFd, RawFd};
@@ -125,6 +127,12 @@ pub fn run(mut cfg: Config) -> Result<(), String> {
         // So that SIGHUP can reopen it (log rotation) as the -u user.
         startup::give_to_user(fd, user);
     }
+    // Read before privileges go, as memcached does: the key may be
+    // readable by root only. SIGHUP reads them again as the user it runs as.
+    let security = Arc::new(Security {
+        auth: cfg.auth_file.as_deref().map(auth::AuthFile::load).transpose()?.map(Arc::new),
+        tls: cfg.tls.as_ref().map(tls::Tls::load).transpose()?.map(Arc::new),
+    });
     drop_privileges(cfg.user.as_deref())?;
     // As the user the cores run as (kernel.io_uring_group), before -d.
     startup::check_io_uring()?;
@@ -195,7 +203,7 @@ pub fn run(mut cfg: Config) -> Result<(), String> {
     let mesh = MeshBuilder::<Frame, _>::full(n, MESH_CAPACITY);
     let mut handles = Vec::new();
     for (i, core_fds) in fds.into_iter().enumerate() {
-        let (g, m) = (global.clone(), mesh.clone());
+        let (g, m, sec) = (global.clone(), mesh.clone(), security.clone());
         let repl_fd = repl_fds[i].take();
         let metrics_fd = if i == 0 { metrics_fd.take() } else { None };
         let unix_fd = unix_fds[i].take();
@@ -208,7 +216,7 @@ pub fn run(mut cfg: Config) -> Result<(), String> {
             .name(&format!("memcore-{i}"))
             .io_memory(IO_MEMORY)
             .preempt_timer(PREEMPT_TIMER)
-            .spawn(move || core_main(g, m, core_fds, unix_fd, repl_fd, metrics_fd))
+            .spawn(move || core_main(g, m, core_fds, unix_fd, repl_fd, metrics_fd, sec))
             .map_err(|e| format!("cannot start executor on CPU {cpu}: {e}"))?;
         handles.push(h);
     }
@@ -219,9 +227,12 @@ pub fn run(mut cfg: Config) -> Result<(), String> {
             .name("memcore-signals".into())
             .spawn(move || {
                 loop {
-                    match signal::wait_termination_signal() {
-                        libc::SIGHUP => reload::on_sighup(&mut current),
-                        sig => {
+                    match signal::wait_signal() {
+                        signal::Signal::Reload => {
+                            reload::on_sighup(&mut current);
+                            security.reload();
+                        }
+                        signal::Signal::Terminate(sig) => {
                             log::info!("signal {sig} received, shutting down");
                             startup::notify_systemd("STOPPING=1");
                             break g.shutdown.trigger();
@@ -251,6 +262,35 @@ pub fn run(mut cfg: Config) -> Result<(), String> {
     failure.map_or(Ok(()), Err)
 }
 
+/// What client connections must pass before their first request: the `-Y`
+/// credentials and the `-Z` TLS configuration, each reloaded on SIGHUP.
+struct Security {
+    auth: Option<Arc<auth::AuthFile>>,
+    tls: Option<Arc<tls::Tls>>,
+}
+
+impl Security {
+    /// SIGHUP: read the auth file and the certificates again; what fails to
+    /// read leaves the old in force, and the log says so.
+    fn reload(&self) {
+        if let Some(a) = &self.auth {
+            match a.reload() {
+                Ok(n) => log::info!("SIGHUP: auth file {} reloaded, {n} entries", a.path),
+                Err(e) => log::error!("SIGHUP: {e}; the previous credentials stay in force"),
+            }
+        }
+        if let Some(t) = &self.tls {
+            match t.reload() {
+                Ok(()) => log::info!("SIGHUP: TLS certificates reloaded; new connections use them"),
+                Err(e) => log::error!("SIGHUP: {e}; the previous certificates stay in force"),
+            }
+        }
+        if self.auth.is_none() && self.tls.is_none() {
+            log::info!("SIGHUP: nothing to reload (no -Y, no -Z)");
+        }
+    }
+}
+
 /// A secret key for a hash over client keys (see `storage::HashKey`).
 fn random_hash_key() -> HashKey {
     let b = crate::repl::random_bytes::<16>();
@@ -265,6 +305,7 @@ async fn core_main(
     unix_fd: Option<RawFd>,
     repl_fd: Option<Vec<RawFd>>,
     metrics_fd: Option<RawFd>,
+    security: Arc<Security>,
 ) -> Result<(), String> {
     // glommio 0.9's first timer in an executor fires tens of ms late.
     glommio::timer::sleep(Duration::from_millis(1)).await;
@@ -331,17 +372,21 @@ async fn core_main(
 
     let gate = Rc::new(glommio::sync::Gate::new());
     let mut accept_tasks = Vec::new();
-    for fd in fds {
+    for (i, fd) in fds.into_iter().enumerate() {
         // SAFETY: the fd is a bound, listening, non-blocking TCP socket that
         // nothing else owns.
         let listener = unsafe { TcpListener::from_raw_fd(fd) };
-        accept_tasks.push(glommio::spawn_local(accept_loop(core.clone(), listener, gate.clone())));
+        let plain = global.cfg.listen_plain.get(i).copied().unwrap_or(false);
+        let tls = security.tls.clone().filter(|_| !plain);
+        let auth = security.auth.clone();
+        accept_tasks.push(glommio::spawn_local(accept_loop(core.clone(), listener, gate.clone(), tls, auth)));
     }
     if let Some(fd) = unix_fd {
         // SAFETY: a bound, listening, non-blocking UNIX socket (this core's
         // dup) that nothing else owns.
         let listener = unsafe { UnixListener::from_raw_fd(fd) };
-        accept_tasks.push(glommio::spawn_local(accept_loop(core.clone(), listener, gate.clone())));
+        let auth = security.auth.clone();
+        accept_tasks.push(glommio::spawn_local(accept_loop(core.clone(), listener, gate.clone(), None, auth)));
     }
 
     global.shutdown.wait().await;
@@ -383,8 +428,13 @@ async fn core_main(
 /// What `accept_loop` needs of a listener (TCP, or `-s`'s UNIX socket) and
 /// of the connections it accepts.
 trait Listen {
-    type Stream: futures_lite::AsyncRead + futures_lite::AsyncWrite + Unpin + std::os::fd::AsRawFd + 'static;
+    type Stream: futures_lite::AsyncRead + futures_lite::AsyncWrite + Unpin + 'static;
+    /// What the connection reads and writes: for TCP, the socket or TLS
+    /// over it (`-Z`); a UNIX socket as accepted.
+    type Client: futures_lite::AsyncRead + futures_lite::AsyncWrite + Unpin + std::os::fd::AsRawFd + 'static;
     async fn accept(&self) -> std::io::Result<Self::Stream>;
+    /// The TLS handshake, when `tls` is given, on the core that accepted.
+    async fn secure(stream: Self::Stream, tls: Option<Arc<tls::Tls>>) -> Result<Self::Client, tls::Refused>;
     /// No delay, and `-o idle_timeout`.
     fn configure(stream: &Self::Stream, idle: Option<Duration>);
     /// Peer and local address, for `stats conns`; None if the peer is gone
@@ -394,8 +444,15 @@ trait Listen {
 
 impl Listen for TcpListener {
     type Stream = glommio::net::TcpStream;
+    type Client = tls::ClientStream;
     async fn accept(&self) -> std::io::Result<Self::Stream> {
         TcpListener::accept(self).await.map_err(Into::into)
+    }
+    async fn secure(stream: Self::Stream, tls: Option<Arc<tls::Tls>>) -> Result<Self::Client, tls::Refused> {
+        match tls {
+            None => Ok(tls::ClientStream::Plain(stream)),
+            Some(t) => tls::accept(t.current(), stream).await,
+        }
     }
     fn configure(stream: &Self::Stream, idle: Option<Duration>) {
         let _ = stream.set_nodelay(true);
@@ -411,8 +468,12 @@ impl Listen for TcpListener {
 
 impl Listen for UnixListener {
     type Stream = glommio::net::UnixStream;
+    type Client = glommio::net::UnixStream;
     async fn accept(&self) -> std::io::Result<Self::Stream> {
         UnixListener::accept(self).await.map_err(Into::into)
+    }
+    async fn secure(stream: Self::Stream, _: Option<Arc<tls::Tls>>) -> Result<Self::Client, tls::Refused> {
+        Ok(stream)
     }
     fn configure(stream: &Self::Stream, idle: Option<Duration>) {
         if let Some(t) = idle {
@@ -427,7 +488,13 @@ impl Listen for UnixListener {
 }
 
 /// Accept connections until shutdown, enforcing `-c` over all cores.
-async fn accept_loop<L: Listen>(core: Rc<Core>, listener: L, gate: Rc<glommio::sync::Gate>) {
+async fn accept_loop<L: Listen>(
+    core: Rc<Core>,
+    listener: L,
+    gate: Rc<glommio::sync::Gate>,
+    tls: Option<Arc<tls::Tls>>,
+    auth: Option<Arc<auth::AuthFile>>,
+) {
     let waker = Rc::new(std::cell::RefCell::new(None));
     core.accept_wakers.borrow_mut().push(waker.clone());
     loop {
@@ -475,9 +542,31 @@ async fn accept_loop<L: Listen>(core: Rc<Core>, listener: L, gate: Rc<glommio::s
         }
         log::debug!("core {}: connection from {peer}", core.id);
         let c = core.clone();
+        let (tls, auth) = (tls.clone(), auth.clone());
         let spawned = gate.spawn(async move {
-            if let Err(e) = conn::Conn::new(c.clone(), id, stream).run().await {
-                log::debug!("connection {peer}: {e}");
+            // The handshake runs here, on the core that accepted.
+            match L::secure(stream, tls).await {
+                Ok(stream) => {
+                    if let Err(e) = conn::Conn::new(c.clone(), id, stream, auth).run().await {
+                        log::debug!("connection {peer}: {e}");
+                    }
+                }
+                Err(tls::Refused::Gone) => log::debug!("connection from {peer} closed before its TLS handshake"),
+                Err(tls::Refused::Plain) => {
+                    c.shard.borrow_mut().counters.ssl_handshake_errors += 1;
+                    auth::log_limited(unix_now(), |dropped| {
+                        log::warn!(
+                            "connection from {peer} spoke plain text to a TLS port; told so and closed{}",
+                            auth::dropped_note(dropped)
+                        )
+                    })
+                }
+                Err(tls::Refused::Failed(e)) => {
+                    c.shard.borrow_mut().counters.ssl_handshake_errors += 1;
+                    auth::log_limited(unix_now(), |dropped| {
+                        log::warn!("TLS handshake from {peer} failed: {e}{}", auth::dropped_note(dropped))
+                    })
+                }
             }
             c.conns.borrow_mut().try_remove(id);
             c.shard.borrow_mut().counters.curr_connections -= 1;

@@ -1,8 +1,9 @@
-//! SIGINT/SIGTERM/SIGHUP: blocked in every thread, awaited by one thread.
-//! SIGINT and SIGTERM become a wake-up that every executor can await
+//! SIGINT/SIGTERM and SIGHUP: blocked in every thread, awaited by one
+//! thread. SIGINT/SIGTERM become a wake-up that every executor can await
 //! (`route::Shutdown`, triggered by the signal thread); SIGHUP re-reads the
-//! config file (`reload`). A cache must not drop its contents because the
-//! terminal that started it went away: SIGHUP never stops it.
+//! config file (`reload`) and the `-Y` auth file and `-Z` certificates, and
+//! never ends the process: a cache must not drop its contents because the
+//! terminal that started it went away.
 //!
 //! glommio has no signal support, and a handler interrupting an executor in
 //! io_uring_enter is trouble; so the signals are blocked before any executor
@@ -10,7 +11,7 @@
 //!
 //! Imports nothing of memcore's; nothing below imports it.
 
-fn termination_set() -> libc::sigset_t {
+fn handled_set() -> libc::sigset_t {
     // SAFETY: plain libc calls on a set we own.
     unsafe {
         let mut set: libc::sigset_t = std::mem::zeroed();
@@ -23,20 +24,29 @@ fn termination_set() -> libc::sigset_t {
 }
 
 /// Block SIGINT, SIGTERM and SIGHUP in this thread and every thread it
-/// starts.
+/// starts, for `wait_signal` to take.
 pub fn block_termination_signals() {
-    let set = termination_set();
+    let set = handled_set();
     // SAFETY: changes this thread's signal mask only.
     unsafe {
         libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
     }
 }
 
-/// Wait for SIGINT, SIGTERM or SIGHUP (blocked first); returns its number.
-pub fn wait_termination_signal() -> i32 {
-    let set = termination_set();
+/// What a signal asks for.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Signal {
+    /// SIGINT or SIGTERM (its number): shut down.
+    Terminate(i32),
+    /// SIGHUP: read the auth file and the certificates again.
+    Reload,
+}
+
+/// Wait for SIGINT, SIGTERM or SIGHUP (blocked first).
+pub fn wait_signal() -> Signal {
+    let set = handled_set();
     let mut sig: libc::c_int = 0;
     // SAFETY: sigwait writes the signal number into `sig`.
     unsafe { while libc::sigwait(&set, &mut sig) != 0 {} }
-    sig
+    if sig == libc::SIGHUP { Signal::Reload } else { Signal::Terminate(sig) }
 }

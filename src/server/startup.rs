@@ -18,7 +18,15 @@ pub fn prepare(cfg: &mut Config) -> Result<(), String> {
     let u = cfg.unresolved.clone();
     // -s turns TCP off, as memcached does.
     if cfg.unix_socket.is_none() {
-        cfg.listen = parse_listen(&u.listen, u.port)?;
+        (cfg.listen, cfg.listen_plain) = parse_listen_tls(&u.listen, u.port)?;
+    }
+    // Read now so that a bad file stops the start like a bad flag; the
+    // server reads them again to use them (and on SIGHUP).
+    if let Some(path) = &cfg.auth_file {
+        super::auth::Credentials::load(path)?;
+    }
+    if let Some(t) = &cfg.tls {
+        super::tls::server_config(t)?;
     }
     if let Some(path) = &u.compress_dict {
         let raw = std::fs::read(path).map_err(|e| format!("cannot read --compress-dict {path}: {e}"))?;
@@ -195,6 +203,30 @@ pub fn redirect_output(fd: &std::os::fd::OwnedFd) {
         libc::dup2(fd.as_raw_fd(), 1);
         libc::dup2(fd.as_raw_fd(), 2);
     }
+}
+
+/// `-l` with memcached's `notls:` prefix on an address that stays plain
+/// under `-Z` (`notls:127.0.0.1:11212`). Returns the addresses and, beside
+/// each, whether it is plain. Port 0 entries are never merged: each takes
+/// its own free port.
+pub fn parse_listen_tls(spec: &str, port: u16) -> Result<(Vec<SocketAddr>, Vec<bool>), String> {
+    let (mut addrs, mut plain) = (Vec::new(), Vec::new());
+    for part in spec.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (part, notls) = match part.strip_prefix("notls:") {
+            Some(rest) => (rest, true),
+            None => (part, false),
+        };
+        for a in parse_listen(part, port)? {
+            if a.port() == 0 || !addrs.contains(&a) {
+                addrs.push(a);
+                plain.push(notls);
+            }
+        }
+    }
+    if addrs.is_empty() {
+        return Err(format!("no listen address in {spec:?}"));
+    }
+    Ok((addrs, plain))
 }
 
 /// CPUs this process may run on (honours taskset and cgroup cpusets).
@@ -415,6 +447,9 @@ mod tests {
         assert_eq!(c.listen, want);
         assert_eq!(c.tcp_port(), 22122);
         assert!(prepared(&["-l", " , "]).unwrap_err().contains("no listen address"));
+        let c = prepared(&["-p", "0", "-l", "127.0.0.1,notls:127.0.0.1,notls:127.0.0.1:5000"]).unwrap();
+        assert_eq!(c.listen.len(), 3);
+        assert_eq!(c.listen_plain, vec![false, true, true]);
     }
 
     #[test]
