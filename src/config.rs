@@ -1021,7 +1021,7 @@ fn check_repl(a: &Args, threads: usize, warnings: &mut Vec<String>) -> Result<Op
         }
         (Some(_), true) => return Err("--repl-secret and --repl-insecure exclude each other".into()),
         (None, true) => warnings.push(
-            "replication runs without a secret (--repl-insecure): anyone who can reach the replication port can write to this cache"
+            "replication runs without a secret (--repl-insecure): frames cross the network in clear, and anyone who can reach the replication port can write to this cache"
                 .into(),
         ),
         (Some(_), false) => {}
