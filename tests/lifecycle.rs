@@ -8,50 +8,8 @@ mod common;
 
 use common::*;
 use std::io::Read;
-use std::process::{Command, ExitStatus, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-
-struct Outcome {
-    status: ExitStatus,
-    stdout: String,
-    stderr: String,
-}
-
-/// Run `bin args` to completion (at most `limit`), capturing output.
-fn run(bin: &str, args: &[&str], limit: Duration) -> Outcome {
-    let mut child = Command::new(bin)
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("spawn {bin}: {e}"));
-    let deadline = Instant::now() + limit;
-    let status = loop {
-        if let Some(st) = child.try_wait().unwrap() {
-            break st;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("{bin} {args:?} still running after {limit:?} (expected it to exit)");
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    };
-    let mut stdout = String::new();
-    let mut stderr = String::new();
-    child.stdout.take().unwrap().read_to_string(&mut stdout).unwrap();
-    child.stderr.take().unwrap().read_to_string(&mut stderr).unwrap();
-    Outcome { status, stdout, stderr }
-}
-
-fn memcore_only(test: &str) -> bool {
-    if is_external() {
-        eprintln!("SKIP {test}: memcore-specific (MEMCORE_TEST_ADDR is set)");
-        return false;
-    }
-    true
-}
 
 fn signal_exits_cleanly(sig: i32, name: &str) {
     let Some(mut s) = Server::start_custom_or_skip(name, 2, &[]) else { return };
@@ -146,7 +104,7 @@ fn bad_flags_fail_cleanly() {
     for case in cases {
         let mut args = vec!["-l", "127.0.0.1", "-u", "root"];
         args.extend(case.iter().copied());
-        let o = run(bin, &args, Duration::from_secs(5));
+        let o = run_to_exit(bin, &args, Duration::from_secs(5));
         assert!(!o.status.success(), "{args:?} exited with success");
         assert!(!o.stderr.contains("panicked"), "{args:?} panicked: {}", o.stderr);
         let lines: Vec<&str> = o.stderr.lines().filter(|l| !l.trim().is_empty()).collect();
@@ -162,7 +120,7 @@ fn port_in_use_fails() {
     };
     let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = l.local_addr().unwrap().port().to_string();
-    let o = run(&bin, &["-p", &port, "-l", "127.0.0.1", "-U", "0", "-u", "root"], Duration::from_secs(5));
+    let o = run_to_exit(&bin, &["-p", &port, "-l", "127.0.0.1", "-U", "0", "-u", "root"], Duration::from_secs(5));
     assert!(!o.status.success(), "started on a port in use");
     assert!(!o.stderr.trim().is_empty(), "no error message on stderr");
     assert!(!o.stderr.contains("panicked"), "{}", o.stderr);
@@ -179,7 +137,7 @@ fn root_without_u_refused() {
         eprintln!("SKIP root_without_u_refused: needs a binary to spawn");
         return;
     };
-    let o = run(&bin, &["-p", any_port(kind), "-l", "127.0.0.1", "-U", "0"], Duration::from_secs(5));
+    let o = run_to_exit(&bin, &["-p", any_port(kind), "-l", "127.0.0.1", "-U", "0"], Duration::from_secs(5));
     assert!(!o.status.success(), "ran as root without -u");
     assert!(!o.stderr.trim().is_empty());
     assert!(!o.stderr.contains("panicked"), "{}", o.stderr);
@@ -191,7 +149,7 @@ fn version_flag() {
         eprintln!("SKIP version_flag: needs a binary to spawn");
         return;
     };
-    let o = run(&bin, &["-V"], Duration::from_secs(5));
+    let o = run_to_exit(&bin, &["-V"], Duration::from_secs(5));
     assert!(o.status.success(), "-V exit {}", o.status);
     let line = o.stdout.trim();
     assert!(!line.is_empty() && !line.contains('\n'), "-V output {:?}", o.stdout);
@@ -238,7 +196,7 @@ fn pidfile_replaces_a_planted_symlink_and_a_failed_start_leaves_none() {
     if unsafe { libc::geteuid() } == 0 {
         // The harness kills its server, which leaves the file behind.
         let _ = std::fs::remove_file(&path);
-        let o = run(memcore_bin(), &["-p", "0", "-u", "no-such-user-here", "-P", &ps], Duration::from_secs(10));
+        let o = run_to_exit(memcore_bin(), &["-p", "0", "-u", "no-such-user-here", "-P", &ps], Duration::from_secs(10));
         assert_eq!(o.status.code(), Some(71), "stderr: {}", o.stderr);
         assert!(!path.exists(), "a failed start left its pid file");
     }
@@ -635,8 +593,11 @@ fn debian_defaults_start_on_a_large_host() {
     let _ = std::fs::remove_file(&log_path);
     assert!(log.contains("running 8 of 128 cores: -m 64 gives each 8 MiB"), "{log}");
 
-    let o =
-        run(memcore_bin(), &["--simulate-cpus", "128", "-t", "128", "-p", "0", "-u", "root"], Duration::from_secs(5));
+    let o = run_to_exit(
+        memcore_bin(),
+        &["--simulate-cpus", "128", "-t", "128", "-p", "0", "-u", "root"],
+        Duration::from_secs(5),
+    );
     assert_eq!(o.status.code(), Some(64), "{}", o.stderr);
     assert!(o.stderr.contains("use -m 128 or more"), "{}", o.stderr);
 }

@@ -47,27 +47,8 @@ fn traffic(srv: &Server) {
 
 /// Run `memcore args` to completion within `limit`: (exit code, stdout).
 fn run_client(args: &[&str], limit: Duration) -> (i32, String) {
-    let mut child = Command::new(memcore_bin())
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn memcore client");
-    let deadline = Instant::now() + limit;
-    let status = loop {
-        if let Some(st) = child.try_wait().unwrap() {
-            break st;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("memcore {args:?} still running after {limit:?}");
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    };
-    let mut out = String::new();
-    child.stdout.take().unwrap().read_to_string(&mut out).unwrap();
-    (status.code().unwrap_or(-1), out)
+    let o = run_to_exit(memcore_bin(), args, limit);
+    (o.code().unwrap_or(-1), o.stdout)
 }
 
 #[test]

@@ -6,45 +6,12 @@
 mod common;
 
 use common::*;
-use std::io::Read;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
-
-struct Outcome {
-    code: Option<i32>,
-    stdout: String,
-    stderr: String,
-}
+use std::time::Duration;
 
 /// Run memcore with `args` to completion (at most 10 s).
 fn run(args: &[&str]) -> Outcome {
-    let mut child = Command::new(memcore_bin())
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let status = loop {
-        if let Some(st) = child.try_wait().unwrap() {
-            break st;
-        }
-        assert!(Instant::now() < deadline, "memcore {args:?} still running after 10 s");
-        std::thread::sleep(Duration::from_millis(5));
-    };
-    let (mut stdout, mut stderr) = (String::new(), String::new());
-    child.stdout.take().unwrap().read_to_string(&mut stdout).unwrap();
-    child.stderr.take().unwrap().read_to_string(&mut stderr).unwrap();
-    Outcome { code: status.code(), stdout, stderr }
-}
-
-fn skip(test: &str) -> bool {
-    if is_external() {
-        eprintln!("SKIP {test}: memcore-specific (MEMCORE_TEST_ADDR is set)");
-        return true;
-    }
-    false
+    run_to_exit(memcore_bin(), args, Duration::from_secs(10))
 }
 
 fn stop(mut child: std::process::Child, log_path: &std::path::Path) -> String {
@@ -76,7 +43,7 @@ fn pid_alive(pid: i32) -> bool {
 
 #[test]
 fn tuning_flags_without_effect_are_accepted_with_one_warning() {
-    if skip("tuning_flags_without_effect_are_accepted_with_one_warning") {
+    if !memcore_only("tuning_flags_without_effect_are_accepted_with_one_warning") {
         return;
     }
     let (child, port, log_path) = start_plain(&[
@@ -107,7 +74,7 @@ fn tuning_flags_without_effect_are_accepted_with_one_warning() {
 
 #[test]
 fn unsupported_flags_are_refused_with_a_hint() {
-    if skip("unsupported_flags_are_refused_with_a_hint") {
+    if !memcore_only("unsupported_flags_are_refused_with_a_hint") {
         return;
     }
     for (args, hint) in [
@@ -124,7 +91,7 @@ fn unsupported_flags_are_refused_with_a_hint() {
         let mut all = vec!["-p", "0", "-u", "root"];
         all.extend(args);
         let o = run(&all);
-        assert_eq!(o.code, Some(64), "{args:?}: {}", o.stderr);
+        assert_eq!(o.code(), Some(64), "{args:?}: {}", o.stderr);
         let lines: Vec<&str> = o.stderr.lines().collect();
         assert_eq!(lines.len(), 1, "{args:?}: {}", o.stderr);
         assert!(lines[0].contains(hint), "{args:?}: {}", lines[0]);
@@ -133,7 +100,7 @@ fn unsupported_flags_are_refused_with_a_hint() {
 
 #[test]
 fn read_buf_mem_limit_sets_the_connection_budget() {
-    if skip("read_buf_mem_limit_sets_the_connection_budget") {
+    if !memcore_only("read_buf_mem_limit_sets_the_connection_budget") {
         return;
     }
     let (child, port, log_path) = start_plain(&["-t", "1", "-o", "read_buf_mem_limit=40"]);
@@ -144,11 +111,11 @@ fn read_buf_mem_limit_sets_the_connection_budget() {
 
 #[test]
 fn help_lists_memcached_flags_in_memcached_order_then_memcores_own() {
-    if skip("help_lists_memcached_flags_in_memcached_order_then_memcores_own") {
+    if !memcore_only("help_lists_memcached_flags_in_memcached_order_then_memcores_own") {
         return;
     }
     let help = run(&["--help"]);
-    assert_eq!(help.code, Some(0));
+    assert_eq!(help.code(), Some(0));
     let shorts = |text: &str| -> Vec<char> {
         text.lines()
             .filter_map(|l| l.trim_start().strip_prefix('-'))
@@ -180,11 +147,11 @@ fn help_lists_memcached_flags_in_memcached_order_then_memcores_own() {
 
 #[test]
 fn license_flag_prints_the_license() {
-    if skip("license_flag_prints_the_license") {
+    if !memcore_only("license_flag_prints_the_license") {
         return;
     }
     let o = run(&["-i"]);
-    assert_eq!(o.code, Some(0));
+    assert_eq!(o.code(), Some(0));
     assert!(o.stdout.contains("Apache License"), "{}", o.stdout);
 }
 
@@ -193,7 +160,7 @@ fn license_flag_prints_the_license() {
 /// SIGTERM ends it and removes the pid file.
 #[test]
 fn daemon_mode_returns_once_listening() {
-    if skip("daemon_mode_returns_once_listening") {
+    if !memcore_only("daemon_mode_returns_once_listening") {
         return;
     }
     let (port_path, pid_path) = (temp_path("port"), temp_path("pid"));
@@ -212,7 +179,7 @@ fn daemon_mode_returns_once_listening() {
         "-P",
         pid_path.to_str().unwrap(),
     ]);
-    assert_eq!(o.code, Some(0), "{}", o.stderr);
+    assert_eq!(o.code(), Some(0), "{}", o.stderr);
     let port_text = std::fs::read_to_string(&port_path).expect("port file written before the command returned");
     let pid: i32 = std::fs::read_to_string(&pid_path).expect("pid file").trim().parse().unwrap();
     let _guard = KillOnDrop(pid);
@@ -232,20 +199,20 @@ fn daemon_mode_returns_once_listening() {
 /// exits with the server's status.
 #[test]
 fn daemon_start_failure_is_told_by_the_command() {
-    if skip("daemon_start_failure_is_told_by_the_command") {
+    if !memcore_only("daemon_start_failure_is_told_by_the_command") {
         return;
     }
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = taken.local_addr().unwrap().port().to_string();
     let o = run(&["-d", "-p", &port, "-l", "127.0.0.1", "-u", "root", "-t", "1"]);
-    assert_eq!(o.code, Some(71), "{}", o.stderr);
+    assert_eq!(o.code(), Some(71), "{}", o.stderr);
     assert!(o.stderr.contains("address already in use"), "{}", o.stderr);
 }
 
 /// `-r` raises the core file limit (from 0) to unlimited or the hard limit.
 #[test]
 fn enable_coredumps_raises_the_core_limit() {
-    if skip("enable_coredumps_raises_the_core_limit") {
+    if !memcore_only("enable_coredumps_raises_the_core_limit") {
         return;
     }
     let port_path = temp_path("port");
@@ -279,7 +246,7 @@ fn enable_coredumps_raises_the_core_limit() {
 /// use, and otherwise says so in one warning and runs unlocked.
 #[test]
 fn lock_memory_locks_or_warns() {
-    if skip("lock_memory_locks_or_warns") {
+    if !memcore_only("lock_memory_locks_or_warns") {
         return;
     }
     let (child, port, log_path) = start_plain(&["-k", "-t", "1", "-m", "64"]);
@@ -301,7 +268,7 @@ fn lock_memory_locks_or_warns() {
 /// stops the server (exit 0).
 #[test]
 fn shutdown_command_needs_enable_shutdown() {
-    if skip("shutdown_command_needs_enable_shutdown") {
+    if !memcore_only("shutdown_command_needs_enable_shutdown") {
         return;
     }
     let s = Server::start(1, &[]);
@@ -321,7 +288,7 @@ fn shutdown_command_needs_enable_shutdown() {
 /// command line wins); everything else comes from the file.
 #[test]
 fn debians_memcached_conf_works_unchanged() {
-    if skip("debians_memcached_conf_works_unchanged") {
+    if !memcore_only("debians_memcached_conf_works_unchanged") {
         return;
     }
     if unsafe { libc::geteuid() } != 0
@@ -348,7 +315,7 @@ fn debians_memcached_conf_works_unchanged() {
         "--log-file",
         log_path.to_str().unwrap(),
     ]);
-    assert_eq!(o.code, Some(0), "{}", o.stderr);
+    assert_eq!(o.code(), Some(0), "{}", o.stderr);
     let pid: i32 = std::fs::read_to_string(&pid_path).unwrap().trim().parse().unwrap();
     let _guard = KillOnDrop(pid);
     let port = std::fs::read_to_string(&port_path).unwrap().trim().rsplit(' ').next().unwrap().to_string();
@@ -383,7 +350,7 @@ fn debians_memcached_conf_works_unchanged() {
 /// fail together (the line with which they stop making sense).
 #[test]
 fn a_bad_config_line_is_named_by_file_and_line() {
-    if skip("a_bad_config_line_is_named_by_file_and_line") {
+    if !memcore_only("a_bad_config_line_is_named_by_file_and_line") {
         return;
     }
     let path = temp_path("conf");
@@ -397,13 +364,13 @@ fn a_bad_config_line_is_named_by_file_and_line() {
     ] {
         std::fs::write(&path, text).unwrap();
         let o = run(&["--config-file", p, "-p", "0", "-u", "root"]);
-        assert_eq!(o.code, Some(64), "{text:?}: {}", o.stderr);
+        assert_eq!(o.code(), Some(64), "{text:?}: {}", o.stderr);
         let want = format!("memcore: {p}:{line}: ");
         assert!(o.stderr.starts_with(&want) && o.stderr.contains(reason), "{text:?}: {}", o.stderr);
         assert_eq!(o.stderr.lines().count(), 1, "{}", o.stderr);
     }
     let o = run(&["--config-file", "/nonexistent/memcached.conf", "-p", "0"]);
-    assert_eq!(o.code, Some(64));
+    assert_eq!(o.code(), Some(64));
     assert!(o.stderr.contains("cannot read --config-file /nonexistent/memcached.conf"), "{}", o.stderr);
     let _ = std::fs::remove_file(&path);
 }
@@ -411,7 +378,7 @@ fn a_bad_config_line_is_named_by_file_and_line() {
 /// The command line wins over the file; memcore's long options work in it.
 #[test]
 fn the_command_line_wins_over_the_config_file() {
-    if skip("the_command_line_wins_over_the_config_file") {
+    if !memcore_only("the_command_line_wins_over_the_config_file") {
         return;
     }
     let path = temp_path("conf");
@@ -431,7 +398,7 @@ fn the_command_line_wins_over_the_config_file() {
 /// nothing and the server runs on.
 #[test]
 fn sighup_applies_what_can_change_at_run_time() {
-    if skip("sighup_applies_what_can_change_at_run_time") {
+    if !memcore_only("sighup_applies_what_can_change_at_run_time") {
         return;
     }
     let path = temp_path("conf");
@@ -494,7 +461,7 @@ fn run_without_io_uring(errno: i32) -> Outcome {
     }
     let out = cmd.output().unwrap();
     Outcome {
-        code: out.status.code(),
+        status: out.status,
         stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
         stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
     }
@@ -504,7 +471,7 @@ fn run_without_io_uring(errno: i32) -> Outcome {
 /// exits 71 with one line that names the cause and the fix.
 #[test]
 fn without_io_uring_one_line_names_the_cause_and_the_fix() {
-    if skip("without_io_uring_one_line_names_the_cause_and_the_fix") {
+    if !memcore_only("without_io_uring_one_line_names_the_cause_and_the_fix") {
         return;
     }
     for (errno, cause, fix) in [
@@ -512,7 +479,7 @@ fn without_io_uring_one_line_names_the_cause_and_the_fix() {
         (libc::ENOSYS, "io_uring is not available", "Linux 5.8 or newer"),
     ] {
         let o = run_without_io_uring(errno);
-        assert_eq!(o.code, Some(71), "errno {errno}: {}{}", o.stdout, o.stderr);
+        assert_eq!(o.code(), Some(71), "errno {errno}: {}{}", o.stdout, o.stderr);
         let lines: Vec<&str> = o.stderr.lines().collect();
         assert_eq!(lines.len(), 1, "errno {errno}: {}", o.stderr);
         assert!(lines[0].contains(cause) && lines[0].contains(fix), "errno {errno}: {}", lines[0]);
@@ -523,7 +490,7 @@ fn without_io_uring_one_line_names_the_cause_and_the_fix() {
 /// `READY=1` once it listens, and `STOPPING=1` on SIGTERM.
 #[test]
 fn systemd_is_told_when_the_server_is_ready_and_stopping() {
-    if skip("systemd_is_told_when_the_server_is_ready_and_stopping") {
+    if !memcore_only("systemd_is_told_when_the_server_is_ready_and_stopping") {
         return;
     }
     let sock_path = temp_path("notify");
@@ -557,7 +524,7 @@ fn systemd_is_told_when_the_server_is_ready_and_stopping() {
 /// (exit 64) and keeps io_uring in its system call filter.
 #[test]
 fn the_systemd_unit_verifies_and_keeps_io_uring() {
-    if skip("the_systemd_unit_verifies_and_keeps_io_uring") {
+    if !memcore_only("the_systemd_unit_verifies_and_keeps_io_uring") {
         return;
     }
     let unit =
@@ -592,7 +559,7 @@ fn the_systemd_unit_verifies_and_keeps_io_uring() {
 #[test]
 fn unix_socket_as_memcached_and_served_by_every_core() {
     use std::os::unix::fs::PermissionsExt;
-    if skip("unix_socket_as_memcached_and_served_by_every_core") {
+    if !memcore_only("unix_socket_as_memcached_and_served_by_every_core") {
         return;
     }
     let path = temp_path("sock");
@@ -636,7 +603,7 @@ fn unix_socket_as_memcached_and_served_by_every_core() {
     assert_bytes!(c.request_n(b"set u 0 0 2\r\nok\r\nget u\r\n", 2), b"STORED\r\nVALUE u 0 2\r\nok\r\nEND\r\n");
     // A second server on the same socket is refused while this one lives.
     let o = run(&["-s", p, "-u", "root", "-t", "1"]);
-    assert_eq!(o.code, Some(71), "{}", o.stderr);
+    assert_eq!(o.code(), Some(71), "{}", o.stderr);
     assert!(o.stderr.contains("address already in use"), "{}", o.stderr);
     drop((conns, c));
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };

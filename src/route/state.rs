@@ -24,7 +24,7 @@ use crate::stats::Counters;
 use crate::wake::Notify;
 
 use super::budget::ConnBudget;
-use super::mesh::{Cmd, Frame, Peer, Typed, get_keys};
+use super::mesh::{Cmd, Frame, Interruptible, Peer, Typed, get_keys};
 use super::shard::Shard;
 
 /// What every core shares: set once at start, atomics only off the request path.
@@ -263,6 +263,31 @@ impl Core {
         };
         self.accept_wakers.borrow().iter().for_each(wake);
         self.conns.borrow().iter().for_each(|(_, c)| wake(&c.waker));
+    }
+
+    /// Accept from `accept` until the core stops (then None). A failed
+    /// accept (out of fds and the like) is logged as `what`'s and retried
+    /// shortly: the listener keeps serving.
+    pub async fn accept_until_stop<T, E: std::fmt::Display, F: Future<Output = Result<T, E>>>(
+        &self,
+        what: &str,
+        mut accept: impl FnMut() -> F,
+    ) -> Option<T> {
+        let waker = Rc::new(RefCell::new(None));
+        self.accept_wakers.borrow_mut().push(waker.clone());
+        let accepted = loop {
+            let fut = std::pin::pin!(accept());
+            match (Interruptible { inner: fut, stop: &self.stopping, waker: &waker }).await {
+                None => break None,
+                Some(Ok(s)) => break Some(s),
+                Some(Err(e)) => {
+                    log::warn!("{what}accept failed: {e}");
+                    glommio::timer::sleep(std::time::Duration::from_millis(10)).await;
+                }
+            }
+        };
+        self.accept_wakers.borrow_mut().retain(|w| !Rc::ptr_eq(w, &waker));
+        accepted
     }
 
     pub fn snapshot(&self) -> Counters {

@@ -15,7 +15,7 @@ use glommio::net::{TcpListener, TcpStream};
 
 use crate::exporter::{self, Scrape};
 use crate::route::Core;
-use crate::route::mesh::{ConnWait, Interruptible};
+use crate::route::mesh::ConnWait;
 
 use super::conn::{gather_counters, gather_repl, server_info};
 
@@ -25,19 +25,7 @@ const SCRAPE_DEADLINE: Duration = Duration::from_secs(5);
 
 /// Serve scrapes until shutdown.
 pub async fn serve(core: Rc<Core>, listener: TcpListener) {
-    let waker = Rc::new(std::cell::RefCell::new(None));
-    core.accept_wakers.borrow_mut().push(waker.clone());
-    loop {
-        let accept = std::pin::pin!(listener.accept());
-        let stream = match (Interruptible { inner: accept, stop: &core.stopping, waker: &waker }).await {
-            None => return,
-            Some(Ok(s)) => s,
-            Some(Err(e)) => {
-                log::warn!("metrics: accept failed: {e}");
-                glommio::timer::sleep(Duration::from_millis(10)).await;
-                continue;
-            }
-        };
+    while let Some(stream) = core.accept_until_stop("metrics: ", || listener.accept()).await {
         // A client that trickles its request in cannot hold the endpoint
         // longer than this, whatever each read's timeout.
         let deadline = async {

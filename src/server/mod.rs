@@ -45,7 +45,7 @@ use glommio::{LocalExecutorBuilder, Placement};
 
 use crate::config::Config;
 use crate::protocol::encode;
-use crate::route::mesh::{Frame, Interruptible};
+use crate::route::mesh::Frame;
 use crate::route::state::{receiver_task, sender_task};
 use crate::route::{ConnInfo, Core, Global, Shard, Shutdown};
 use crate::storage::{HashKey, Store, StoreConfig};
@@ -495,20 +495,7 @@ async fn accept_loop<L: Listen>(
     tls: Option<Arc<tls::Tls>>,
     auth: Option<Arc<auth::AuthFile>>,
 ) {
-    let waker = Rc::new(std::cell::RefCell::new(None));
-    core.accept_wakers.borrow_mut().push(waker.clone());
-    loop {
-        let accept = std::pin::pin!(listener.accept());
-        let stream = match (Interruptible { inner: accept, stop: &core.stopping, waker: &waker }).await {
-            None => return,
-            Some(Ok(s)) => s,
-            Some(Err(e)) => {
-                // Out of fds and the like: keep serving, retry shortly.
-                log::warn!("accept failed: {e}");
-                glommio::timer::sleep(Duration::from_millis(10)).await;
-                continue;
-            }
-        };
+    while let Some(stream) = core.accept_until_stop("", || listener.accept()).await {
         L::configure(&stream, core.cfg().idle_timeout);
         let global = &core.global;
         if global.conns.fetch_add(1, Ordering::Relaxed) >= global.cfg.conn_limit {

@@ -790,3 +790,55 @@ pub fn start_plain(args: &[&str]) -> (Child, u16, PathBuf) {
         .unwrap_or_else(|e| panic!("{args:?}: {e}; log: {}", std::fs::read_to_string(&log_path).unwrap_or_default()));
     (child, port, log_path)
 }
+
+/// How a process run to its end ended, and what it printed.
+pub struct Outcome {
+    pub status: ExitStatus,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Outcome {
+    pub fn code(&self) -> Option<i32> {
+        self.status.code()
+    }
+}
+
+/// Run `bin args` to completion, capturing its output; one still running
+/// after `limit` is killed and fails the test.
+pub fn run_to_exit(bin: &str, args: &[&str], limit: Duration) -> Outcome {
+    let mut child = Command::new(bin)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawn {bin}: {e}"));
+    let deadline = Instant::now() + limit;
+    let status = loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            break st;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{bin} {args:?} still running after {limit:?} (expected it to exit)");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let mut stdout = String::new();
+    let mut stderr = String::new();
+    child.stdout.take().unwrap().read_to_string(&mut stdout).unwrap();
+    child.stderr.take().unwrap().read_to_string(&mut stderr).unwrap();
+    Outcome { status, stdout, stderr }
+}
+
+/// False (after a SKIP line) when the suite runs against an external
+/// server: the test needs to start memcore itself.
+pub fn memcore_only(test: &str) -> bool {
+    if is_external() {
+        eprintln!("SKIP {test}: memcore-specific (MEMCORE_TEST_ADDR is set)");
+        return false;
+    }
+    true
+}
